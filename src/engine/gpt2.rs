@@ -1,0 +1,156 @@
+//! GPT-2 forward pass, HF-exact: token + position embeddings, pre-LayerNorm blocks
+//! (attention, MLP, residuals), final LayerNorm, tied output projection.
+//!
+//! One call runs one [`Step`]: any number of new tokens per row, at given positions, against
+//! whatever the [`KvCache`] holds. The hidden state stays `[tokens, n_embd]` (2-D) between
+//! blocks so every linear layer is a plain matmul; only attention reshapes to heads.
+
+use burn::tensor::activation::{gelu, gelu_approximate, relu};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::config::{Activation, Gpt2Config};
+use super::error::Result;
+use super::kernels;
+use super::kv::KvCache;
+use super::step::Step;
+use super::vocab_table::VocabTable;
+use super::weights::{DenseWeights, Gpt2Weights, NormWeights};
+
+/// Which positions get logits: the last of each row (generation) or all (scoring, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    Last,
+    All,
+}
+
+struct Dense {
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+}
+
+impl Dense {
+    fn new(w: DenseWeights, device: &Device) -> Self {
+        Self { weight: Tensor::from_data(w.weight, device), bias: Tensor::from_data(w.bias, device) }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        x.matmul(self.weight.clone()) + self.bias.clone().unsqueeze::<2>()
+    }
+}
+
+struct LayerNorm {
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(w: NormWeights, eps: f64, device: &Device) -> Self {
+        Self { weight: Tensor::from_data(w.weight, device), bias: Tensor::from_data(w.bias, device), eps }
+    }
+
+    /// Normalises each row with the biased variance, as `torch.nn.LayerNorm`.
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let (var, mean) = x.clone().var_mean_bias(1);
+        let normed = (x - mean) / (var + self.eps).sqrt();
+        normed * self.weight.clone().unsqueeze::<2>() + self.bias.clone().unsqueeze::<2>()
+    }
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Dense,
+    attn_proj: Dense,
+    ln_2: LayerNorm,
+    c_fc: Dense,
+    mlp_proj: Dense,
+}
+
+pub struct Gpt2 {
+    pub config: Gpt2Config,
+    device: Device,
+    wte: VocabTable,
+    /// The output projection when it is not tied to `wte`.
+    lm_head: Option<VocabTable>,
+    wpe: Tensor<2>,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+}
+
+impl Gpt2 {
+    /// Uploads checked weights to `device`.
+    pub fn new(config: Gpt2Config, weights: Gpt2Weights, device: &Device) -> Self {
+        let eps = config.layer_norm_epsilon;
+        let blocks = weights
+            .blocks
+            .into_iter()
+            .map(|b| Block {
+                ln_1: LayerNorm::new(b.ln_1, eps, device),
+                c_attn: Dense::new(b.c_attn, device),
+                attn_proj: Dense::new(b.attn_proj, device),
+                ln_2: LayerNorm::new(b.ln_2, eps, device),
+                c_fc: Dense::new(b.c_fc, device),
+                mlp_proj: Dense::new(b.mlp_proj, device),
+            })
+            .collect();
+        Self {
+            wte: VocabTable::new(weights.wte, device),
+            lm_head: weights.lm_head.map(|head| VocabTable::new(head, device)),
+            wpe: Tensor::from_data(weights.wpe, device),
+            blocks,
+            ln_f: LayerNorm::new(weights.ln_f, eps, device),
+            device: device.clone(),
+            config,
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs one step and returns logits `[batch, len or 1, vocab]`. The step's keys and values
+    /// are stored in `cache`, which must have been created for the same batch size.
+    pub fn forward(&self, step: &Step, cache: &mut KvCache, which: Logits) -> Result<Tensor<3>> {
+        let c = &self.config;
+        step.check(c.vocab_size, c.n_positions)?;
+        let (b, t, e) = (step.batch, step.len, c.n_embd);
+        let (heads, head_dim) = (c.n_head, c.head_dim());
+
+        let positions: Vec<i64> = step.positions.iter().map(|&p| p as i64).collect();
+        let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [b * t]), &self.device);
+        let mut x = self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions);
+
+        let bias = cache.prepare(step, &self.device)?;
+        let to_heads = |m: Tensor<2>| m.reshape([b, t, heads, head_dim]).swap_dims(1, 2);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()));
+            let q = to_heads(qkv.clone().slice([0..b * t, 0..e]));
+            let k = to_heads(qkv.clone().slice([0..b * t, e..2 * e]));
+            let v = to_heads(qkv.slice([0..b * t, 2 * e..3 * e]));
+            let (k, v) = cache.update(layer, k, v);
+            let mut scale = 1.0 / (head_dim as f32).sqrt();
+            if c.scale_attn_by_inverse_layer_idx {
+                scale /= (layer + 1) as f32;
+            }
+            let attn = kernels::attention(q, k, v, bias.clone(), scale);
+            let attn = attn.swap_dims(1, 2).reshape([b * t, e]);
+            x = x + block.attn_proj.forward(attn);
+
+            let hidden = block.c_fc.forward(block.ln_2.forward(x.clone()));
+            let hidden = match c.activation {
+                Activation::GeluTanh => gelu_approximate(hidden),
+                Activation::Gelu => gelu(hidden),
+                Activation::Relu => relu(hidden),
+            };
+            x = x + block.mlp_proj.forward(hidden);
+        }
+
+        let (x, rows) = match which {
+            Logits::All => (x, t),
+            Logits::Last => (x.reshape([b, t, e]).slice([0..b, t - 1..t, 0..e]).reshape([b, e]), 1),
+        };
+        let head = self.lm_head.as_ref().unwrap_or(&self.wte);
+        let logits = head.project(self.ln_f.forward(x));
+        Ok(logits.reshape([b, rows, c.vocab_size]))
+    }
+}

@@ -1,0 +1,15 @@
+//! The inference engine: runs everywhere (wasm32 + WebGPU, native CPU / Vulkan / CUDA), knows
+//! tensors, caches and sampling, and nothing of UIs or HTTP.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod gpt2;
+pub mod kernels;
+pub mod kv;
+pub mod readback;
+pub mod sampling;
+pub mod step;
+pub mod tokenizer;
+pub mod vocab_table;
+pub mod weights;

@@ -1,0 +1,210 @@
+//! Choosing the next token from logits, in transformers' order: repetition penalty,
+//! temperature, top-k, top-p, then a draw from a seeded RNG (same seed, same text).
+//! Temperature 0 means greedy (argmax; ties go to the lowest id, as `torch.argmax`).
+
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+use super::error::{EngineError, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 0 = no top-k filter.
+    pub top_k: usize,
+    /// 1 = no nucleus filter.
+    pub top_p: f32,
+    /// 1 = off; > 1 discourages tokens already in the sequence (CTRL / HF semantics).
+    pub repetition_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 }
+    }
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(EngineError::Request(msg));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(format!("temperature must be a finite number >= 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad(format!("repetition_penalty must be a finite number > 0, got {}", self.repetition_penalty));
+        }
+        Ok(())
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    /// Whether the choice needs the full logits on the host (greedy without a penalty can
+    /// take the argmax on the device and read back one integer).
+    pub fn needs_logits(&self) -> bool {
+        !self.is_greedy() || self.repetition_penalty != 1.0
+    }
+}
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Result<Self> {
+        params.validate()?;
+        let rng = StdRng::seed_from_u64(params.seed);
+        Ok(Self { params, rng })
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Picks the next token from one row of logits; `history` is the sequence so far
+    /// (prompt included, as HF's repetition penalty sees it).
+    pub fn pick(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let p = &self.params;
+        if p.repetition_penalty != 1.0 {
+            let mut seen = history.to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            for id in seen {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                }
+            }
+        }
+        if p.is_greedy() {
+            return argmax(logits);
+        }
+        for l in logits.iter_mut() {
+            *l /= p.temperature;
+        }
+        if p.top_k > 0 && p.top_k < logits.len() {
+            let mut sorted = logits.to_vec();
+            let kth = sorted.len() - p.top_k;
+            let (_, threshold, _) = sorted.select_nth_unstable_by(kth, f32::total_cmp);
+            let threshold = *threshold;
+            for l in logits.iter_mut() {
+                if *l < threshold {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut probs: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|q| *q /= total);
+        if p.top_p < 1.0 {
+            nucleus(&mut probs, f64::from(p.top_p));
+        }
+        let total: f64 = probs.iter().sum();
+        let mut target = self.rng.random::<f64>() * total;
+        for (id, &q) in probs.iter().enumerate() {
+            if q > 0.0 {
+                if target < q {
+                    return id as u32;
+                }
+                target -= q;
+            }
+        }
+        // Rounding left a sliver of mass past the end: the last possible token takes it.
+        probs.iter().rposition(|&q| q > 0.0).unwrap_or(0) as u32
+    }
+}
+
+/// Index of the largest value, the first one on ties.
+pub fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Zeroes every token outside the smallest most-likely set whose mass reaches `top_p`
+/// (HF drops tokens whose ascending cumulative mass is `<= 1 - top_p`; at least one stays).
+fn nucleus(probs: &mut [f64], top_p: f64) {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let mut cumulative = 0.0;
+    let mut keep = 0;
+    for &id in &order {
+        keep += 1;
+        cumulative += probs[id];
+        if cumulative >= top_p {
+            break;
+        }
+    }
+    for &id in &order[keep..] {
+        probs[id] = 0.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32, top_k: usize, top_p: f32) -> SamplingParams {
+        SamplingParams { temperature, top_k, top_p, repetition_penalty: 1.0, seed: 7 }
+    }
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        let mut s = Sampler::new(params(0.0, 0, 1.0)).unwrap();
+        assert_eq!(s.pick(&mut [1.0, 3.0, 3.0, 2.0], &[]), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_at_any_temperature() {
+        let mut s = Sampler::new(params(5.0, 1, 1.0)).unwrap();
+        for _ in 0..50 {
+            assert_eq!(s.pick(&mut [0.1, 0.3, 2.0, 1.9], &[]), 2);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus() {
+        // softmax([5, 4, -5, -5]) ≈ [0.73, 0.27, 3e-5, 3e-5]: top_p 0.9 keeps ids 0 and 1.
+        let mut s = Sampler::new(params(1.0, 0, 0.9)).unwrap();
+        let mut seen = [0usize; 4];
+        for _ in 0..400 {
+            seen[s.pick(&mut [5.0, 4.0, -5.0, -5.0], &[]) as usize] += 1;
+        }
+        assert_eq!(seen[2] + seen[3], 0);
+        assert!(seen[0] > seen[1] && seen[1] > 40, "{seen:?}");
+    }
+
+    #[test]
+    fn same_seed_same_draws() {
+        let draw = || {
+            let mut s = Sampler::new(params(1.0, 0, 1.0)).unwrap();
+            (0..20).map(|_| s.pick(&mut [0.5, 0.4, 0.3, 0.2, 0.1], &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(), draw());
+    }
+
+    #[test]
+    fn repetition_penalty_follows_hf() {
+        // Positive logits are divided, negative ones multiplied.
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..params(0.0, 0, 1.0) }).unwrap();
+        assert_eq!(s.pick(&mut [3.0, 2.0, -1.0], &[0]), 1);
+        assert_eq!(s.pick(&mut [-0.1, -0.15, -1.0], &[0]), 1);
+    }
+
+    #[test]
+    fn absurd_parameters_are_refused() {
+        for bad in [params(-1.0, 0, 1.0), params(f32::NAN, 0, 1.0), params(1.0, 0, 0.0), params(1.0, 0, 1.5)] {
+            assert!(Sampler::new(bad).is_err());
+        }
+    }
+}

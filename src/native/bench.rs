@@ -1,0 +1,144 @@
+//! `inferlab bench kv`: the KV-cache benchmark. The same greedy generation runs with the
+//! contiguous cache and without any cache (recomputing the prefix every token), in one
+//! process on one device, so the speedup is a ratio of two measurements taken side by side.
+//! The memory model's table for the same config comes with it.
+
+use std::ops::ControlFlow;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use serde_json::json;
+
+use super::device::DeviceArg;
+use super::hub::DEFAULT_HUB;
+use super::model_dir;
+use crate::engine::config::Gpt2Config;
+use crate::engine::generate::{GenerateOptions, Generation, generate};
+use crate::engine::gpt2::Gpt2;
+use crate::engine::kv::{KvMode, memory};
+use crate::engine::weights::Gpt2Weights;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Decode with the KV cache vs without it, plus the memory table.
+    Kv(KvArgs),
+}
+
+#[derive(Args)]
+pub struct KvArgs {
+    /// A model folder or hub repo id.
+    #[arg(long, conflicts_with = "random", required_unless_present = "random")]
+    model: Option<String>,
+    #[arg(long, env = "INFERLAB_HUB_URL", default_value = DEFAULT_HUB)]
+    hub_url: String,
+    /// A seeded random model with a named HF config (distilgpt2, gpt2, gpt2-medium,
+    /// gpt2-large, gpt2-xl): real speed without a download.
+    #[arg(long)]
+    random: Option<String>,
+    /// Tokens to generate in each run.
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Length of the (seeded random) prompt.
+    #[arg(long, default_value_t = 8)]
+    prompt_tokens: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Kv(args) => kv(args),
+    }
+}
+
+fn kv(args: KvArgs) -> Result<()> {
+    let device = args.device.init()?;
+    let (model, name) = match (&args.model, &args.random) {
+        (_, Some(name)) => {
+            let config = Gpt2Config::named(name)?;
+            let weights = Gpt2Weights::random(&config, args.seed);
+            (Gpt2::new(config, weights, &device), format!("random:{name}"))
+        }
+        (Some(model), None) => {
+            let dir = model_dir::resolve(model, &args.hub_url)?;
+            (model_dir::load(&dir, &device)?.model, model.clone())
+        }
+        (None, None) => bail!("give --model or --random"),
+    };
+    let config = model.config.clone();
+    if args.new_tokens == 0 || args.prompt_tokens == 0 {
+        bail!("--new-tokens and --prompt-tokens must be at least 1");
+    }
+    if args.prompt_tokens + args.new_tokens > config.n_positions {
+        bail!(
+            "--prompt-tokens {} + --new-tokens {} exceed the model's context of {} tokens",
+            args.prompt_tokens,
+            args.new_tokens,
+            config.n_positions
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let prompt: Vec<u32> = (0..args.prompt_tokens).map(|_| rng.random_range(0..config.vocab_size as u32)).collect();
+
+    let run = |kv: KvMode, new_tokens: usize| -> Result<Generation> {
+        let options = GenerateOptions { max_new_tokens: new_tokens, kv, ..GenerateOptions::default() };
+        Ok(pollster::block_on(generate(&model, &prompt, &options, None, |_| ControlFlow::Continue(())))?)
+    };
+    // Warm-up: the first launches compile kernels (and autotune, where enabled).
+    run(KvMode::Contiguous, 2)?;
+    run(KvMode::None, 2)?;
+    let with = run(KvMode::Contiguous, args.new_tokens)?;
+    let without = run(KvMode::None, args.new_tokens)?;
+
+    let seq_lens: Vec<usize> = [128, 256, 512, 1024, 2048].into_iter().filter(|&l| l <= config.n_positions).collect();
+    let mut table = memory::table(&config, &seq_lens, &[1, 4, 8], 4);
+    table.extend(memory::table(&config, &seq_lens, &[1, 4, 8], 2));
+    let speedup = without.total_ms / with.total_ms;
+
+    if args.json {
+        let out = json!({
+            "device": args.device.name(),
+            "model": name,
+            "prompt_tokens": args.prompt_tokens,
+            "new_tokens": args.new_tokens,
+            "with_cache_ms": with.total_ms,
+            "without_cache_ms": without.total_ms,
+            "speedup": speedup,
+            "outputs_match": with.new_ids == without.new_ids,
+            "per_token_ms": { "with_cache": with.step_ms, "without_cache": without.step_ms },
+            "memory": table,
+        });
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    println!("bench kv · {name} · {} · prompt {} + {} new tokens", args.device.name(), args.prompt_tokens, args.new_tokens);
+    println!("  with cache    {:>10.1} ms total", with.total_ms);
+    println!("  without cache {:>10.1} ms total", without.total_ms);
+    println!("  speedup       {speedup:>10.2}×   (same tokens: {})", with.new_ids == without.new_ids);
+    println!("  per-token ms      token   with   without");
+    let n = args.new_tokens;
+    let mut marks = vec![0, n / 4, n / 2, 3 * n / 4, n - 1];
+    marks.dedup();
+    for i in marks {
+        println!("                 {:>6} {:>8.2} {:>8.2}", i + 1, with.step_ms[i], without.step_ms[i]);
+    }
+    println!("  memory model (MiB)  seq  batch  bytes      KV     params  activations");
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    for r in &table {
+        println!(
+            "                  {:>6} {:>5} {:>6} {:>9.1} {:>9.1} {:>11.1}",
+            r.seq_len,
+            r.batch,
+            r.bytes_per_value,
+            mib(r.kv_bytes),
+            mib(r.param_bytes),
+            mib(r.activation_bytes)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `inferlab generate` and `inferlab bench …`: argument parsing, validation with clear
+//! errors, and streaming output. The work itself is the engine's.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use super::bench;
+use super::device::DeviceArg;
+use super::hub::DEFAULT_HUB;
+use super::model_dir;
+use crate::engine::generate::{GenerateOptions, fit_context, generate};
+use crate::engine::kv::KvMode;
+use crate::engine::sampling::SamplingParams;
+
+#[derive(Parser)]
+#[command(name = "inferlab", version, about = "GPT-2 inference lab: generate text and benchmark inference optimizations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Benchmarks (JSON with --json).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Where the model comes from.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A folder with config.json, model.safetensors and tokenizer.json, or a hub repo id
+    /// (e.g. openai-community/gpt2), downloaded once into the cache ($INFERLAB_CACHE).
+    #[arg(long)]
+    pub model: String,
+    /// Base URL of the model hub.
+    #[arg(long, env = "INFERLAB_HUB_URL", default_value = DEFAULT_HUB)]
+    pub hub_url: String,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text.
+    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids, e.g. 464,2068,7586.
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// 1 = off.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when the text contains this string (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Do not stop at the model's end-of-text token.
+    #[arg(long)]
+    ignore_eos: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// KV cache: contiguous, sliding:W or none.
+    #[arg(long, default_value = "contiguous")]
+    kv: String,
+    /// What to do with a prompt longer than the context: refuse it, or drop its oldest tokens.
+    #[arg(long, value_enum, default_value = "error")]
+    truncate: Truncate,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Truncate {
+    Error,
+    Left,
+}
+
+/// Runs the command line; errors are printed as one clear message and exit code 1.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("INFERLAB_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => run_generate(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_generate(args: GenerateArgs) -> Result<()> {
+    let kv: KvMode = args.kv.parse()?;
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+    };
+    sampling.validate()?;
+    let device = args.device.init()?;
+    let dir = model_dir::resolve(&args.model.model, &args.model.hub_url)?;
+    let loaded = model_dir::load(&dir, &device)?;
+    let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
+    let config = &model.config;
+
+    let prompt = match (&args.prompt, &args.prompt_ids) {
+        (Some(text), _) => tokenizer.encode(text)?,
+        (None, Some(ids)) => ids.clone(),
+        (None, None) => bail!("give --prompt or --prompt-ids"),
+    };
+    if let Some(id) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
+        bail!("prompt token id {id} is outside the vocabulary ({})", config.vocab_size);
+    }
+    let (prompt, max_new_tokens, warning) =
+        fit_context(&prompt, args.max_new_tokens, config.n_positions, args.truncate == Truncate::Left)?;
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    let options = GenerateOptions {
+        max_new_tokens,
+        sampling,
+        kv,
+        eos_token_ids: if args.ignore_eos { vec![] } else { config.eos_token_id.into_iter().collect() },
+        stop_strings: args.stop.clone(),
+    };
+
+    // Streams the text as it grows, holding back what may still turn out to be a stop
+    // string, or the first bytes of a character that the next token completes.
+    let mut printed = 0;
+    let mut ids = vec![];
+    let mut stdout = std::io::stdout();
+    let generation = pollster::block_on(generate(model, &prompt, &options, Some(tokenizer), |event| {
+        if !args.json {
+            ids.push(event.id);
+            if let Ok(text) = tokenizer.decode(&ids)
+                && !text.ends_with('\u{FFFD}')
+            {
+                let end = streamable_len(&text, &options.stop_strings);
+                if end > printed {
+                    let _ = write!(stdout, "{}", &text[printed..end]);
+                    let _ = stdout.flush();
+                    printed = end;
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }))?;
+    let text = generation.text.clone().unwrap_or_default();
+
+    if args.json {
+        let out = json!({
+            "prompt_ids": prompt,
+            "generated_ids": generation.new_ids,
+            "text": text,
+            "ttft_ms": generation.ttft_ms,
+            "tokens_per_s": generation.tokens_per_s(),
+            "stop_reason": generation.stop_reason,
+            "device": args.device.name(),
+            "kv": kv.to_string(),
+        });
+        println!("{}", serde_json::to_string(&out).context("serialising the result")?);
+    } else {
+        if text.len() > printed {
+            print!("{}", &text[printed..]);
+        }
+        println!();
+        eprintln!(
+            "{} tokens · TTFT {:.1} ms · {:.1} tok/s · stop: {:?} · {} · kv {}",
+            generation.new_ids.len(),
+            generation.ttft_ms,
+            generation.tokens_per_s(),
+            generation.stop_reason,
+            args.device.name(),
+            kv
+        );
+    }
+    Ok(())
+}
+
+/// How much of `text` can be shown for sure: up to the first stop string, and short of a
+/// tail that is the start of one.
+fn streamable_len(text: &str, stops: &[String]) -> usize {
+    if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+        return cut;
+    }
+    let held = stops
+        .iter()
+        .flat_map(|s| s.char_indices().map(|(i, _)| i).skip(1).filter(|&i| text.ends_with(&s[..i])))
+        .max()
+        .unwrap_or(0);
+    text.len() - held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::streamable_len;
+
+    #[test]
+    fn stop_strings_are_never_streamed() {
+        let stops = vec!["\n\n".to_string(), "END".to_string()];
+        assert_eq!(streamable_len("hello", &stops), 5);
+        assert_eq!(streamable_len("hello\n", &stops), 5);
+        assert_eq!(streamable_len("hello EN", &stops), 6);
+        assert_eq!(streamable_len("hello END more", &stops), 6);
+    }
+}

@@ -1,0 +1,48 @@
+//! A model folder in HF layout (`config.json`, `model.safetensors`, `tokenizer.json`) → a
+//! model on a device and its tokenizer. `--model` takes such a folder or a hub repo id.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+
+use super::hub;
+use crate::engine::config::Gpt2Config;
+use crate::engine::gpt2::Gpt2;
+use crate::engine::tokenizer::Tokenizer;
+use crate::engine::weights::Gpt2Weights;
+
+pub struct LoadedModel {
+    pub model: Gpt2,
+    pub tokenizer: Tokenizer,
+    pub dir: PathBuf,
+}
+
+/// A local folder if `model` is one, else a repo fetched from `hub` into the cache.
+pub fn resolve(model: &str, hub_url: &str) -> Result<PathBuf> {
+    let path = Path::new(model);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if path.exists() {
+        anyhow::bail!("--model {model:?} is a file; give the folder that holds config.json, model.safetensors and tokenizer.json");
+    }
+    hub::fetch_repo(hub_url, model, &hub::cache_root(), true)
+        .with_context(|| format!("{model:?} is not a local folder, so it was fetched as a hub repo id"))
+}
+
+/// Reads and checks the three files of `dir`, and uploads the weights to `device`.
+pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
+    let read = |file: &str| -> Result<Vec<u8>> {
+        let path = dir.join(file);
+        fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let config_text = String::from_utf8(read("config.json")?).context("config.json is not UTF-8")?;
+    let config = Gpt2Config::from_json(&config_text).with_context(|| format!("in {}", dir.join("config.json").display()))?;
+    let weights = Gpt2Weights::from_safetensors(&read("model.safetensors")?, &config)
+        .with_context(|| format!("in {}", dir.join("model.safetensors").display()))?;
+    let tokenizer = Tokenizer::from_bytes(&read("tokenizer.json")?)
+        .with_context(|| format!("in {}", dir.join("tokenizer.json").display()))?;
+    Ok(LoadedModel { model: Gpt2::new(config, weights, device), tokenizer, dir: dir.to_path_buf() })
+}

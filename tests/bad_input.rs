@@ -1,0 +1,177 @@
+//! Bad input gets a clear error, a non-zero exit code and no panic: broken or mismatched
+//! model files, prompts that do not fit, absurd parameters.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+fn tiny() -> PathBuf {
+    common::fixtures_root().join("gpt2-tiny")
+}
+
+/// A copy of gpt2-tiny's files in a fresh folder, to be damaged by the test.
+fn model_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(tiny().join(file), dir.path().join(file)).unwrap();
+    }
+    dir
+}
+
+fn inferlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_inferlab")).args(args).env_remove("INFERLAB_HUB_URL").output().unwrap()
+}
+
+fn generate(model: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["generate", "--model", model.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    inferlab(&args)
+}
+
+/// Asserts a clean failure whose message contains every `needle`.
+fn assert_fails(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success: {stderr}");
+    assert!(!stderr.contains("panicked"), "a panic reached the user: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "message lacks {needle:?}: {stderr}");
+    }
+}
+
+/// Rewrites model.safetensors with `edit` applied to the tensor map.
+fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, (view.dtype(), view.shape().to_vec(), view.data().to_vec())))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, (dtype, shape, data))| (name.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap()))
+        .collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn missing_file() {
+    let dir = model_copy();
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    assert_fails(&generate(dir.path(), &["--prompt", "Hi"]), &["model.safetensors"]);
+}
+
+#[test]
+fn missing_model_folder_that_is_not_a_repo_id() {
+    assert_fails(&inferlab(&["generate", "--model", "./no/such/folder", "--prompt", "Hi"]), &["neither a model folder nor a hub repo id"]);
+}
+
+#[test]
+fn truncated_safetensors() {
+    let dir = model_copy();
+    let path = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert_fails(&generate(dir.path(), &["--prompt", "Hi"]), &["model.safetensors", "not a valid safetensors file"]);
+}
+
+#[test]
+fn tensor_with_the_wrong_shape() {
+    let dir = model_copy();
+    rewrite_weights(dir.path(), |t| {
+        t.insert("transformer.h.1.mlp.c_fc.weight".into(), (Dtype::F32, vec![256, 64], vec![0; 256 * 64 * 4]));
+    });
+    assert_fails(&generate(dir.path(), &["--prompt", "Hi"]), &["transformer.h.1.mlp.c_fc.weight", "[256, 64]", "[64, 256]"]);
+}
+
+#[test]
+fn tensor_with_the_wrong_dtype() {
+    let dir = model_copy();
+    rewrite_weights(dir.path(), |t| {
+        t.insert("transformer.ln_f.bias".into(), (Dtype::I32, vec![64], vec![0; 64 * 4]));
+    });
+    assert_fails(&generate(dir.path(), &["--prompt", "Hi"]), &["transformer.ln_f.bias", "I32"]);
+}
+
+#[test]
+fn f16_weights_load() {
+    let dir = model_copy();
+    rewrite_weights(dir.path(), |t| {
+        for (dtype, _, data) in t.values_mut() {
+            *data = data
+                .chunks_exact(4)
+                .flat_map(|b| half::f16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])).to_le_bytes())
+                .collect();
+            *dtype = Dtype::F16;
+        }
+    });
+    let out = generate(dir.path(), &["--prompt", "Hello", "--max-new-tokens", "4", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn config_and_weights_disagree() {
+    let dir = model_copy();
+    let config = std::fs::read_to_string(tiny().join("config.json")).unwrap();
+    std::fs::write(dir.path().join("config.json"), config.replace("\"n_layer\": 2", "\"n_layer\": 3")).unwrap();
+    assert_fails(&generate(dir.path(), &["--prompt", "Hi"]), &["transformer.h.2.ln_1.weight is missing", "n_layer 3"]);
+    std::fs::write(dir.path().join("config.json"), config.replace("\"n_layer\": 2", "\"n_layer\": 1")).unwrap();
+    assert_fails(&generate(dir.path(), &["--prompt", "Hi"]), &["does not describe", "transformer.h.1."]);
+    std::fs::write(dir.path().join("config.json"), config.replace("\"n_head\": 4", "\"n_head\": 5")).unwrap();
+    assert_fails(&generate(dir.path(), &["--prompt", "Hi"]), &["divisible by n_head"]);
+    std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
+    assert_fails(&generate(dir.path(), &["--prompt", "Hi"]), &["config.json"]);
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    let ids = vec!["464"; 300].join(",");
+    assert_fails(&generate(&tiny(), &["--prompt-ids", &ids]), &["300 tokens", "256"]);
+    let out = generate(&tiny(), &["--prompt-ids", &ids, "--truncate", "left", "--max-new-tokens", "6", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["prompt_ids"].as_array().unwrap().len(), 250);
+    assert_eq!(json["generated_ids"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn max_new_tokens_past_the_context_is_clamped() {
+    let ids = vec!["464"; 250].join(",");
+    let out = generate(&tiny(), &["--prompt-ids", &ids, "--max-new-tokens", "100", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("clamped to 6"), "no warning: {stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["generated_ids"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn empty_prompt() {
+    assert_fails(&generate(&tiny(), &["--prompt", ""]), &["prompt is empty"]);
+}
+
+#[test]
+fn absurd_parameters() {
+    for (args, needle) in [
+        (vec!["--temperature", "-1"], "temperature"),
+        (vec!["--top-p", "0"], "top_p"),
+        (vec!["--repetition-penalty", "0"], "repetition_penalty"),
+        (vec!["--kv", "sliding:0"], "sliding:W"),
+        (vec!["--kv", "paged"], "unknown KV mode"),
+        (vec!["--prompt-ids", "99999"], "outside the vocabulary"),
+    ] {
+        let mut all = vec!["--prompt", "Hi"];
+        if args[0] == "--prompt-ids" {
+            all.clear();
+        }
+        all.extend(args.iter().copied());
+        assert_fails(&generate(&tiny(), &all), &[needle]);
+    }
+    assert_fails(&inferlab(&["bench", "kv", "--random", "gpt5"]), &["unknown model name"]);
+    assert_fails(&inferlab(&["bench", "kv", "--random", "gpt2", "--new-tokens", "2000"]), &["context"]);
+}

@@ -1,0 +1,228 @@
+//! Shared by the integration tests: where the fixtures are, the golden schema, the devices
+//! to test on, and tolerant comparisons. Tests are written over the fixture *schema*: every
+//! sub-folder of the fixtures with a `golden.json` is checked.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use inferlab::native::model_dir::{LoadedModel, load};
+use serde::Deserialize;
+
+/// `$INFERLAB_FIXTURES`, else `../shared/fixtures/gpt2` beside the repository.
+pub fn fixtures_root() -> PathBuf {
+    std::env::var_os("INFERLAB_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2"))
+}
+
+/// Every model folder that carries goldens.
+pub fn model_dirs() -> Vec<PathBuf> {
+    let root = fixtures_root();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("fixtures not found at {} ({e}); set INFERLAB_FIXTURES", root.display()))
+        .map(|entry| entry.expect("readable fixture folder").path())
+        .filter(|p| p.join("golden.json").is_file())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no model folder with golden.json under {}", root.display());
+    dirs
+}
+
+/// The devices every parity check runs on: the CPU device, and wgpu (lavapipe on a machine
+/// without a GPU). Set `INFERLAB_SKIP_WGPU=1` only where no Vulkan driver can be installed.
+pub fn devices() -> Vec<(&'static str, Device)> {
+    static WGPU: OnceLock<Device> = OnceLock::new();
+    let mut devices = vec![("cpu", Device::flex())];
+    if std::env::var_os("INFERLAB_SKIP_WGPU").is_none() {
+        let wgpu = WGPU.get_or_init(|| {
+            Device::wgpu_options()
+                .init()
+                .unwrap_or_else(|e| panic!("no wgpu adapter ({e:?}); install mesa-vulkan-drivers or set INFERLAB_SKIP_WGPU=1"))
+        });
+        devices.push(("wgpu", wgpu.clone()));
+    }
+    devices
+}
+
+/// Each fixture model on each device, with its goldens.
+pub fn cases() -> Vec<Case> {
+    let mut cases = vec![];
+    for dir in model_dirs() {
+        let golden: Golden = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).expect("golden.json"))
+            .unwrap_or_else(|e| panic!("{}: golden.json does not follow schema 1: {e}", dir.display()));
+        for (device_name, device) in devices() {
+            let loaded = load(&dir, &device).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+            cases.push(Case { label: format!("{} on {device_name}", golden.model), dir: dir.clone(), golden: golden.clone(), loaded });
+        }
+    }
+    cases
+}
+
+pub struct Case {
+    pub label: String,
+    pub dir: PathBuf,
+    pub golden: Golden,
+    pub loaded: LoadedModel,
+}
+
+impl Case {
+    /// A full-vocabulary tensor from `golden_logits.safetensors`.
+    pub fn golden_tensor(&self, name: &str) -> Vec<f32> {
+        let bytes = std::fs::read(self.dir.join(&self.golden.side_file)).expect("golden logits file");
+        let file = safetensors::SafeTensors::deserialize(&bytes).expect("golden logits are safetensors");
+        let view = file.tensor(name).unwrap_or_else(|_| panic!("{name} missing from the golden logits"));
+        view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    }
+
+    pub fn prompt(&self, name: &str) -> &PromptGolden {
+        self.golden.prompts.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no prompt {name}"))
+    }
+}
+
+#[derive(Deserialize, Clone)]
+pub struct Golden {
+    pub model: String,
+    pub side_file: String,
+    pub prompts: Vec<PromptGolden>,
+    pub batched_greedy: BatchedGolden,
+    pub eos_stop: EosStop,
+    pub teacher_forced: TeacherForced,
+    pub past_key_values: PastKeyValues,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct PromptGolden {
+    pub name: String,
+    pub input_ids: Vec<u32>,
+    pub last_logits: LastLogits,
+    pub positions: Vec<Top5>,
+    pub all_logits: Option<TensorRef>,
+    pub greedy: Greedy,
+    pub greedy_no_cache: Greedy,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct LastLogits {
+    pub tensor: String,
+    pub top5_ids: Vec<u32>,
+    pub top5_values: Vec<f64>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct TensorRef {
+    pub tensor: String,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct Top5 {
+    pub top5_ids: Vec<u32>,
+    pub top5_values: Vec<f64>,
+    pub sum: f64,
+    pub l2: f64,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct Greedy {
+    pub new_ids: Vec<u32>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct BatchedGolden {
+    pub prompts: Vec<String>,
+    pub pad_token_id: u32,
+    pub max_new_tokens: usize,
+    pub input_ids: Vec<Vec<u32>>,
+    pub attention_mask: Vec<Vec<u8>>,
+    pub prefill_position_ids: Vec<Vec<usize>>,
+    pub new_ids: Vec<Vec<u32>>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct EosStop {
+    pub prompt: String,
+    pub eos_a: EosCase,
+    pub eos_b: EosCase,
+    pub batched_eos_a: BatchedEos,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct EosCase {
+    pub eos_token_id: u32,
+    pub greedy: EosGreedy,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct EosGreedy {
+    pub max_new_tokens: usize,
+    pub new_ids: Vec<u32>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct BatchedEos {
+    pub eos_token_id: u32,
+    pub input_ids: Vec<Vec<u32>>,
+    pub attention_mask: Vec<Vec<u8>>,
+    pub new_ids: Vec<Vec<u32>>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct TeacherForced {
+    pub prompt_ids: Vec<u32>,
+    pub continuation_ids: Vec<u32>,
+    pub token_logprobs: Vec<f64>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct PastKeyValues {
+    pub input_ids: Vec<u32>,
+    pub layers: Vec<LayerKv>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct LayerKv {
+    pub key_shape: Vec<usize>,
+    pub key_sum: f64,
+    pub key_l2: f64,
+    pub value_sum: f64,
+    pub value_l2: f64,
+}
+
+/// Largest absolute difference between two equally long vectors.
+pub fn max_abs_diff(ours: &[f32], reference: &[f32]) -> f32 {
+    assert_eq!(ours.len(), reference.len(), "lengths differ");
+    ours.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+/// The five largest values of a row with their ids, descending.
+pub fn top5(row: &[f32]) -> Vec<(u32, f32)> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+    order.into_iter().take(5).map(|i| (i as u32, row[i])).collect()
+}
+
+/// Checks a row against a golden top-5 (ids exact, except swaps of near-equal values),
+/// and its sum and L2 norm, with the fixture README's tolerances.
+pub fn check_row(label: &str, row: &[f32], golden: &Top5) {
+    let ours = top5(row);
+    for (k, &(id, value)) in ours.iter().enumerate() {
+        let reference = golden.top5_values[k];
+        assert!((f64::from(value) - reference).abs() <= 1e-4, "{label}: top-5 value {k}: {value} vs {reference}");
+        let swapped = golden
+            .top5_ids
+            .iter()
+            .zip(&golden.top5_values)
+            .any(|(&gid, &gv)| gid == id && (gv - reference).abs() < 1e-4);
+        assert!(swapped, "{label}: top-5 id {k}: {id} vs {}", golden.top5_ids[k]);
+    }
+    let sum: f64 = row.iter().map(|&v| f64::from(v)).sum();
+    let l2: f64 = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+    assert!((sum - golden.sum).abs() <= 1e-2, "{label}: sum {sum} vs {}", golden.sum);
+    assert!(((l2 - golden.l2) / golden.l2).abs() <= 1e-5, "{label}: l2 {l2} vs {}", golden.l2);
+}
+
+/// Strips left padding from rows given with their attention masks.
+pub fn unpad(ids: &[Vec<u32>], mask: &[Vec<u8>]) -> Vec<Vec<u32>> {
+    ids.iter().zip(mask).map(|(row, m)| row.iter().zip(m).filter(|(_, keep)| **keep == 1).map(|(&id, _)| id).collect()).collect()
+}
