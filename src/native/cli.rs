@@ -58,15 +58,15 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     temperature: f32,
     /// 0 = off.
     #[arg(long, default_value_t = 0)]
     top_k: usize,
     /// 1 = off.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     top_p: f32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
