@@ -19,8 +19,12 @@ pub struct VocabTable {
 impl VocabTable {
     /// Uploads a `[vocab, width]` f32 table.
     pub fn new(data: TensorData, device: &Device) -> Self {
+        Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, device)
+    }
+
+    fn with_chunk_bytes(data: TensorData, chunk_bytes: usize, device: &Device) -> Self {
         let [vocab, width] = [data.shape()[0], data.shape()[1]];
-        let rows_per_chunk = (MAX_CHUNK_BYTES / (width * 4)).clamp(1, vocab);
+        let rows_per_chunk = (chunk_bytes / (width * 4)).clamp(1, vocab);
         let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
         let chunks = (0..vocab)
             .step_by(rows_per_chunk)
@@ -63,5 +67,29 @@ impl VocabTable {
     pub fn project(&self, h: Tensor<2>) -> Tensor<2> {
         let parts: Vec<Tensor<2>> = self.chunks.iter().map(|c| h.clone().matmul(c.clone().transpose())).collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(parts, 1) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_table_equals_one_piece() {
+        let device = Device::flex();
+        let (vocab, width) = (11, 4);
+        let values: Vec<f32> = (0..vocab * width).map(|i| (i as f32 * 0.37).sin()).collect();
+        let data = || TensorData::new(values.clone(), [vocab, width]);
+        let whole = VocabTable::new(data(), &device);
+        // 3 rows (48 bytes) per chunk: 4 chunks, the last one short.
+        let chunked = VocabTable::with_chunk_bytes(data(), 3 * width * 4, &device);
+        assert_eq!(chunked.chunks.len(), 4);
+        let ids = [0, 10, 3, 2, 9, 5, 5];
+        let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
+        assert_eq!(read(chunked.lookup(&ids, &device)), read(whole.lookup(&ids, &device)));
+        let h = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25, 1.0, 1.0, -0.5, 0.0], [2, width]), &device);
+        let (a, b) = (read(chunked.project(h.clone())), read(whole.project(h)));
+        assert_eq!(a.len(), 2 * vocab);
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
     }
 }

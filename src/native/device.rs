@@ -3,7 +3,7 @@
 //! `cpu` is burn's `flex` device (pure Rust gemm with SIMD and rayon): measured here it beat
 //! `ndarray` and wgpu-on-lavapipe for both 768² matmuls and decode-sized mat-vecs.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::tensor::Device;
 use clap::ValueEnum;
 
@@ -45,5 +45,5 @@ fn cuda() -> Result<Device> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda() -> Result<Device> {
-    bail!("this inferlab was built without CUDA; rebuild with `cargo build --release --features cuda`")
+    anyhow::bail!("this inferlab was built without CUDA; rebuild with `cargo build --release --features cuda`")
 }

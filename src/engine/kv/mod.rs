@@ -57,8 +57,9 @@ impl fmt::Display for KvMode {
 pub enum KvCache {
     Contiguous(ContiguousKv),
     Sliding(SlidingKv),
-    /// Keeps nothing: a step sees only its own tokens.
-    Stateless,
+    /// Keeps nothing: a step sees only its own tokens (within `window` positions, if set:
+    /// recomputing under a window is the sliding cache's reference).
+    Stateless { window: Option<usize> },
 }
 
 impl KvCache {
@@ -68,7 +69,7 @@ impl KvCache {
         Ok(match mode {
             KvMode::Contiguous => Self::Contiguous(ContiguousKv::new(l, batch, h, d, capacity, device)),
             KvMode::Sliding { window } => Self::Sliding(SlidingKv::new(l, batch, h, d, window, device)?),
-            KvMode::None => Self::Stateless,
+            KvMode::None => Self::Stateless { window: None },
         })
     }
 
@@ -78,7 +79,7 @@ impl KvCache {
         match self {
             Self::Contiguous(c) => c.prepare(step, device),
             Self::Sliding(s) => s.prepare(step, device),
-            Self::Stateless => Ok(KeyMeta::of_step(step).bias(step, None, device)),
+            Self::Stateless { window } => Ok(KeyMeta::of_step(step).bias(step, *window, device)),
         }
     }
 
@@ -87,12 +88,12 @@ impl KvCache {
         match self {
             Self::Contiguous(c) => c.update(layer, k, v),
             Self::Sliding(s) => s.update(layer, k, v),
-            Self::Stateless => (k, v),
+            Self::Stateless { .. } => (k, v),
         }
     }
 
     /// Whether the next step must resend the whole sequence.
     pub fn is_stateless(&self) -> bool {
-        matches!(self, Self::Stateless)
+        matches!(self, Self::Stateless { .. })
     }
 }
