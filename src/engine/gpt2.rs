@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::{Activation, Gpt2Config};
 use super::error::Result;
-use super::kernels;
+use super::kernels::{self, Path};
 use super::kv::KvCache;
 use super::step::Step;
 use super::vocab_table::VocabTable;
@@ -75,6 +75,8 @@ pub struct Gpt2 {
     wpe: Tensor<2>,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
+    /// Whether the WGSL kernels run where they can (the wgpu device); off = tensor ops only.
+    kernels: bool,
 }
 
 impl Gpt2 {
@@ -99,6 +101,7 @@ impl Gpt2 {
             wpe: Tensor::from_data(weights.wpe, device),
             blocks,
             ln_f: LayerNorm::new(weights.ln_f, eps, device),
+            kernels: true,
             device: device.clone(),
             config,
         }
@@ -106,6 +109,11 @@ impl Gpt2 {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Turns the hand-written WGSL kernels on or off (they only ever run on wgpu).
+    pub fn set_kernels(&mut self, enabled: bool) {
+        self.kernels = enabled;
     }
 
     /// Runs one step and returns logits `[batch, len or 1, vocab]`. The step's keys and values
@@ -120,19 +128,20 @@ impl Gpt2 {
         let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [b * t]), &self.device);
         let mut x = self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions);
 
-        let bias = cache.prepare(step, &self.device)?;
+        let mask = cache.prepare(step)?;
+        let path = Path::choose(&self.device, self.kernels);
         let to_heads = |m: Tensor<2>| m.reshape([b, t, heads, head_dim]).swap_dims(1, 2);
         for (layer, block) in self.blocks.iter().enumerate() {
             let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()));
             let q = to_heads(qkv.clone().slice([0..b * t, 0..e]));
             let k = to_heads(qkv.clone().slice([0..b * t, e..2 * e]));
             let v = to_heads(qkv.slice([0..b * t, 2 * e..3 * e]));
-            let (k, v) = cache.update(layer, k, v);
+            let (k, v) = cache.update(layer, k, v, path);
             let mut scale = 1.0 / (head_dim as f32).sqrt();
             if c.scale_attn_by_inverse_layer_idx {
                 scale /= (layer + 1) as f32;
             }
-            let attn = kernels::attention(q, k, v, bias.clone(), scale);
+            let attn = kernels::attention(q, k, v, &mask, scale, path);
             let attn = attn.swap_dims(1, 2).reshape([b * t, e]);
             x = x + block.attn_proj.forward(attn);
 

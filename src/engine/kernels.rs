@@ -1,19 +1,271 @@
-//! The attention and cache operations the model calls. Today they are burn tensor ops, which
-//! run on every device (CPU, wgpu, CUDA); hand-written WGSL kernels for the wgpu device will
-//! slot in here, with these tensor-op versions kept as their twins and test oracles.
+//! The attention and KV-cache operations the model calls, in two implementations:
+//!
+//! - **WGSL** (`shaders/*.wgsl`), used when the tensors live on the wgpu device: the cache
+//!   append writes in place, decode attention is one fused kernel per (sequence, head, query),
+//!   prefill attention is tiled in workgroup memory with an online softmax. None of them
+//!   materialises a `[queries, keys]` score matrix.
+//! - **Tensor-op twins**, used on every other device (CPU, CUDA) and as the kernels' oracles.
+//!
+//! The WGSL path needs burn *without* its `fusion` feature: fusion wraps tensors in lazy
+//! graphs, and only a raw `CubeTensor` gives the buffer handles a hand-written kernel binds.
+//! The project's burn feature set has no fusion for that reason (Cargo.toml).
 
-use burn::tensor::{Tensor, activation::softmax};
+use burn::backend::wgpu::{CubeBackend, CubeDim, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
+use burn::backend::{CubeDevice, DispatchDevice};
+use burn::tensor::activation::softmax;
+use burn::tensor::{DType, Device, Shape, Tensor};
+use cubecl::CubeCount;
+use cubecl::prelude::KernelId;
+use cubecl::server::{Handle, KernelArguments};
 
-/// `softmax(q·kᵀ·scale + bias)·v`.
+use super::kv::mask::StepMask;
+
+/// Which implementation a forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Wgsl,
+    Twin,
+}
+
+impl Path {
+    /// The WGSL kernels on the wgpu device (unless disabled, e.g. to measure them); tensor ops
+    /// everywhere else. A CUDA tensor is a `CubeTensor` too, but WGSL does not run there.
+    pub fn choose(device: &Device, kernels_enabled: bool) -> Self {
+        let wgpu = matches!(device.as_dispatch(), DispatchDevice::Cube(CubeDevice::Wgpu(_)));
+        if kernels_enabled && wgpu { Self::Wgsl } else { Self::Twin }
+    }
+}
+
+/// Where [`append`] puts a step's rows: token `t` goes to slot `base + t`, modulo the buffer
+/// length for a ring; tokens before `first` are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    pub base: usize,
+    pub ring: bool,
+    pub first: usize,
+}
+
+/// Writes new K/V rows `[batch, heads, len, head_dim]` into the cache buffers
+/// `[batch, heads, slots, head_dim]` and returns the updated buffers.
+pub fn append(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots, path: Path) -> (Tensor<4>, Tensor<4>) {
+    match path {
+        Path::Twin => (append_twin(cache.0, new.0, slots), append_twin(cache.1, new.1, slots)),
+        Path::Wgsl => append_wgsl(cache, new, slots),
+    }
+}
+
+/// `softmax(q·kᵀ·scale + mask)·v` over the first `mask.keys` slots of `k` and `v`.
 ///
-/// q `[batch, heads, queries, head_dim]`, k and v `[batch, heads, keys, head_dim]`, bias
-/// `[batch, 1, queries, keys]` (0 = visible, a large negative = masked) or `None` when every
-/// key is visible. Returns `[batch, heads, queries, head_dim]`.
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>, scale: f32) -> Tensor<4> {
+/// q `[batch, heads, queries, head_dim]`, k and v `[batch, heads, slots, head_dim]` with
+/// slots ≥ keys. Returns `[batch, heads, queries, head_dim]`.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32, path: Path) -> Tensor<4> {
+    match path {
+        Path::Twin => attention_twin(q, k, v, mask, scale),
+        Path::Wgsl => attention_wgsl(q, k, v, mask, scale),
+    }
+}
+
+fn append_twin(mut cache: Tensor<4>, new: Tensor<4>, slots: Slots) -> Tensor<4> {
+    let [b, h, t, d] = new.dims();
+    let capacity = cache.dims()[2];
+    let mut i = slots.first;
+    while i < t {
+        let slot = if slots.ring { (slots.base + i) % capacity } else { slots.base + i };
+        let run = if slots.ring { (capacity - slot).min(t - i) } else { t - i };
+        cache = cache.slice_assign([0..b, 0..h, slot..slot + run, 0..d], new.clone().slice([0..b, 0..h, i..i + run, 0..d]));
+        i += run;
+    }
+    cache
+}
+
+fn attention_twin(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32) -> Tensor<4> {
+    let device = q.device();
+    let (k, v) = (k.narrow(2, 0, mask.keys), v.narrow(2, 0, mask.keys));
     let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-    let scores = match bias {
+    let scores = match mask.bias(&device) {
         Some(bias) => scores + bias,
         None => scores,
     };
     softmax(scores, 3).matmul(v)
+}
+
+/// Invocations per workgroup of the append kernel.
+const APPEND_WORKGROUP: usize = 256;
+/// Queries per workgroup of the prefill kernel (one invocation each).
+const PREFILL_WORKGROUP: usize = 64;
+/// Chunks of at most this many queries take the decode kernel (parallel over keys); longer
+/// ones the prefill kernel (parallel over queries, keys shared through workgroup memory).
+const DECODE_MAX_QUERIES: usize = 8;
+
+/// The device copies of a step's positions, shared by every layer's attention launch.
+pub struct UploadedPositions {
+    keys: Handle,
+    queries: Handle,
+}
+
+struct KvAppend;
+
+impl KernelSource for KvAppend {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../shaders/kv_append.wgsl"))
+            .register("elem", "f32")
+            .register("workgroup", APPEND_WORKGROUP.to_string())
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(APPEND_WORKGROUP)
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+struct AttentionDecode {
+    head_dim: usize,
+    workgroup: usize,
+}
+
+impl KernelSource for AttentionDecode {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../shaders/attention_decode.wgsl"))
+            .register("elem", "f32")
+            .register("workgroup", self.workgroup.to_string())
+            .register("head_dim", self.head_dim.to_string())
+            .register("dims_per_invocation", self.head_dim.div_ceil(self.workgroup).to_string())
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.head_dim, self.workgroup))
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+struct AttentionPrefill {
+    head_dim: usize,
+    workgroup: usize,
+    tile: usize,
+}
+
+impl KernelSource for AttentionPrefill {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../shaders/attention_prefill.wgsl"))
+            .register("elem", "f32")
+            .register("workgroup", self.workgroup.to_string())
+            .register("head_dim", self.head_dim.to_string())
+            .register("tile", self.tile.to_string())
+            .register("tile_vec4s", (self.tile * self.head_dim / 4).to_string())
+            .register("block_vec4s", (self.workgroup * self.head_dim / 4).to_string())
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.head_dim, self.workgroup, self.tile))
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+fn to_cube(t: Tensor<4>) -> CubeTensor {
+    into_contiguous(t.try_into_primitive::<CubeBackend>().expect("Path::Wgsl is only chosen for wgpu tensors"))
+}
+
+fn u32_bytes(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots) -> (Tensor<4>, Tensor<4>) {
+    let [b, h, t, d] = new.0.dims();
+    let capacity = cache.0.dims()[2];
+    let (cache_k, cache_v) = (to_cube(cache.0), to_cube(cache.1));
+    let (new_k, new_v) = (to_cube(new.0), to_cube(new.1));
+    let client = cache_k.client.clone();
+    let params = [b * h, t, d, capacity, slots.base, usize::from(slots.ring), slots.first].map(|v| v as u32);
+    let params = client.create_from_slice(&u32_bytes(&params));
+    let groups = (b * h * t * d).div_ceil(APPEND_WORKGROUP) as u32;
+    let (x, y) = (groups.min(32768), groups.div_ceil(32768));
+    // The cache buffers are written in place: the cache owns them, and every kernel that read
+    // them earlier was queued before this one on the same stream.
+    client.launch(
+        Box::new(SourceKernel::new(KvAppend, CubeDim::new_1d(APPEND_WORKGROUP as u32))),
+        CubeCount::Static(x, y, 1),
+        KernelArguments::new().with_buffers(vec![
+            cache_k.handle.clone().binding(),
+            cache_v.handle.clone().binding(),
+            new_k.handle.clone().binding(),
+            new_v.handle.clone().binding(),
+            params.binding(),
+        ]),
+    );
+    (Tensor::from_primitive::<CubeBackend>(cache_k), Tensor::from_primitive::<CubeBackend>(cache_v))
+}
+
+fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32) -> Tensor<4> {
+    let [b, h, t, d] = q.dims();
+    let capacity = k.dims()[2];
+    let (q, k, v) = (to_cube(q), to_cube(k), to_cube(v));
+    let client = q.client.clone();
+    let positions = mask.uploaded.get_or_init(|| {
+        let bytes = |values: &[i32]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        UploadedPositions { keys: client.create_from_slice(&bytes(&mask.key_pos)), queries: client.create_from_slice(&bytes(&mask.query_pos)) }
+    });
+    let params = [h, t, capacity, mask.keys, mask.window.unwrap_or(0)].map(|v| v as u32);
+    let params = client.create_from_slice(&u32_bytes(&[params.as_slice(), &[scale.to_bits()]].concat()));
+    let out = client.empty(b * h * t * d * std::mem::size_of::<f32>());
+    let bindings = vec![
+        q.handle.clone().binding(),
+        k.handle.clone().binding(),
+        v.handle.clone().binding(),
+        positions.keys.clone().binding(),
+        positions.queries.clone().binding(),
+        out.clone().binding(),
+        params.binding(),
+    ];
+    let hardware = &client.properties().hardware;
+    let max_invocations = hardware.max_units_per_cube as usize;
+    match (t > DECODE_MAX_QUERIES && d % 4 == 0).then(|| prefill_shape(d, hardware.max_shared_memory_size, max_invocations)).flatten() {
+        Some((workgroup, tile)) => {
+            let kernel = AttentionPrefill { head_dim: d, workgroup, tile };
+            client.launch(
+                Box::new(SourceKernel::new(kernel, CubeDim::new_1d(workgroup as u32))),
+                CubeCount::Static(t.div_ceil(workgroup) as u32, (b * h) as u32, 1),
+                KernelArguments::new().with_buffers(bindings),
+            );
+        }
+        None => {
+            // A power of two for the tree reductions, no wider than the head (or the device).
+            let workgroup = d.next_power_of_two().clamp(32, 256).min(prev_power_of_two(max_invocations));
+            let kernel = AttentionDecode { head_dim: d, workgroup };
+            client.launch(
+                Box::new(SourceKernel::new(kernel, CubeDim::new_1d(workgroup as u32))),
+                CubeCount::Static((b * h * t) as u32, 1, 1),
+                KernelArguments::new().with_buffers(bindings),
+            );
+        }
+    }
+    let out = CubeTensor::new_contiguous(client, q.device.clone(), Shape::new([b, h, t, d]), out, DType::F32);
+    Tensor::from_primitive::<CubeBackend>(out)
+}
+
+/// Queries per workgroup and key rows per tile of the prefill kernel, as large as the
+/// device's workgroup memory allows (the query block and the K and V tiles live there):
+/// `None` if not even one query fits.
+fn prefill_shape(head_dim: usize, shared_bytes: usize, max_invocations: usize) -> Option<(usize, usize)> {
+    let row = head_dim * std::mem::size_of::<f32>();
+    let fits = |workgroup: usize, tile: usize| (workgroup + 2 * tile) * row + tile * 4 + 16 <= shared_bytes;
+    let mut tile = 16;
+    let mut workgroup = prev_power_of_two(PREFILL_WORKGROUP.min(max_invocations));
+    while !fits(workgroup, tile) {
+        if workgroup > 16 || tile == 1 {
+            workgroup /= 2;
+        } else {
+            tile /= 2;
+        }
+        if workgroup == 0 {
+            return None;
+        }
+    }
+    Some((workgroup, tile))
+}
+
+fn prev_power_of_two(n: usize) -> usize {
+    if n == 0 { 0 } else { 1 << (usize::BITS - 1 - n.leading_zeros()) }
 }

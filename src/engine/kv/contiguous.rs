@@ -1,11 +1,12 @@
 //! The contiguous KV cache: per layer, K and V buffers `[batch, heads, capacity, head_dim]`
-//! allocated once, each step's new rows written in place at the next free slots. Attention
-//! reads the filled prefix. No per-token concatenation, so a decode step costs O(1) copies.
+//! allocated once, each step's new rows written in place at the next free slots; attention
+//! reads the filled prefix. No per-token concatenation, so a decode step copies O(1) rows.
 
 use burn::tensor::{Device, Tensor};
 
-use super::mask::KeyMeta;
+use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
+use crate::engine::kernels::{self, Path, Slots};
 use crate::engine::step::Step;
 
 pub struct ContiguousKv {
@@ -28,63 +29,36 @@ impl ContiguousKv {
             capacity,
             len: 0,
             step_start: 0,
-            meta: KeyMeta { keys: 0, positions: vec![], real: vec![] },
+            meta: KeyMeta::default(),
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Reserves the step's slots and returns its mask over every filled slot.
-    pub fn prepare(&mut self, step: &Step, device: &Device) -> Result<Option<Tensor<4>>> {
+    /// Reserves the step's slots; its queries see every filled slot, their own included.
+    pub fn prepare(&mut self, step: &Step) -> Result<StepMask> {
         if self.len + step.len > self.capacity {
             return Err(EngineError::Request(format!(
                 "the KV cache holds {} tokens; {} more do not fit",
                 self.capacity, step.len
             )));
         }
-        let (old, new) = (self.len, self.len + step.len);
-        let mut meta = KeyMeta { keys: new, positions: Vec::with_capacity(step.batch * new), real: Vec::with_capacity(step.batch * new) };
-        for row in 0..step.batch {
-            meta.positions.extend_from_slice(&self.meta.positions[row * old..(row + 1) * old]);
-            meta.positions.extend_from_slice(&step.positions[row * step.len..(row + 1) * step.len]);
-            meta.real.extend_from_slice(&self.meta.real[row * old..(row + 1) * old]);
-            meta.real.extend_from_slice(&step.real[row * step.len..(row + 1) * step.len]);
-        }
-        self.meta = meta;
-        self.step_start = old;
-        self.len = new;
-        Ok(self.meta.bias(step, None, device))
+        self.meta = self.meta.followed_by(step);
+        self.step_start = self.len;
+        self.len += step.len;
+        Ok(StepMask::new(&self.meta, step, None))
     }
 
     /// Writes the step's K/V `[batch, heads, len, head_dim]` into its slots and returns the
-    /// keys and values of every filled slot.
-    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let (kc, vc) = self.layers[layer].take().expect("each layer is updated once per step");
-        let [b, h, t, d] = k.dims();
-        let slots = [0..b, 0..h, self.step_start..self.step_start + t, 0..d];
-        let kc = kc.slice_assign(slots.clone(), k);
-        let vc = vc.slice_assign(slots, v);
-        let filled = [0..b, 0..h, 0..self.len, 0..d];
-        let out = (kc.clone().slice(filled.clone()), vc.clone().slice(filled));
-        self.layers[layer] = Some((kc, vc));
-        out
+    /// whole buffers (the mask says how many slots are filled).
+    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, path: Path) -> (Tensor<4>, Tensor<4>) {
+        let cache = self.layers[layer].take().expect("each layer is updated once per step");
+        let cache = kernels::append(cache, (k, v), Slots { base: self.step_start, ring: false, first: 0 }, path);
+        self.layers[layer] = Some(cache.clone());
+        cache
     }
 
     /// Keys and values of one layer's filled slots (as transformers' `past_key_values`).
     pub fn layer(&self, layer: usize) -> (Tensor<4>, Tensor<4>) {
         let (k, v) = self.layers[layer].as_ref().expect("cache buffers are in place between steps");
-        let [b, h, _, d] = k.dims();
-        let filled = [0..b, 0..h, 0..self.len, 0..d];
-        (k.clone().slice(filled.clone()), v.clone().slice(filled))
+        (k.clone().narrow(2, 0, self.len), v.clone().narrow(2, 0, self.len))
     }
 }

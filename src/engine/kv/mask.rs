@@ -1,12 +1,17 @@
-//! The attention mask of a step, built on the host from positions, as an additive bias.
+//! Who may attend to whom in one step, decided by position.
 //!
-//! A query may see a key when the key is real (not padding), not in its future
-//! (`key_pos <= query_pos`) and, for a sliding window, less than `window` positions back.
-//! Masked scores get a large finite negative instead of -inf, as transformers does with
-//! `finfo.min`: a fully masked row (a padding query) then stays finite instead of NaN.
+//! A query at position `p` sees a key when the key is a real token (not padding, not an
+//! empty ring slot), not in its future (`key_pos <= p`) and, under a sliding window, less than
+//! `window` positions back. The rule is kept as positions, which the WGSL kernels read
+//! directly; the tensor-op path turns it into an additive bias where masked scores get a large
+//! finite negative (as transformers' `finfo.min`), so a fully masked row (a padding query)
+//! stays finite instead of NaN.
+
+use std::cell::OnceCell;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::engine::kernels::UploadedPositions;
 use crate::engine::step::Step;
 
 const MASKED: f32 = -1.0e9;
@@ -25,27 +30,77 @@ impl KeyMeta {
         Self { keys: step.len, positions: step.positions.clone(), real: step.real.clone() }
     }
 
-    /// `[batch, 1, len, keys]` bias, or `None` when nothing is masked (a lone decode token
-    /// over its full history), which saves an upload and an add per layer.
-    pub fn bias(&self, step: &Step, window: Option<usize>, device: &Device) -> Option<Tensor<4>> {
-        let (b, t, l) = (step.batch, step.len, self.keys);
-        let mut bias = vec![0.0f32; b * t * l];
-        let mut any = false;
-        for row in 0..b {
-            for q in 0..t {
-                let qpos = step.positions[row * t + q];
-                for k in 0..l {
-                    let kpos = self.positions[row * l + k];
-                    let visible = self.real[row * l + k]
-                        && kpos <= qpos
-                        && window.is_none_or(|w| qpos - kpos < w);
-                    if !visible {
-                        bias[(row * t + q) * l + k] = MASKED;
-                        any = true;
+    /// These keys, then the step's own tokens, row by row.
+    pub fn followed_by(&self, step: &Step) -> Self {
+        let (old, t) = (self.keys, step.len);
+        let keys = old + t;
+        let mut out = Self { keys, positions: Vec::with_capacity(step.batch * keys), real: Vec::with_capacity(step.batch * keys) };
+        for row in 0..step.batch {
+            out.positions.extend_from_slice(&self.positions[row * old..(row + 1) * old]);
+            out.positions.extend_from_slice(&step.positions[row * t..(row + 1) * t]);
+            out.real.extend_from_slice(&self.real[row * old..(row + 1) * old]);
+            out.real.extend_from_slice(&step.real[row * t..(row + 1) * t]);
+        }
+        out
+    }
+}
+
+/// The mask of one step, shared by all layers; each path builds (once) the form it needs.
+pub struct StepMask {
+    pub batch: usize,
+    pub queries: usize,
+    pub keys: usize,
+    /// `[batch, keys]`; -1 marks a key nobody may see.
+    pub key_pos: Vec<i32>,
+    /// `[batch, queries]`.
+    pub query_pos: Vec<i32>,
+    pub window: Option<usize>,
+    bias: OnceCell<Option<Tensor<4>>>,
+    /// Device copies of the positions, uploaded once per step by the WGSL path.
+    pub(crate) uploaded: OnceCell<UploadedPositions>,
+}
+
+impl StepMask {
+    pub fn new(keys: &KeyMeta, step: &Step, window: Option<usize>) -> Self {
+        let key_pos = keys.positions.iter().zip(&keys.real).map(|(&p, &real)| if real { p as i32 } else { -1 }).collect();
+        Self {
+            batch: step.batch,
+            queries: step.len,
+            keys: keys.keys,
+            key_pos,
+            query_pos: step.positions.iter().map(|&p| p as i32).collect(),
+            window,
+            bias: OnceCell::new(),
+            uploaded: OnceCell::new(),
+        }
+    }
+
+    pub fn visible(&self, row: usize, query: usize, key: usize) -> bool {
+        let kpos = self.key_pos[row * self.keys + key];
+        let qpos = self.query_pos[row * self.queries + query];
+        kpos >= 0 && kpos <= qpos && self.window.is_none_or(|w| ((qpos - kpos) as usize) < w)
+    }
+
+    /// `[batch, 1, queries, keys]` additive bias, or `None` when nothing is masked (a lone
+    /// decode token over its full history), which saves an upload and an add per layer.
+    pub fn bias(&self, device: &Device) -> Option<Tensor<4>> {
+        self.bias
+            .get_or_init(|| {
+                let (b, t, l) = (self.batch, self.queries, self.keys);
+                let mut bias = vec![0.0f32; b * t * l];
+                let mut any = false;
+                for row in 0..b {
+                    for q in 0..t {
+                        for k in 0..l {
+                            if !self.visible(row, q, k) {
+                                bias[(row * t + q) * l + k] = MASKED;
+                                any = true;
+                            }
+                        }
                     }
                 }
-            }
-        }
-        any.then(|| Tensor::from_data(TensorData::new(bias, [b, 1, t, l]), device))
+                any.then(|| Tensor::from_data(TensorData::new(bias, [b, 1, t, l]), device))
+            })
+            .clone()
     }
 }

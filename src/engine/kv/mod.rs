@@ -11,10 +11,11 @@ use std::str::FromStr;
 use burn::tensor::{Device, Tensor};
 
 use self::contiguous::ContiguousKv;
-use self::mask::KeyMeta;
+use self::mask::{KeyMeta, StepMask};
 use self::sliding::SlidingKv;
 use super::config::Gpt2Config;
 use super::error::{EngineError, Result};
+use super::kernels::Path;
 use super::step::Step;
 
 /// The cache a generation uses: `contiguous`, `sliding:W` or `none`.
@@ -73,21 +74,22 @@ impl KvCache {
         })
     }
 
-    /// Called once per step before the layers run: books the step's slots and returns the
-    /// additive attention mask `[batch, 1, len, keys]` (`None` when nothing is masked).
-    pub fn prepare(&mut self, step: &Step, device: &Device) -> Result<Option<Tensor<4>>> {
+    /// Called once per step before the layers run: books the step's slots and returns who
+    /// may attend to whom, shared by every layer.
+    pub fn prepare(&mut self, step: &Step) -> Result<StepMask> {
         match self {
-            Self::Contiguous(c) => c.prepare(step, device),
-            Self::Sliding(s) => s.prepare(step, device),
-            Self::Stateless { window } => Ok(KeyMeta::of_step(step).bias(step, *window, device)),
+            Self::Contiguous(c) => c.prepare(step),
+            Self::Sliding(s) => s.prepare(step),
+            Self::Stateless { window } => Ok(StepMask::new(&KeyMeta::of_step(step), step, *window)),
         }
     }
 
-    /// Stores one layer's new K/V and returns the keys/values its queries attend to.
-    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    /// Stores one layer's new K/V `[batch, heads, len, head_dim]` and returns the buffers its
+    /// queries attend to (their first `mask.keys` slots).
+    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, path: Path) -> (Tensor<4>, Tensor<4>) {
         match self {
-            Self::Contiguous(c) => c.update(layer, k, v),
-            Self::Sliding(s) => s.update(layer, k, v),
+            Self::Contiguous(c) => c.update(layer, k, v, path),
+            Self::Sliding(s) => s.update(layer, k, v, path),
             Self::Stateless { .. } => (k, v),
         }
     }

@@ -3,14 +3,16 @@
 //! of its token, so the learned position embedding and the mask stay exact after the ring
 //! wraps. Attention sees the last `window` positions.
 //!
-//! A step attends over the ring *and* its own new rows (concatenated), then stores the last
-//! `min(len, window)` new rows: a prefill chunk longer than the window would otherwise
+//! A decode step writes its token first and attends over the ring (the slot it overwrites
+//! held a position that just left the window). A longer chunk attends over the ring *and*
+//! its own rows, then stores its last `min(len, window)` rows: written first, they would
 //! overwrite keys its own earlier queries still need.
 
 use burn::tensor::{Device, Tensor};
 
-use super::mask::KeyMeta;
+use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
+use crate::engine::kernels::{self, Path, Slots};
 use crate::engine::step::Step;
 
 pub struct SlidingKv {
@@ -20,8 +22,9 @@ pub struct SlidingKv {
     seen: usize,
     /// Per row and slot: position and realness. Empty slots are not real.
     slots: KeyMeta,
-    /// Slot ranges `(ring_start, step_offset, count)` the current step writes.
-    writes: Vec<(usize, usize, usize)>,
+    /// Where the current step writes, and whether it attends over ring + chunk.
+    writes: Slots,
+    concat: bool,
 }
 
 impl SlidingKv {
@@ -35,66 +38,34 @@ impl SlidingKv {
             window,
             seen: 0,
             slots: KeyMeta { keys: window, positions: vec![0; batch * window], real: vec![false; batch * window] },
-            writes: vec![],
+            writes: Slots { base: 0, ring: true, first: 0 },
+            concat: false,
         })
     }
 
-    pub fn window(&self) -> usize {
-        self.window
-    }
-
-    /// Absolute position held by each slot of row 0 (`None` = empty): what the KV page draws.
-    pub fn slot_positions(&self) -> Vec<Option<usize>> {
-        (0..self.window).map(|s| self.slots.real[s].then_some(self.slots.positions[s])).collect()
-    }
-
-    pub fn prepare(&mut self, step: &Step, device: &Device) -> Result<Option<Tensor<4>>> {
+    pub fn prepare(&mut self, step: &Step) -> Result<StepMask> {
         let (w, t) = (self.window, step.len);
-        let keys = w + t;
-        let mut meta = KeyMeta { keys, positions: Vec::with_capacity(step.batch * keys), real: Vec::with_capacity(step.batch * keys) };
-        for row in 0..step.batch {
-            meta.positions.extend_from_slice(&self.slots.positions[row * w..(row + 1) * w]);
-            meta.positions.extend_from_slice(&step.positions[row * t..(row + 1) * t]);
-            meta.real.extend_from_slice(&self.slots.real[row * w..(row + 1) * w]);
-            meta.real.extend_from_slice(&step.real[row * t..(row + 1) * t]);
-        }
-        let bias = meta.bias(step, Some(w), device);
-
-        // The last min(t, w) new tokens go to their ring slots, in at most two runs.
-        let kept = t.min(w);
-        let first = self.seen + t - kept;
-        self.writes.clear();
-        let mut done = 0;
-        while done < kept {
-            let slot = (first + done) % w;
-            let count = (w - slot).min(kept - done);
-            self.writes.push((slot, t - kept + done, count));
-            done += count;
-        }
-        for &(slot, offset, count) in &self.writes {
+        self.writes = Slots { base: self.seen, ring: true, first: t - t.min(w) };
+        self.concat = t > 1;
+        let before = self.concat.then(|| StepMask::new(&self.slots.followed_by(step), step, Some(w)));
+        for i in self.writes.first..t {
+            let slot = (self.seen + i) % w;
             for row in 0..step.batch {
-                for i in 0..count {
-                    self.slots.positions[row * w + slot + i] = step.positions[row * t + offset + i];
-                    self.slots.real[row * w + slot + i] = step.real[row * t + offset + i];
-                }
+                self.slots.positions[row * w + slot] = step.positions[row * t + i];
+                self.slots.real[row * w + slot] = step.real[row * t + i];
             }
         }
         self.seen += t;
-        Ok(bias)
+        Ok(before.unwrap_or_else(|| StepMask::new(&self.slots, step, Some(w))))
     }
 
-    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let (mut kc, mut vc) = self.layers[layer].take().expect("each layer is updated once per step");
-        let [b, h, _, d] = k.dims();
-        let keys = Tensor::cat(vec![kc.clone(), k.clone()], 2);
-        let values = Tensor::cat(vec![vc.clone(), v.clone()], 2);
-        for &(slot, offset, count) in &self.writes {
-            let ring = [0..b, 0..h, slot..slot + count, 0..d];
-            let new = [0..b, 0..h, offset..offset + count, 0..d];
-            kc = kc.slice_assign(ring.clone(), k.clone().slice(new.clone()));
-            vc = vc.slice_assign(ring, v.clone().slice(new));
-        }
-        self.layers[layer] = Some((kc, vc));
-        (keys, values)
+    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, path: Path) -> (Tensor<4>, Tensor<4>) {
+        let ring = self.layers[layer].take().expect("each layer is updated once per step");
+        let keys = self
+            .concat
+            .then(|| (Tensor::cat(vec![ring.0.clone(), k.clone()], 2), Tensor::cat(vec![ring.1.clone(), v.clone()], 2)));
+        let ring = kernels::append(ring, (k, v), self.writes, path);
+        self.layers[layer] = Some(ring.clone());
+        keys.unwrap_or(ring)
     }
 }

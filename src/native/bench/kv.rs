@@ -6,36 +6,19 @@
 use std::ops::ControlFlow;
 
 use anyhow::{Result, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use serde_json::json;
 
-use super::device::DeviceArg;
-use super::hub::DEFAULT_HUB;
-use super::model_dir;
-use crate::engine::config::Gpt2Config;
+use super::BenchModel;
 use crate::engine::generate::{GenerateOptions, Generation, generate};
-use crate::engine::gpt2::Gpt2;
 use crate::engine::kv::{KvMode, memory};
-use crate::engine::weights::Gpt2Weights;
-
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Decode with the KV cache vs without it, plus the memory table.
-    Kv(KvArgs),
-}
+use crate::native::device::DeviceArg;
 
 #[derive(Args)]
 pub struct KvArgs {
-    /// A model folder or hub repo id.
-    #[arg(long, conflicts_with = "random", required_unless_present = "random")]
-    model: Option<String>,
-    #[arg(long, env = "INFERLAB_HUB_URL", default_value = DEFAULT_HUB)]
-    hub_url: String,
-    /// A seeded random model with a named HF config (distilgpt2, gpt2, gpt2-medium,
-    /// gpt2-large, gpt2-xl): real speed without a download.
-    #[arg(long)]
-    random: Option<String>,
+    #[command(flatten)]
+    model: BenchModel,
     /// Tokens to generate in each run.
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
@@ -44,32 +27,13 @@ pub struct KvArgs {
     prompt_tokens: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(cmd: BenchCommand) -> Result<()> {
-    match cmd {
-        BenchCommand::Kv(args) => kv(args),
-    }
-}
-
-fn kv(args: KvArgs) -> Result<()> {
+pub fn run(args: KvArgs) -> Result<()> {
     let device = args.device.init()?;
-    let (model, name) = match (&args.model, &args.random) {
-        (_, Some(name)) => {
-            let config = Gpt2Config::named(name)?;
-            let weights = Gpt2Weights::random(&config, args.seed);
-            (Gpt2::new(config, weights, &device), format!("random:{name}"))
-        }
-        (Some(model), None) => {
-            let dir = model_dir::resolve(model, &args.hub_url)?;
-            (model_dir::load(&dir, &device)?.model, model.clone())
-        }
-        (None, None) => bail!("give --model or --random"),
-    };
+    let (model, name) = args.model.load(&device)?;
     let config = model.config.clone();
     if args.new_tokens == 0 || args.prompt_tokens == 0 {
         bail!("--new-tokens and --prompt-tokens must be at least 1");
@@ -82,7 +46,7 @@ fn kv(args: KvArgs) -> Result<()> {
             config.n_positions
         );
     }
-    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut rng = StdRng::seed_from_u64(args.model.seed);
     let prompt: Vec<u32> = (0..args.prompt_tokens).map(|_| rng.random_range(0..config.vocab_size as u32)).collect();
 
     let run = |kv: KvMode, new_tokens: usize| -> Result<Generation> {

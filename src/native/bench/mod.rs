@@ -1,0 +1,65 @@
+//! `inferlab bench …`: measurements taken side by side in one process, so that what is
+//! reported are ratios, which survive a noisy shared machine better than lone times.
+
+pub mod kernels;
+pub mod kv;
+
+use anyhow::{Result, bail};
+use burn::tensor::Device;
+use clap::{Args, Subcommand};
+
+use crate::engine::config::Gpt2Config;
+use crate::engine::gpt2::Gpt2;
+use crate::engine::weights::Gpt2Weights;
+use crate::native::hub::DEFAULT_HUB;
+use crate::native::model_dir;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Decode with the KV cache vs without it, plus the memory table.
+    Kv(kv::KvArgs),
+    /// Each WGSL kernel vs its tensor-op twin, and whole-model decode with kernels on vs off.
+    Kernels(kernels::KernelArgs),
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Kv(args) => kv::run(args),
+        BenchCommand::Kernels(args) => kernels::run(args),
+    }
+}
+
+/// The model a benchmark runs: a real one, or a seeded random one of a published shape.
+#[derive(Args)]
+pub struct BenchModel {
+    /// A model folder or hub repo id.
+    #[arg(long, conflicts_with = "random", required_unless_present = "random")]
+    model: Option<String>,
+    #[arg(long, env = "INFERLAB_HUB_URL", default_value = DEFAULT_HUB)]
+    hub_url: String,
+    /// A seeded random model with a named HF config (distilgpt2, gpt2, gpt2-medium,
+    /// gpt2-large, gpt2-xl): real speed without a download.
+    #[arg(long)]
+    random: Option<String>,
+    /// Seed of the random model and of the prompt.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl BenchModel {
+    /// The model on `device`, and the name the report gives it.
+    pub fn load(&self, device: &Device) -> Result<(Gpt2, String)> {
+        match (&self.model, &self.random) {
+            (_, Some(name)) => {
+                let config = Gpt2Config::named(name)?;
+                let weights = Gpt2Weights::random(&config, self.seed);
+                Ok((Gpt2::new(config, weights, device), format!("random:{name}")))
+            }
+            (Some(model), None) => {
+                let dir = model_dir::resolve(model, &self.hub_url)?;
+                Ok((model_dir::load(&dir, device)?.model, model.clone()))
+            }
+            (None, None) => bail!("give --model or --random"),
+        }
+    }
+}
