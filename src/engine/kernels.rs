@@ -57,11 +57,12 @@ pub fn append(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots:
 /// `softmax(q·kᵀ·scale + mask)·v` over the first `mask.keys` slots of `k` and `v`.
 ///
 /// q `[batch, heads, queries, head_dim]`, k and v `[batch, heads, slots, head_dim]` with
-/// slots ≥ keys. Returns `[batch, heads, queries, head_dim]`.
+/// slots ≥ keys. Returns `[batch, heads, queries, head_dim]`. The WGSL kernels read rows as
+/// vec4: a head width that is not a multiple of 4 takes the tensor ops.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32, path: Path) -> Tensor<4> {
     match path {
-        Path::Twin => attention_twin(q, k, v, mask, scale),
-        Path::Wgsl => attention_wgsl(q, k, v, mask, scale),
+        Path::Wgsl if q.dims()[3] % 4 == 0 => attention_wgsl(q, k, v, mask, scale),
+        _ => attention_twin(q, k, v, mask, scale),
     }
 }
 
@@ -130,7 +131,6 @@ impl KernelSource for AttentionDecode {
             .register("elem", "f32")
             .register("workgroup", self.workgroup.to_string())
             .register("head_dim", self.head_dim.to_string())
-            .register("dims_per_invocation", self.head_dim.div_ceil(self.workgroup).to_string())
     }
     fn id(&self) -> KernelId {
         KernelId::new::<Self>().info((self.head_dim, self.workgroup))
@@ -221,7 +221,7 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
     ];
     let hardware = &client.properties().hardware;
     let max_invocations = hardware.max_units_per_cube as usize;
-    match (t > DECODE_MAX_QUERIES && d % 4 == 0).then(|| prefill_shape(d, hardware.max_shared_memory_size, max_invocations)).flatten() {
+    match (t > DECODE_MAX_QUERIES).then(|| prefill_shape(d, hardware.max_shared_memory_size, max_invocations)).flatten() {
         Some((workgroup, tile)) => {
             let kernel = AttentionPrefill { head_dim: d, workgroup, tile };
             client.launch(
@@ -231,7 +231,8 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
             );
         }
         None => {
-            // A power of two for the tree reductions, no wider than the head (or the device).
+            // A power of two for the tree reductions, at least a head wide (a quarter would do:
+            // rows are read as vec4), within the device's limit.
             let workgroup = d.next_power_of_two().clamp(32, 256).min(prev_power_of_two(max_invocations));
             let kernel = AttentionDecode { head_dim: d, workgroup };
             client.launch(
