@@ -16,7 +16,8 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Shape, Tensor};
 use cubecl::CubeCount;
 use cubecl::prelude::KernelId;
-use cubecl::server::{Handle, KernelArguments};
+use cubecl::client::Client;
+use cubecl::server::{BufferBinding, Handle, KernelArguments};
 
 use super::kv::mask::StepMask;
 
@@ -104,63 +105,36 @@ pub struct UploadedPositions {
     queries: Handle,
 }
 
-struct KvAppend;
+/// A WGSL file and its template values. The values are part of the kernel id, so every
+/// variant (head width, workgroup size, tile) compiles to a pipeline of its own.
+struct WgslKernel {
+    name: &'static str,
+    source: &'static str,
+    values: Vec<(&'static str, usize)>,
+}
 
-impl KernelSource for KvAppend {
+impl KernelSource for WgslKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../shaders/kv_append.wgsl"))
-            .register("elem", "f32")
-            .register("workgroup", APPEND_WORKGROUP.to_string())
+        let template = SourceTemplate::new(self.source).register("elem", "f32");
+        self.values.iter().fold(template, |t, (name, value)| t.register(*name, value.to_string()))
     }
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(APPEND_WORKGROUP)
+        KernelId::new::<Self>().info((self.name, self.values.clone()))
     }
     fn lang(&self) -> &'static str {
         "wgsl"
     }
 }
 
-struct AttentionDecode {
-    head_dim: usize,
-    workgroup: usize,
-}
-
-impl KernelSource for AttentionDecode {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../shaders/attention_decode.wgsl"))
-            .register("elem", "f32")
-            .register("workgroup", self.workgroup.to_string())
-            .register("head_dim", self.head_dim.to_string())
-    }
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.head_dim, self.workgroup))
-    }
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-struct AttentionPrefill {
-    head_dim: usize,
-    workgroup: usize,
-    tile: usize,
-}
-
-impl KernelSource for AttentionPrefill {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../shaders/attention_prefill.wgsl"))
-            .register("elem", "f32")
-            .register("workgroup", self.workgroup.to_string())
-            .register("head_dim", self.head_dim.to_string())
-            .register("tile", self.tile.to_string())
-            .register("tile_vec4s", (self.tile * self.head_dim / 4).to_string())
-            .register("block_vec4s", (self.workgroup * self.head_dim / 4).to_string())
-    }
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.head_dim, self.workgroup, self.tile))
-    }
-    fn lang(&self) -> &'static str {
-        "wgsl"
+impl WgslKernel {
+    /// Queues the kernel; `values` must hold its `workgroup` size.
+    fn launch(self, client: &Client, groups: (usize, usize), buffers: Vec<BufferBinding>) {
+        let workgroup = self.values.iter().find(|(name, _)| *name == "workgroup").expect("every kernel has a workgroup size").1;
+        client.launch(
+            Box::new(SourceKernel::new(self, CubeDim::new_1d(workgroup as u32))),
+            CubeCount::Static(groups.0 as u32, groups.1 as u32, 1),
+            KernelArguments::new().with_buffers(buffers),
+        );
     }
 }
 
@@ -180,20 +154,25 @@ fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots
     let client = cache_k.client.clone();
     let params = [b * h, t, d, capacity, slots.base, usize::from(slots.ring), slots.first].map(|v| v as u32);
     let params = client.create_from_slice(&u32_bytes(&params));
-    let groups = (b * h * t * d).div_ceil(APPEND_WORKGROUP) as u32;
+    let groups = (b * h * t * d).div_ceil(APPEND_WORKGROUP);
     let (x, y) = (groups.min(32768), groups.div_ceil(32768));
     // The cache buffers are written in place: the cache owns them, and every kernel that read
     // them earlier was queued before this one on the same stream.
-    client.launch(
-        Box::new(SourceKernel::new(KvAppend, CubeDim::new_1d(APPEND_WORKGROUP as u32))),
-        CubeCount::Static(x, y, 1),
-        KernelArguments::new().with_buffers(vec![
+    let kernel = WgslKernel {
+        name: "kv_append",
+        source: include_str!("../../shaders/kv_append.wgsl"),
+        values: vec![("workgroup", APPEND_WORKGROUP)],
+    };
+    kernel.launch(
+        &client,
+        (x, y),
+        vec![
             cache_k.handle.clone().binding(),
             cache_v.handle.clone().binding(),
             new_k.handle.clone().binding(),
             new_v.handle.clone().binding(),
             params.binding(),
-        ]),
+        ],
     );
     (Tensor::from_primitive::<CubeBackend>(cache_k), Tensor::from_primitive::<CubeBackend>(cache_v))
 }
@@ -222,24 +201,28 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
     let hardware = &client.properties().hardware;
     let max_invocations = hardware.max_units_per_cube as usize;
     match (t > DECODE_MAX_QUERIES).then(|| prefill_shape(d, hardware.max_shared_memory_size, max_invocations)).flatten() {
-        Some((workgroup, tile)) => {
-            let kernel = AttentionPrefill { head_dim: d, workgroup, tile };
-            client.launch(
-                Box::new(SourceKernel::new(kernel, CubeDim::new_1d(workgroup as u32))),
-                CubeCount::Static(t.div_ceil(workgroup) as u32, (b * h) as u32, 1),
-                KernelArguments::new().with_buffers(bindings),
-            );
+        Some((workgroup, tile)) => WgslKernel {
+            name: "attention_prefill",
+            source: include_str!("../../shaders/attention_prefill.wgsl"),
+            values: vec![
+                ("workgroup", workgroup),
+                ("head_dim", d),
+                ("tile", tile),
+                ("tile_vec4s", tile * d / 4),
+                ("block_vec4s", workgroup * d / 4),
+            ],
         }
+        .launch(&client, (t.div_ceil(workgroup), b * h), bindings),
         None => {
             // A power of two for the tree reductions, at least a head wide (a quarter would do:
             // rows are read as vec4), within the device's limit.
             let workgroup = d.next_power_of_two().clamp(32, 256).min(prev_power_of_two(max_invocations));
-            let kernel = AttentionDecode { head_dim: d, workgroup };
-            client.launch(
-                Box::new(SourceKernel::new(kernel, CubeDim::new_1d(workgroup as u32))),
-                CubeCount::Static((b * h * t) as u32, 1, 1),
-                KernelArguments::new().with_buffers(bindings),
-            );
+            WgslKernel {
+                name: "attention_decode",
+                source: include_str!("../../shaders/attention_decode.wgsl"),
+                values: vec![("workgroup", workgroup), ("head_dim", d)],
+            }
+            .launch(&client, (b * h * t, 1), bindings)
         }
     }
     let out = CubeTensor::new_contiguous(client, q.device.clone(), Shape::new([b, h, t, d]), out, DType::F32);
