@@ -1,5 +1,5 @@
-//! The `inferlab` binary: the command line natively. (The browser app mounts from here on
-//! wasm32 once it exists.)
+//! The `inferlab` binary: the command line natively; in the browser, the app (in the page)
+//! and the engine (in its Web Worker).
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
@@ -7,4 +7,6 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(target_arch = "wasm32")]
-fn main() {}
+fn main() {
+    inferlab::web::start();
+}

@@ -13,6 +13,7 @@ use inferlab::engine::gpt2::Logits;
 use inferlab::engine::kv::{KvCache, KvMode};
 use inferlab::engine::readback;
 use inferlab::engine::step::Step;
+use inferlab::engine::window_drift::window_drift;
 
 /// Logits `[len, vocab]` of one uncached forward over `ids`, on the host.
 fn all_logits(case: &Case, ids: &[u32]) -> Vec<Vec<f32>> {
@@ -200,5 +201,31 @@ fn sliding_window_equals_windowed_recompute() {
                 fed = end;
             }
         }
+    }
+}
+
+#[test]
+fn window_drift_is_zero_until_the_ring_wraps() {
+    // The KV page's sliding-window view: a window that holds the whole text changes nothing
+    // (and the full cache's tokens are transformers' greedy ones); a short window drifts.
+    for case in cases() {
+        let prompt = case.golden.prompts.iter().max_by_key(|p| p.input_ids.len()).expect("prompts");
+        let greedy = &prompt.greedy;
+        let n = greedy.new_ids.len();
+        let model = &case.loaded.model;
+        let wide = pollster::block_on(window_drift(model, &prompt.input_ids, n, prompt.input_ids.len() + n, |_| ControlFlow::Continue(()))).unwrap();
+        assert_eq!(wide.iter().map(|s| s.token).collect::<Vec<_>>(), greedy.new_ids, "{}", case.label);
+        assert!(wide.iter().all(|s| s.max_abs_diff <= 1e-4 && s.same_top1 && s.evicted.is_none()), "{}", case.label);
+
+        let window = 4;
+        let narrow = pollster::block_on(window_drift(model, &prompt.input_ids, n, window, |_| ControlFlow::Continue(()))).unwrap();
+        assert_eq!(narrow.iter().map(|s| s.token).collect::<Vec<_>>(), greedy.new_ids, "the full cache leads: {}", case.label);
+        for s in &narrow {
+            assert_eq!((s.slot, s.evicted), (s.position % window, s.position.checked_sub(window)));
+            if s.position < window {
+                assert!(s.max_abs_diff <= 1e-4, "{}: no eviction yet at {}, diff {}", case.label, s.position, s.max_abs_diff);
+            }
+        }
+        assert!(narrow.iter().any(|s| s.max_abs_diff > 1e-2), "{}: a 4-slot window must change the logits", case.label);
     }
 }

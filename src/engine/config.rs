@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::error::{EngineError, Result};
 
 /// The activations `GPT2LMHeadModel` accepts that the engine implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub enum Activation {
     /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation GPT-2 was trained with.
     GeluTanh,
@@ -15,7 +15,7 @@ pub enum Activation {
     Relu,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct Gpt2Config {
     pub vocab_size: usize,
     pub n_positions: usize,
@@ -96,21 +96,23 @@ impl Gpt2Config {
 
     /// The published shapes of the GPT-2 family, for `--random` models and the memory tables.
     pub fn named(name: &str) -> Result<Self> {
-        let (n_layer, n_embd, n_head) = match name.trim_start_matches("openai-community/") {
-            "distilgpt2" | "distilbert/distilgpt2" => (6, 768, 12),
-            "gpt2" => (12, 768, 12),
-            "gpt2-medium" => (24, 1024, 16),
-            "gpt2-large" => (36, 1280, 20),
-            "gpt2-xl" => (48, 1600, 25),
+        let (n_layer, n_embd, n_head, n_positions) = match name.trim_start_matches("openai-community/") {
+            // The test fixtures' shape, used by the browser's offline demo model.
+            "gpt2-tiny" => (2, 64, 4, 256),
+            "distilgpt2" | "distilbert/distilgpt2" => (6, 768, 12, 1024),
+            "gpt2" => (12, 768, 12, 1024),
+            "gpt2-medium" => (24, 1024, 16, 1024),
+            "gpt2-large" => (36, 1280, 20, 1024),
+            "gpt2-xl" => (48, 1600, 25, 1024),
             other => {
                 return Err(EngineError::Config(format!(
-                    "unknown model name {other:?}; known: distilgpt2, gpt2, gpt2-medium, gpt2-large, gpt2-xl"
+                    "unknown model name {other:?}; known: gpt2-tiny, distilgpt2, gpt2, gpt2-medium, gpt2-large, gpt2-xl"
                 )));
             }
         };
         Ok(Self {
             vocab_size: 50257,
-            n_positions: 1024,
+            n_positions,
             n_embd,
             n_layer,
             n_head,

@@ -13,3 +13,4 @@ pub mod step;
 pub mod tokenizer;
 pub mod vocab_table;
 pub mod weights;
+pub mod window_drift;

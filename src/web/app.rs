@@ -1,0 +1,199 @@
+//! The page: header, model panel (hub / local files / demo), and the Playground and KV Cache
+//! pages. The URL drives it for links and tests: `?hub=URL&model=REPO` preloads a model,
+//! `?page=playground|kv` picks the page.
+
+use leptos::ev;
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{File, HtmlInputElement};
+
+use super::bridge::{Engine, ModelStatus};
+use super::pages::kv_cache::KvCachePage;
+use super::pages::playground::PlaygroundPage;
+use super::protocol::{ModelSource, ToWorker};
+
+/// The hub used when the URL and the settings name none.
+pub const DEFAULT_HUB: &str = "https://huggingface.co";
+/// Models offered in the picker (any repo id can be typed).
+const OFFERED: [&str; 3] = ["openai-community/gpt2", "distilbert/distilgpt2", "openai-community/gpt2-medium"];
+
+fn query(name: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(name).filter(|v| !v.is_empty())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Page {
+    Playground,
+    Kv,
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    let hub = RwSignal::new(query("hub").unwrap_or_else(|| DEFAULT_HUB.to_string()));
+    let repo = RwSignal::new(query("model").unwrap_or_else(|| OFFERED[0].to_string()));
+    let page = RwSignal::new(if query("page").as_deref() == Some("kv") { Page::Kv } else { Page::Playground });
+    let preload = query("model");
+    let engine = Engine::start(move |engine| {
+        if let Some(repo) = &preload {
+            engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get_untracked(), repo: repo.clone() }), &[]);
+        }
+    });
+    let engine = match engine {
+        Ok(engine) => engine,
+        Err(e) => return view! { <p class="fatal">{e}</p> }.into_any(),
+    };
+    provide_context(engine);
+    let tab = move |p: Page, label: &'static str, id: &'static str| {
+        view! {
+            <button class="tab" class:active=move || page.get() == p data-testid=id on:click=move |_| page.set(p)>{label}</button>
+        }
+    };
+    view! {
+        <header>
+            <h1>"inferlab"</h1>
+            <span class="tagline">"GPT-2 inference, live on WebGPU"</span>
+            <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}</nav>
+        </header>
+        <ModelPanel hub repo/>
+        <ErrorBanner/>
+        {move || match page.get() {
+            Page::Playground => view! { <PlaygroundPage/> }.into_any(),
+            Page::Kv => view! { <KvCachePage/> }.into_any(),
+        }}
+    }
+    .into_any()
+}
+
+/// The last job error, dismissable.
+#[component]
+fn ErrorBanner() -> impl IntoView {
+    let engine = expect_context::<Engine>();
+    move || {
+        engine.error.get().map(|e| {
+            view! {
+                <div class="error" data-testid="error">
+                    {e}
+                    <button on:click=move |_| engine.error.set(None)>"dismiss"</button>
+                </div>
+            }
+        })
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Choose and load a model; shows progress and the model's status.
+#[component]
+fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>) -> impl IntoView {
+    let engine = expect_context::<Engine>();
+    let load_hub = move |_| engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get(), repo: repo.get() }), &[]);
+    let load_demo = move |_| engine.send(&ToWorker::Load(ModelSource::Demo { seed: 0 }), &[]);
+    let load_files = move |files: Vec<File>| {
+        if !files.is_empty() {
+            engine.send(&ToWorker::Load(ModelSource::Files), &files);
+        }
+    };
+    let files_of = |list: Option<web_sys::FileList>| -> Vec<File> {
+        list.map(|l| (0..l.length()).filter_map(|i| l.get(i)).collect()).unwrap_or_default()
+    };
+    let on_pick = move |ev: ev::Event| {
+        let input: HtmlInputElement = event_target(&ev);
+        load_files(files_of(input.files()));
+    };
+    let on_drop = move |ev: ev::DragEvent| {
+        ev.prevent_default();
+        load_files(files_of(ev.data_transfer().and_then(|d| d.files())));
+    };
+    let status_text = move || match engine.status.get() {
+        ModelStatus::Starting => "starting the engine worker…".to_string(),
+        ModelStatus::NoWebGpu(_) => "WebGPU unavailable".to_string(),
+        ModelStatus::Idle(_) => "no model loaded".to_string(),
+        ModelStatus::Loading { stage } => format!("loading: {stage}"),
+        ModelStatus::Failed(e) => format!("failed: {e}"),
+        ModelStatus::Ready(info) => format!(
+            "{} · {} layers × {} heads × {} · {:.1} M params{}{} · ready",
+            info.name,
+            info.config.n_layer,
+            info.config.n_head,
+            info.config.n_embd,
+            info.params as f64 / 1e6,
+            if info.demo { " · random weights: meaningless text" } else { "" },
+            if info.from_cache { " · from cache" } else { "" },
+        ),
+    };
+    let progress = move || {
+        engine.download.get().filter(|_| matches!(engine.status.get(), ModelStatus::Loading { .. })).map(|d| {
+            let percent = d.total.map(|t| 100.0 * d.loaded as f64 / t.max(1) as f64);
+            view! {
+                <div class="progress">
+                    <progress max="100" value=percent.unwrap_or(0.0)></progress>
+                    <span>
+                        {format!(
+                            "{}: {}{} {} · {:.1} MB/s{}",
+                            d.file,
+                            megabytes(d.loaded),
+                            d.total.map(|t| format!(" of {}", megabytes(t))).unwrap_or_default(),
+                            percent.map(|p| format!("({p:.0}%)")).unwrap_or_default(),
+                            d.mb_per_s,
+                            if d.from_cache { " · from cache" } else { "" },
+                        )}
+                    </span>
+                </div>
+            }
+        })
+    };
+    let no_webgpu = move || match engine.status.get() {
+        ModelStatus::NoWebGpu(detail) => Some(view! {
+            <div class="fatal" data-testid="no-webgpu">
+                <strong>"This browser cannot run the model: WebGPU is not available."</strong>
+                <p>
+                    "Use a recent Chrome or Edge (113 or newer) on a machine with a GPU driver, or Firefox Nightly / Safari Technology Preview with WebGPU enabled. "
+                    "On Linux Chrome, enable chrome://flags/#enable-unsafe-webgpu (and #enable-vulkan), then reload."
+                </p>
+                <p class="detail">{detail}</p>
+            </div>
+        }),
+        _ => None,
+    };
+    let busy = move || engine.busy() || matches!(engine.status.get(), ModelStatus::Starting | ModelStatus::NoWebGpu(_));
+    view! {
+        <section class="model-panel" on:dragover=|ev: ev::DragEvent| ev.prevent_default() on:drop=on_drop>
+            {no_webgpu}
+            <div class="row">
+                <label>"Model "
+                    <input list="offered" prop:value=move || repo.get() on:input=move |ev| repo.set(event_target_value(&ev)) data-testid="repo"/>
+                    <datalist id="offered">{OFFERED.iter().map(|r| view! { <option value=*r/> }).collect_view()}</datalist>
+                </label>
+                <button on:click=load_hub disabled=busy data-testid="load-hub">"Load from hub"</button>
+                <button on:click=load_demo disabled=busy data-testid="load-demo">"Demo model (offline)"</button>
+                <label class="file">"Local files "
+                    <input type="file" multiple accept=".json,.safetensors" on:change=on_pick disabled=busy data-testid="file-input"/>
+                </label>
+            </div>
+            <details class="settings">
+                <summary>"Settings"</summary>
+                <label>"Hub URL "
+                    <input prop:value=move || hub.get() on:input=move |ev| hub.set(event_target_value(&ev)) data-testid="hub-url" size="40"/>
+                </label>
+                <p class="hint">"Files come from {hub}/{repo}/resolve/main/{file} and stay in the browser's Cache Storage. "
+                    "Or drop config.json, tokenizer.json and model.safetensors anywhere on this panel."</p>
+                <p class="hint">{move || engine.adapter.get().map(|a| format!("WebGPU adapter: {a}"))}</p>
+            </details>
+            {progress}
+            <p class="status" data-testid="model-status">{status_text}</p>
+        </section>
+    }
+}
+
+/// Parses a form field, naming it in the error.
+pub fn field<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, String> {
+    text.trim().parse().map_err(|_| format!("{name}: {text:?} is not a valid number"))
+}
+
+/// The `<input>` of an event, for file lists.
+fn event_target<T: JsCast>(ev: &ev::Event) -> T {
+    ev.target().expect("input events have a target").unchecked_into()
+}

@@ -1,0 +1,216 @@
+//! The page's side of the Web Worker: starts it, sends it typed messages and turns what it
+//! streams back into leptos signals that the pages read.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{File, MessageEvent, Worker, WorkerOptions, WorkerType};
+
+use super::protocol::{FromWorker, ModelInfo, Run, ToWorker};
+use crate::engine::window_drift::DriftStep;
+
+/// What the model panel shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelStatus {
+    /// Waiting for the worker to open WebGPU.
+    Starting,
+    NoWebGpu(String),
+    /// WebGPU is open (adapter description); no model yet.
+    Idle(String),
+    Loading { stage: String },
+    Ready(ModelInfo),
+    Failed(String),
+}
+
+/// Download progress of the current file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Download {
+    pub file: String,
+    pub loaded: u64,
+    pub total: Option<u64>,
+    pub mb_per_s: f64,
+    pub from_cache: bool,
+}
+
+/// One generation as the page sees it, filled token by token.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunState {
+    pub prompt_ids: Vec<u32>,
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub step_ms: Vec<f64>,
+    pub done: Option<RunSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub ttft_ms: f64,
+    pub tokens_per_s: f64,
+    pub total_ms: f64,
+    pub stop_reason: String,
+}
+
+/// Everything the worker reported, as signals. `Copy`: pass it around freely.
+#[derive(Clone, Copy)]
+pub struct Engine {
+    pub adapter: RwSignal<Option<String>>,
+    pub status: RwSignal<ModelStatus>,
+    /// The model the worker holds; a failed load keeps it.
+    pub loaded: RwSignal<Option<ModelInfo>>,
+    pub download: RwSignal<Option<Download>>,
+    pub runs: RwSignal<HashMap<Run, RunState>>,
+    pub drift: RwSignal<Vec<DriftStep>>,
+    pub drift_done: RwSignal<bool>,
+    /// The last error of a job (generation, drift); loading errors go to `status`.
+    pub error: RwSignal<Option<String>>,
+    /// Jobs sent and not yet finished.
+    pub pending: RwSignal<usize>,
+}
+
+thread_local! {
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+}
+
+impl Engine {
+    /// Starts the worker (`worker.js` next to the page, which loads this same wasm module).
+    /// `on_ready` runs once WebGPU is open, e.g. to preload a model named in the URL.
+    pub fn start(on_ready: impl Fn(Engine) + 'static) -> Result<Engine, String> {
+        let engine = Engine {
+            adapter: RwSignal::new(None),
+            status: RwSignal::new(ModelStatus::Starting),
+            loaded: RwSignal::new(None),
+            download: RwSignal::new(None),
+            runs: RwSignal::new(HashMap::new()),
+            drift: RwSignal::new(vec![]),
+            drift_done: RwSignal::new(false),
+            error: RwSignal::new(None),
+            pending: RwSignal::new(0),
+        };
+        let options = WorkerOptions::new();
+        options.set_type(WorkerType::Module);
+        let worker = Worker::new_with_options("./worker.js", &options).map_err(|e| format!("could not start the engine worker: {e:?}"))?;
+        let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            match event.data().as_string().as_deref().map(serde_json::from_str::<FromWorker>) {
+                Some(Ok(FromWorker::Ready { webgpu: Ok(adapter) })) => {
+                    engine.adapter.set(Some(adapter.clone()));
+                    engine.status.set(ModelStatus::Idle(adapter));
+                    on_ready(engine);
+                }
+                Some(Ok(message)) => engine.apply(message),
+                _ => engine.error.set(Some("the engine worker sent a message the page does not understand".into())),
+            }
+        });
+        worker.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+        handler.forget();
+        let onerror = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            engine.status.set(ModelStatus::Failed("the engine worker failed to start (see the browser console)".into()));
+        });
+        worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+        onerror.forget();
+        WORKER.with(|w| *w.borrow_mut() = Some(worker));
+        Ok(engine)
+    }
+
+    /// Sends one message; `files` travel with it (local model files).
+    pub fn send(&self, message: &ToWorker, files: &[File]) {
+        let json = JsValue::from_str(&serde_json::to_string(message).expect("messages serialize"));
+        let data = if files.is_empty() {
+            json
+        } else {
+            let parts = js_sys::Array::of1(&json);
+            files.iter().for_each(|f| {
+                parts.push(f);
+            });
+            parts.into()
+        };
+        match message {
+            // The running job still reports its end; the waiting ones are dropped.
+            ToWorker::Stop => self.pending.update(|n| *n = (*n).min(1)),
+            ToWorker::Load(_) => {
+                self.status.set(ModelStatus::Loading { stage: "starting".into() });
+                self.download.set(None);
+                self.pending.update(|n| *n += 1);
+            }
+            ToWorker::Generate { run, .. } => {
+                self.runs.update(|runs| {
+                    runs.insert(*run, RunState::default());
+                });
+                self.pending.update(|n| *n += 1);
+            }
+            ToWorker::WindowDrift { .. } => {
+                self.drift.set(vec![]);
+                self.drift_done.set(false);
+                self.pending.update(|n| *n += 1);
+            }
+        }
+        self.error.set(None);
+        WORKER.with(|w| {
+            if let Some(worker) = w.borrow().as_ref()
+                && let Err(e) = worker.post_message(&data)
+            {
+                self.error.set(Some(format!("could not reach the engine worker: {e:?}")));
+            }
+        });
+    }
+
+    pub fn busy(&self) -> bool {
+        self.pending.get() > 0
+    }
+
+    fn finish_job(&self) {
+        self.pending.update(|n| *n = n.saturating_sub(1));
+    }
+
+    fn apply(&self, message: FromWorker) {
+        match message {
+            FromWorker::Ready { webgpu: Err(e) } => self.status.set(ModelStatus::NoWebGpu(e)),
+            FromWorker::Ready { webgpu: Ok(_) } => {}
+            FromWorker::Loading { stage } => self.status.set(ModelStatus::Loading { stage }),
+            FromWorker::Progress { file, loaded, total, mb_per_s, from_cache } => {
+                self.status.set(ModelStatus::Loading { stage: format!("{} {file}", if from_cache { "reading cached" } else { "downloading" }) });
+                self.download.set(Some(Download { file, loaded, total, mb_per_s, from_cache }));
+            }
+            FromWorker::Loaded { info, .. } => {
+                self.loaded.set(Some(info.clone()));
+                self.status.set(ModelStatus::Ready(info));
+                self.finish_job();
+            }
+            FromWorker::Prompt { run, ids } => self.runs.update(|runs| runs.entry(run).or_default().prompt_ids = ids),
+            FromWorker::Token { run, id, text, step_ms, .. } => self.runs.update(|runs| {
+                let state = runs.entry(run).or_default();
+                state.ids.push(id);
+                state.text = text;
+                state.step_ms.push(step_ms);
+            }),
+            FromWorker::Done { run, ids, text, ttft_ms, tokens_per_s, total_ms, stop_reason } => {
+                self.runs.update(|runs| {
+                    let state = runs.entry(run).or_default();
+                    state.ids = ids;
+                    state.text = text;
+                    state.done = Some(RunSummary { ttft_ms, tokens_per_s, total_ms, stop_reason });
+                });
+                self.finish_job();
+            }
+            FromWorker::Drift(step) => self.drift.update(|d| d.push(step)),
+            FromWorker::DriftDone => {
+                self.drift_done.set(true);
+                self.finish_job();
+            }
+            FromWorker::Error { message } => {
+                match (self.status.get_untracked(), self.loaded.get_untracked()) {
+                    // A failed load keeps the model that was there: say why, carry on with it.
+                    (ModelStatus::Loading { .. }, Some(info)) => {
+                        self.status.set(ModelStatus::Ready(info));
+                        self.error.set(Some(format!("loading failed: {message}")));
+                    }
+                    (ModelStatus::Loading { .. }, None) => self.status.set(ModelStatus::Failed(message)),
+                    _ => self.error.set(Some(message)),
+                }
+                self.finish_job();
+            }
+        }
+    }
+}

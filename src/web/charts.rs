@@ -1,0 +1,131 @@
+//! SVG line charts with axes, tick labels, axis titles and a legend: the one chart type the
+//! pages need (latency per token, memory vs length, logit drift).
+
+use leptos::prelude::*;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub color: &'static str,
+    pub points: Vec<(f64, f64)>,
+    /// Drawn dashed (e.g. f16 next to f32).
+    pub dashed: bool,
+}
+
+impl Series {
+    pub fn new(name: impl Into<String>, color: &'static str, points: Vec<(f64, f64)>) -> Self {
+        Self { name: name.into(), color, points, dashed: false }
+    }
+}
+
+/// Colours that stay apart on white.
+pub const PALETTE: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+
+const W: f64 = 640.0;
+const H: f64 = 300.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 16.0;
+const BOTTOM: f64 = 44.0;
+
+/// About five round tick values covering `0..=max` (1, 2 or 5 times a power of ten apart).
+fn ticks(max: f64) -> Vec<f64> {
+    if max <= 0.0 || !max.is_finite() {
+        return vec![0.0, 1.0];
+    }
+    let raw = max / 5.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
+    let count = (max / step).ceil() as usize;
+    (0..=count).map(|i| i as f64 * step).collect()
+}
+
+fn label(v: f64) -> String {
+    if v == v.round() {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// A line chart; axes start at 0 and grow to fit every series.
+#[component]
+pub fn LineChart(
+    #[prop(into)] title: String,
+    #[prop(into)] x_label: String,
+    #[prop(into)] y_label: String,
+    #[prop(into)] series: Signal<Vec<Series>>,
+    #[prop(optional, into)] testid: String,
+) -> impl IntoView {
+    let plot = move || {
+        let series = series.get();
+        let x_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0, f64::max);
+        let y_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max);
+        let (xt, yt) = (ticks(x_max), ticks(y_max));
+        let (x_top, y_top) = (*xt.last().unwrap_or(&1.0), *yt.last().unwrap_or(&1.0));
+        let sx = move |x: f64| LEFT + x / x_top.max(f64::MIN_POSITIVE) * (W - LEFT - RIGHT);
+        let sy = move |y: f64| H - BOTTOM - y / y_top.max(f64::MIN_POSITIVE) * (H - TOP - BOTTOM);
+        let grid_y = yt
+            .iter()
+            .map(|&v| {
+                view! {
+                    <line x1=LEFT x2=W - RIGHT y1=sy(v) y2=sy(v) class="grid"/>
+                    <text x=LEFT - 6.0 y=sy(v) + 4.0 text-anchor="end" class="tick">{label(v)}</text>
+                }
+            })
+            .collect_view();
+        let grid_x = xt
+            .iter()
+            .map(|&v| view! { <text x=sx(v) y=H - BOTTOM + 16.0 text-anchor="middle" class="tick">{label(v)}</text> })
+            .collect_view();
+        let lines = series
+            .iter()
+            .map(|s| {
+                let points = s.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect::<Vec<_>>().join(" ");
+                let dash = if s.dashed { "6 4" } else { "" };
+                let dots = if s.points.len() <= 64 {
+                    s.points.iter().map(|&(x, y)| view! { <circle cx=sx(x) cy=sy(y) r="2.5" fill=s.color/> }).collect_view().into_any()
+                } else {
+                    ().into_any()
+                };
+                view! {
+                    <polyline points=points fill="none" stroke=s.color stroke-width="2" stroke-dasharray=dash data-series=s.name.clone()/>
+                    {dots}
+                }
+            })
+            .collect_view();
+        let legend = series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let y = TOP + 4.0 + 16.0 * i as f64;
+                let dash = if s.dashed { "6 4" } else { "" };
+                view! {
+                    <line x1=LEFT + 12.0 x2=LEFT + 36.0 y1=y y2=y stroke=s.color stroke-width="3" stroke-dasharray=dash/>
+                    <text x=LEFT + 42.0 y=y + 4.0 class="legend">{s.name.clone()}</text>
+                }
+            })
+            .collect_view();
+        view! {
+            {grid_y}
+            {grid_x}
+            <line x1=LEFT x2=LEFT y1=TOP y2=H - BOTTOM class="axis"/>
+            <line x1=LEFT x2=W - RIGHT y1=H - BOTTOM y2=H - BOTTOM class="axis"/>
+            {lines}
+            {legend}
+        }
+    };
+    view! {
+        <figure class="chart" data-testid=testid>
+            <figcaption>{title}</figcaption>
+            <svg viewBox=format!("0 0 {W} {H}") role="img">
+                {plot}
+                <text x=(LEFT + W - RIGHT) / 2.0 y=H - 6.0 text-anchor="middle" class="axis-title">{x_label}</text>
+                <text x="14" y=(TOP + H - BOTTOM) / 2.0 text-anchor="middle" class="axis-title"
+                    transform=format!("rotate(-90 14 {})", (TOP + H - BOTTOM) / 2.0)>{y_label}</text>
+            </svg>
+        </figure>
+    }
+}

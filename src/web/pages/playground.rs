@@ -1,0 +1,104 @@
+//! Playground: prompt in, streamed text out, with the sampling and KV settings, live speed
+//! (TTFT, tok/s) and a per-token latency chart.
+
+use leptos::prelude::*;
+
+use crate::engine::sampling::SamplingParams;
+use crate::web::app::field;
+use crate::web::bridge::{Engine, ModelStatus};
+use crate::web::charts::{LineChart, PALETTE, Series};
+use crate::web::protocol::{Run, ToWorker};
+
+/// A labelled text input bound to a signal.
+#[component]
+pub fn Field(#[prop(into)] label: String, value: RwSignal<String>, #[prop(into)] testid: String) -> impl IntoView {
+    view! {
+        <label>{label}" "
+            <input prop:value=move || value.get() on:input=move |ev| value.set(event_target_value(&ev)) data-testid=testid size="6"/>
+        </label>
+    }
+}
+
+#[component]
+pub fn PlaygroundPage() -> impl IntoView {
+    let engine = expect_context::<Engine>();
+    let prompt = RwSignal::new("Hello".to_string());
+    let max_new = RwSignal::new("24".to_string());
+    let temperature = RwSignal::new("0".to_string());
+    let top_k = RwSignal::new("0".to_string());
+    let top_p = RwSignal::new("1".to_string());
+    let seed = RwSignal::new("0".to_string());
+    let kv = RwSignal::new("contiguous".to_string());
+    let window = RwSignal::new("64".to_string());
+
+    let request = move || -> Result<ToWorker, String> {
+        let sampling = SamplingParams {
+            temperature: field("temperature", &temperature.get())?,
+            top_k: field("top-k", &top_k.get())?,
+            top_p: field("top-p", &top_p.get())?,
+            repetition_penalty: 1.0,
+            seed: field("seed", &seed.get())?,
+        };
+        let kv = match kv.get().as_str() {
+            "sliding" => format!("sliding:{}", field::<usize>("window", &window.get())?),
+            other => other.to_string(),
+        };
+        Ok(ToWorker::Generate { run: Run::Playground, prompt: prompt.get(), max_new_tokens: field("max new tokens", &max_new.get())?, sampling, kv })
+    };
+    let on_generate = move |_| match request() {
+        Ok(message) => engine.send(&message, &[]),
+        Err(e) => engine.error.set(Some(e)),
+    };
+    let run = move || engine.runs.with(|runs| runs.get(&Run::Playground).cloned().unwrap_or_default());
+    let ready = move || matches!(engine.status.get(), ModelStatus::Ready(_));
+    let live_tok_s = move || {
+        let steps = run().step_ms;
+        let decode: f64 = steps.iter().skip(1).sum();
+        if steps.len() > 1 && decode > 0.0 { (steps.len() - 1) as f64 * 1000.0 / decode } else { 0.0 }
+    };
+    let chart = Signal::derive(move || {
+        let points = run().step_ms.iter().enumerate().map(|(i, ms)| ((i + 1) as f64, *ms)).collect();
+        vec![Series::new("latency of each token (the first includes the prompt)", PALETTE[0], points)]
+    });
+    view! {
+        <section class="page">
+            <h2>"Playground"</h2>
+            <textarea rows="3" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) data-testid="prompt"></textarea>
+            <div class="row">
+                <Field label="max new tokens" value=max_new testid="max-new-tokens"/>
+                <Field label="temperature" value=temperature testid="temperature"/>
+                <Field label="top-k" value=top_k testid="top-k"/>
+                <Field label="top-p" value=top_p testid="top-p"/>
+                <Field label="seed" value=seed testid="seed"/>
+                <label>"KV cache "
+                    <select on:change=move |ev| kv.set(event_target_value(&ev)) data-testid="kv-mode">
+                        <option value="contiguous" selected>"contiguous"</option>
+                        <option value="sliding">"sliding window"</option>
+                        <option value="none">"none (recompute)"</option>
+                    </select>
+                </label>
+                <Show when=move || kv.get() == "sliding"><Field label="W" value=window testid="window"/></Show>
+            </div>
+            <div class="row">
+                <button on:click=on_generate disabled=move || !ready() || engine.busy() data-testid="generate">"Generate"</button>
+                <button on:click=move |_| engine.send(&ToWorker::Stop, &[]) disabled=move || !engine.busy() data-testid="stop">"Stop"</button>
+                <span class="hint">"temperature 0 = greedy (identical to transformers' greedy search)"</span>
+            </div>
+            <div class="output">
+                <span class="prompt-echo">{move || prompt.get()}</span>
+                <span data-testid="output-text">{move || run().text}</span>
+            </div>
+            <div class="stats">
+                <span>"TTFT " <b data-testid="ttft">{move || run().done.map(|d| format!("{:.0} ms", d.ttft_ms)).unwrap_or_else(|| "…".into())}</b></span>
+                <span>"tok/s " <b data-testid="tok-s">{move || format!("{:.1}", live_tok_s())}</b></span>
+                <span>"tokens " <b>{move || run().ids.len()}</b></span>
+                <span>{move || run().done.map(|d| format!("stopped: {}", d.stop_reason.replace('_', " ")))}</span>
+            </div>
+            <p class="ids">"ids: " <code data-testid="output-ids">{move || {
+                let run = run();
+                run.done.map(|_| serde_json::to_string(&run.ids).unwrap_or_default()).unwrap_or_default()
+            }}</code></p>
+            <LineChart title="Per-token latency" x_label="token" y_label="ms" series=chart testid="latency-chart"/>
+        </section>
+    }
+}

@@ -1,0 +1,65 @@
+//! The messages between the page and the engine's Web Worker. Both sides share these types;
+//! on the wire each message is its JSON (local files travel next to it, as `File` objects).
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::config::Gpt2Config;
+use crate::engine::sampling::SamplingParams;
+use crate::engine::window_drift::DriftStep;
+
+/// Where a model comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum ModelSource {
+    /// `{hub}/{repo}/resolve/main/{file}`, kept in Cache Storage.
+    Hub { hub: String, repo: String },
+    /// config.json, model.safetensors and tokenizer.json picked or dropped by the user.
+    Files,
+    /// gpt2-tiny's shape with seeded random weights, made in the worker: no download.
+    Demo { seed: u64 },
+}
+
+/// A generation run of the pages: which chart series it feeds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum Run {
+    Playground,
+    WithCache,
+    WithoutCache,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToWorker {
+    Load(ModelSource),
+    Generate { run: Run, prompt: String, max_new_tokens: usize, sampling: SamplingParams, kv: String },
+    /// Full cache vs a sliding window of `window` slots, fed the same greedy tokens.
+    WindowDrift { prompt: String, new_tokens: usize, window: usize },
+    /// Stop the running generation after its current step.
+    Stop,
+}
+
+/// What the page shows about a loaded model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub config: Gpt2Config,
+    pub params: u64,
+    /// Every file came from Cache Storage.
+    pub from_cache: bool,
+    /// Meaningless text: random weights.
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The worker is listening; `webgpu` is the error if no WebGPU device could be opened.
+    Ready { webgpu: Result<String, String> },
+    /// A stage of loading, in words.
+    Loading { stage: String },
+    Progress { file: String, loaded: u64, total: Option<u64>, mb_per_s: f64, from_cache: bool },
+    Loaded { info: ModelInfo, load_ms: f64 },
+    Prompt { run: Run, ids: Vec<u32> },
+    Token { run: Run, index: usize, id: u32, text: String, step_ms: f64 },
+    Done { run: Run, ids: Vec<u32>, text: String, ttft_ms: f64, tokens_per_s: f64, total_ms: f64, stop_reason: String },
+    Drift(DriftStep),
+    DriftDone,
+    Error { message: String },
+}

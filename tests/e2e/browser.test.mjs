@@ -1,0 +1,193 @@
+// Browser tests of the inferlab app: headless Debian chromium with WebGPU on SwiftShader.
+// Serves dist/ (built by trunk) and a fake Hugging Face hub (../shared/fixtures/gpt2 in the
+// hub's URL layout, on another origin with CORS), then drives the page through its
+// automation contract (data-testid elements, ?hub=&model=&page=).
+//
+//   node tests/e2e/browser.test.mjs    (env: INFERLAB_DIST, INFERLAB_FIXTURES, INFERLAB_ARTIFACTS, CHROMIUM)
+import { chromium } from 'playwright-core';
+import { createServer } from 'node:http';
+import { mkdtempSync, mkdirSync, readFileSync, existsSync, statSync, createReadStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, extname, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const dist = resolve(process.env.INFERLAB_DIST ?? join(root, 'dist'));
+const fixtures = resolve(process.env.INFERLAB_FIXTURES ?? join(root, '../shared/fixtures/gpt2'));
+const artifacts = resolve(process.env.INFERLAB_ARTIFACTS ?? join(root, 'tests/e2e/artifacts'));
+const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const MODEL = 'gpt2-tiny';
+// SwiftShader runs WebGPU on the CPU: loading and the first kernels take a while.
+const SLOW = 300_000;
+mkdirSync(artifacts, { recursive: true });
+
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
+
+/** Serves files under `base` for the URL paths `map` returns; counts requests per path. */
+function serve(map, headers = {}) {
+  const hits = new Map();
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    hits.set(path, (hits.get(path) ?? 0) + 1);
+    const file = map(path);
+    if (!file || !existsSync(file) || !statSync(file).isFile()) {
+      res.writeHead(404, headers).end('not found');
+      return;
+    }
+    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream', 'content-length': statSync(file).size, ...headers });
+    createReadStream(file).pipe(res);
+  });
+  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hits, url: `http://127.0.0.1:${server.address().port}` })));
+}
+
+const app = await serve((p) => join(dist, p.endsWith('/') ? `${p}index.html` : p));
+// The hub layout: /{repo}/resolve/main/{file}
+const hub = await serve((p) => {
+  const m = p.match(/^\/([^/]+)\/resolve\/main\/([^/]+)$/);
+  return m ? join(fixtures, m[1], m[2]) : null;
+}, { 'access-control-allow-origin': '*' });
+
+const golden = JSON.parse(readFileSync(join(fixtures, MODEL, 'golden.json'), 'utf8'));
+const prompt = golden.prompts[0];
+const flags = ['--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+const results = [];
+let failed = 0;
+async function test(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    results.push(`ok   ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    failed++;
+    results.push(`FAIL ${name}: ${e.stack ?? e}`);
+  }
+  console.log(results.at(-1));
+}
+
+/** A fresh browser profile; `webgpu: false` leaves out --enable-unsafe-webgpu. */
+async function browser({ webgpu = true } = {}) {
+  const args = [...flags, ...(webgpu ? ['--enable-unsafe-webgpu'] : [])];
+  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'inferlab-chromium-')), { executablePath, headless: true, args, viewport: { width: 1200, height: 1000 } });
+  const page = context.pages()[0] ?? await context.newPage();
+  const log = [];
+  page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
+  page.on('worker', (w) => w.on('console', (m) => log.push(`[worker ${m.type()}] ${m.text()}`)));
+  return { context, page, log };
+}
+
+const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
+
+async function waitReady(page) {
+  await page.waitForFunction(() => {
+    const s = document.querySelector('[data-testid="model-status"]')?.textContent ?? '';
+    if (s.startsWith('failed')) throw new Error(s);
+    return s.endsWith('ready');
+  }, null, { timeout: SLOW, polling: 250 });
+  return byId(page, 'model-status').textContent();
+}
+
+/** Greedy generation in the playground; returns the new ids. */
+async function generateGreedy(page, text, maxNew) {
+  await byId(page, 'prompt').fill(text);
+  await byId(page, 'max-new-tokens').fill(String(maxNew));
+  await byId(page, 'temperature').fill('0');
+  await byId(page, 'generate').click();
+  await page.waitForFunction(() => (document.querySelector('[data-testid="output-ids"]')?.textContent ?? '') !== '', null, { timeout: SLOW, polling: 250 });
+  return JSON.parse(await byId(page, 'output-ids').textContent());
+}
+
+const { context, page, log } = await browser();
+try {
+  await test('hub load + greedy parity with transformers', async () => {
+    await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${MODEL}&page=playground`);
+    const status = await waitReady(page);
+    assert.match(status, new RegExp(MODEL));
+    assert.doesNotMatch(status, /from cache/);
+    const started = Date.now();
+    const ids = await generateGreedy(page, prompt.text, prompt.greedy.new_ids.length);
+    const ttft = await byId(page, 'ttft').textContent();
+    const tokS = await byId(page, 'tok-s').textContent();
+    console.log(`     ${ids.length} tokens in ${((Date.now() - started) / 1000).toFixed(1)} s, TTFT ${ttft}, ${tokS} tok/s`);
+    await page.screenshot({ path: join(artifacts, 'playground.png'), fullPage: true });
+    assert.deepEqual(ids, prompt.greedy.new_ids);
+    assert.equal((await byId(page, 'output-text').textContent()), prompt.greedy.text);
+  });
+
+  await test('reload: the model comes from Cache Storage', async () => {
+    const downloads = hub.hits.get(`/${MODEL}/resolve/main/model.safetensors`);
+    await page.reload();
+    const status = await waitReady(page);
+    assert.match(status, /from cache/);
+    assert.equal(hub.hits.get(`/${MODEL}/resolve/main/model.safetensors`), downloads, 'no second download');
+  });
+
+  await test('KV page: both series and a speedup > 1', async () => {
+    await byId(page, 'tab-kv').click();
+    await byId(page, 'kv-tokens').fill('32');
+    await byId(page, 'kv-run').click();
+    await byId(page, 'kv-speedup').waitFor({ timeout: SLOW });
+    const speedup = Number(await byId(page, 'kv-speedup').textContent());
+    const points = await page.$$eval('[data-testid="kv-chart"] polyline', (ls) => ls.map((l) => l.getAttribute('points').trim().split(/\s+/).length));
+    console.log(`     speedup ${speedup}×, points per series ${points}`);
+    assert.equal(points.length, 2);
+    assert.ok(points.every((n) => n === 32), `32 points per series, got ${points}`);
+    assert.ok(speedup > 1, `speedup ${speedup}`);
+    assert.match(await byId(page, 'kv-same').textContent(), /same tokens/);
+    await byId(page, 'drift-window').fill('4');
+    await byId(page, 'drift-tokens').fill('8');
+    await byId(page, 'drift-run').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="drift-chart"] polyline')?.getAttribute('points').trim().split(/\s+/).length === 8, null, { timeout: SLOW, polling: 250 });
+    assert.equal(await page.locator('[data-testid="ring"] .slot').count(), 4);
+    assert.equal(await page.locator('[data-testid="ring"] .slot.fresh').count(), 1);
+    await page.screenshot({ path: join(artifacts, 'kv-cache.png'), fullPage: true });
+  });
+
+  await test('local files by the picker', async () => {
+    await page.goto(`${app.url}/`);
+    await byId(page, 'model-status').filter({ hasText: 'no model loaded' }).waitFor({ timeout: SLOW });
+    await byId(page, 'file-input').setInputFiles(['config.json', 'tokenizer.json', 'model.safetensors'].map((f) => join(fixtures, MODEL, f)));
+    const status = await waitReady(page);
+    assert.match(status, /local files/);
+    assert.deepEqual(await generateGreedy(page, prompt.text, 8), prompt.greedy.new_ids.slice(0, 8));
+  });
+
+  await test('offline demo model', async () => {
+    await byId(page, 'load-demo').click();
+    assert.match(await waitReady(page), /random weights/);
+    const ids = await generateGreedy(page, 'The demo', 4);
+    assert.equal(ids.length, 4);
+  });
+
+  await test('a bad hub repo: a clear error, and the loaded model stays', async () => {
+    await page.locator('details.settings summary').click();
+    await byId(page, 'hub-url').fill(hub.url);
+    await byId(page, 'repo').fill('no-such-model');
+    await byId(page, 'load-hub').click();
+    await byId(page, 'error').waitFor({ timeout: SLOW });
+    assert.match(await byId(page, 'error').textContent(), /loading failed: .*no-such-model.*404/);
+    assert.match(await waitReady(page), /random weights/);
+  });
+} finally {
+  if (failed) console.log(log.slice(-80).join('\n'));
+  await context.close();
+}
+
+await test('no WebGPU: the page says so', async () => {
+  const plain = await browser({ webgpu: false });
+  try {
+    await plain.page.goto(`${app.url}/`);
+    await byId(plain.page, 'no-webgpu').waitFor({ timeout: 120_000 });
+    assert.match(await byId(plain.page, 'no-webgpu').textContent(), /WebGPU is not available/);
+    await plain.page.screenshot({ path: join(artifacts, 'no-webgpu.png'), fullPage: true });
+  } finally {
+    await plain.context.close();
+  }
+});
+
+app.server.close();
+hub.server.close();
+console.log(`\n${results.length - failed} passed, ${failed} failed; screenshots in ${artifacts}`);
+process.exit(failed ? 1 : 0);
