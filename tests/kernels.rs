@@ -6,7 +6,7 @@
 mod common;
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use inferlab::engine::kernels::{self, Path, Slots};
+use inferlab::engine::kernels::{self, Path, Slots, StepUploads};
 use inferlab::engine::kv::mask::{KeyMeta, StepMask};
 use inferlab::engine::readback;
 use inferlab::engine::step::Step;
@@ -120,8 +120,8 @@ fn append_kernel_matches_its_twin() {
             let slots = Slots { base, ring, first };
             let cache = || (random([2, heads, capacity, head_dim], &mut StdRng::seed_from_u64(9), &device), random([2, heads, capacity, head_dim], &mut StdRng::seed_from_u64(10), &device));
             let new = (random([2, heads, len, head_dim], &mut rng, &device), random([2, heads, len, head_dim], &mut rng, &device));
-            let (ok, ov) = kernels::append(cache(), new.clone(), slots, Path::Wgsl);
-            let (tk, tv) = kernels::append(cache(), new, slots, Path::Twin);
+            let (ok, ov) = kernels::append(cache(), new.clone(), slots, &StepUploads::default(), Path::Wgsl);
+            let (tk, tv) = kernels::append(cache(), new, slots, &StepUploads::default(), Path::Twin);
             assert_eq!(read(ok), read(tk), "keys: capacity {capacity} len {len} {slots:?}");
             assert_eq!(read(ov), read(tv), "values: capacity {capacity} len {len} {slots:?}");
         }

@@ -136,7 +136,7 @@ impl Gpt2 {
             let q = to_heads(qkv.clone().slice([0..b * t, 0..e]));
             let k = to_heads(qkv.clone().slice([0..b * t, e..2 * e]));
             let v = to_heads(qkv.slice([0..b * t, 2 * e..3 * e]));
-            let (k, v) = cache.update(layer, k, v, path);
+            let (k, v) = cache.update(layer, k, v, &mask, path);
             let mut scale = 1.0 / (head_dim as f32).sqrt();
             if c.scale_attn_by_inverse_layer_idx {
                 scale /= (layer + 1) as f32;

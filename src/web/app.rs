@@ -180,7 +180,7 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>) -> impl IntoView {
                 </label>
                 <p class="hint">"Files come from {hub}/{repo}/resolve/main/{file} and stay in the browser's Cache Storage. "
                     "Or drop config.json, tokenizer.json and model.safetensors anywhere on this panel."</p>
-                <p class="hint">{move || engine.adapter.get().map(|a| format!("WebGPU adapter: {a}"))}</p>
+                <p class="hint" data-testid="adapter">{move || engine.adapter.get().map(|a| format!("WebGPU adapter: {a}"))}</p>
             </details>
             {progress}
             <p class="status" data-testid="model-status">{status_text}</p>

@@ -68,7 +68,9 @@ pub fn run() {
             Ok((device, setup)) => {
                 let info = setup.adapter.get_info();
                 let limit = setup.device.limits().max_storage_buffer_binding_size;
-                (Ok(format!("{} ({:?}), storage bindings up to {} MiB", info.name, info.backend, limit >> 20)), Some(device))
+                // Browsers may hide the adapter's name.
+                let name = if info.name.is_empty() { "unnamed adapter".to_string() } else { info.name };
+                (Ok(format!("{name} ({:?}), storage bindings up to {} MiB", info.backend, limit >> 20)), Some(device))
             }
             Err(e) => (Err(format!("{e:?}")), None),
         };

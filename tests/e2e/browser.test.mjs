@@ -106,6 +106,11 @@ try {
     const status = await waitReady(page);
     assert.match(status, new RegExp(MODEL));
     assert.doesNotMatch(status, /from cache/);
+    // The device asks for the adapter's limits, not WebGPU's 128 MiB default binding.
+    const adapter = await byId(page, 'adapter').textContent();
+    const binding = Number(adapter.match(/storage bindings up to (\d+) MiB/)?.[1]);
+    console.log(`     ${adapter}`);
+    assert.ok(binding > 128, adapter);
     const started = Date.now();
     const ids = await generateGreedy(page, prompt.text, prompt.greedy.new_ids.length);
     const ttft = await byId(page, 'ttft').textContent();
@@ -114,6 +119,19 @@ try {
     await page.screenshot({ path: join(artifacts, 'playground.png'), fullPage: true });
     assert.deepEqual(ids, prompt.greedy.new_ids);
     assert.equal((await byId(page, 'output-text').textContent()), prompt.greedy.text);
+  });
+
+  await test('Stop ends a generation between two steps', async () => {
+    await byId(page, 'max-new-tokens').fill('200');
+    await byId(page, 'generate').click();
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="token-count"]')?.textContent) >= 3, null, { timeout: SLOW, polling: 100 });
+    await byId(page, 'stop').click();
+    await page.waitForFunction(() => (document.querySelector('[data-testid="output-ids"]')?.textContent ?? '') !== '', null, { timeout: SLOW, polling: 100 });
+    const ids = JSON.parse(await byId(page, 'output-ids').textContent());
+    assert.ok(ids.length >= 3 && ids.length < 200, `${ids.length} tokens`);
+    const n = Math.min(ids.length, prompt.greedy.new_ids.length);
+    assert.deepEqual(ids.slice(0, n), prompt.greedy.new_ids.slice(0, n), 'a greedy prefix');
+    assert.equal(await byId(page, 'stop-reason').textContent(), 'stopped: cancelled');
   });
 
   await test('reload: the model comes from Cache Storage', async () => {

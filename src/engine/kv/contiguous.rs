@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::kernels::{self, Path, Slots};
+use crate::engine::kernels::{self, Path, Slots, StepUploads};
 use crate::engine::step::Step;
 
 pub struct ContiguousKv {
@@ -49,9 +49,9 @@ impl ContiguousKv {
 
     /// Writes the step's K/V `[batch, heads, len, head_dim]` into its slots and returns the
     /// whole buffers (the mask says how many slots are filled).
-    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, path: Path) -> (Tensor<4>, Tensor<4>) {
+    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, uploads: &StepUploads, path: Path) -> (Tensor<4>, Tensor<4>) {
         let cache = self.layers[layer].take().expect("each layer is updated once per step");
-        let cache = kernels::append(cache, (k, v), Slots { base: self.step_start, ring: false, first: 0 }, path);
+        let cache = kernels::append(cache, (k, v), Slots { base: self.step_start, ring: false, first: 0 }, uploads, path);
         self.layers[layer] = Some(cache.clone());
         cache
     }

@@ -11,7 +11,7 @@ use std::cell::OnceCell;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::engine::kernels::UploadedPositions;
+use crate::engine::kernels::StepUploads;
 use crate::engine::step::Step;
 
 const MASKED: f32 = -1.0e9;
@@ -56,8 +56,8 @@ pub struct StepMask {
     pub query_pos: Vec<i32>,
     pub window: Option<usize>,
     bias: OnceCell<Option<Tensor<4>>>,
-    /// Device copies of the positions, uploaded once per step by the WGSL path.
-    pub(crate) uploaded: OnceCell<UploadedPositions>,
+    /// Device buffers the WGSL launches of this step share (positions, parameters).
+    pub uploads: StepUploads,
 }
 
 impl StepMask {
@@ -71,7 +71,7 @@ impl StepMask {
             query_pos: step.positions.iter().map(|&p| p as i32).collect(),
             window,
             bias: OnceCell::new(),
-            uploaded: OnceCell::new(),
+            uploads: StepUploads::default(),
         }
     }
 

@@ -86,10 +86,10 @@ impl KvCache {
 
     /// Stores one layer's new K/V `[batch, heads, len, head_dim]` and returns the buffers its
     /// queries attend to (their first `mask.keys` slots).
-    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, path: Path) -> (Tensor<4>, Tensor<4>) {
+    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, path: Path) -> (Tensor<4>, Tensor<4>) {
         match self {
-            Self::Contiguous(c) => c.update(layer, k, v, path),
-            Self::Sliding(s) => s.update(layer, k, v, path),
+            Self::Contiguous(c) => c.update(layer, k, v, &mask.uploads, path),
+            Self::Sliding(s) => s.update(layer, k, v, &mask.uploads, path),
             Self::Stateless { .. } => (k, v),
         }
     }

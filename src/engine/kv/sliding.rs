@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::kernels::{self, Path, Slots};
+use crate::engine::kernels::{self, Path, Slots, StepUploads};
 use crate::engine::step::Step;
 
 pub struct SlidingKv {
@@ -59,12 +59,12 @@ impl SlidingKv {
         Ok(before.unwrap_or_else(|| StepMask::new(&self.slots, step, Some(w))))
     }
 
-    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, path: Path) -> (Tensor<4>, Tensor<4>) {
+    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, uploads: &StepUploads, path: Path) -> (Tensor<4>, Tensor<4>) {
         let ring = self.layers[layer].take().expect("each layer is updated once per step");
         let keys = self
             .concat
             .then(|| (Tensor::cat(vec![ring.0.clone(), k.clone()], 2), Tensor::cat(vec![ring.1.clone(), v.clone()], 2)));
-        let ring = kernels::append(ring, (k, v), self.writes, path);
+        let ring = kernels::append(ring, (k, v), self.writes, uploads, path);
         self.layers[layer] = Some(ring.clone());
         keys.unwrap_or(ring)
     }

@@ -13,7 +13,7 @@ use web_time::Instant;
 
 use super::BenchModel;
 use crate::engine::generate::{GenerateOptions, generate};
-use crate::engine::kernels::{self, Path, Slots};
+use crate::engine::kernels::{self, Path, Slots, StepUploads};
 use crate::engine::kv::mask::{KeyMeta, StepMask};
 use crate::engine::step::Step;
 use crate::native::device::DeviceArg;
@@ -125,7 +125,7 @@ fn time_append(device: &Device, context: usize, path: Path, reps: usize) -> Resu
     let slots = Slots { base: context - 1, ring: false, first: 0 };
     time(device, reps, || {
         let buffers = cache.take().expect("the cache is put back after each append");
-        cache = Some(kernels::append(buffers, new.clone(), slots, path));
+        cache = Some(kernels::append(buffers, new.clone(), slots, &StepUploads::default(), path));
     })
 }
 

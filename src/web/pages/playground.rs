@@ -91,8 +91,8 @@ pub fn PlaygroundPage() -> impl IntoView {
             <div class="stats">
                 <span>"TTFT " <b data-testid="ttft">{move || run().done.map(|d| format!("{:.0} ms", d.ttft_ms)).unwrap_or_else(|| "…".into())}</b></span>
                 <span>"tok/s " <b data-testid="tok-s">{move || format!("{:.1}", live_tok_s())}</b></span>
-                <span>"tokens " <b>{move || run().ids.len()}</b></span>
-                <span>{move || run().done.map(|d| format!("stopped: {}", d.stop_reason.replace('_', " ")))}</span>
+                <span>"tokens " <b data-testid="token-count">{move || run().ids.len()}</b></span>
+                <span data-testid="stop-reason">{move || run().done.map(|d| format!("stopped: {}", d.stop_reason.replace('_', " ")))}</span>
             </div>
             <p class="ids">"ids: " <code data-testid="output-ids">{move || {
                 let run = run();
