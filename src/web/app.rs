@@ -4,7 +4,6 @@
 
 use leptos::ev;
 use leptos::prelude::*;
-use wasm_bindgen::JsCast;
 use web_sys::{File, HtmlInputElement};
 
 use super::bridge::{Engine, ModelStatus};
@@ -191,9 +190,4 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>) -> impl IntoView {
 /// Parses a form field, naming it in the error.
 pub fn field<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, String> {
     text.trim().parse().map_err(|_| format!("{name}: {text:?} is not a valid number"))
-}
-
-/// The `<input>` of an event, for file lists.
-fn event_target<T: JsCast>(ev: &ev::Event) -> T {
-    ev.target().expect("input events have a target").unchecked_into()
 }
