@@ -96,6 +96,8 @@ fn attention_twin(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
 
 /// Invocations per workgroup of the append kernel.
 const APPEND_WORKGROUP: usize = 256;
+/// Most invocations (keys in flight) per workgroup of the decode kernel.
+const DECODE_WORKGROUP: usize = 64;
 /// Queries per workgroup of the prefill kernel (one invocation each).
 const PREFILL_WORKGROUP: usize = 64;
 /// Chunks of at most this many queries take the decode kernel (parallel over keys); longer
@@ -231,13 +233,11 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
         }
         .launch(&client, (t.div_ceil(workgroup), b * h), bindings),
         None => {
-            // A power of two for the tree reductions, at least a head wide (a quarter would do:
-            // rows are read as vec4), within the device's limit.
-            let workgroup = d.next_power_of_two().clamp(32, 256).min(prev_power_of_two(max_invocations));
+            let workgroup = decode_workgroup(d, hardware.max_shared_memory_size, max_invocations);
             WgslKernel {
                 name: "attention_decode",
                 source: include_str!("../../shaders/attention_decode.wgsl"),
-                values: vec![("workgroup", workgroup), ("head_dim", d)],
+                values: vec![("workgroup", workgroup), ("head_dim", d), ("partial_vec4s", workgroup * d / 4)],
             }
             .launch(&client, (b * h * t, 1), bindings)
         }
@@ -265,6 +265,19 @@ fn prefill_shape(head_dim: usize, shared_bytes: usize, max_invocations: usize) -
         }
     }
     Some((workgroup, tile))
+}
+
+/// Invocations of the decode kernel: up to 64 keys in flight per (sequence, head, query), as
+/// many as the device's workgroup memory holds partial results for (a head-wide row each, plus
+/// the query and each invocation's max and sum).
+fn decode_workgroup(head_dim: usize, shared_bytes: usize, max_invocations: usize) -> usize {
+    let row = head_dim * std::mem::size_of::<f32>();
+    let fits = |workgroup: usize| workgroup * (row + 8) + row + 16 <= shared_bytes;
+    let mut workgroup = prev_power_of_two(DECODE_WORKGROUP.min(max_invocations));
+    while workgroup > 1 && !fits(workgroup) {
+        workgroup /= 2;
+    }
+    workgroup
 }
 
 fn prev_power_of_two(n: usize) -> usize {
