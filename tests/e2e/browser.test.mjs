@@ -178,6 +178,20 @@ try {
     assert.deepEqual(await generateGreedy(page, prompt.text, 8), prompt.greedy.new_ids.slice(0, 8));
   });
 
+  await test('local files by drag-and-drop', async () => {
+    await page.goto(`${app.url}/`);
+    await byId(page, 'model-status').filter({ hasText: 'no model loaded' }).waitFor({ timeout: SLOW });
+    await page.evaluate(async ({ hub, model }) => {
+      const files = new DataTransfer();
+      for (const name of ['config.json', 'tokenizer.json', 'model.safetensors']) {
+        const blob = await (await fetch(`${hub}/${model}/resolve/main/${name}`)).blob();
+        files.items.add(new File([blob], name));
+      }
+      document.querySelector('.model-panel').dispatchEvent(new DragEvent('drop', { dataTransfer: files, bubbles: true, cancelable: true }));
+    }, { hub: hub.url, model: MODEL });
+    assert.match(await waitReady(page), /local files/);
+  });
+
   await test('offline demo model', async () => {
     await byId(page, 'load-demo').click();
     assert.match(await waitReady(page), /random weights/);
