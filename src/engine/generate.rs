@@ -72,9 +72,15 @@ pub struct Generation {
 impl Generation {
     /// Decode speed: tokens after the first over the time they took.
     pub fn tokens_per_s(&self) -> f64 {
-        let decode_ms: f64 = self.step_ms.iter().skip(1).sum();
-        if self.step_ms.len() < 2 || decode_ms <= 0.0 { 0.0 } else { (self.step_ms.len() - 1) as f64 * 1000.0 / decode_ms }
+        decode_tokens_per_s(&self.step_ms)
     }
+}
+
+/// Decode speed from per-token step times: tokens after the first (whose step includes the
+/// prefill) over the time they took; 0 until there are two.
+pub fn decode_tokens_per_s(step_ms: &[f64]) -> f64 {
+    let decode_ms: f64 = step_ms.iter().skip(1).sum();
+    if step_ms.len() < 2 || decode_ms <= 0.0 { 0.0 } else { (step_ms.len() - 1) as f64 * 1000.0 / decode_ms }
 }
 
 /// Fits a request into the model's context of `n_positions` tokens (prompt + new tokens).

@@ -48,7 +48,6 @@ pub struct RunState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
     pub ttft_ms: f64,
-    pub tokens_per_s: f64,
     pub total_ms: f64,
     pub stop_reason: String,
 }
@@ -185,12 +184,12 @@ impl Engine {
                 state.text = text;
                 state.step_ms.push(step_ms);
             }),
-            FromWorker::Done { run, ids, text, ttft_ms, tokens_per_s, total_ms, stop_reason } => {
+            FromWorker::Done { run, ids, text, ttft_ms, total_ms, stop_reason } => {
                 self.runs.update(|runs| {
                     let state = runs.entry(run).or_default();
                     state.ids = ids;
                     state.text = text;
-                    state.done = Some(RunSummary { ttft_ms, tokens_per_s, total_ms, stop_reason });
+                    state.done = Some(RunSummary { ttft_ms, total_ms, stop_reason });
                 });
                 self.finish_job();
             }

@@ -58,7 +58,7 @@ pub enum FromWorker {
     Loaded { info: ModelInfo, load_ms: f64 },
     Prompt { run: Run, ids: Vec<u32> },
     Token { run: Run, index: usize, id: u32, text: String, step_ms: f64 },
-    Done { run: Run, ids: Vec<u32>, text: String, ttft_ms: f64, tokens_per_s: f64, total_ms: f64, stop_reason: String },
+    Done { run: Run, ids: Vec<u32>, text: String, ttft_ms: f64, total_ms: f64, stop_reason: String },
     Drift(DriftStep),
     DriftDone,
     Error { message: String },

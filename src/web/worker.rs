@@ -36,11 +36,17 @@ struct Loaded {
     tokenizer: Tokenizer,
 }
 
-/// The raw pieces of a model before parsing: a missing config or weight file means the demo.
+/// The raw pieces of a model before parsing; no config means the demo's (gpt2-tiny's shape).
 struct Files {
     config: Option<Vec<u8>>,
     tokenizer: Vec<u8>,
-    weights: Result<Vec<u8>, u64>,
+    weights: Weights,
+}
+
+enum Weights {
+    Safetensors(Vec<u8>),
+    /// The demo model's: made from this seed.
+    Random(u64),
 }
 
 struct Worker {
@@ -145,14 +151,12 @@ impl Worker {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-                let tokens_per_s = out.tokens_per_s();
                 let stop_reason = serde_json::to_value(out.stop_reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
                 post(&FromWorker::Done {
                     run,
                     ids: out.new_ids,
                     text: out.text.unwrap_or_default(),
                     ttft_ms: out.ttft_ms,
-                    tokens_per_s,
                     total_ms: out.total_ms,
                     stop_reason,
                 });
@@ -195,7 +199,7 @@ impl Worker {
                 }
                 let weights = bytes.pop().expect("three files");
                 let tokenizer = bytes.pop().expect("three files");
-                (repo, Files { config: bytes.pop(), tokenizer, weights: Ok(weights) }, all_cached, false)
+                (repo, Files { config: bytes.pop(), tokenizer, weights: Weights::Safetensors(weights) }, all_cached, false)
             }
             ModelSource::Files => {
                 let mut found: [Option<Vec<u8>>; 3] = [None, None, None];
@@ -214,13 +218,13 @@ impl Worker {
                 let files = Files {
                     config: Some(config.ok_or_else(|| missing(0))?),
                     tokenizer: tokenizer.ok_or_else(|| missing(1))?,
-                    weights: Ok(weights.ok_or_else(|| missing(2))?),
+                    weights: Weights::Safetensors(weights.ok_or_else(|| missing(2))?),
                 };
                 ("local files".to_string(), files, false, false)
             }
             ModelSource::Demo { seed } => {
                 let (tokenizer, _) = loader::fetch_hub_file(DEMO_TOKENIZER, DEMO_TOKENIZER, |_| {}).await?;
-                ("demo (gpt2-tiny shape, random weights)".to_string(), Files { config: None, tokenizer, weights: Err(seed) }, false, true)
+                ("demo (gpt2-tiny shape, random weights)".to_string(), Files { config: None, tokenizer, weights: Weights::Random(seed) }, false, true)
             }
         };
         post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
@@ -232,8 +236,8 @@ impl Worker {
         let tokenizer = Tokenizer::from_bytes(&files.tokenizer).map_err(|e| e.to_string())?;
         post(&FromWorker::Loading { stage: "checking weights and uploading them to the GPU".into() });
         let weights = match &files.weights {
-            Ok(bytes) => Gpt2Weights::from_safetensors(bytes, &config).map_err(|e| e.to_string())?,
-            Err(seed) => Gpt2Weights::random(&config, *seed),
+            Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &config).map_err(|e| e.to_string())?,
+            Weights::Random(seed) => Gpt2Weights::random(&config, *seed),
         };
         drop(files);
         // Everything checked: the old model's buffers go before the new one's arrive (a failed

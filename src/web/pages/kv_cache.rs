@@ -5,6 +5,7 @@
 use leptos::prelude::*;
 
 use crate::engine::config::Gpt2Config;
+use crate::engine::generate::decode_tokens_per_s;
 use crate::engine::kv::memory::{activation_bytes, kv_bytes, param_count};
 use crate::engine::sampling::SamplingParams;
 use crate::web::app::field;
@@ -60,8 +61,7 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
     let totals = move || {
         let (with, without) = (state(Run::WithCache), state(Run::WithoutCache));
         let (a, b) = (with.done.as_ref()?, without.done.as_ref()?);
-        let decode = |s: &RunState| s.step_ms.iter().skip(1).sum::<f64>();
-        let speedup = decode(&without) / decode(&with).max(1e-9);
+        let speedup = decode_tokens_per_s(&with.step_ms) / decode_tokens_per_s(&without.step_ms).max(1e-9);
         Some((a.total_ms, b.total_ms, speedup, with.ids == without.ids))
     };
     let ready = move || matches!(engine.status.get(), ModelStatus::Ready(_));
@@ -103,7 +103,12 @@ fn configs(engine: Engine) -> Vec<(String, Gpt2Config)> {
 fn MemoryModel() -> impl IntoView {
     let engine = expect_context::<Engine>();
     let choice = RwSignal::new(0usize);
-    let config = move || configs(engine).into_iter().nth(choice.get()).or_else(|| configs(engine).into_iter().next()).map(|c| c.1);
+    // The loaded model comes and goes: a choice past the end falls back to the first config.
+    let config = move || {
+        let all = configs(engine);
+        let i = if choice.get() < all.len() { choice.get() } else { 0 };
+        all.into_iter().nth(i).map(|c| c.1)
+    };
     let chart = move |bytes: usize| {
         Signal::derive(move || {
             let Some(c) = config() else { return vec![] };

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use crate::engine::generate::decode_tokens_per_s;
 use crate::engine::sampling::SamplingParams;
 use crate::web::app::field;
 use crate::web::bridge::{Engine, ModelStatus};
@@ -51,11 +52,7 @@ pub fn PlaygroundPage() -> impl IntoView {
     };
     let run = move || engine.runs.with(|runs| runs.get(&Run::Playground).cloned().unwrap_or_default());
     let ready = move || matches!(engine.status.get(), ModelStatus::Ready(_));
-    let live_tok_s = move || {
-        let steps = run().step_ms;
-        let decode: f64 = steps.iter().skip(1).sum();
-        if steps.len() > 1 && decode > 0.0 { (steps.len() - 1) as f64 * 1000.0 / decode } else { 0.0 }
-    };
+    let live_tok_s = move || decode_tokens_per_s(&run().step_ms);
     let chart = Signal::derive(move || {
         let points = run().step_ms.iter().enumerate().map(|(i, ms)| ((i + 1) as f64, *ms)).collect();
         vec![Series::new("latency of each token (the first includes the prompt)", PALETTE[0], points)]
