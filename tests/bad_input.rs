@@ -162,7 +162,8 @@ fn absurd_parameters() {
         (vec!["--top-p", "0"], "top_p"),
         (vec!["--repetition-penalty", "0"], "repetition_penalty"),
         (vec!["--kv", "sliding:0"], "sliding:W"),
-        (vec!["--kv", "paged"], "unknown KV mode"),
+        (vec!["--kv", "paged:0"], "unknown KV mode"),
+        (vec!["--kv", "paged", "--block-size", "0"], "--block-size"),
         (vec!["--prompt-ids", "99999"], "outside the vocabulary"),
     ] {
         let mut all = vec!["--prompt", "Hi"];
@@ -174,4 +175,59 @@ fn absurd_parameters() {
     }
     assert_fails(&inferlab(&["bench", "kv", "--random", "gpt5"]), &["unknown model name"]);
     assert_fails(&inferlab(&["bench", "kv", "--random", "gpt2", "--new-tokens", "2000"]), &["context"]);
+}
+
+/// A requests file in a fresh folder.
+fn requests_file(lines: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("requests.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    (dir, path)
+}
+
+fn batch(requests: &Path, extra: &[&str]) -> Output {
+    let (model, requests) = (tiny().display().to_string(), requests.display().to_string());
+    let mut args = vec!["batch", "--model", &model, "--requests", &requests];
+    args.extend_from_slice(extra);
+    inferlab(&args)
+}
+
+#[test]
+fn broken_requests_files_name_the_line_and_the_field() {
+    let good = r#"{"prompt": "Hello", "max_new_tokens": 4}"#;
+    for (line, needles) in [
+        ("{not json", vec!["line 2"]),
+        (r#"{"prompt": "Hi"}"#, vec!["line 2", "max_new_tokens"]),
+        (r#"{"max_new_tokens": 3}"#, vec!["line 2", "prompt"]),
+        (r#"{"prompt": "Hi", "max_new_tokens": 300}"#, vec!["line 2", "max_new_tokens", "256"]),
+        (r#"{"prompt": "Hi", "max_new_tokens": 3, "temperature": -2}"#, vec!["line 2", "temperature"]),
+        (r#"{"prompt": "Hi", "max_new_tokens": 3, "colour": "red"}"#, vec!["line 2", "colour"]),
+    ] {
+        let (_dir, path) = requests_file(&[good, line]);
+        assert_fails(&batch(&path, &[]), &needles);
+    }
+    let ids = vec!["464"; 300].join(",");
+    let (_dir, path) = requests_file(&[&format!(r#"{{"prompt_ids": [{ids}], "max_new_tokens": 1}}"#)]);
+    assert_fails(&batch(&path, &[]), &["line 1", "prompt", "300 tokens"]);
+}
+
+#[test]
+fn absurd_batching_parameters() {
+    let (_dir, path) = requests_file(&[r#"{"prompt": "Hello", "max_new_tokens": 4}"#]);
+    assert_fails(&batch(&path, &["--block-size", "0"]), &["block"]);
+    assert_fails(&batch(&path, &["--policy", "fastest"]), &["unknown policy"]);
+    assert_fails(&batch(&path, &["--max-batch", "0"]), &["max_batch"]);
+    // A pool too small for even one request: every request is refused, and the run fails.
+    assert_fails(&batch(&path, &["--num-blocks", "1", "--block-size", "1"]), &["no request could run", "whole KV pool"]);
+}
+
+#[test]
+fn a_request_too_big_for_the_pool_is_refused_alone() {
+    let (_dir, path) = requests_file(&[r#"{"prompt": "Hello", "max_new_tokens": 4}"#, r#"{"prompt": "Hello", "max_new_tokens": 40}"#]);
+    let out = batch(&path, &["--num-blocks", "2", "--block-size", "8", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["requests"][0]["generated_ids"].as_array().unwrap().len(), 4);
+    assert!(json["requests"][1]["error"].as_str().unwrap().contains("whole KV pool"));
+    assert_eq!(json["stats"]["refused"], 1);
 }

@@ -1,5 +1,5 @@
 //! The command line as a user meets it: streamed text, JSON output, seeded sampling,
-//! stop strings, and the KV benchmark's JSON.
+//! stop strings, the paged cache, batching, the simulator and the benchmarks' JSON.
 
 mod common;
 
@@ -66,4 +66,89 @@ fn bench_kv_reports_both_runs_side_by_side() {
     // gpt2-tiny: 2 layers × 64 wide; 128 tokens of f32 KV for one sequence = 2·2·64·128·4 bytes.
     let row = memory.iter().find(|r| r["seq_len"] == 128 && r["batch"] == 1 && r["bytes_per_value"] == 4).unwrap();
     assert_eq!(row["kv_bytes"], 2 * 2 * 64 * 128 * 4);
+}
+
+#[test]
+fn generate_on_the_paged_cache_gives_the_greedy_ids() {
+    let tiny = common::fixtures_root().join("gpt2-tiny");
+    let prompt = &golden()["prompts"][2];
+    let ids: Vec<String> = prompt["input_ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let (stdout, _) = inferlab(&[
+        "generate", "--model", tiny.to_str().unwrap(), "--prompt-ids", &ids.join(","), "--max-new-tokens", "24", "--kv", "paged", "--block-size", "5", "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["generated_ids"], prompt["greedy"]["new_ids"]);
+    assert_eq!(json["kv"], "paged:5");
+}
+
+#[test]
+fn batch_runs_a_requests_file_and_reports_every_field() {
+    let tiny = common::fixtures_root().join("gpt2-tiny");
+    let golden = golden();
+    let prompts = golden["prompts"].as_array().unwrap();
+    let lines: Vec<String> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({ "prompt_ids": p["input_ids"], "max_new_tokens": 24, "arrival_ms": 2 * i }).to_string())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("requests.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    for policy in ["static", "dynamic", "adaptive", "continuous"] {
+        let (stdout, _) = inferlab(&[
+            "batch", "--model", tiny.to_str().unwrap(), "--requests", path.to_str().unwrap(), "--policy", policy, "--max-batch", "4", "--json",
+        ]);
+        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        for (request, prompt) in json["requests"].as_array().unwrap().iter().zip(prompts) {
+            assert_eq!(request["generated_ids"], prompt["greedy"]["new_ids"], "{policy}");
+            assert_eq!(request["text"], prompt["greedy"]["text"], "{policy}");
+            for field in ["index", "queue_ms", "ttft_ms", "latency_ms", "preemptions"] {
+                assert!(!request[field].is_null(), "{policy}: requests[].{field}");
+            }
+            assert!(request["latency_ms"].as_f64().unwrap() >= request["ttft_ms"].as_f64().unwrap());
+        }
+        let stats = &json["stats"];
+        for field in ["throughput_tok_s", "p50_latency_ms", "p99_latency_ms", "p50_ttft_ms", "mean_batch", "peak_blocks", "kv_waste_pct", "prefix_hit_rate"] {
+            assert!(stats[field].is_number(), "{policy}: stats.{field}");
+        }
+        assert!(stats["throughput_tok_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn bench_batching_compares_the_policies_and_the_simulator() {
+    let tiny = common::fixtures_root().join("gpt2-tiny");
+    let (stdout, _) = inferlab(&[
+        "bench", "batching", "--model", tiny.to_str().unwrap(), "--requests", "12", "--rate", "200", "--prompt-len", "4..24", "--output-len", "2..20", "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for policy in ["static", "dynamic", "adaptive", "continuous"] {
+        let p = &json["policies"][policy];
+        assert_eq!(p["completed"], 12, "{policy}");
+        assert!(p["throughput_tok_s"].as_f64().unwrap() > 0.0, "{policy}");
+        assert!(p["simulated"]["throughput_tok_s"].as_f64().unwrap() > 0.0, "{policy}");
+    }
+    for ratio in ["continuous/static", "continuous/dynamic"] {
+        assert!(json["ratios"][ratio]["throughput"].as_f64().unwrap() > 0.0, "{ratio}");
+        assert!(json["ratios"][ratio]["p99_latency"].as_f64().unwrap() > 0.0, "{ratio}");
+    }
+}
+
+#[test]
+fn bench_step_fits_a_cost_that_simulate_reads() {
+    let tiny = common::fixtures_root().join("gpt2-tiny");
+    let (stdout, _) = inferlab(&["bench", "step", "--model", tiny.to_str().unwrap(), "--quick", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(json["timings"].as_array().unwrap().len() >= 8);
+    assert!(json["cost"]["per_token_ms"].as_f64().unwrap() >= 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let cost = dir.path().join("cost.json");
+    std::fs::write(&cost, &stdout).unwrap();
+    let (stdout, _) = inferlab(&[
+        "simulate", "--policy", "static,continuous", "--rate", "50", "--requests", "10000", "--cost", cost.to_str().unwrap(), "--context", "256", "--prompt-len", "8..64", "--output-len", "8..64", "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for policy in ["static", "continuous"] {
+        assert_eq!(json["policies"][policy]["completed"], 10000, "{policy}");
+    }
 }

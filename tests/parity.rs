@@ -74,6 +74,35 @@ fn cached_prefill_then_decode_gives_the_same_logits() {
     }
 }
 
+/// The paged cache (block sizes 1, 16, 32: contexts that are and are not multiples of them)
+/// against transformers' logits: a prefill of half the prompt, then one token at a time.
+#[test]
+fn paged_cache_matches_transformers_logits() {
+    for case in cases() {
+        let model = &case.loaded.model;
+        let vocab = model.config.vocab_size;
+        for prompt in &case.golden.prompts {
+            let ids = &prompt.input_ids;
+            for block_size in [1, 16, 32] {
+                let label = format!("{} / {} / paged:{block_size}", case.label, prompt.name);
+                let mut cache = KvCache::new(KvMode::Paged { block_size }, &model.config, 1, ids.len(), model.device()).unwrap();
+                let half = ids.len().div_ceil(2);
+                let logits = model.forward(&Step::single(&ids[..half], 0), &mut cache, Logits::All).unwrap();
+                let mut rows: Vec<Vec<f32>> = pollster::block_on(readback::floats(logits)).unwrap().chunks(vocab).map(<[f32]>::to_vec).collect();
+                for t in half..ids.len() {
+                    let logits = model.forward(&Step::single(&ids[t..t + 1], t), &mut cache, Logits::Last).unwrap();
+                    rows.push(pollster::block_on(readback::floats(logits)).unwrap());
+                }
+                for (t, (row, golden)) in rows.iter().zip(&prompt.positions).enumerate() {
+                    check_row(&format!("{label} position {t}"), row, golden);
+                }
+                let diff = max_abs_diff(rows.last().unwrap(), &case.golden_tensor(&prompt.last_logits.tensor));
+                assert!(diff <= 1e-4, "{label}: last-position logits differ by {diff}");
+            }
+        }
+    }
+}
+
 #[test]
 fn greedy_matches_in_every_kv_mode() {
     for case in cases() {
@@ -82,7 +111,15 @@ fn greedy_matches_in_every_kv_mode() {
             let golden = &prompt.greedy.new_ids;
             assert_eq!(&prompt.greedy_no_cache.new_ids, golden, "{label}: the goldens disagree");
             let total = prompt.input_ids.len() + golden.len();
-            for kv in [KvMode::Contiguous, KvMode::None, KvMode::Sliding { window: total }, KvMode::Sliding { window: total + 7 }] {
+            let modes = [
+                KvMode::Contiguous,
+                KvMode::None,
+                KvMode::Sliding { window: total },
+                KvMode::Sliding { window: total + 7 },
+                KvMode::Paged { block_size: 1 },
+                KvMode::Paged { block_size: 16 },
+            ];
+            for kv in modes {
                 let (ids, reason) = greedy(&case, &prompt.input_ids, golden.len(), kv, &[]);
                 assert_eq!(&ids, golden, "{label}: greedy with kv {kv}");
                 assert_eq!(reason, StopReason::MaxNewTokens);

@@ -9,18 +9,20 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::{Activation, Gpt2Config};
-use super::error::Result;
-use super::kernels::{self, Path};
+use super::error::{EngineError, Result};
+use super::kernels::Path;
 use super::kv::KvCache;
 use super::step::Step;
 use super::vocab_table::VocabTable;
 use super::weights::{DenseWeights, Gpt2Weights, NormWeights};
 
-/// Which positions get logits: the last of each row (generation) or all (scoring, tests).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which positions get logits: the last of each row (generation), all (scoring, tests), or
+/// the given token rows of the flattened step (a ragged batch: each sequence's last token).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Logits {
     Last,
     All,
+    Rows(Vec<usize>),
 }
 
 struct Dense {
@@ -128,21 +130,19 @@ impl Gpt2 {
         let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [b * t]), &self.device);
         let mut x = self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions);
 
-        let mask = cache.prepare(step)?;
+        let plan = cache.prepare(step)?;
         let path = Path::choose(&self.device, self.kernels);
-        let to_heads = |m: Tensor<2>| m.reshape([b, t, heads, head_dim]).swap_dims(1, 2);
+        let n = b * t;
         for (layer, block) in self.blocks.iter().enumerate() {
             let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()));
-            let q = to_heads(qkv.clone().slice([0..b * t, 0..e]));
-            let k = to_heads(qkv.clone().slice([0..b * t, e..2 * e]));
-            let v = to_heads(qkv.slice([0..b * t, 2 * e..3 * e]));
-            let (k, v) = cache.update(layer, k, v, &mask, path);
+            let q = qkv.clone().slice([0..n, 0..e]);
+            let k = qkv.clone().slice([0..n, e..2 * e]);
+            let v = qkv.slice([0..n, 2 * e..3 * e]);
             let mut scale = 1.0 / (head_dim as f32).sqrt();
             if c.scale_attn_by_inverse_layer_idx {
                 scale /= (layer + 1) as f32;
             }
-            let attn = kernels::attention(q, k, v, &mask, scale, path);
-            let attn = attn.swap_dims(1, 2).reshape([b * t, e]);
+            let attn = cache.attend(layer, q, k, v, &plan, heads, scale, path);
             x = x + block.attn_proj.forward(attn);
 
             let hidden = block.c_fc.forward(block.ln_2.forward(x.clone()));
@@ -154,9 +154,16 @@ impl Gpt2 {
             x = x + block.mlp_proj.forward(hidden);
         }
 
-        let (x, rows) = match which {
-            Logits::All => (x, t),
-            Logits::Last => (x.reshape([b, t, e]).slice([0..b, t - 1..t, 0..e]).reshape([b, e]), 1),
+        let (x, b, rows) = match which {
+            Logits::All => (x, b, t),
+            Logits::Last => (x.reshape([b, t, e]).slice([0..b, t - 1..t, 0..e]).reshape([b, e]), b, 1),
+            Logits::Rows(rows) => {
+                if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+                    return Err(EngineError::Request(format!("logits asked for token row {bad} of a {n}-token step")));
+                }
+                let picked = Tensor::<1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]), &self.device);
+                (x.select(0, picked), 1, rows.len())
+            }
         };
         let head = self.lm_head.as_ref().unwrap_or(&self.wte);
         let logits = head.project(self.ln_f.forward(x));

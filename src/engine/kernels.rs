@@ -17,11 +17,12 @@ use burn::tensor::{DType, Device, Shape, Tensor};
 use cubecl::CubeCount;
 use cubecl::prelude::KernelId;
 use cubecl::client::Client;
-use cubecl::server::{BufferBinding, Handle, KernelArguments};
+use cubecl::server::{BufferBinding, KernelArguments};
 
-use std::cell::{OnceCell, RefCell};
+pub mod paged;
 
 use super::kv::mask::StepMask;
+use super::step_uploads::{StepUploads, words};
 
 /// Which implementation a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,26 +105,6 @@ const PREFILL_WORKGROUP: usize = 64;
 /// ones the prefill kernel (parallel over queries, keys shared through workgroup memory).
 const DECODE_MAX_QUERIES: usize = 8;
 
-/// Small device buffers that every layer's launches of one step share, uploaded once per
-/// step instead of once per launch (a small upload cost ~45 µs on lavapipe, and a step has
-/// 2 launches per layer): the key and query positions, and each distinct parameter block.
-#[derive(Default)]
-pub struct StepUploads {
-    positions: OnceCell<(Handle, Handle)>,
-    params: RefCell<Vec<(Vec<u32>, Handle)>>,
-}
-
-impl StepUploads {
-    fn params(&self, client: &Client, values: &[u32]) -> Handle {
-        if let Some((_, handle)) = self.params.borrow().iter().find(|(v, _)| v == values) {
-            return handle.clone();
-        }
-        let handle = client.create_from_slice(&u32_bytes(values));
-        self.params.borrow_mut().push((values.to_vec(), handle.clone()));
-        handle
-    }
-}
-
 /// A WGSL file and its template values. The values are part of the kernel id, so every
 /// variant (head width, workgroup size, tile) compiles to a pipeline of its own.
 struct WgslKernel {
@@ -157,12 +138,8 @@ impl WgslKernel {
     }
 }
 
-fn to_cube(t: Tensor<4>) -> CubeTensor {
+fn to_cube<const D: usize>(t: Tensor<D>) -> CubeTensor {
     into_contiguous(t.try_into_primitive::<CubeBackend>().expect("Path::Wgsl is only chosen for wgpu tensors"))
-}
-
-fn u32_bytes(values: &[u32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots, uploads: &StepUploads) -> (Tensor<4>, Tensor<4>) {
@@ -201,10 +178,8 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
     let capacity = k.dims()[2];
     let (q, k, v) = (to_cube(q), to_cube(k), to_cube(v));
     let client = q.client.clone();
-    let (key_pos, query_pos) = mask.uploads.positions.get_or_init(|| {
-        let bytes = |values: &[i32]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
-        (client.create_from_slice(&bytes(&mask.key_pos)), client.create_from_slice(&bytes(&mask.query_pos)))
-    });
+    let key_pos = mask.uploads.buffer(&client, "key_pos", || words(&mask.key_pos));
+    let query_pos = mask.uploads.buffer(&client, "query_pos", || words(&mask.query_pos));
     let params = [h, t, capacity, mask.keys, mask.window.unwrap_or(0)].map(|v| v as u32);
     let params = mask.uploads.params(&client, &[params.as_slice(), &[scale.to_bits()]].concat());
     let out = client.empty(b * h * t * d * std::mem::size_of::<f32>());

@@ -1,6 +1,7 @@
 //! The inference engine: runs everywhere (wasm32 + WebGPU, native CPU / Vulkan / CUDA), knows
 //! tensors, caches and sampling, and nothing of UIs or HTTP.
 
+pub mod batching;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -9,7 +10,9 @@ pub mod kernels;
 pub mod kv;
 pub mod readback;
 pub mod sampling;
+pub mod simulate;
 pub mod step;
+pub mod step_uploads;
 pub mod tokenizer;
 pub mod vocab_table;
 pub mod weights;

@@ -28,6 +28,10 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming it to stdout.
     Generate(GenerateArgs),
+    /// Run a requests file (JSONL) through the engine under a batching policy.
+    Batch(super::batch::BatchArgs),
+    /// Simulate serving a made-up workload under batching policies with a step-cost model.
+    Simulate(super::simulate::SimulateArgs),
     /// Benchmarks (JSON with --json).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,9 +82,12 @@ struct GenerateArgs {
     ignore_eos: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// KV cache: contiguous, sliding:W or none.
+    /// KV cache: contiguous, sliding:W, paged or none.
     #[arg(long, default_value = "contiguous")]
     kv: String,
+    /// Tokens per block of the paged cache (--kv paged).
+    #[arg(long)]
+    block_size: Option<usize>,
     /// What to do with a prompt longer than the context: refuse it, or drop its oldest tokens.
     #[arg(long, value_enum, default_value = "error")]
     truncate: Truncate,
@@ -107,6 +114,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
+        Command::Batch(args) => super::batch::run(args),
+        Command::Simulate(args) => super::simulate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
@@ -119,7 +128,12 @@ pub fn main() -> ExitCode {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
-    let kv: KvMode = args.kv.parse()?;
+    let kv = match (args.kv.parse::<KvMode>()?, args.block_size) {
+        (KvMode::Paged { .. }, Some(0)) => bail!("--block-size must be at least 1 token"),
+        (KvMode::Paged { .. }, Some(block_size)) => KvMode::Paged { block_size },
+        (_, Some(_)) => bail!("--block-size applies to --kv paged only"),
+        (kv, None) => kv,
+    };
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,

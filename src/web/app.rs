@@ -1,12 +1,13 @@
-//! The page: header, model panel (hub / local files / demo), and the Playground and KV Cache
-//! pages. The URL drives it for links and tests: `?hub=URL&model=REPO` preloads a model,
-//! `?page=playground|kv` picks the page.
+//! The page: header, model panel (hub / local files / demo), and the Playground, KV Cache and
+//! Batching pages. The URL drives it for links and tests: `?hub=URL&model=REPO` preloads a
+//! model, `?page=playground|kv|batching` picks the page.
 
 use leptos::ev;
 use leptos::prelude::*;
 use web_sys::{File, HtmlInputElement};
 
 use super::bridge::{Engine, ModelStatus};
+use super::pages::batching::BatchingPage;
 use super::pages::kv_cache::KvCachePage;
 use super::pages::playground::PlaygroundPage;
 use super::protocol::{ModelSource, ToWorker};
@@ -25,13 +26,18 @@ fn query(name: &str) -> Option<String> {
 enum Page {
     Playground,
     Kv,
+    Batching,
 }
 
 #[component]
 pub fn App() -> impl IntoView {
     let hub = RwSignal::new(query("hub").unwrap_or_else(|| DEFAULT_HUB.to_string()));
     let repo = RwSignal::new(query("model").unwrap_or_else(|| OFFERED[0].to_string()));
-    let page = RwSignal::new(if query("page").as_deref() == Some("kv") { Page::Kv } else { Page::Playground });
+    let page = RwSignal::new(match query("page").as_deref() {
+        Some("kv") => Page::Kv,
+        Some("batching") => Page::Batching,
+        _ => Page::Playground,
+    });
     let preload = query("model");
     let engine = Engine::start(move |engine| {
         if let Some(repo) = &preload {
@@ -52,16 +58,39 @@ pub fn App() -> impl IntoView {
         <header>
             <h1>"inferlab"</h1>
             <span class="tagline">"GPT-2 inference, live on WebGPU"</span>
-            <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}</nav>
+            <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}</nav>
         </header>
         <ModelPanel hub repo/>
+        <DemoOffer/>
         <ErrorBanner/>
         {move || match page.get() {
             Page::Playground => view! { <PlaygroundPage/> }.into_any(),
             Page::Kv => view! { <KvCachePage/> }.into_any(),
+            Page::Batching => view! { <BatchingPage/> }.into_any(),
         }}
     }
     .into_any()
+}
+
+/// While no model is loaded (first visit, or the hub could not be reached), the first screen
+/// leads to the offline demo model: one click, no network.
+#[component]
+fn DemoOffer() -> impl IntoView {
+    let engine = expect_context::<Engine>();
+    let load_demo = move |_| engine.send(&ToWorker::Load(ModelSource::Demo { seed: 0 }), &[]);
+    move || {
+        let reason = match engine.status.get() {
+            ModelStatus::Idle(_) => "No model loaded yet. Models from the hub are large downloads (gpt2: 550 MB);",
+            ModelStatus::Failed(_) => "The model could not be loaded (no network, or the hub is unreachable?).",
+            _ => return None,
+        };
+        Some(view! {
+            <div class="demo-offer" data-testid="demo-offer">
+                <span>{reason}" The demo model needs no network: GPT-2's real tokenizer on a tiny random-weight model, so every page works (its text is meaningless)."</span>
+                <button on:click=load_demo data-testid="demo-offer-load">"Start with the demo model"</button>
+            </div>
+        })
+    }
 }
 
 /// The last job error, dismissable.
@@ -185,9 +214,4 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>) -> impl IntoView {
             <p class="status" data-testid="model-status">{status_text}</p>
         </section>
     }
-}
-
-/// Parses a form field, naming it in the error.
-pub fn field<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, String> {
-    text.trim().parse().map_err(|_| format!("{name}: {text:?} is not a valid number"))
 }

@@ -9,7 +9,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{File, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-use super::protocol::{FromWorker, ModelInfo, Run, ToWorker};
+use super::protocol::{FromWorker, ModelInfo, PolicyRun, RateCurve, Run, ToWorker};
+use crate::engine::simulate::{CostModel, Timing};
 use crate::engine::window_drift::DriftStep;
 
 /// What the model panel shows.
@@ -52,6 +53,32 @@ pub struct RunSummary {
     pub stop_reason: String,
 }
 
+/// The step-cost model measured on the loaded model in this browser.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostInfo {
+    pub cost: CostModel,
+    pub timings: Vec<Timing>,
+    pub error_pct: f64,
+    /// The model it was measured on.
+    pub model: String,
+}
+
+/// The Batching page's simulated runs and rate curves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Simulation {
+    pub runs: Vec<PolicyRun>,
+    pub curves: Vec<RateCurve>,
+    pub wall_ms: f64,
+}
+
+/// A real batched run beside the same workload simulated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RealBatch {
+    pub real: PolicyRun,
+    pub simulated: PolicyRun,
+    pub matches_solo: Vec<bool>,
+}
+
 /// Everything the worker reported, as signals. `Copy`: pass it around freely.
 #[derive(Clone, Copy)]
 pub struct Engine {
@@ -63,6 +90,9 @@ pub struct Engine {
     pub runs: RwSignal<HashMap<Run, RunState>>,
     pub drift: RwSignal<Vec<DriftStep>>,
     pub drift_done: RwSignal<bool>,
+    pub cost: RwSignal<Option<CostInfo>>,
+    pub simulation: RwSignal<Option<Simulation>>,
+    pub real_batch: RwSignal<Option<RealBatch>>,
     /// The last error of a job (generation, drift); loading errors go to `status`.
     pub error: RwSignal<Option<String>>,
     /// Jobs sent and not yet finished.
@@ -85,6 +115,9 @@ impl Engine {
             runs: RwSignal::new(HashMap::new()),
             drift: RwSignal::new(vec![]),
             drift_done: RwSignal::new(false),
+            cost: RwSignal::new(None),
+            simulation: RwSignal::new(None),
+            real_batch: RwSignal::new(None),
             error: RwSignal::new(None),
             pending: RwSignal::new(0),
         };
@@ -144,6 +177,11 @@ impl Engine {
                 self.drift_done.set(false);
                 self.pending.update(|n| *n += 1);
             }
+            ToWorker::MeasureCost | ToWorker::Simulate { .. } => self.pending.update(|n| *n += 1),
+            ToWorker::BatchReal { .. } => {
+                self.real_batch.set(None);
+                self.pending.update(|n| *n += 1);
+            }
         }
         self.error.set(None);
         WORKER.with(|w| {
@@ -196,6 +234,18 @@ impl Engine {
             FromWorker::Drift(step) => self.drift.update(|d| d.push(step)),
             FromWorker::DriftDone => {
                 self.drift_done.set(true);
+                self.finish_job();
+            }
+            FromWorker::Cost { cost, timings, error_pct, model } => {
+                self.cost.set(Some(CostInfo { cost, timings, error_pct, model }));
+                self.finish_job();
+            }
+            FromWorker::Simulated { runs, curves, wall_ms } => {
+                self.simulation.set(Some(Simulation { runs, curves, wall_ms }));
+                self.finish_job();
+            }
+            FromWorker::RealRun { real, simulated, matches_solo } => {
+                self.real_batch.set(Some(RealBatch { real, simulated, matches_solo }));
                 self.finish_job();
             }
             FromWorker::Error { message } => {

@@ -28,16 +28,19 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 44.0;
 
-/// About five round tick values covering `0..=max` (1, 2 or 5 times a power of ten apart).
-fn ticks(max: f64) -> Vec<f64> {
-    if max <= 0.0 || !max.is_finite() {
-        return vec![0.0, 1.0];
+/// About five round tick values covering `min..=max` (1, 2 or 5 times a power of ten apart),
+/// starting at a multiple of the step at or below `min`.
+fn ticks(min: f64, max: f64) -> Vec<f64> {
+    let span = max - min;
+    if span <= 0.0 || !span.is_finite() {
+        return vec![min, min + 1.0];
     }
-    let raw = max / 5.0;
+    let raw = span / 5.0;
     let magnitude = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
-    let count = (max / step).ceil() as usize;
-    (0..=count).map(|i| i as f64 * step).collect()
+    let first = (min / step).floor();
+    let count = (max / step).ceil() - first;
+    (0..=count as usize).map(|i| (first + i as f64) * step).collect()
 }
 
 fn label(v: f64) -> String {
@@ -50,7 +53,8 @@ fn label(v: f64) -> String {
     }
 }
 
-/// A line chart; axes start at 0 and grow to fit every series.
+/// A line chart; the y axis starts at 0, the x axis at 0 or (with `x_from_data`) at the
+/// smallest x, and both grow to fit every series.
 #[component]
 pub fn LineChart(
     #[prop(into)] title: String,
@@ -58,14 +62,17 @@ pub fn LineChart(
     #[prop(into)] y_label: String,
     #[prop(into)] series: Signal<Vec<Series>>,
     #[prop(optional, into)] testid: String,
+    #[prop(optional)] x_from_data: bool,
 ) -> impl IntoView {
     let plot = move || {
         let series = series.get();
-        let x_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0, f64::max);
+        let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+        let x_min = if x_from_data { xs().fold(f64::INFINITY, f64::min).min(xs().fold(0.0, f64::max)) } else { 0.0 };
+        let x_max = xs().fold(0.0, f64::max);
         let y_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max);
-        let (xt, yt) = (ticks(x_max), ticks(y_max));
-        let (x_top, y_top) = (*xt.last().unwrap_or(&1.0), *yt.last().unwrap_or(&1.0));
-        let sx = move |x: f64| LEFT + x / x_top.max(f64::MIN_POSITIVE) * (W - LEFT - RIGHT);
+        let (xt, yt) = (ticks(x_min, x_max), ticks(0.0, y_max));
+        let (x_low, x_top, y_top) = (xt[0], *xt.last().unwrap_or(&1.0), *yt.last().unwrap_or(&1.0));
+        let sx = move |x: f64| LEFT + (x - x_low) / (x_top - x_low).max(f64::MIN_POSITIVE) * (W - LEFT - RIGHT);
         let sy = move |y: f64| H - BOTTOM - y / y_top.max(f64::MIN_POSITIVE) * (H - TOP - BOTTOM);
         let grid_y = yt
             .iter()

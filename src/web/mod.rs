@@ -2,11 +2,14 @@
 //! the leptos app; in the Web Worker started by the page (`worker.js`) it runs the engine.
 
 mod app;
+mod batching_jobs;
 mod bridge;
 mod charts;
+mod form;
 mod loader;
 mod pages;
 mod protocol;
+mod timeline;
 mod worker;
 
 use wasm_bindgen::JsCast;

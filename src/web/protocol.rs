@@ -3,7 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::batching::driver::StepRecord;
+use crate::engine::batching::scheduler::{Policy, SchedulerConfig};
+use crate::engine::batching::stats::{BlockSnapshot, RequestReport, Stats};
+use crate::engine::batching::workload::WorkloadSpec;
 use crate::engine::config::Gpt2Config;
+use crate::engine::simulate::{CostModel, Timing};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::window_drift::DriftStep;
 
@@ -32,8 +37,35 @@ pub enum ToWorker {
     Generate { run: Run, prompt: String, max_new_tokens: usize, sampling: SamplingParams, kv: String },
     /// Full cache vs a sliding window of `window` slots, fed the same greedy tokens.
     WindowDrift { prompt: String, new_tokens: usize, window: usize },
+    /// Time a few real steps of the loaded model and fit the simulator's step cost.
+    MeasureCost,
+    /// Simulate `workload` under each config with `cost`, and throughput at each of `rates`.
+    Simulate { workload: WorkloadSpec, configs: Vec<SchedulerConfig>, cost: CostModel, rates: Vec<f64> },
+    /// Run `workload` through the real model under `config` (and each request alone, greedy,
+    /// to compare); `cost` simulates the same workload beside it.
+    BatchReal { workload: WorkloadSpec, config: SchedulerConfig, cost: CostModel },
     /// Stop the running generation after its current step.
     Stop,
+}
+
+/// One policy's run, real or simulated, as the Batching page draws it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PolicyRun {
+    pub policy: Policy,
+    pub config: SchedulerConfig,
+    pub stats: Stats,
+    pub requests: Vec<RequestReport>,
+    pub steps: Vec<StepRecord>,
+    /// Block owners after some steps (at most a few hundred, evenly spaced).
+    pub blocks: Vec<BlockSnapshot>,
+}
+
+/// Simulated throughput of one policy as the arrival rate grows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RateCurve {
+    pub policy: Policy,
+    /// (requests per second, generated tokens per second)
+    pub points: Vec<(f64, f64)>,
 }
 
 /// What the page shows about a loaded model.
@@ -61,5 +93,9 @@ pub enum FromWorker {
     Done { run: Run, ids: Vec<u32>, text: String, ttft_ms: f64, total_ms: f64, stop_reason: String },
     Drift(DriftStep),
     DriftDone,
+    Cost { cost: CostModel, timings: Vec<Timing>, error_pct: f64, model: String },
+    Simulated { runs: Vec<PolicyRun>, curves: Vec<RateCurve>, wall_ms: f64 },
+    /// A real run, the same workload simulated, and whether each output equals its solo greedy run.
+    RealRun { real: PolicyRun, simulated: PolicyRun, matches_solo: Vec<bool> },
     Error { message: String },
 }

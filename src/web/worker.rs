@@ -17,6 +17,7 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, File, MessageEvent};
 use web_time::Instant;
 
+use super::batching_jobs;
 use super::loader::{self, MODEL_FILES};
 use super::protocol::{FromWorker, ModelInfo, ModelSource, ToWorker};
 use crate::engine::config::Gpt2Config;
@@ -32,6 +33,7 @@ use crate::engine::window_drift::window_drift;
 const DEMO_TOKENIZER: &str = "gpt2-tokenizer.json";
 
 struct Loaded {
+    name: String,
     model: Gpt2,
     tokenizer: Tokenizer,
 }
@@ -174,6 +176,26 @@ impl Worker {
                 post(&FromWorker::DriftDone);
                 Ok(())
             }
+            ToWorker::MeasureCost => {
+                let loaded = self.loaded()?;
+                let (cost, timings) = batching_jobs::measure_cost(&loaded.model).await?;
+                let error_pct = cost.mean_error_pct(&timings);
+                post(&FromWorker::Cost { cost, timings, error_pct, model: loaded.name.clone() });
+                Ok(())
+            }
+            ToWorker::Simulate { workload, configs, cost, rates } => {
+                let start = Instant::now();
+                let vocab = self.model.borrow().as_ref().map_or(50257, |l| l.model.config.vocab_size);
+                let (runs, curves) = batching_jobs::simulate_all(&workload, &configs, cost, &rates, vocab)?;
+                post(&FromWorker::Simulated { runs, curves, wall_ms: start.elapsed().as_secs_f64() * 1000.0 });
+                Ok(())
+            }
+            ToWorker::BatchReal { workload, config, cost } => {
+                let loaded = self.loaded()?;
+                let (real, simulated, matches_solo) = batching_jobs::real_run(&loaded.model, &workload, config, cost, || self.stop.get()).await?;
+                post(&FromWorker::RealRun { real, simulated, matches_solo });
+                Ok(())
+            }
             ToWorker::Stop => Ok(()),
         }
     }
@@ -251,7 +273,7 @@ impl Worker {
             from_cache,
             demo,
         };
-        self.model.replace(Some(Rc::new(Loaded { model, tokenizer })));
+        self.model.replace(Some(Rc::new(Loaded { name: info.name.clone(), model, tokenizer })));
         post(&FromWorker::Loaded { info, load_ms: start.elapsed().as_secs_f64() * 1000.0 });
         Ok(())
     }

@@ -169,6 +169,36 @@ try {
     await page.screenshot({ path: join(artifacts, 'kv-cache.png'), fullPage: true });
   });
 
+  await test('Batching page: every element, continuous beats static, a real run equals solo greedy', async () => {
+    await byId(page, 'tab-batching').click();
+    // The step cost is measured on the loaded model when the page opens.
+    await byId(page, 'batching-cost').waitFor({ timeout: SLOW });
+    console.log(`     ${await byId(page, 'batching-cost').textContent()}`);
+    for (const id of ['batching-run', 'batching-policy', 'batching-timeline', 'batching-real-run']) {
+      assert.equal(await byId(page, id).count(), 1, id);
+    }
+    // A bursty, overloaded workload with long-tailed outputs.
+    await byId(page, 'batching-burst').fill('8');
+    await byId(page, 'batching-rate').fill('200');
+    await byId(page, 'batching-requests').fill('48');
+    await byId(page, 'batching-run').click();
+    await page.locator('[data-testid="batching-throughput"][data-policy="continuous"]').waitFor({ timeout: SLOW });
+    const throughput = Object.fromEntries(await page.$$eval('[data-testid="batching-throughput"]', (els) => els.map((e) => [e.dataset.policy, Number(e.textContent)])));
+    console.log(`     simulated throughput (tok/s): ${JSON.stringify(throughput)}`);
+    assert.deepEqual(Object.keys(throughput).sort(), ['continuous', 'dynamic', 'static']);
+    assert.ok(throughput.continuous > throughput.static, `continuous ${throughput.continuous} vs static ${throughput.static}`);
+    assert.ok(await page.locator('[data-testid="batching-timeline"] rect').count() > 48, 'a lane per request');
+    assert.ok(await page.locator('[data-testid="batching-blocks"] rect').count() >= 64, 'a cell per KV block');
+    await page.screenshot({ path: join(artifacts, 'batching.png'), fullPage: true });
+    await byId(page, 'batching-real-run').click();
+    await byId(page, 'batching-real-match').waitFor({ timeout: SLOW });
+    const match = await byId(page, 'batching-real-match').textContent();
+    console.log(`     ${match}`);
+    assert.match(match, /4 of 4$/);
+    assert.ok(await page.locator('[data-testid="batching-real-timeline"] rect').count() >= 4);
+    await page.screenshot({ path: join(artifacts, 'batching-real-run.png'), fullPage: true });
+  });
+
   await test('local files by the picker', async () => {
     await page.goto(`${app.url}/`);
     await byId(page, 'model-status').filter({ hasText: 'no model loaded' }).waitFor({ timeout: SLOW });
@@ -222,6 +252,22 @@ await test('no WebGPU: the page says so', async () => {
     await plain.page.screenshot({ path: join(artifacts, 'no-webgpu.png'), fullPage: true });
   } finally {
     await plain.context.close();
+  }
+});
+
+await test('unreachable hub: the first screen leads to the offline demo model', async () => {
+  const fresh = await browser();
+  try {
+    // Port 9 (discard) on loopback: nothing answers, as with no network.
+    await fresh.page.goto(`${app.url}/?hub=${encodeURIComponent('http://127.0.0.1:9')}&model=openai-community/gpt2`);
+    await fresh.page.waitForFunction(() => (document.querySelector('[data-testid="model-status"]')?.textContent ?? '').startsWith('failed'), null, { timeout: SLOW, polling: 250 });
+    await byId(fresh.page, 'demo-offer').waitFor({ timeout: SLOW });
+    await fresh.page.screenshot({ path: join(artifacts, 'offline-first-screen.png'), fullPage: true });
+    await byId(fresh.page, 'demo-offer-load').click();
+    assert.match(await waitReady(fresh.page), /random weights/);
+    assert.equal(await byId(fresh.page, 'demo-offer').count(), 0);
+  } finally {
+    await fresh.context.close();
   }
 });
 

@@ -6,7 +6,8 @@ use burn::tensor::{Device, Tensor};
 
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::kernels::{self, Path, Slots, StepUploads};
+use crate::engine::kernels::{self, Path, Slots};
+use crate::engine::step_uploads::StepUploads;
 use crate::engine::step::Step;
 
 pub struct ContiguousKv {

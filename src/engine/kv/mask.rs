@@ -11,7 +11,7 @@ use std::cell::OnceCell;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::engine::kernels::StepUploads;
+use crate::engine::step_uploads::StepUploads;
 use crate::engine::step::Step;
 
 const MASKED: f32 = -1.0e9;
@@ -63,16 +63,14 @@ pub struct StepMask {
 impl StepMask {
     pub fn new(keys: &KeyMeta, step: &Step, window: Option<usize>) -> Self {
         let key_pos = keys.positions.iter().zip(&keys.real).map(|(&p, &real)| if real { p as i32 } else { -1 }).collect();
-        Self {
-            batch: step.batch,
-            queries: step.len,
-            keys: keys.keys,
-            key_pos,
-            query_pos: step.positions.iter().map(|&p| p as i32).collect(),
-            window,
-            bias: OnceCell::new(),
-            uploads: StepUploads::default(),
-        }
+        let query_pos = step.positions.iter().map(|&p| p as i32).collect();
+        Self::from_positions(step.batch, step.len, keys.keys, key_pos, query_pos, window)
+    }
+
+    /// A mask given by positions directly: `key_pos` `[batch, keys]`, `query_pos`
+    /// `[batch, queries]`, -1 for a key nobody sees or a query that sees nothing.
+    pub fn from_positions(batch: usize, queries: usize, keys: usize, key_pos: Vec<i32>, query_pos: Vec<i32>, window: Option<usize>) -> Self {
+        Self { batch, queries, keys, key_pos, query_pos, window, bias: OnceCell::new(), uploads: StepUploads::default() }
     }
 
     pub fn visible(&self, row: usize, query: usize, key: usize) -> bool {

@@ -1,8 +1,10 @@
 //! KV caches: what a step attends to besides its own tokens, and where its keys/values go.
 
+pub mod blocks;
 pub mod contiguous;
 pub mod mask;
 pub mod memory;
+pub mod paged;
 pub mod sliding;
 
 use std::fmt;
@@ -12,17 +14,23 @@ use burn::tensor::{Device, Tensor};
 
 use self::contiguous::ContiguousKv;
 use self::mask::{KeyMeta, StepMask};
+use self::paged::{PagedKv, PagedPlan};
 use self::sliding::SlidingKv;
 use super::config::Gpt2Config;
 use super::error::{EngineError, Result};
-use super::kernels::Path;
+use super::kernels::{self, Path};
 use super::step::Step;
 
-/// The cache a generation uses: `contiguous`, `sliding:W` or `none`.
+/// Tokens per block of the paged cache unless told otherwise (vLLM's default too).
+pub const DEFAULT_BLOCK_SIZE: usize = 16;
+
+/// The cache a generation uses: `contiguous`, `sliding:W`, `paged[:B]` or `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvMode {
     Contiguous,
     Sliding { window: usize },
+    /// Blocks of `block_size` slots through a block table (the batching engine's cache).
+    Paged { block_size: usize },
     /// No cache: every step recomputes the whole sequence (the baseline of `bench kv`).
     None,
 }
@@ -34,10 +42,12 @@ impl FromStr for KvMode {
         match s {
             "contiguous" => Ok(Self::Contiguous),
             "none" => Ok(Self::None),
-            _ => match s.strip_prefix("sliding:").map(str::parse::<usize>) {
-                Some(Ok(window)) if window > 0 => Ok(Self::Sliding { window }),
+            "paged" => Ok(Self::Paged { block_size: DEFAULT_BLOCK_SIZE }),
+            _ => match (s.strip_prefix("sliding:").map(str::parse::<usize>), s.strip_prefix("paged:").map(str::parse::<usize>)) {
+                (Some(Ok(window)), _) if window > 0 => Ok(Self::Sliding { window }),
+                (_, Some(Ok(block_size))) if block_size > 0 => Ok(Self::Paged { block_size }),
                 _ => Err(EngineError::Request(format!(
-                    "unknown KV mode {s:?}; use contiguous, sliding:W (W > 0) or none"
+                    "unknown KV mode {s:?}; use contiguous, sliding:W (W > 0), paged or paged:B (B > 0 tokens a block) or none"
                 ))),
             },
         }
@@ -49,6 +59,7 @@ impl fmt::Display for KvMode {
         match self {
             Self::Contiguous => write!(f, "contiguous"),
             Self::Sliding { window } => write!(f, "sliding:{window}"),
+            Self::Paged { block_size } => write!(f, "paged:{block_size}"),
             Self::None => write!(f, "none"),
         }
     }
@@ -58,9 +69,18 @@ impl fmt::Display for KvMode {
 pub enum KvCache {
     Contiguous(ContiguousKv),
     Sliding(SlidingKv),
+    Paged(PagedKv),
     /// Keeps nothing: a step sees only its own tokens (within `window` positions, if set:
     /// recomputing under a window is the sliding cache's reference).
     Stateless { window: Option<usize> },
+}
+
+/// What every layer of one step shares: who attends to whom, and where new rows go.
+pub enum StepPlan {
+    /// Rectangular steps over position-masked buffers (contiguous, sliding, none).
+    Masked(StepMask),
+    /// Ragged steps through block tables.
+    Paged(PagedPlan),
 }
 
 impl KvCache {
@@ -70,32 +90,56 @@ impl KvCache {
         Ok(match mode {
             KvMode::Contiguous => Self::Contiguous(ContiguousKv::new(l, batch, h, d, capacity, device)),
             KvMode::Sliding { window } => Self::Sliding(SlidingKv::new(l, batch, h, d, window, device)?),
+            KvMode::Paged { block_size } => Self::Paged(PagedKv::for_rows(l, config.n_embd, batch, capacity, block_size, device)?),
             KvMode::None => Self::Stateless { window: None },
         })
     }
 
     /// Called once per step before the layers run: books the step's slots and returns who
     /// may attend to whom, shared by every layer.
-    pub fn prepare(&mut self, step: &Step) -> Result<StepMask> {
-        match self {
-            Self::Contiguous(c) => c.prepare(step),
-            Self::Sliding(s) => s.prepare(step),
-            Self::Stateless { window } => Ok(StepMask::new(&KeyMeta::of_step(step), step, *window)),
-        }
+    pub fn prepare(&mut self, step: &Step) -> Result<StepPlan> {
+        Ok(match self {
+            Self::Contiguous(c) => StepPlan::Masked(c.prepare(step)?),
+            Self::Sliding(s) => StepPlan::Masked(s.prepare(step)?),
+            Self::Paged(p) => StepPlan::Paged(p.prepare(step)?),
+            Self::Stateless { window } => StepPlan::Masked(StepMask::new(&KeyMeta::of_step(step), step, *window)),
+        })
     }
 
-    /// Stores one layer's new K/V `[batch, heads, len, head_dim]` and returns the buffers its
-    /// queries attend to (their first `mask.keys` slots).
-    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, path: Path) -> (Tensor<4>, Tensor<4>) {
-        match self {
+    /// One layer's attention: stores its new K/V and attends the queries over what the cache
+    /// holds. `q`, `k`, `v` and the result are `[tokens, n_embd]`, tokens in the step's order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(&mut self, layer: usize, q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, plan: &StepPlan, heads: usize, scale: f32, path: Path) -> Tensor<2> {
+        let mask = match plan {
+            StepPlan::Masked(mask) => mask,
+            StepPlan::Paged(plan) => {
+                let Self::Paged(paged) = self else { unreachable!("a paged plan comes from a paged cache") };
+                return paged.attend(layer, q, k, v, plan, heads, scale, path);
+            }
+        };
+        let [n, e] = q.dims();
+        let (b, t) = (mask.batch, mask.queries);
+        debug_assert_eq!(b * t, n);
+        let to_heads = |m: Tensor<2>| m.reshape([b, t, heads, e / heads]).swap_dims(1, 2);
+        let (k, v) = (to_heads(k), to_heads(v));
+        let (k, v) = match self {
             Self::Contiguous(c) => c.update(layer, k, v, &mask.uploads, path),
             Self::Sliding(s) => s.update(layer, k, v, &mask.uploads, path),
-            Self::Stateless { .. } => (k, v),
-        }
+            Self::Paged(_) | Self::Stateless { .. } => (k, v),
+        };
+        kernels::attention(to_heads(q), k, v, mask, scale, path).swap_dims(1, 2).reshape([n, e])
     }
 
     /// Whether the next step must resend the whole sequence.
     pub fn is_stateless(&self) -> bool {
         matches!(self, Self::Stateless { .. })
+    }
+
+    /// The paged cache inside, for the batch runner to schedule segments on.
+    pub fn paged_mut(&mut self) -> Option<&mut PagedKv> {
+        match self {
+            Self::Paged(p) => Some(p),
+            _ => None,
+        }
     }
 }

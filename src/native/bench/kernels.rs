@@ -13,7 +13,8 @@ use web_time::Instant;
 
 use super::BenchModel;
 use crate::engine::generate::{GenerateOptions, generate};
-use crate::engine::kernels::{self, Path, Slots, StepUploads};
+use crate::engine::kernels::{self, Path, Slots};
+use crate::engine::step_uploads::StepUploads;
 use crate::engine::kv::mask::{KeyMeta, StepMask};
 use crate::engine::step::Step;
 use crate::native::device::DeviceArg;

@@ -1,6 +1,7 @@
 //! `inferlab bench kv`: the KV-cache benchmark. The same greedy generation runs with the
-//! contiguous cache and without any cache (recomputing the prefix every token), in one
-//! process on one device, so the speedup is a ratio of two measurements taken side by side.
+//! contiguous cache, with the paged cache (block tables, 16-token blocks) and without any
+//! cache (recomputing the prefix every token), in one process on one device, so the speedups
+//! are ratios of measurements taken side by side.
 //! The memory model's table for the same config comes with it.
 
 use std::ops::ControlFlow;
@@ -12,7 +13,7 @@ use serde_json::json;
 
 use super::BenchModel;
 use crate::engine::generate::{GenerateOptions, Generation, generate};
-use crate::engine::kv::{KvMode, memory};
+use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode, memory};
 use crate::native::device::DeviceArg;
 
 #[derive(Args)]
@@ -54,10 +55,15 @@ pub fn run(args: KvArgs) -> Result<()> {
         Ok(pollster::block_on(generate(&model, &prompt, &options, None, |_| ControlFlow::Continue(())))?)
     };
     // Warm-up: the first launches compile kernels (and autotune, where enabled).
-    run(KvMode::Contiguous, 2)?;
-    run(KvMode::None, 2)?;
+    let paged_mode = KvMode::Paged { block_size: DEFAULT_BLOCK_SIZE };
+    for kv in [KvMode::Contiguous, paged_mode, KvMode::None] {
+        run(kv, 2)?;
+    }
     let with = run(KvMode::Contiguous, args.new_tokens)?;
+    let paged = run(paged_mode, args.new_tokens)?;
     let without = run(KvMode::None, args.new_tokens)?;
+    // Decode speed (tokens 2…N): the paged cache's price for its block tables.
+    let paged_vs_contiguous = paged.tokens_per_s() / with.tokens_per_s().max(1e-9);
 
     let seq_lens: Vec<usize> = [128, 256, 512, 1024, 2048].into_iter().filter(|&l| l <= config.n_positions).collect();
     let mut table = memory::table(&config, &seq_lens, &[1, 4, 8], 4);
@@ -73,8 +79,10 @@ pub fn run(args: KvArgs) -> Result<()> {
             "with_cache_ms": with.total_ms,
             "without_cache_ms": without.total_ms,
             "speedup": speedup,
-            "outputs_match": with.new_ids == without.new_ids,
-            "per_token_ms": { "with_cache": with.step_ms, "without_cache": without.step_ms },
+            "paged_ms": paged.total_ms,
+            "paged_decode_vs_contiguous": paged_vs_contiguous,
+            "outputs_match": with.new_ids == without.new_ids && with.new_ids == paged.new_ids,
+            "per_token_ms": { "with_cache": with.step_ms, "without_cache": without.step_ms, "paged": paged.step_ms },
             "memory": table,
         });
         println!("{}", serde_json::to_string(&out)?);
@@ -83,7 +91,8 @@ pub fn run(args: KvArgs) -> Result<()> {
     println!("bench kv · {name} · {} · prompt {} + {} new tokens", args.device.name(), args.prompt_tokens, args.new_tokens);
     println!("  with cache    {:>10.1} ms total", with.total_ms);
     println!("  without cache {:>10.1} ms total", without.total_ms);
-    println!("  speedup       {speedup:>10.2}×   (same tokens: {})", with.new_ids == without.new_ids);
+    println!("  paged cache   {:>10.1} ms total   (decode speed {:.2}× the contiguous cache's)", paged.total_ms, paged_vs_contiguous);
+    println!("  speedup       {speedup:>10.2}×   (same tokens: {})", with.new_ids == without.new_ids && with.new_ids == paged.new_ids);
     println!("  per-token ms      token   with   without");
     let n = args.new_tokens;
     let mut marks = vec![0, n / 4, n / 2, 3 * n / 4, n - 1];

@@ -1,8 +1,10 @@
 //! `inferlab bench …`: measurements taken side by side in one process, so that what is
 //! reported are ratios, which survive a noisy shared machine better than lone times.
 
+pub mod batching;
 pub mod kernels;
 pub mod kv;
+pub mod step;
 
 use anyhow::{Result, bail};
 use burn::tensor::Device;
@@ -20,12 +22,18 @@ pub enum BenchCommand {
     Kv(kv::KvArgs),
     /// Each WGSL kernel vs its tensor-op twin, and whole-model decode with kernels on vs off.
     Kernels(kernels::KernelArgs),
+    /// One workload under each batching policy, side by side, with the simulator's error.
+    Batching(batching::BatchingArgs),
+    /// Times real steps and fits the simulator's step-cost model.
+    Step(step::StepArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kv(args) => kv::run(args),
         BenchCommand::Kernels(args) => kernels::run(args),
+        BenchCommand::Batching(args) => batching::run(args),
+        BenchCommand::Step(args) => step::run(args),
     }
 }
 
@@ -33,7 +41,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 #[derive(Args)]
 pub struct BenchModel {
     /// A model folder or hub repo id.
-    #[arg(long, conflicts_with = "random", required_unless_present = "random")]
+    #[arg(long, conflicts_with = "random")]
     model: Option<String>,
     #[arg(long, env = "INFERLAB_HUB_URL", default_value = DEFAULT_HUB)]
     hub_url: String,

@@ -8,10 +8,9 @@ use crate::engine::config::Gpt2Config;
 use crate::engine::generate::decode_tokens_per_s;
 use crate::engine::kv::memory::{activation_bytes, kv_bytes, param_count};
 use crate::engine::sampling::SamplingParams;
-use crate::web::app::field;
 use crate::web::bridge::{Engine, ModelStatus, RunState};
 use crate::web::charts::{LineChart, PALETTE, Series};
-use crate::web::pages::playground::Field;
+use crate::web::form::{Field, field};
 use crate::web::protocol::{Run, ToWorker};
 
 const NAMED: [&str; 5] = ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"];
@@ -203,6 +202,6 @@ fn SlidingWindow(prompt: RwSignal<String>) -> impl IntoView {
         </div>
         <div class="ring" data-testid="ring">{ring}</div>
         <p>{summary}</p>
-        <LineChart title="Logit drift of the sliding window" x_label="position" y_label="max |Δ logit|" series=chart testid="drift-chart"/>
+        <LineChart title="Logit drift of the sliding window" x_label="position" y_label="max |Δ logit|" series=chart testid="drift-chart" x_from_data=true/>
     }
 }

@@ -1,4 +1,5 @@
 //! One module per page of the app.
 
+pub mod batching;
 pub mod kv_cache;
 pub mod playground;

@@ -5,20 +5,11 @@ use leptos::prelude::*;
 
 use crate::engine::generate::decode_tokens_per_s;
 use crate::engine::sampling::SamplingParams;
-use crate::web::app::field;
+use crate::web::form::{Field, field};
 use crate::web::bridge::{Engine, ModelStatus};
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::protocol::{Run, ToWorker};
 
-/// A labelled text input bound to a signal.
-#[component]
-pub fn Field(#[prop(into)] label: String, value: RwSignal<String>, #[prop(into)] testid: String) -> impl IntoView {
-    view! {
-        <label>{label}" "
-            <input prop:value=move || value.get() on:input=move |ev| value.set(event_target_value(&ev)) data-testid=testid size="6"/>
-        </label>
-    }
-}
 
 #[component]
 pub fn PlaygroundPage() -> impl IntoView {

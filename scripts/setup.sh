@@ -1,0 +1,62 @@
+# Sourced by scripts/dev.sh and scripts/test.sh: installs, only where missing, the tools that
+# building the browser app needs, at the versions trunk expects (it then never downloads
+# tools of its own). Each step says what it installs, why, and roughly how long it takes;
+# a step that cannot run says what to do by hand and stops the script.
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+warn() { printf '\033[1;33m!!! %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[1;31mxxx %s\033[0m\n' "$*" >&2; exit 1; }
+
+TRUNK_VERSION=0.21.14
+# wasm-bindgen-cli must equal the wasm-bindgen crate in Cargo.lock, byte for byte.
+WASM_BINDGEN_VERSION=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+
+# rustup and cargo: the only thing a user must have before running these scripts.
+need_rust() {
+  command -v cargo >/dev/null && command -v rustup >/dev/null ||
+    die "cargo and rustup are needed: install Rust from https://rustup.rs, then run this again"
+}
+
+ensure_wasm_target() {
+  rustup target list --installed | grep -qx wasm32-unknown-unknown && return
+  say "adding the Rust target wasm32-unknown-unknown (the browser build; ~1 min, once)"
+  rustup target add wasm32-unknown-unknown ||
+    die "could not add the wasm32 target; without network, run 'rustup target add wasm32-unknown-unknown' where you have it"
+}
+
+ensure_trunk() {
+  trunk --version 2>/dev/null | grep -q "$TRUNK_VERSION" && return
+  say "installing trunk $TRUNK_VERSION (builds and serves the browser app; ~13 min on 2 cores, once)"
+  cargo install --locked trunk --version "$TRUNK_VERSION" ||
+    die "could not install trunk; run 'cargo install --locked trunk --version $TRUNK_VERSION' by hand (it needs crates.io)"
+}
+
+ensure_wasm_bindgen() {
+  wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION" && return
+  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (= Cargo.lock's wasm-bindgen; ~5 min, once)"
+  # Not --locked: its own lock file pins a yanked crate.
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" ||
+    die "could not install wasm-bindgen-cli; run 'cargo install wasm-bindgen-cli --version $WASM_BINDGEN_VERSION' by hand"
+}
+
+# npm packages of tests/e2e: wasm-opt (npm binaryen 132; Debian's 108 breaks the output) and
+# playwright-core for the browser tests. Their bin folder goes on PATH.
+ensure_npm_packages() {
+  if [ ! -x tests/e2e/node_modules/.bin/wasm-opt ] || [ ! -d tests/e2e/node_modules/playwright-core ]; then
+    command -v npm >/dev/null ||
+      die "npm is needed for wasm-opt (binaryen) and the browser tests: install Node.js 18+ with npm (e.g. 'apt-get install nodejs npm'), then run this again"
+    say "installing npm packages in tests/e2e: binaryen (wasm-opt), playwright-core (~1 min, once)"
+    (cd tests/e2e && npm ci --no-audit --no-fund) ||
+      die "'npm ci' in tests/e2e failed (no network to the npm registry?); run it by hand where you have one"
+  fi
+  export PATH="$PWD/tests/e2e/node_modules/.bin:$PATH"
+}
+
+# Everything `trunk serve` / `trunk build` needs.
+ensure_web_tools() {
+  need_rust
+  ensure_wasm_target
+  ensure_trunk
+  ensure_wasm_bindgen
+  ensure_npm_packages
+}

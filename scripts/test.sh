@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: the engine and command-line tests (`cargo test --locked`, every
+# parity check on the CPU device and on wgpu) and the browser tests (the app built with trunk,
+# driven by Playwright in headless chromium). Installs what is missing first: the browser
+# build's tools (as scripts/dev.sh), and, where apt exists and we are root or have sudo, the
+# Vulkan CPU driver (lavapipe, for wgpu without a GPU) and chromium. What cannot be installed
+# is skipped, loudly; under CI (CI=true) nothing may be skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+. scripts/setup.sh
+
+export INFERLAB_FIXTURES="${INFERLAB_FIXTURES:-$PWD/../shared/fixtures/gpt2}"
+[ -f "$INFERLAB_FIXTURES/gpt2-tiny/golden.json" ] ||
+  die "no fixtures at $INFERLAB_FIXTURES: put the shared/ folder beside the clone or set INFERLAB_FIXTURES"
+# wgpu probes Wayland, which complains without a runtime dir; give it one.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+export CHROMIUM
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif sudo -n true 2>/dev/null; then sudo "$@"
+  else return 1; fi
+}
+
+has_vulkan() {
+  ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
+    { compgen -G '/usr/share/vulkan/icd.d/*.json' || compgen -G '/etc/vulkan/icd.d/*.json'; } >/dev/null
+}
+
+# System packages, each only if missing.
+wanted=()
+has_vulkan || wanted+=(mesa-vulkan-drivers libvulkan1)
+[ -x "$CHROMIUM" ] || wanted+=(chromium fonts-dejavu-core)
+command -v npm >/dev/null || wanted+=(nodejs npm)
+if [ ${#wanted[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null && as_root true; then
+    say "installing system packages: ${wanted[*]} (Vulkan on the CPU for wgpu, chromium for the browser tests; ~2 min, once)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null
+  else
+    warn "cannot install ${wanted[*]} here (no apt, or not root and no sudo): install them by hand for the full suite"
+  fi
+fi
+
+skipped=()
+if ! has_vulkan; then
+  warn "NO VULKAN DRIVER: the wgpu half of every parity test is SKIPPED (install mesa-vulkan-drivers libvulkan1)"
+  export INFERLAB_SKIP_WGPU=1
+  skipped+=("wgpu tests")
+fi
+browser=1
+if [ ! -x "$CHROMIUM" ] || ! command -v npm >/dev/null; then
+  warn "NO CHROMIUM OR NPM: the browser tests are SKIPPED (install chromium and nodejs/npm)"
+  browser=0
+  skipped+=("browser tests")
+fi
+if [ ${#skipped[@]} -gt 0 ] && [ -n "${CI:-}" ]; then
+  die "CI must run everything, but these would be skipped: ${skipped[*]}"
+fi
+
+say "cargo test --locked (engine, command line, kernels; cpu and wgpu)"
+cargo test --locked
+if [ "$browser" = 1 ]; then
+  ensure_web_tools
+  say "browser tests: trunk build + Playwright in headless chromium"
+  scripts/browser_test.sh
+fi
+if [ ${#skipped[@]} -gt 0 ]; then
+  warn "PASSED, BUT SKIPPED: ${skipped[*]} (see the messages above)"
+fi

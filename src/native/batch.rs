@@ -1,0 +1,226 @@
+//! `inferlab batch`: a requests file through the real engine under one batching policy, and
+//! the flags every batching command shares (scheduler, made-up workload).
+
+use std::ops::ControlFlow;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::cli::ModelArgs;
+use super::device::DeviceArg;
+use super::model_dir;
+use crate::engine::batching::driver::{self, Run};
+use crate::engine::batching::runner::ModelRunner;
+use crate::engine::batching::scheduler::{Policy, Scheduler, SchedulerConfig};
+use crate::engine::batching::sequence::Request;
+use crate::engine::batching::stats::{self, Stats};
+use crate::engine::batching::workload::{self, Arrivals, Lengths, WorkloadSpec};
+use crate::engine::gpt2::Gpt2;
+use crate::engine::simulate::{self, CostModel, MeasureGrid};
+
+/// The scheduler's knobs (the policy is chosen by each command).
+#[derive(Args, Clone)]
+pub struct SchedulerArgs {
+    /// Most sequences in a batch (static, dynamic) or running at once (continuous).
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// Dynamic batching: how long the oldest request waits for a fuller batch.
+    #[arg(long, default_value_t = 50.0)]
+    pub max_wait_ms: f64,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+    /// Blocks in the KV pool [default: room for max-batch of the longest request].
+    #[arg(long)]
+    pub num_blocks: Option<usize>,
+    /// Continuous batching: most tokens a step computes.
+    #[arg(long, default_value_t = 512)]
+    pub token_budget: usize,
+    /// Continuous batching: chunked prefill, at most this many prompt tokens a step.
+    #[arg(long)]
+    pub chunk_tokens: Option<usize>,
+    /// Turn prefix caching off.
+    #[arg(long)]
+    pub no_prefix_caching: bool,
+}
+
+impl SchedulerArgs {
+    /// The scheduler configuration for `policy` over `requests`; adaptive batching takes its
+    /// batch size from `cost`.
+    pub fn config(&self, policy: Policy, requests: &[Request], max_context: usize, cost: Option<&CostModel>) -> Result<SchedulerConfig> {
+        if self.block_size == 0 {
+            bail!("--block-size must be at least 1 token");
+        }
+        let longest = requests.iter().map(|r| r.prompt.len() + r.max_new_tokens).max().unwrap_or(1);
+        let mut config = SchedulerConfig::new(policy, max_context);
+        config.max_batch = self.max_batch;
+        config.max_wait_ms = self.max_wait_ms;
+        config.block_size = self.block_size;
+        config.num_blocks = self.num_blocks.unwrap_or(self.max_batch * longest.div_ceil(self.block_size));
+        config.token_budget = self.token_budget;
+        config.chunk_tokens = self.chunk_tokens;
+        config.prefix_caching = !self.no_prefix_caching;
+        if policy == Policy::Adaptive {
+            let cost = cost.context("adaptive batching needs a measured step-cost curve")?;
+            config.max_batch = cost.adaptive_batch_for(self.max_batch, requests);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A made-up workload's flags.
+#[derive(Args, Clone)]
+pub struct WorkloadArgs {
+    /// Requests in the workload.
+    #[arg(long, default_value_t = 32)]
+    pub requests: usize,
+    /// Mean arrivals per second.
+    #[arg(long, default_value_t = 8.0)]
+    pub rate: f64,
+    /// Arrive in bursts of this many requests (1 = Poisson).
+    #[arg(long, default_value_t = 1)]
+    pub burst: usize,
+    /// Prompt lengths, MIN..MAX tokens.
+    #[arg(long, default_value = "16..64")]
+    pub prompt_len: String,
+    /// Output lengths, MIN..MAX tokens.
+    #[arg(long, default_value = "8..128")]
+    pub output_len: String,
+    /// Length distribution: uniform or long-tail.
+    #[arg(long, default_value = "long-tail")]
+    pub lengths: String,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 0)]
+    pub workload_seed: u64,
+}
+
+impl WorkloadArgs {
+    pub fn spec(&self, max_context: usize) -> Result<WorkloadSpec> {
+        let range = |flag: &str, text: &str| -> Result<(usize, usize)> {
+            let (a, b) = text.split_once("..").with_context(|| format!("--{flag} takes MIN..MAX, got {text:?}"))?;
+            Ok((a.trim().parse().with_context(|| format!("--{flag}: {a:?}"))?, b.trim().parse().with_context(|| format!("--{flag}: {b:?}"))?))
+        };
+        let lengths = |(min, max): (usize, usize)| match self.lengths.as_str() {
+            "uniform" => Ok(Lengths::Uniform { min, max }),
+            "long-tail" => Ok(Lengths::LongTail { min, max }),
+            other => bail!("--lengths is uniform or long-tail, got {other:?}"),
+        };
+        let spec = WorkloadSpec {
+            requests: self.requests,
+            arrivals: if self.burst > 1 { Arrivals::Bursty { rate: self.rate, burst: self.burst } } else { Arrivals::Poisson { rate: self.rate } },
+            prompt: lengths(range("prompt-len", &self.prompt_len)?)?,
+            output: lengths(range("output-len", &self.output_len)?)?,
+            seed: self.workload_seed,
+        };
+        spec.validate(max_context)?;
+        Ok(spec)
+    }
+}
+
+#[derive(Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A JSONL file, one request a line: prompt or prompt_ids, max_new_tokens, optional
+    /// arrival_ms, temperature, top_k, top_p, repetition_penalty, seed, ignore_eos.
+    #[arg(long)]
+    requests: std::path::PathBuf,
+    /// static, dynamic, adaptive or continuous.
+    #[arg(long, default_value = "continuous")]
+    policy: String,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `requests` through `model` under `config`.
+pub fn run_real(model: &Gpt2, config: SchedulerConfig, requests: Vec<Request>) -> Result<Run> {
+    let mut runner = ModelRunner::new(model, config.num_blocks, config.block_size)?;
+    let scheduler = Scheduler::new(config)?;
+    Ok(pollster::block_on(driver::run(scheduler, requests, &mut runner, |_, _| ControlFlow::Continue(())))?)
+}
+
+/// A quick step-cost curve of `model` on its device (for adaptive batching).
+pub fn quick_cost(model: &Gpt2, block_size: usize) -> Result<CostModel> {
+    let grid = MeasureGrid::for_context(model.config.n_positions, true);
+    let timings = pollster::block_on(simulate::measure(model, &grid, block_size, |_| {}))?;
+    Ok(CostModel::fit(&timings)?)
+}
+
+pub fn run(args: BatchArgs) -> Result<()> {
+    let policy: Policy = args.policy.parse()?;
+    let device = args.device.init()?;
+    let dir = model_dir::resolve(&args.model.model, &args.model.hub_url)?;
+    let loaded = model_dir::load(&dir, &device)?;
+    let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
+    let text = std::fs::read_to_string(&args.requests).with_context(|| format!("cannot read {}", args.requests.display()))?;
+    let eos: Vec<u32> = model.config.eos_token_id.into_iter().collect();
+    let requests = workload::parse_jsonl(&text, &eos, model.config.n_positions, |t| tokenizer.encode(t))
+        .with_context(|| format!("in {}", args.requests.display()))?;
+    let cost = if policy == Policy::Adaptive { Some(quick_cost(model, args.scheduler.block_size)?) } else { None };
+    let config = args.scheduler.config(policy, &requests, model.config.n_positions, cost.as_ref())?;
+    let run = run_real(model, config.clone(), requests)?;
+    let reports = stats::requests(&run);
+    let stats = stats::stats(&run);
+    if stats.completed == 0 {
+        let reasons: Vec<String> = reports.iter().filter_map(|r| r.error.as_ref().map(|e| format!("request {}: {e}", r.index))).collect();
+        bail!("no request could run:\n  {}", reasons.join("\n  "));
+    }
+    if args.json {
+        let requests: Vec<Value> = reports
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r)?;
+                v["text"] = json!(tokenizer.decode(&r.generated_ids)?);
+                Ok(v)
+            })
+            .collect::<Result<_>>()?;
+        let out = json!({ "policy": policy, "config": config, "device": args.device.name(), "requests": requests, "stats": stats });
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    println!("batch · {} · {policy} · {} · max batch {} · {} blocks × {}", args.model.model, args.device.name(), config.max_batch, config.num_blocks, config.block_size);
+    println!("  req  queue ms   TTFT ms  latency ms  preempt  tokens  text");
+    for r in &reports {
+        match &r.error {
+            Some(e) => println!("  {:>3}  refused: {e}", r.index),
+            None => {
+                let text: String = tokenizer.decode(&r.generated_ids)?.chars().take(40).collect();
+                println!(
+                    "  {:>3} {:>9.1} {:>9.1} {:>11.1} {:>8} {:>7}  {:?}",
+                    r.index,
+                    r.queue_ms,
+                    r.ttft_ms,
+                    r.latency_ms,
+                    r.preemptions,
+                    r.generated_ids.len(),
+                    text
+                );
+            }
+        }
+    }
+    print_stats(&stats);
+    Ok(())
+}
+
+/// The `stats` block as a human table.
+pub fn print_stats(s: &Stats) {
+    println!(
+        "  throughput {:.1} tok/s · latency p50 {:.0} / p99 {:.0} ms · TTFT p50 {:.0} ms · mean batch {:.1}",
+        s.throughput_tok_s, s.p50_latency_ms, s.p99_latency_ms, s.p50_ttft_ms, s.mean_batch
+    );
+    println!(
+        "  KV: peak {} blocks · waste {:.1}% (a max-length contiguous cache: {:.1}%) · prefix hits {:.0}% · {} preemptions · {} refused",
+        s.peak_blocks,
+        s.kv_waste_pct,
+        s.contiguous_waste_pct,
+        100.0 * s.prefix_hit_rate,
+        s.preemptions,
+        s.refused
+    );
+}

@@ -1,0 +1,140 @@
+//! The Batching page's two pictures of a run: a timeline (one lane per request, coloured by
+//! what it was doing: queued, prefill, decode, padding, preempted) with a scrub line, and the
+//! KV block map at the scrubbed moment (each request's blocks in its own colour, free blocks
+//! blank: fragmentation and waste are visible at a glance). Details on hover.
+
+use leptos::prelude::*;
+
+use crate::engine::batching::sequence::Phase;
+use crate::web::charts::PALETTE;
+use crate::web::protocol::PolicyRun;
+
+const W: f64 = 640.0;
+const LEFT: f64 = 56.0;
+const RIGHT: f64 = 12.0;
+const TOP: f64 = 8.0;
+const AXIS: f64 = 30.0;
+
+/// Colour and name of each phase, shared with the legend.
+pub const PHASES: [(Phase, &str, &str); 5] = [
+    (Phase::Queued, "#d0d7de", "queued"),
+    (Phase::Prefill, "#ff7f0e", "prefill"),
+    (Phase::Decode, "#1f77b4", "decode"),
+    (Phase::Padding, "#f2a8a8", "padding (finished, seat held)"),
+    (Phase::Preempted, "#d62728", "preempted"),
+];
+
+fn phase_style(phase: Phase) -> (&'static str, &'static str) {
+    PHASES.iter().find(|p| p.0 == phase).map_or(("#000", "?"), |p| (p.1, p.2))
+}
+
+/// A request's colour in the block map.
+pub fn request_color(id: usize) -> &'static str {
+    const MORE: [&str; 4] = ["#8c564b", "#e377c2", "#bcbd22", "#7f7f7f"];
+    let all: Vec<&'static str> = PALETTE.iter().copied().chain(MORE).collect();
+    all[id % all.len()]
+}
+
+/// The end of a run's last span (its time axis).
+pub fn run_end(run: &PolicyRun) -> f64 {
+    run.requests.iter().flat_map(|r| r.spans.iter().map(|s| s.end_ms)).fold(0.0, f64::max)
+}
+
+#[component]
+pub fn Timeline(#[prop(into)] title: String, #[prop(into)] run: Signal<Option<PolicyRun>>, scrub: RwSignal<f64>, #[prop(optional, into)] testid: String) -> impl IntoView {
+    let picture = move || {
+        let run = run.get()?;
+        let end = run_end(&run).max(1e-3);
+        let lanes = run.requests.len().max(1);
+        let lane = (360.0 / lanes as f64).clamp(3.0, 14.0);
+        let height = TOP + lane * lanes as f64 + AXIS;
+        let sx = move |t: f64| LEFT + t / end * (W - LEFT - RIGHT);
+        let rects = run
+            .requests
+            .iter()
+            .flat_map(|r| {
+                let y = TOP + lane * r.index as f64;
+                r.spans.iter().filter(|s| s.end_ms > s.start_ms || s.phase == Phase::Preempted).map(move |s| {
+                    let (color, name) = phase_style(s.phase);
+                    let width = (sx(s.end_ms) - sx(s.start_ms)).max(1.0);
+                    let tip = format!("request {} · {name} · {:.0}–{:.0} ms", r.index, s.start_ms, s.end_ms);
+                    view! { <rect x=sx(s.start_ms) y=y width=width height=(lane - 1.0).max(1.0) fill=color><title>{tip}</title></rect> }
+                })
+            })
+            .collect_view();
+        let ticks = (0..=4)
+            .map(|i| {
+                let t = end * i as f64 / 4.0;
+                view! { <text x=sx(t) y=height - AXIS + 14.0 text-anchor="middle" class="tick">{format!("{t:.0}")}</text> }
+            })
+            .collect_view();
+        let line = move || {
+            let x = sx(scrub.get().min(end));
+            view! { <line x1=x x2=x y1=TOP y2=height - AXIS class="scrub"/> }
+        };
+        Some(view! {
+            <svg viewBox=format!("0 0 {W} {height}") role="img">
+                <text x="4" y=TOP + 10.0 class="tick">"req"</text>
+                {rects}
+                <line x1=LEFT x2=W - RIGHT y1=height - AXIS y2=height - AXIS class="axis"/>
+                {ticks}
+                <text x=(LEFT + W - RIGHT) / 2.0 y=height - 4.0 text-anchor="middle" class="axis-title">"time (ms)"</text>
+                {line}
+            </svg>
+        })
+    };
+    let legend = PHASES
+        .iter()
+        .map(|(_, color, name)| view! { <span class="key"><i style=format!("background:{color}")></i>{*name}</span> })
+        .collect_view();
+    view! {
+        <figure class="chart" data-testid=testid>
+            <figcaption>{title}</figcaption>
+            {picture}
+            <div class="keys">{legend}</div>
+        </figure>
+    }
+}
+
+/// The block map of `run` at the scrubbed time.
+#[component]
+pub fn BlockMap(#[prop(into)] run: Signal<Option<PolicyRun>>, scrub: RwSignal<f64>) -> impl IntoView {
+    let picture = move || {
+        let run = run.get()?;
+        let t = scrub.get();
+        let snapshot = run.blocks.iter().take_while(|s| s.at_ms <= t).last().or(run.blocks.first())?.clone();
+        let per_row = 32usize;
+        let cell = 18.0;
+        let rows = snapshot.owners.len().div_ceil(per_row);
+        let used = snapshot.owners.iter().filter(|&&o| o >= 0).count();
+        let cells = snapshot
+            .owners
+            .iter()
+            .enumerate()
+            .map(|(block, &owner)| {
+                let (x, y) = ((block % per_row) as f64 * cell, (block / per_row) as f64 * cell);
+                let (fill, tip) = if owner < 0 {
+                    ("#ffffff", format!("block {block} · free"))
+                } else {
+                    (request_color(owner as usize), format!("block {block} · request {owner}"))
+                };
+                view! { <rect x=x + 1.0 y=y + 1.0 width=cell - 2.0 height=cell - 2.0 fill=fill class="block"><title>{tip}</title></rect> }
+            })
+            .collect_view();
+        let bs = run.config.block_size;
+        Some(view! {
+            <p class="hint">{format!(
+                "at {:.0} ms: {used} of {} blocks ({bs} tokens each) in use",
+                snapshot.at_ms,
+                snapshot.owners.len()
+            )}</p>
+            <svg viewBox=format!("0 0 {} {}", per_row as f64 * cell, rows as f64 * cell) class="blockmap" role="img">{cells}</svg>
+        })
+    };
+    view! {
+        <figure class="chart" data-testid="batching-blocks">
+            <figcaption>"KV blocks at the scrubbed moment (a colour per request)"</figcaption>
+            {picture}
+        </figure>
+    }
+}
