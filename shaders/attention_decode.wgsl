@@ -1,12 +1,9 @@
 // Attention for a few queries per sequence (decode): one workgroup per (batch, head, query).
 //
-// Flash-decoding inside a workgroup: invocation i takes keys i, i + WORKGROUP, i + 2·WORKGROUP, …
-// and keeps its own online softmax over them (running max m, running sum l, and the weighted
-// sum of V rows in registers, rescaled by exp(m_old − m_new) when the max grows). The loop over
-// keys has no barrier at all; at the end the invocations' partial results are merged once in
-// workgroup memory: out = Σ_i exp(m_i − M)·acc_i / Σ_i exp(m_i − M)·l_i with M = max_i m_i.
-// Rows are read as vec4 (head_dim must be a multiple of 4). No [T, L] score matrix is ever
-// written to memory.
+// Flash-decoding inside a workgroup (flash_decoding.wgsl, appended to this file): invocation i
+// takes keys i, i + WORKGROUP, i + 2·WORKGROUP, … with its own online softmax, and the partial
+// results are merged once at the end. Rows are read as vec4 (head_dim must be a multiple of 4).
+// No [T, L] score matrix is ever written to memory.
 //
 // Masking is by position, which covers left padding, ragged batches and sliding windows in
 // ring order alike: key j is visible to a query at position p when key_pos[j] >= 0 (a real
@@ -23,7 +20,6 @@
 
 const WORKGROUP: u32 = {{ workgroup }}u;
 const D4: u32 = {{ head_dim }}u / 4u;
-const MASKED: f32 = -3.0e38;
 
 var<workgroup> query: array<vec4<f32>, D4>;
 var<workgroup> maxes: array<f32, WORKGROUP>;
@@ -54,49 +50,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
 
-    var m = MASKED;
-    var l = 0.0;
-    var acc: array<vec4<f32>, D4>;
+    var state = empty_partial();
     for (var j = lid; j < l_len; j = j + WORKGROUP) {
         let kpos = key_pos[b * l_len + j];
         if kpos < 0 || kpos > qpos || (window != 0u && u32(qpos - kpos) >= window) {
             continue;
         }
-        let row = kv_off + j * D4;
-        var dot4 = vec4<f32>(0.0);
-        for (var i = 0u; i < D4; i = i + 1u) {
-            dot4 = dot4 + query[i] * k[row + i];
-        }
-        let score = (dot4.x + dot4.y + dot4.z + dot4.w) * scale;
-        let m_new = max(m, score);
-        let correction = exp(m - m_new);
-        let weight = exp(score - m_new);
-        l = l * correction + weight;
-        for (var i = 0u; i < D4; i = i + 1u) {
-            acc[i] = acc[i] * correction + weight * v[row + i];
-        }
-        m = m_new;
+        absorb(&state, kv_off + j * D4, scale);
     }
-
-    maxes[lid] = m;
-    sums[lid] = l;
-    for (var i = 0u; i < D4; i = i + 1u) {
-        partial[lid * D4 + i] = acc[i];
-    }
-    workgroupBarrier();
-    var m_all = MASKED;
-    for (var g = 0u; g < WORKGROUP; g = g + 1u) {
-        m_all = max(m_all, maxes[g]);
-    }
-    for (var i = lid; i < D4; i = i + WORKGROUP) {
-        var total = vec4<f32>(0.0);
-        var l_all = 0.0;
-        for (var g = 0u; g < WORKGROUP; g = g + 1u) {
-            let c = exp(maxes[g] - m_all);
-            total = total + c * partial[g * D4 + i];
-            l_all = l_all + c * sums[g];
-        }
-        // A query that sees no key (padding) gets zeros instead of NaN.
-        out[q_off + i] = select(total / l_all, vec4<f32>(0.0), l_all == 0.0);
-    }
+    merge_and_store(lid, state, q_off);
 }

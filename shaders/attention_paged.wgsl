@@ -5,14 +5,14 @@
 // slot tables[table_offsets[seq] + j / BLOCK] * BLOCK + j % BLOCK. A query at position p sees
 // positions 0..=p of its own sequence (the step's new tokens were written to the pool first).
 //
-// Flash-decoding inside the workgroup, as attention_decode.wgsl: invocation i takes keys
-// i, i + WORKGROUP, … with its own online softmax (running max m, sum l, weighted V rows in
-// registers), no barrier in the key loop, one merge in workgroup memory at the end. Rows are
-// read as vec4 (head_dim must be a multiple of 4). No score matrix is ever written.
+// Flash-decoding inside the workgroup (flash_decoding.wgsl, appended to this file, as to
+// attention_decode.wgsl): invocation i takes keys i, i + WORKGROUP, … with its own online
+// softmax, merged once at the end. Rows are read as vec4 (head_dim must be a multiple of 4).
+// No score matrix is ever written.
 
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;             // [N, H·D/4]
-@group(0) @binding(1) var<storage, read_write> k_pool: array<vec4<f32>>;        // [slots, H·D/4]
-@group(0) @binding(2) var<storage, read_write> v_pool: array<vec4<f32>>;        // [slots, H·D/4]
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;             // [slots, H·D/4]
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;             // [slots, H·D/4]
 @group(0) @binding(3) var<storage, read_write> token_segment: array<u32>;       // [N]
 @group(0) @binding(4) var<storage, read_write> token_position: array<i32>;      // [N]
 @group(0) @binding(5) var<storage, read_write> table_offsets: array<u32>;       // [segments]
@@ -24,7 +24,6 @@
 const WORKGROUP: u32 = {{ workgroup }}u;
 const D4: u32 = {{ head_dim }}u / 4u;
 const BLOCK: u32 = {{ block_size }}u;
-const MASKED: f32 = -3.0e38;
 
 var<workgroup> query: array<vec4<f32>, D4>;
 var<workgroup> maxes: array<f32, WORKGROUP>;
@@ -59,45 +58,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     }
     workgroupBarrier();
 
-    var m = MASKED;
-    var l = 0.0;
-    var acc: array<vec4<f32>, D4>;
+    var state = empty_partial();
     for (var j = lid; j <= qpos; j = j + WORKGROUP) {
         let slot = tables[table + j / BLOCK] * BLOCK + j % BLOCK;
-        let row = slot * row4 + h * D4;
-        var dot4 = vec4<f32>(0.0);
-        for (var i = 0u; i < D4; i = i + 1u) {
-            dot4 = dot4 + query[i] * k_pool[row + i];
-        }
-        let score = (dot4.x + dot4.y + dot4.z + dot4.w) * scale;
-        let m_new = max(m, score);
-        let correction = exp(m - m_new);
-        let weight = exp(score - m_new);
-        l = l * correction + weight;
-        for (var i = 0u; i < D4; i = i + 1u) {
-            acc[i] = acc[i] * correction + weight * v_pool[row + i];
-        }
-        m = m_new;
+        absorb(&state, slot * row4 + h * D4, scale);
     }
-
-    maxes[lid] = m;
-    sums[lid] = l;
-    for (var i = 0u; i < D4; i = i + 1u) {
-        partial[lid * D4 + i] = acc[i];
-    }
-    workgroupBarrier();
-    var m_all = MASKED;
-    for (var g = 0u; g < WORKGROUP; g = g + 1u) {
-        m_all = max(m_all, maxes[g]);
-    }
-    for (var i = lid; i < D4; i = i + WORKGROUP) {
-        var total = vec4<f32>(0.0);
-        var l_all = 0.0;
-        for (var g = 0u; g < WORKGROUP; g = g + 1u) {
-            let c = exp(maxes[g] - m_all);
-            total = total + c * partial[g * D4 + i];
-            l_all = l_all + c * sums[g];
-        }
-        out[q_off + i] = total / l_all;
-    }
+    merge_and_store(lid, state, q_off);
 }

@@ -151,7 +151,6 @@ fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots
     let params = [b * h, t, d, capacity, slots.base, usize::from(slots.ring), slots.first].map(|v| v as u32);
     let params = uploads.params(&client, &params);
     let groups = (b * h * t * d).div_ceil(APPEND_WORKGROUP);
-    let (x, y) = (groups.min(32768), groups.div_ceil(32768));
     // The cache buffers are written in place: the cache owns them, and every kernel that read
     // them earlier was queued before this one on the same stream.
     let kernel = WgslKernel {
@@ -161,7 +160,7 @@ fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots
     };
     kernel.launch(
         &client,
-        (x, y),
+        grid(groups),
         vec![
             cache_k.handle.clone().binding(),
             cache_v.handle.clone().binding(),
@@ -211,7 +210,7 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
             let workgroup = decode_workgroup(d, hardware.max_shared_memory_size, max_invocations);
             WgslKernel {
                 name: "attention_decode",
-                source: include_str!("../../shaders/attention_decode.wgsl"),
+                source: concat!(include_str!("../../shaders/attention_decode.wgsl"), include_str!("../../shaders/flash_decoding.wgsl")),
                 values: vec![("workgroup", workgroup), ("head_dim", d), ("partial_vec4s", workgroup * d / 4)],
             }
             .launch(&client, (b * h * t, 1), bindings)
@@ -253,6 +252,11 @@ fn decode_workgroup(head_dim: usize, shared_bytes: usize, max_invocations: usize
         workgroup /= 2;
     }
     workgroup
+}
+
+/// `groups` workgroups as a 2-D grid: WebGPU allows at most 65535 along one dimension.
+fn grid(groups: usize) -> (usize, usize) {
+    (groups.min(32768), groups.div_ceil(32768))
 }
 
 fn prev_power_of_two(n: usize) -> usize {

@@ -54,7 +54,7 @@ fn pairs(start: usize, len: usize) -> usize {
 }
 
 /// A measured step: its shape and how long it took.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     pub shape: StepShape,
     pub ms: f64,

@@ -7,7 +7,7 @@
 use burn::backend::wgpu::{CubeBackend, CubeTensor};
 use burn::tensor::{DType, IndexingUpdateOp, Shape, Tensor};
 
-use super::{Path, WgslKernel, attention as padded_attention, decode_workgroup, to_cube};
+use super::{Path, WgslKernel, attention as padded_attention, decode_workgroup, grid, to_cube};
 use crate::engine::kv::paged::PagedPlan;
 use crate::engine::step_uploads::words;
 
@@ -76,7 +76,7 @@ fn write_wgsl(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: 
     }
     .launch(
         &client,
-        (groups.min(32768), groups.div_ceil(32768)),
+        grid(groups),
         vec![
             pool_k.handle.clone().binding(),
             pool_v.handle.clone().binding(),
@@ -105,12 +105,12 @@ fn attention_wgsl(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &Pag
     let groups = n * heads;
     WgslKernel {
         name: "attention_paged",
-        source: include_str!("../../../shaders/attention_paged.wgsl"),
+        source: concat!(include_str!("../../../shaders/attention_paged.wgsl"), include_str!("../../../shaders/flash_decoding.wgsl")),
         values: vec![("workgroup", workgroup), ("head_dim", d), ("block_size", plan.block_size), ("partial_vec4s", workgroup * d / 4)],
     }
     .launch(
         &client,
-        (groups.min(32768), groups.div_ceil(32768)),
+        grid(groups),
         vec![
             q.handle.clone().binding(),
             pool_k.handle.clone().binding(),
