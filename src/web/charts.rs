@@ -30,7 +30,7 @@ const BOTTOM: f64 = 44.0;
 
 /// About five round tick values covering `min..=max` (1, 2 or 5 times a power of ten apart),
 /// starting at a multiple of the step at or below `min`.
-fn ticks(min: f64, max: f64) -> Vec<f64> {
+pub fn ticks(min: f64, max: f64) -> Vec<f64> {
     let span = max - min;
     if span <= 0.0 || !span.is_finite() {
         return vec![min, min + 1.0];
@@ -43,7 +43,7 @@ fn ticks(min: f64, max: f64) -> Vec<f64> {
     (0..=count as usize).map(|i| (first + i as f64) * step).collect()
 }
 
-fn label(v: f64) -> String {
+pub fn label(v: f64) -> String {
     if v == v.round() {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {

@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 
 use crate::engine::batching::sequence::Phase;
-use crate::web::charts::PALETTE;
+use crate::web::charts::{PALETTE, label, ticks};
 use crate::web::protocol::PolicyRun;
 
 const W: f64 = 640.0;
@@ -44,7 +44,8 @@ pub fn run_end(run: &PolicyRun) -> f64 {
 pub fn Timeline(#[prop(into)] title: String, #[prop(into)] run: Signal<Option<PolicyRun>>, scrub: RwSignal<f64>, #[prop(optional, into)] testid: String) -> impl IntoView {
     let picture = move || {
         let run = run.get()?;
-        let end = run_end(&run).max(1e-3);
+        let time_ticks = ticks(0.0, run_end(&run));
+        let end = time_ticks.last().copied().unwrap_or(1.0).max(1e-3);
         let lanes = run.requests.len().max(1);
         let lane = (360.0 / lanes as f64).clamp(3.0, 14.0);
         let height = TOP + lane * lanes as f64 + AXIS;
@@ -62,11 +63,9 @@ pub fn Timeline(#[prop(into)] title: String, #[prop(into)] run: Signal<Option<Po
                 })
             })
             .collect_view();
-        let ticks = (0..=4)
-            .map(|i| {
-                let t = end * i as f64 / 4.0;
-                view! { <text x=sx(t) y=height - AXIS + 14.0 text-anchor="middle" class="tick">{format!("{t:.0}")}</text> }
-            })
+        let tick_marks = time_ticks
+            .iter()
+            .map(|&t| view! { <text x=sx(t) y=height - AXIS + 14.0 text-anchor="middle" class="tick">{label(t)}</text> })
             .collect_view();
         let line = move || {
             let x = sx(scrub.get().min(end));
@@ -77,7 +76,7 @@ pub fn Timeline(#[prop(into)] title: String, #[prop(into)] run: Signal<Option<Po
                 <text x="4" y=TOP + 10.0 class="tick">"req"</text>
                 {rects}
                 <line x1=LEFT x2=W - RIGHT y1=height - AXIS y2=height - AXIS class="axis"/>
-                {ticks}
+                {tick_marks}
                 <text x=(LEFT + W - RIGHT) / 2.0 y=height - 4.0 text-anchor="middle" class="axis-title">"time (ms)"</text>
                 {line}
             </svg>
