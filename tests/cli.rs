@@ -151,4 +151,11 @@ fn bench_step_fits_a_cost_that_simulate_reads() {
     for policy in ["static", "continuous"] {
         assert_eq!(json["policies"][policy]["completed"], 10000, "{policy}");
     }
+    let trace = dir.path().join("trace.jsonl");
+    let lines = [r#"{"prompt_tokens": 30, "max_new_tokens": 9, "arrival_ms": 0}"#, r#"{"prompt_ids": [1, 2, 3], "max_new_tokens": 4, "arrival_ms": 5}"#];
+    std::fs::write(&trace, lines.join("\n")).unwrap();
+    let (stdout, _) = inferlab(&["simulate", "--policy", "continuous", "--trace", trace.to_str().unwrap(), "--cost", cost.to_str().unwrap(), "--context", "256", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["policies"]["continuous"]["completed"], 2);
+    assert_eq!(json["policies"]["continuous"]["generated_tokens"], 13);
 }

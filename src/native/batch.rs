@@ -145,9 +145,10 @@ pub fn run_real(model: &Gpt2, config: SchedulerConfig, requests: Vec<Request>) -
     Ok(pollster::block_on(driver::run(scheduler, requests, &mut runner, |_, _| ControlFlow::Continue(())))?)
 }
 
-/// A quick step-cost curve of `model` on its device (for adaptive batching).
-pub fn quick_cost(model: &Gpt2, block_size: usize) -> Result<CostModel> {
-    let grid = MeasureGrid::for_context(model.config.n_positions, true);
+/// A step-cost curve of `model` on its device: `quick` (a few seconds, enough to choose an
+/// adaptive batch size) or the full grid (batches up to 32: what a simulation should rest on).
+pub fn measure_cost(model: &Gpt2, block_size: usize, quick: bool) -> Result<CostModel> {
+    let grid = MeasureGrid::for_context(model.config.n_positions, quick);
     let timings = pollster::block_on(simulate::measure(model, &grid, block_size, |_| {}))?;
     Ok(CostModel::fit(&timings)?)
 }
@@ -162,7 +163,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
     let eos: Vec<u32> = model.config.eos_token_id.into_iter().collect();
     let requests = workload::parse_jsonl(&text, &eos, model.config.n_positions, |t| tokenizer.encode(t))
         .with_context(|| format!("in {}", args.requests.display()))?;
-    let cost = if policy == Policy::Adaptive { Some(quick_cost(model, args.scheduler.block_size)?) } else { None };
+    let cost = if policy == Policy::Adaptive { Some(measure_cost(model, args.scheduler.block_size, true)?) } else { None };
     let config = args.scheduler.config(policy, &requests, model.config.n_positions, cost.as_ref())?;
     let run = run_real(model, config.clone(), requests)?;
     let reports = stats::requests(&run);

@@ -12,7 +12,8 @@ use super::batch::{SchedulerArgs, WorkloadArgs, print_stats};
 use super::bench::BenchModel;
 use super::device::DeviceArg;
 use crate::engine::batching::scheduler::Policy;
-use crate::engine::batching::stats;
+use crate::engine::batching::{stats, workload};
+use crate::engine::error::EngineError;
 use crate::engine::simulate::{self, CostModel, MeasureGrid};
 
 #[derive(Args)]
@@ -22,6 +23,10 @@ pub struct SimulateArgs {
     policy: Vec<String>,
     #[command(flatten)]
     workload: WorkloadArgs,
+    /// A trace instead of a made-up workload: a requests file (JSONL) whose lines give
+    /// `prompt_ids` or `prompt_tokens`, `max_new_tokens` and `arrival_ms`.
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
     #[command(flatten)]
     scheduler: SchedulerArgs,
     /// A step-cost model: the JSON of `inferlab bench step --json` (its "cost"), or a bare
@@ -58,8 +63,20 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         }
         (None, None) => bail!("give --cost FILE, or --device D with --random NAME or --model M"),
     };
-    let spec = args.workload.spec(context)?;
-    let requests = spec.generate(50257);
+    let (requests, workload) = match &args.trace {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let requests = workload::parse_jsonl(&text, &[], context, |_| {
+                Err(EngineError::Request("a trace gives prompt_ids or prompt_tokens: the simulator has no tokenizer".into()))
+            })
+            .with_context(|| format!("in {}", path.display()))?;
+            (requests, json!({ "trace": path }))
+        }
+        None => {
+            let spec = args.workload.spec(context)?;
+            (spec.generate(50257), serde_json::to_value(spec)?)
+        }
+    };
     let mut out = Map::new();
     let started = Instant::now();
     for &policy in &policies {
@@ -74,9 +91,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
     if args.json {
-        println!("{}", serde_json::to_string(&json!({ "policies": out, "cost": cost, "workload": spec, "wall_ms": wall_ms }))?);
+        println!("{}", serde_json::to_string(&json!({ "policies": out, "cost": cost, "workload": workload, "wall_ms": wall_ms }))?);
     } else {
-        println!("simulated {} requests × {} policies in {wall_ms:.0} ms", spec.requests, policies.len());
+        println!("simulated {} requests × {} policies in {wall_ms:.0} ms", requests.len(), policies.len());
     }
     Ok(())
 }

@@ -14,6 +14,8 @@ use crate::engine::sampling::SamplingParams;
 struct Line {
     prompt: Option<String>,
     prompt_ids: Option<Vec<u32>>,
+    /// A trace's prompt length only: that many seeded random ids.
+    prompt_tokens: Option<usize>,
     max_new_tokens: usize,
     #[serde(default)]
     arrival_ms: f64,
@@ -35,8 +37,11 @@ fn one() -> f32 {
     1.0
 }
 
-/// Reads a JSONL requests file: `prompt` (text, tokenized by `tokenize`) or `prompt_ids`,
-/// `max_new_tokens`, optional `arrival_ms` and sampling fields as `generate`. A line that
+/// Ids that `prompt_tokens` draws from: the GPT-2 vocabulary without its end-of-text token.
+const RANDOM_IDS: u32 = 50256;
+
+/// Reads a JSONL requests file: `prompt` (text, tokenized by `tokenize`), `prompt_ids` or
+/// `prompt_tokens` (a trace's length only: seeded random ids), `max_new_tokens`, optional `arrival_ms` and sampling fields as `generate`. A line that
 /// cannot be read, or asks for more than the model's context of `max_context` tokens, is an
 /// error naming the line and the field.
 pub fn parse_jsonl(text: &str, eos_token_ids: &[u32], max_context: usize, tokenize: impl Fn(&str) -> Result<Vec<u32>>) -> Result<Vec<Request>> {
@@ -44,11 +49,15 @@ pub fn parse_jsonl(text: &str, eos_token_ids: &[u32], max_context: usize, tokeni
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let at = |msg: String| EngineError::Request(format!("requests line {}: {msg}", n + 1));
         let line: Line = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
-        let prompt = match (line.prompt, line.prompt_ids) {
-            (Some(text), None) => tokenize(&text).map_err(|e| at(format!("prompt: {e}")))?,
-            (None, Some(ids)) => ids,
-            (Some(_), Some(_)) => return Err(at("give `prompt` or `prompt_ids`, not both".into())),
-            (None, None) => return Err(at("missing field `prompt` (or `prompt_ids`)".into())),
+        let prompt = match (line.prompt, line.prompt_ids, line.prompt_tokens) {
+            (Some(text), None, None) => tokenize(&text).map_err(|e| at(format!("prompt: {e}")))?,
+            (None, Some(ids), None) => ids,
+            (None, None, Some(len)) => {
+                let mut rng = StdRng::seed_from_u64(n as u64);
+                (0..len).map(|_| rng.random_range(0..RANDOM_IDS)).collect()
+            }
+            (None, None, None) => return Err(at("missing field `prompt` (or `prompt_ids`, `prompt_tokens`)".into())),
+            _ => return Err(at("give one of `prompt`, `prompt_ids` and `prompt_tokens`".into())),
         };
         if prompt.is_empty() || prompt.len() >= max_context {
             return Err(at(format!("prompt: {} tokens; it needs 1 to {} (the model's context is {max_context})", prompt.len(), max_context - 1)));
@@ -205,6 +214,9 @@ mod tests {
         assert!(err("{\"prompt_ids\": [1], \"max_new_tokens\": 2, \"temperature\": -1}").contains("temperature"));
         assert!(err("{\"prompt_ids\": [1], \"max_new_tokens\": 16}").contains("max_new_tokens"));
         assert!(err("{\"prompt_ids\": [], \"max_new_tokens\": 1}").contains("prompt"));
+        assert!(err("{\"prompt\": \"a\", \"prompt_tokens\": 3, \"max_new_tokens\": 2}").contains("one of"));
+        let trace = parse_jsonl("{\"prompt_tokens\": 5, \"max_new_tokens\": 2}", &[], 16, tokenize).unwrap();
+        assert_eq!(trace[0].prompt.len(), 5);
         let ok = parse_jsonl("{\"prompt\": \"a\", \"max_new_tokens\": 2, \"arrival_ms\": 5}\n\n", &[7], 16, tokenize).unwrap();
         assert_eq!(ok[0].prompt, vec![1, 2]);
         assert_eq!(ok[0].eos_token_ids, vec![7]);

@@ -14,7 +14,7 @@ use crate::engine::batching::scheduler::Policy;
 use crate::engine::batching::stats::{self, Stats};
 use crate::engine::batching::workload::{Arrivals, Lengths, WorkloadSpec};
 use crate::engine::simulate;
-use crate::native::batch::{SchedulerArgs, WorkloadArgs, print_stats, quick_cost, run_real};
+use crate::native::batch::{SchedulerArgs, WorkloadArgs, measure_cost, print_stats, run_real};
 use crate::native::device::DeviceArg;
 
 #[derive(Args)]
@@ -48,7 +48,7 @@ pub fn run(args: BatchingArgs) -> Result<()> {
     if !args.json {
         eprintln!("measuring the step cost on {} …", args.device.name());
     }
-    let cost = quick_cost(&model, args.scheduler.block_size)?;
+    let cost = measure_cost(&model, args.scheduler.block_size, false)?;
     // Warm-up: kernels compile (and autotune) on their first launches.
     let warm = WorkloadSpec { requests: 2, arrivals: Arrivals::Poisson { rate: 1000.0 }, prompt: Lengths::Uniform { min: 8, max: 8 }, output: Lengths::Uniform { min: 2, max: 2 }, seed: 1 };
     let warm = warm.generate(model.config.vocab_size);
