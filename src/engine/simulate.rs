@@ -162,8 +162,8 @@ pub struct CostExecutor {
 
 impl Executor for CostExecutor {
     async fn execute(&mut self, step: &ScheduledStep, _: &Scheduler) -> Result<(Vec<u32>, f64)> {
-        let samples = step.items.iter().filter(|i| i.sample).count();
-        Ok((vec![0; samples], self.cost.step_ms(&StepShape::of(step))))
+        let shape = StepShape::of(step);
+        Ok((vec![0; shape.samples], self.cost.step_ms(&shape)))
     }
 }
 
@@ -205,6 +205,14 @@ impl MeasureGrid {
             Self { batches: vec![1, 2, 4, 8, 16, 32], contexts: fits(&[32, 128, 384]), prefills: fits(&[16, 64, 256]), repeats: 3 }
         }
     }
+}
+
+/// Times the step grid (the quick one, or the full one) on `model` and fits the cost model to
+/// the timings; `on_timing` sees each as it is measured.
+pub async fn fit_cost(model: &Gpt2, block_size: usize, quick: bool, on_timing: impl FnMut(&Timing)) -> Result<(CostModel, Vec<Timing>)> {
+    let grid = MeasureGrid::for_context(model.config.n_positions, quick);
+    let timings = measure(model, &grid, block_size, on_timing).await?;
+    Ok((CostModel::fit(&timings)?, timings))
 }
 
 /// Times real steps of `model` over the grid; `on_timing` sees each as it is measured.

@@ -37,13 +37,12 @@ impl StepUploads {
     }
 }
 
-
 /// Little-endian bytes of 32-bit values, as WGSL storage buffers read them.
 pub fn words<T: Copy + Into<Word>>(values: &[T]) -> Vec<u8> {
     values.iter().flat_map(|&v| v.into().0.to_le_bytes()).collect()
 }
 
-/// A 32-bit value of a storage buffer: `u32`, or `i32` / `f32` by their bits.
+/// A 32-bit value of a storage buffer: a `u32`, or an `i32` by its bits.
 pub struct Word(u32);
 
 impl From<u32> for Word {

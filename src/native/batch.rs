@@ -17,7 +17,7 @@ use crate::engine::batching::sequence::Request;
 use crate::engine::batching::stats::{self, Stats};
 use crate::engine::batching::workload::{self, Arrivals, Lengths, WorkloadSpec};
 use crate::engine::gpt2::Gpt2;
-use crate::engine::simulate::{self, CostModel, MeasureGrid};
+use crate::engine::simulate::{self, CostModel};
 
 /// The scheduler's knobs (the policy is chosen by each command).
 #[derive(Args, Clone)]
@@ -148,9 +148,7 @@ pub fn run_real(model: &Gpt2, config: SchedulerConfig, requests: Vec<Request>) -
 /// A step-cost curve of `model` on its device: `quick` (a few seconds, enough to choose an
 /// adaptive batch size) or the full grid (batches up to 32: what a simulation should rest on).
 pub fn measure_cost(model: &Gpt2, block_size: usize, quick: bool) -> Result<CostModel> {
-    let grid = MeasureGrid::for_context(model.config.n_positions, quick);
-    let timings = pollster::block_on(simulate::measure(model, &grid, block_size, |_| {}))?;
-    Ok(CostModel::fit(&timings)?)
+    Ok(pollster::block_on(simulate::fit_cost(model, block_size, quick, |_| {}))?.0)
 }
 
 pub fn run(args: BatchArgs) -> Result<()> {

@@ -8,13 +8,13 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 use web_time::Instant;
 
-use super::batch::{SchedulerArgs, WorkloadArgs, print_stats};
+use super::batch::{SchedulerArgs, WorkloadArgs, measure_cost, print_stats};
 use super::bench::BenchModel;
 use super::device::DeviceArg;
 use crate::engine::batching::scheduler::Policy;
 use crate::engine::batching::{stats, workload};
 use crate::engine::error::EngineError;
-use crate::engine::simulate::{self, CostModel, MeasureGrid};
+use crate::engine::simulate::{self, CostModel};
 
 #[derive(Args)]
 pub struct SimulateArgs {
@@ -57,9 +57,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         }
         (None, Some(device)) => {
             let (model, _) = args.model.load(&device.init()?)?;
-            let grid = MeasureGrid::for_context(model.config.n_positions, true);
-            let timings = pollster::block_on(simulate::measure(&model, &grid, args.scheduler.block_size, |_| {}))?;
-            (CostModel::fit(&timings)?, model.config.n_positions)
+            (measure_cost(&model, args.scheduler.block_size, true)?, model.config.n_positions)
         }
         (None, None) => bail!("give --cost FILE, or --device D with --random NAME or --model M"),
     };

@@ -1,6 +1,6 @@
-//! The worker's side of the Batching page: measuring the step cost of the loaded model,
-//! simulating workloads under each policy, and real batched runs — each turned into the
-//! [`PolicyRun`] the page draws (stats, per-request timelines, steps, block maps).
+//! The worker's side of the Batching page: simulating workloads under each policy and real
+//! batched runs, each turned into the [`PolicyRun`] the page draws (stats, per-request
+//! timelines, steps, block maps).
 
 use std::ops::ControlFlow;
 
@@ -12,21 +12,13 @@ use crate::engine::batching::stats::{self, BlockSnapshot, thin};
 use crate::engine::batching::workload::{Arrivals, WorkloadSpec};
 use crate::engine::generate::{GenerateOptions, generate};
 use crate::engine::gpt2::Gpt2;
-use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
-use crate::engine::simulate::{self, CostModel, MeasureGrid, Timing};
+use crate::engine::kv::KvMode;
+use crate::engine::simulate::{self, CostModel};
 use crate::web::protocol::{PolicyRun, RateCurve};
 
 /// Steps and block maps kept per run: enough to scrub through, small enough to post.
 const KEEP_STEPS: usize = 800;
 const KEEP_SNAPSHOTS: usize = 300;
-
-/// A few timed steps of `model` and the cost model fitted to them.
-pub async fn measure_cost(model: &Gpt2) -> Result<(CostModel, Vec<Timing>), String> {
-    let grid = MeasureGrid::for_context(model.config.n_positions, true);
-    let timings = simulate::measure(model, &grid, DEFAULT_BLOCK_SIZE, |_| {}).await.map_err(|e| e.to_string())?;
-    let cost = CostModel::fit(&timings).map_err(|e| e.to_string())?;
-    Ok((cost, timings))
-}
 
 /// Adaptive batching's batch size comes from the cost curve; other policies are as given.
 fn resolve(mut config: SchedulerConfig, cost: &CostModel, requests: &[Request]) -> SchedulerConfig {

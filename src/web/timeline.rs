@@ -28,11 +28,11 @@ fn phase_style(phase: Phase) -> (&'static str, &'static str) {
     PHASES.iter().find(|p| p.0 == phase).map_or(("#000", "?"), |p| (p.1, p.2))
 }
 
-/// A request's colour in the block map.
+/// A request's colour in the block map: the palette, then four more.
 pub fn request_color(id: usize) -> &'static str {
     const MORE: [&str; 4] = ["#8c564b", "#e377c2", "#bcbd22", "#7f7f7f"];
-    let all: Vec<&'static str> = PALETTE.iter().copied().chain(MORE).collect();
-    all[id % all.len()]
+    let i = id % (PALETTE.len() + MORE.len());
+    PALETTE.get(i).copied().unwrap_or_else(|| MORE[i - PALETTE.len()])
 }
 
 /// The end of a run's last span (its time axis).

@@ -24,7 +24,8 @@ use crate::engine::config::Gpt2Config;
 use crate::engine::generate::{GenerateOptions, fit_context, generate};
 use crate::engine::gpt2::Gpt2;
 use crate::engine::kv::memory::param_count;
-use crate::engine::kv::KvMode;
+use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
+use crate::engine::simulate;
 use crate::engine::tokenizer::Tokenizer;
 use crate::engine::weights::Gpt2Weights;
 use crate::engine::window_drift::window_drift;
@@ -178,7 +179,7 @@ impl Worker {
             }
             ToWorker::MeasureCost => {
                 let loaded = self.loaded()?;
-                let (cost, timings) = batching_jobs::measure_cost(&loaded.model).await?;
+                let (cost, timings) = simulate::fit_cost(&loaded.model, DEFAULT_BLOCK_SIZE, true, |_| {}).await.map_err(|e| e.to_string())?;
                 let error_pct = cost.mean_error_pct(&timings);
                 post(&FromWorker::Cost { cost, timings, error_pct, model: loaded.name.clone() });
                 Ok(())

@@ -218,10 +218,6 @@ impl Scheduler {
         &self.running
     }
 
-    pub fn waiting(&self) -> impl Iterator<Item = usize> + '_ {
-        self.waiting.iter().copied()
-    }
-
     /// When the scheduler wants to look again although nothing arrives: dynamic batching's
     /// deadline for the oldest waiting request.
     pub fn next_wake(&self) -> Option<f64> {

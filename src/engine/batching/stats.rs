@@ -8,7 +8,7 @@ use super::driver::{Run, StepRecord};
 use super::scheduler::Scheduler;
 use super::sequence::{Finish, Span};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestReport {
     pub index: usize,
     pub generated_ids: Vec<u32>,
@@ -89,18 +89,7 @@ pub fn requests(run: &Run) -> Vec<RequestReport> {
                     error: None,
                 }
             }
-            Err(reason) => RequestReport {
-                index,
-                generated_ids: vec![],
-                queue_ms: 0.0,
-                ttft_ms: 0.0,
-                latency_ms: 0.0,
-                preemptions: 0,
-                cached_tokens: 0,
-                finish: None,
-                spans: vec![],
-                error: Some(reason.clone()),
-            },
+            Err(reason) => RequestReport { index, error: Some(reason.clone()), ..RequestReport::default() },
         })
         .collect()
 }

@@ -66,10 +66,6 @@ impl BlockManager {
         })
     }
 
-    pub fn block_size(&self) -> usize {
-        self.block_size
-    }
-
     pub fn num_blocks(&self) -> usize {
         self.ref_counts.len()
     }
@@ -85,11 +81,6 @@ impl BlockManager {
     /// Blocks needed to hold `tokens` tokens.
     pub fn blocks_for(&self, tokens: usize) -> usize {
         tokens.div_ceil(self.block_size)
-    }
-
-    /// How many tables own `block`.
-    pub fn ref_count(&self, block: BlockId) -> u32 {
-        self.ref_counts[block as usize]
     }
 
     /// Takes the least recently freed block, forgetting what it held.

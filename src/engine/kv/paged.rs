@@ -41,7 +41,6 @@ pub struct PagedKv {
     /// back without a second reference.
     layers: Vec<Option<(Tensor<2>, Tensor<2>)>>,
     block_size: usize,
-    num_blocks: usize,
     /// Segments of the next step, set by the batch runner.
     scheduled: Option<Vec<Segment>>,
     /// Block tables of a rectangular step's rows, when nobody schedules segments.
@@ -51,6 +50,8 @@ pub struct PagedKv {
 
 /// Each row of rectangular steps as its own sequence, in a block manager of its own.
 struct RowTables {
+    /// Tokens each row can hold.
+    capacity: usize,
     blocks: BlockManager,
     tables: Vec<Vec<BlockId>>,
     lens: Vec<usize>,
@@ -66,7 +67,6 @@ impl PagedKv {
         Ok(Self {
             layers: (0..n_layer).map(|_| Some((zeros(), zeros()))).collect(),
             block_size,
-            num_blocks,
             scheduled: None,
             rows: None,
             device: device.clone(),
@@ -77,16 +77,13 @@ impl PagedKv {
     pub fn for_rows(n_layer: usize, n_embd: usize, batch: usize, capacity: usize, block_size: usize, device: &Device) -> Result<Self> {
         let per_row = capacity.max(1).div_ceil(block_size.max(1));
         let mut cache = Self::new(n_layer, n_embd, batch * per_row, block_size, device)?;
-        cache.rows = Some(RowTables { blocks: BlockManager::new(batch * per_row, block_size)?, tables: vec![vec![]; batch], lens: vec![0; batch] });
+        cache.rows = Some(RowTables {
+            capacity: per_row * block_size,
+            blocks: BlockManager::new(batch * per_row, block_size)?,
+            tables: vec![vec![]; batch],
+            lens: vec![0; batch],
+        });
         Ok(cache)
-    }
-
-    pub fn block_size(&self) -> usize {
-        self.block_size
-    }
-
-    pub fn num_blocks(&self) -> usize {
-        self.num_blocks
     }
 
     /// The segments of the next step, in the order of its flattened tokens.
@@ -147,11 +144,6 @@ impl PagedKv {
         self.layers[layer] = Some((pool_k.clone(), pool_v.clone()));
         kernels::attention(q, pool_k, pool_v, plan, heads, scale, path)
     }
-
-    /// One layer's pools (tests read slots through block tables).
-    pub fn pools(&self, layer: usize) -> (Tensor<2>, Tensor<2>) {
-        self.layers[layer].clone().expect("pools are in place between steps")
-    }
 }
 
 impl RowTables {
@@ -163,9 +155,10 @@ impl RowTables {
             return Err(EngineError::Request("the paged cache takes ragged batches instead of padding; schedule segments".into()));
         }
         let mut segments = Vec::with_capacity(step.batch);
+        let capacity = self.capacity;
         for (table, len) in self.tables.iter_mut().zip(&mut self.lens) {
             self.blocks.prepare_write(table, *len, *len + step.len).map_err(|_| {
-                EngineError::Request(format!("the paged KV cache holds {} tokens a row; {} more do not fit", *len, step.len))
+                EngineError::Request(format!("the paged KV cache holds {capacity} tokens a row; {} more do not fit after {}", step.len, *len))
             })?;
             segments.push(Segment { table: table.clone(), start: *len, len: step.len });
             *len += step.len;
@@ -263,10 +256,6 @@ impl PagedPlan {
         }
         plan.segments = segments;
         plan
-    }
-
-    pub fn tokens(&self) -> usize {
-        self.slot_mapping.len()
     }
 
     pub fn slot_tensor(&self) -> Tensor<1, Int> {

@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::BenchModel;
-use crate::engine::simulate::{self, CostModel, MeasureGrid};
+use crate::engine::simulate::{self, MeasureGrid};
 use crate::native::device::DeviceArg;
 
 #[derive(Args)]
@@ -29,15 +29,14 @@ pub struct StepArgs {
 pub fn run(args: StepArgs) -> Result<()> {
     let device = args.device.init()?;
     let (model, name) = args.model.load(&device)?;
-    let grid = MeasureGrid::for_context(model.config.n_positions, args.quick);
-    let timings = pollster::block_on(simulate::measure(&model, &grid, args.block_size, |t| {
+    let (cost, timings) = pollster::block_on(simulate::fit_cost(&model, args.block_size, args.quick, |t| {
         if !args.json {
             eprintln!("  {:>5} tokens {:>3} sampled {:>8} pairs  {:>8.2} ms", t.shape.tokens, t.shape.samples, t.shape.pairs, t.ms);
         }
     }))?;
-    let cost = CostModel::fit(&timings)?;
     let error = cost.mean_error_pct(&timings);
     if args.json {
+        let grid = MeasureGrid::for_context(model.config.n_positions, args.quick);
         let out = json!({ "device": args.device.name(), "model": name, "grid": grid, "timings": timings, "cost": cost, "fit_error_pct": error });
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());

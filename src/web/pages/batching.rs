@@ -9,6 +9,7 @@ use leptos::prelude::*;
 
 use crate::engine::batching::scheduler::{Policy, SchedulerConfig};
 use crate::engine::batching::workload::{Arrivals, Lengths, WorkloadSpec};
+use crate::engine::simulate::CostModel;
 use crate::web::bridge::{Engine, ModelStatus};
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field};
@@ -112,26 +113,29 @@ pub fn BatchingPage() -> impl IntoView {
         ModelStatus::Ready(info) => Some(info.config.n_positions),
         _ => None,
     };
-    let simulate = move |_| {
+    // Sends what `build` makes of the model's context and the measured cost, or says why not.
+    let send = move |build: &dyn Fn(usize, CostModel) -> Result<ToWorker, String>| {
         let message = (|| {
             let context = context().ok_or("load a model first")?;
-            let cost = engine.cost.get().ok_or("the step cost is still being measured")?.cost;
-            let workload = form.workload(context)?;
-            let configs = chosen.get().into_iter().map(|p| form.config(p, context)).collect::<Result<Vec<_>, _>>()?;
-            let rate = match workload.arrivals {
-                Arrivals::Poisson { rate } | Arrivals::Bursty { rate, .. } => rate,
-            };
-            Ok::<_, String>(ToWorker::Simulate { workload, configs, cost, rates: RATE_SWEEP.iter().map(|m| m * rate).collect() })
+            build(context, engine.cost.get().ok_or("the step cost is still being measured")?.cost)
         })();
         match message {
             Ok(m) => engine.send(&m, &[]),
             Err(e) => engine.error.set(Some(e)),
         }
     };
+    let simulate = move |_| {
+        send(&|context, cost| {
+            let workload = form.workload(context)?;
+            let configs = chosen.get().into_iter().map(|p| form.config(p, context)).collect::<Result<Vec<_>, _>>()?;
+            let rate = match workload.arrivals {
+                Arrivals::Poisson { rate } | Arrivals::Bursty { rate, .. } => rate,
+            };
+            Ok(ToWorker::Simulate { workload, configs, cost, rates: RATE_SWEEP.iter().map(|m| m * rate).collect() })
+        })
+    };
     let real_run = move |_| {
-        let message = (|| {
-            let context = context().ok_or("load a model first")?;
-            let cost = engine.cost.get().ok_or("the step cost is still being measured")?.cost;
+        send(&|context, cost| {
             // Four short requests: the real engine in a browser tab is slow, the point is the comparison.
             let workload = WorkloadSpec {
                 requests: 4,
@@ -139,15 +143,13 @@ pub fn BatchingPage() -> impl IntoView {
                 output: Lengths::Uniform { min: 4, max: 8 },
                 ..form.workload(context)?
             };
-            Ok::<_, String>(ToWorker::BatchReal { workload, config: form.config(viewed.get(), context)?, cost })
-        })();
-        match message {
-            Ok(m) => engine.send(&m, &[]),
-            Err(e) => engine.error.set(Some(e)),
-        }
+            Ok(ToWorker::BatchReal { workload, config: form.config(viewed.get(), context)?, cost })
+        })
     };
     let runs = move || engine.simulation.with(|s| s.as_ref().map(|s| s.runs.clone()).unwrap_or_default());
-    let viewed_run = Signal::derive(move || runs().into_iter().find(|r| r.policy == viewed.get()).or_else(|| runs().into_iter().last()));
+    let viewed_run = Signal::derive(move || {
+        engine.simulation.with(|s| s.as_ref().and_then(|s| s.runs.iter().find(|r| r.policy == viewed.get()).or(s.runs.last()).cloned()))
+    });
     let ready = move || context().is_some() && engine.cost.with(Option::is_some);
     let toggle = move |p: Policy| {
         chosen.update(|c| {
