@@ -192,7 +192,7 @@ async fn next_token(sampler: &mut Sampler, logits: Tensor<3>, history: &[u32]) -
 }
 
 /// Device-side argmax of `[batch, 1, vocab]` logits, one id per row.
-async fn argmax_rows(logits: Tensor<3>) -> Result<Vec<u32>> {
+pub async fn argmax_rows(logits: Tensor<3>) -> Result<Vec<u32>> {
     let ids: Tensor<3, Int> = logits.argmax(2);
     Ok(readback::ints(ids).await?.into_iter().map(|i| i as u32).collect())
 }

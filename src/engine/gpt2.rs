@@ -32,7 +32,10 @@ struct Dense {
 
 impl Dense {
     fn new(w: DenseWeights, device: &Device) -> Self {
-        Self { weight: Tensor::from_data(w.weight, device), bias: Tensor::from_data(w.bias, device) }
+        Self {
+            weight: Tensor::from_data(w.weight, device),
+            bias: Tensor::from_data(w.bias, device),
+        }
     }
 
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
@@ -48,7 +51,11 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn new(w: NormWeights, eps: f64, device: &Device) -> Self {
-        Self { weight: Tensor::from_data(w.weight, device), bias: Tensor::from_data(w.bias, device), eps }
+        Self {
+            weight: Tensor::from_data(w.weight, device),
+            bias: Tensor::from_data(w.bias, device),
+            eps,
+        }
     }
 
     /// Normalises each row with the biased variance, as `torch.nn.LayerNorm`.
@@ -121,19 +128,40 @@ impl Gpt2 {
     /// Runs one step and returns logits `[batch, len or 1, vocab]`. The step's keys and values
     /// are stored in `cache`, which must have been created for the same batch size.
     pub fn forward(&self, step: &Step, cache: &mut KvCache, which: Logits) -> Result<Tensor<3>> {
+        self.forward_layers(step, cache, which, self.blocks.len())
+    }
+
+    /// [`Gpt2::forward`] through the first `layers` blocks only, then the final LayerNorm and
+    /// the head: the early-exit draft of self-speculative decoding (its cache has `layers`
+    /// layers).
+    pub fn forward_layers(
+        &self,
+        step: &Step,
+        cache: &mut KvCache,
+        which: Logits,
+        layers: usize,
+    ) -> Result<Tensor<3>> {
         let c = &self.config;
+        if layers == 0 || layers > self.blocks.len() {
+            return Err(EngineError::Request(format!(
+                "an early exit needs 1 to {} layers, got {layers}",
+                self.blocks.len()
+            )));
+        }
         step.check(c.vocab_size, c.n_positions)?;
         let (b, t, e) = (step.batch, step.len, c.n_embd);
         let (heads, head_dim) = (c.n_head, c.head_dim());
 
         let positions: Vec<i64> = step.positions.iter().map(|&p| p as i64).collect();
-        let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [b * t]), &self.device);
-        let mut x = self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions);
+        let positions =
+            Tensor::<1, Int>::from_data(TensorData::new(positions, [b * t]), &self.device);
+        let mut x =
+            self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions);
 
         let plan = cache.prepare(step)?;
         let path = Path::choose(&self.device, self.kernels);
         let n = b * t;
-        for (layer, block) in self.blocks.iter().enumerate() {
+        for (layer, block) in self.blocks.iter().take(layers).enumerate() {
             let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()));
             let q = qkv.clone().slice([0..n, 0..e]);
             let k = qkv.clone().slice([0..n, e..2 * e]);
@@ -156,12 +184,23 @@ impl Gpt2 {
 
         let (x, b, rows) = match which {
             Logits::All => (x, b, t),
-            Logits::Last => (x.reshape([b, t, e]).slice([0..b, t - 1..t, 0..e]).reshape([b, e]), b, 1),
+            Logits::Last => (
+                x.reshape([b, t, e])
+                    .slice([0..b, t - 1..t, 0..e])
+                    .reshape([b, e]),
+                b,
+                1,
+            ),
             Logits::Rows(rows) => {
                 if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
-                    return Err(EngineError::Request(format!("logits asked for token row {bad} of a {n}-token step")));
+                    return Err(EngineError::Request(format!(
+                        "logits asked for token row {bad} of a {n}-token step"
+                    )));
                 }
-                let picked = Tensor::<1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]), &self.device);
+                let picked = Tensor::<1, Int>::from_data(
+                    TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]),
+                    &self.device,
+                );
                 (x.select(0, picked), 1, rows.len())
             }
         };

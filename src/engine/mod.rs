@@ -2,6 +2,7 @@
 //! tensors, caches and sampling, and nothing of UIs or HTTP.
 
 pub mod batching;
+pub mod beam;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -11,6 +12,7 @@ pub mod kv;
 pub mod readback;
 pub mod sampling;
 pub mod simulate;
+pub mod speculative;
 pub mod step;
 pub mod step_uploads;
 pub mod tokenizer;

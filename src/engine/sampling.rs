@@ -21,7 +21,13 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
     }
 }
 
@@ -29,13 +35,19 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(EngineError::Request(msg));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!("temperature must be a finite number >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be a finite number >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return bad(format!("repetition_penalty must be a finite number > 0, got {}", self.repetition_penalty));
+            return bad(format!(
+                "repetition_penalty must be a finite number > 0, got {}",
+                self.repetition_penalty
+            ));
         }
         Ok(())
     }
@@ -77,34 +89,23 @@ impl Sampler {
             seen.dedup();
             for id in seen {
                 if let Some(l) = logits.get_mut(id as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
                 }
             }
         }
         if p.is_greedy() {
             return argmax(logits);
         }
-        for l in logits.iter_mut() {
-            *l /= p.temperature;
-        }
-        if p.top_k > 0 && p.top_k < logits.len() {
-            let mut sorted = logits.to_vec();
-            let kth = sorted.len() - p.top_k;
-            let (_, threshold, _) = sorted.select_nth_unstable_by(kth, f32::total_cmp);
-            let threshold = *threshold;
-            for l in logits.iter_mut() {
-                if *l < threshold {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-        }
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut probs: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|q| *q /= total);
-        if p.top_p < 1.0 {
-            nucleus(&mut probs, f64::from(p.top_p));
-        }
+        let probs = p.probabilities(logits);
+        self.draw(&probs)
+    }
+
+    /// Draws a token from a distribution (it need not sum to 1: a residual is fine).
+    pub fn draw(&mut self, probs: &[f64]) -> u32 {
         let total: f64 = probs.iter().sum();
         let mut target = self.rng.random::<f64>() * total;
         for (id, &q) in probs.iter().enumerate() {
@@ -117,6 +118,48 @@ impl Sampler {
         }
         // Rounding left a sliver of mass past the end: the last possible token takes it.
         probs.iter().rposition(|&q| q > 0.0).unwrap_or(0) as u32
+    }
+
+    /// A uniform draw in [0, 1) from the same seeded stream (speculative acceptance tests).
+    pub fn uniform(&mut self) -> f64 {
+        self.rng.random::<f64>()
+    }
+}
+
+impl SamplingParams {
+    /// The distribution the next token is drawn from: temperature, top-k, then top-p applied
+    /// to one row of logits (no repetition penalty); greedy is one-hot on the argmax. The
+    /// speculative verifier applies it identically to target and draft logits.
+    pub fn probabilities(&self, logits: &mut [f32]) -> Vec<f64> {
+        if self.is_greedy() {
+            let mut one_hot = vec![0.0; logits.len()];
+            one_hot[argmax(logits) as usize] = 1.0;
+            return one_hot;
+        }
+        for l in logits.iter_mut() {
+            *l /= self.temperature;
+        }
+        if self.top_k > 0 && self.top_k < logits.len() {
+            let mut sorted = logits.to_vec();
+            let kth = sorted.len() - self.top_k;
+            let (_, threshold, _) = sorted.select_nth_unstable_by(kth, f32::total_cmp);
+            let threshold = *threshold;
+            for l in logits.iter_mut() {
+                if *l < threshold {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut probs: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|q| *q /= total);
+        if self.top_p < 1.0 {
+            nucleus(&mut probs, f64::from(self.top_p));
+            let kept: f64 = probs.iter().sum();
+            probs.iter_mut().for_each(|q| *q /= kept);
+        }
+        probs
     }
 }
 
@@ -155,7 +198,13 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32) -> SamplingParams {
-        SamplingParams { temperature, top_k, top_p, repetition_penalty: 1.0, seed: 7 }
+        SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty: 1.0,
+            seed: 7,
+        }
     }
 
     #[test]
@@ -188,7 +237,9 @@ mod tests {
     fn same_seed_same_draws() {
         let draw = || {
             let mut s = Sampler::new(params(1.0, 0, 1.0)).unwrap();
-            (0..20).map(|_| s.pick(&mut [0.5, 0.4, 0.3, 0.2, 0.1], &[])).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.pick(&mut [0.5, 0.4, 0.3, 0.2, 0.1], &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(), draw());
     }
@@ -196,14 +247,23 @@ mod tests {
     #[test]
     fn repetition_penalty_follows_hf() {
         // Positive logits are divided, negative ones multiplied.
-        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..params(0.0, 0, 1.0) }).unwrap();
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 2.0,
+            ..params(0.0, 0, 1.0)
+        })
+        .unwrap();
         assert_eq!(s.pick(&mut [3.0, 2.0, -1.0], &[0]), 1);
         assert_eq!(s.pick(&mut [-0.1, -0.15, -1.0], &[0]), 1);
     }
 
     #[test]
     fn absurd_parameters_are_refused() {
-        for bad in [params(-1.0, 0, 1.0), params(f32::NAN, 0, 1.0), params(1.0, 0, 0.0), params(1.0, 0, 1.5)] {
+        for bad in [
+            params(-1.0, 0, 1.0),
+            params(f32::NAN, 0, 1.0),
+            params(1.0, 0, 0.0),
+            params(1.0, 0, 1.5),
+        ] {
             assert!(Sampler::new(bad).is_err());
         }
     }

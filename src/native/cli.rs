@@ -10,15 +10,22 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use super::bench;
+use super::decoding::{self, BeamArgs, DraftArgs};
 use super::device::DeviceArg;
 use super::hub::DEFAULT_HUB;
 use super::model_dir;
 use crate::engine::generate::{GenerateOptions, fit_context, generate};
 use crate::engine::kv::KvMode;
 use crate::engine::sampling::SamplingParams;
+use crate::engine::speculative::SpeculativeOptions;
+use crate::engine::speculative::drafters::DraftSpec;
 
 #[derive(Parser)]
-#[command(name = "inferlab", version, about = "GPT-2 inference lab: generate text and benchmark inference optimizations")]
+#[command(
+    name = "inferlab",
+    version,
+    about = "GPT-2 inference lab: generate text and benchmark inference optimizations"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,7 +61,11 @@ struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Prompt text.
-    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    #[arg(
+        long,
+        conflicts_with = "prompt_ids",
+        required_unless_present = "prompt_ids"
+    )]
     prompt: Option<String>,
     /// Prompt as comma-separated token ids, e.g. 464,2068,7586.
     #[arg(long, value_delimiter = ',')]
@@ -82,9 +93,10 @@ struct GenerateArgs {
     ignore_eos: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// KV cache: contiguous, sliding:W, paged or none.
-    #[arg(long, default_value = "contiguous")]
-    kv: String,
+    /// KV cache: contiguous, sliding:W, paged or none [default: contiguous; paged for beam
+    /// search, whose beams then share blocks copy-on-write].
+    #[arg(long)]
+    kv: Option<String>,
     /// Tokens per block of the paged cache (--kv paged).
     #[arg(long)]
     block_size: Option<usize>,
@@ -94,6 +106,10 @@ struct GenerateArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    draft: DraftArgs,
+    #[command(flatten)]
+    beam: BeamArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -106,7 +122,8 @@ enum Truncate {
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("INFERLAB_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,wgpu_hal=off")),
+            tracing_subscriber::EnvFilter::try_from_env("INFERLAB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,wgpu_hal=off")),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -128,7 +145,15 @@ pub fn main() -> ExitCode {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
-    let kv = match (args.kv.parse::<KvMode>()?, args.block_size) {
+    let default_kv = if args.beam.num_beams.is_some() {
+        "paged"
+    } else {
+        "contiguous"
+    };
+    let kv = match (
+        args.kv.as_deref().unwrap_or(default_kv).parse::<KvMode>()?,
+        args.block_size,
+    ) {
         (KvMode::Paged { .. }, Some(0)) => bail!("--block-size must be at least 1 token"),
         (KvMode::Paged { .. }, Some(block_size)) => KvMode::Paged { block_size },
         (_, Some(_)) => bail!("--block-size applies to --kv paged only"),
@@ -142,6 +167,17 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
     };
     sampling.validate()?;
+    let draft = args
+        .draft
+        .draft
+        .as_deref()
+        .map(str::parse::<DraftSpec>)
+        .transpose()?;
+    if (draft.is_some() || args.beam.num_beams.is_some()) && !args.stop.is_empty() {
+        bail!(
+            "--stop applies to plain decoding; it cannot be combined with --draft or --num-beams"
+        );
+    }
     let device = args.device.init()?;
     let dir = model_dir::resolve(&args.model.model, &args.model.hub_url)?;
     let loaded = model_dir::load(&dir, &device)?;
@@ -154,18 +190,108 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         (None, None) => bail!("give --prompt or --prompt-ids"),
     };
     if let Some(id) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
-        bail!("prompt token id {id} is outside the vocabulary ({})", config.vocab_size);
+        bail!(
+            "prompt token id {id} is outside the vocabulary ({})",
+            config.vocab_size
+        );
     }
-    let (prompt, max_new_tokens, warning) =
-        fit_context(&prompt, args.max_new_tokens, config.n_positions, args.truncate == Truncate::Left)?;
+    let (prompt, max_new_tokens, warning) = fit_context(
+        &prompt,
+        args.max_new_tokens,
+        config.n_positions,
+        args.truncate == Truncate::Left,
+    )?;
     if let Some(warning) = warning {
         tracing::warn!("{warning}");
+    }
+    let eos_token_ids: Vec<u32> = if args.ignore_eos {
+        vec![]
+    } else {
+        config.eos_token_id.into_iter().collect()
+    };
+    if let Some(spec) = &draft {
+        let options = SpeculativeOptions {
+            max_new_tokens,
+            sampling,
+            gamma: args.draft.gamma,
+            adaptive_gamma: args.draft.adaptive_gamma,
+            eos_token_ids,
+        };
+        options.validate()?;
+        let draft_model = decoding::load_draft(spec, &args.model.hub_url, &device, 0)?;
+        let plain = decoding::plain(model, &prompt, &options, kv)?;
+        let (run, report) = decoding::speculative(
+            model,
+            draft_model.as_ref(),
+            spec,
+            &prompt,
+            &options,
+            kv,
+            &plain,
+        )?;
+        let text = tokenizer.decode(&run.new_ids)?;
+        if args.json {
+            let out = json!({
+                "prompt_ids": prompt,
+                "generated_ids": run.new_ids,
+                "text": text,
+                "stop_reason": run.stop_reason,
+                "device": args.device.name(),
+                "kv": kv.to_string(),
+                "speculative": report,
+            });
+            println!(
+                "{}",
+                serde_json::to_string(&out).context("serialising the result")?
+            );
+        } else {
+            println!("{text}");
+            eprintln!(
+                "{} tokens in {} target passes · α {:.2} · {:.2} tokens/pass · c {:.3} · speedup {:.2}× measured, {:.2}× theoretical · {}",
+                run.new_ids.len(),
+                report.passes,
+                report.alpha,
+                report.tokens_per_target_pass,
+                report.c,
+                report.measured_speedup,
+                report.theoretical_speedup,
+                args.device.name()
+            );
+        }
+        return Ok(());
+    }
+    if let Some(options) = args.beam.options(max_new_tokens, eos_token_ids.clone())? {
+        let (best, beams) = decoding::beams(model, tokenizer, &prompt, &options, kv)?;
+        if args.json {
+            let out = json!({
+                "prompt_ids": prompt,
+                "generated_ids": best,
+                "text": tokenizer.decode(&best)?,
+                "device": args.device.name(),
+                "kv": kv.to_string(),
+                "beams": beams,
+            });
+            println!(
+                "{}",
+                serde_json::to_string(&out).context("serialising the result")?
+            );
+        } else {
+            for (rank, beam) in beams.as_array().into_iter().flatten().enumerate() {
+                println!(
+                    "#{} score {:.4}: {}",
+                    rank + 1,
+                    beam["score"].as_f64().unwrap_or(f64::NAN),
+                    beam["text"].as_str().unwrap_or("")
+                );
+            }
+        }
+        return Ok(());
     }
     let options = GenerateOptions {
         max_new_tokens,
         sampling,
         kv,
-        eos_token_ids: if args.ignore_eos { vec![] } else { config.eos_token_id.into_iter().collect() },
+        eos_token_ids,
         stop_strings: args.stop.clone(),
     };
 
@@ -174,22 +300,28 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     let mut printed = 0;
     let mut ids = vec![];
     let mut stdout = std::io::stdout();
-    let generation = pollster::block_on(generate(model, &prompt, &options, Some(tokenizer), |event| {
-        if !args.json {
-            ids.push(event.id);
-            if let Ok(text) = tokenizer.decode(&ids)
-                && !text.ends_with('\u{FFFD}')
-            {
-                let end = streamable_len(&text, &options.stop_strings);
-                if end > printed {
-                    let _ = write!(stdout, "{}", &text[printed..end]);
-                    let _ = stdout.flush();
-                    printed = end;
+    let generation = pollster::block_on(generate(
+        model,
+        &prompt,
+        &options,
+        Some(tokenizer),
+        |event| {
+            if !args.json {
+                ids.push(event.id);
+                if let Ok(text) = tokenizer.decode(&ids)
+                    && !text.ends_with('\u{FFFD}')
+                {
+                    let end = streamable_len(&text, &options.stop_strings);
+                    if end > printed {
+                        let _ = write!(stdout, "{}", &text[printed..end]);
+                        let _ = stdout.flush();
+                        printed = end;
+                    }
                 }
             }
-        }
-        ControlFlow::Continue(())
-    }))?;
+            ControlFlow::Continue(())
+        },
+    ))?;
     let text = generation.text.clone().unwrap_or_default();
 
     if args.json {
@@ -203,7 +335,10 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
             "device": args.device.name(),
             "kv": kv.to_string(),
         });
-        println!("{}", serde_json::to_string(&out).context("serialising the result")?);
+        println!(
+            "{}",
+            serde_json::to_string(&out).context("serialising the result")?
+        );
     } else {
         if text.len() > printed {
             print!("{}", &text[printed..]);
@@ -230,7 +365,12 @@ fn streamable_len(text: &str, stops: &[String]) -> usize {
     }
     let held = stops
         .iter()
-        .flat_map(|s| s.char_indices().map(|(i, _)| i).skip(1).filter(|&i| text.ends_with(&s[..i])))
+        .flat_map(|s| {
+            s.char_indices()
+                .map(|(i, _)| i)
+                .skip(1)
+                .filter(|&i| text.ends_with(&s[..i]))
+        })
         .max()
         .unwrap_or(0);
     text.len() - held

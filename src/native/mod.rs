@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod bench;
 pub mod cli;
+pub mod decoding;
 pub mod device;
 pub mod hub;
 pub mod model_dir;

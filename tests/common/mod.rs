@@ -14,19 +14,30 @@ use serde::Deserialize;
 pub fn fixtures_root() -> PathBuf {
     std::env::var_os("INFERLAB_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2")
+        })
 }
 
 /// Every model folder that carries goldens.
 pub fn model_dirs() -> Vec<PathBuf> {
     let root = fixtures_root();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("fixtures not found at {} ({e}); set INFERLAB_FIXTURES", root.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "fixtures not found at {} ({e}); set INFERLAB_FIXTURES",
+                root.display()
+            )
+        })
         .map(|entry| entry.expect("readable fixture folder").path())
         .filter(|p| p.join("golden.json").is_file())
         .collect();
     dirs.sort();
-    assert!(!dirs.is_empty(), "no model folder with golden.json under {}", root.display());
+    assert!(
+        !dirs.is_empty(),
+        "no model folder with golden.json under {}",
+        root.display()
+    );
     dirs
 }
 
@@ -50,11 +61,22 @@ pub fn devices() -> Vec<(&'static str, Device)> {
 pub fn cases() -> Vec<Case> {
     let mut cases = vec![];
     for dir in model_dirs() {
-        let golden: Golden = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).expect("golden.json"))
-            .unwrap_or_else(|e| panic!("{}: golden.json does not follow schema 1: {e}", dir.display()));
+        let golden: Golden =
+            serde_json::from_slice(&std::fs::read(dir.join("golden.json")).expect("golden.json"))
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{}: golden.json does not follow schema 1: {e}",
+                        dir.display()
+                    )
+                });
         for (device_name, device) in devices() {
             let loaded = load(&dir, &device).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
-            cases.push(Case { label: format!("{} on {device_name}", golden.model), dir: dir.clone(), golden: golden.clone(), loaded });
+            cases.push(Case {
+                label: format!("{} on {device_name}", golden.model),
+                dir: dir.clone(),
+                golden: golden.clone(),
+                loaded,
+            });
         }
     }
     cases
@@ -70,14 +92,25 @@ pub struct Case {
 impl Case {
     /// A full-vocabulary tensor from `golden_logits.safetensors`.
     pub fn golden_tensor(&self, name: &str) -> Vec<f32> {
-        let bytes = std::fs::read(self.dir.join(&self.golden.side_file)).expect("golden logits file");
-        let file = safetensors::SafeTensors::deserialize(&bytes).expect("golden logits are safetensors");
-        let view = file.tensor(name).unwrap_or_else(|_| panic!("{name} missing from the golden logits"));
-        view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        let bytes =
+            std::fs::read(self.dir.join(&self.golden.side_file)).expect("golden logits file");
+        let file =
+            safetensors::SafeTensors::deserialize(&bytes).expect("golden logits are safetensors");
+        let view = file
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("{name} missing from the golden logits"));
+        view.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     }
 
     pub fn prompt(&self, name: &str) -> &PromptGolden {
-        self.golden.prompts.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no prompt {name}"))
+        self.golden
+            .prompts
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no prompt {name}"))
     }
 }
 
@@ -90,6 +123,7 @@ pub struct Golden {
     pub eos_stop: EosStop,
     pub teacher_forced: TeacherForced,
     pub past_key_values: PastKeyValues,
+    pub assisted_greedy_with_draft: Option<Assisted>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -101,6 +135,7 @@ pub struct PromptGolden {
     pub all_logits: Option<TensorRef>,
     pub greedy: Greedy,
     pub greedy_no_cache: Greedy,
+    pub beam: BeamGolden,
 }
 
 #[derive(Deserialize, Clone)]
@@ -151,6 +186,56 @@ pub struct EosStop {
 pub struct EosCase {
     pub eos_token_id: u32,
     pub greedy: EosGreedy,
+    pub beam: BeamGolden,
+}
+
+/// `generate(num_beams, num_return_sequences, …)`; rows are padded with the pad id after a
+/// hypothesis finished (`finished_lengths` says where, `null` = ran to the end).
+#[derive(Deserialize, Clone)]
+pub struct BeamGolden {
+    pub params: BeamParams,
+    pub new_ids: Vec<Vec<u32>>,
+    pub sequences_scores: Vec<f64>,
+    #[serde(default)]
+    pub finished_lengths: Option<Vec<Option<usize>>>,
+}
+
+impl BeamGolden {
+    /// Each returned sequence's new ids without the padding.
+    pub fn unpadded(&self) -> Vec<Vec<u32>> {
+        let lengths = self
+            .finished_lengths
+            .clone()
+            .unwrap_or_else(|| vec![None; self.new_ids.len()]);
+        self.new_ids
+            .iter()
+            .zip(lengths)
+            .map(|(ids, len)| ids[..len.unwrap_or(ids.len())].to_vec())
+            .collect()
+    }
+}
+
+#[derive(Deserialize, Clone)]
+pub struct BeamParams {
+    pub num_beams: usize,
+    pub num_return_sequences: usize,
+    pub max_new_tokens: usize,
+    pub length_penalty: f32,
+    pub early_stopping: serde_json::Value,
+    pub no_repeat_ngram_size: usize,
+    pub eos_token_id: u32,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct Assisted {
+    pub draft_model: String,
+    pub results: Vec<AssistedResult>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct AssistedResult {
+    pub prompt: String,
+    pub new_ids: Vec<u32>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -192,14 +277,21 @@ pub struct LayerKv {
 /// Largest absolute difference between two equally long vectors.
 pub fn max_abs_diff(ours: &[f32], reference: &[f32]) -> f32 {
     assert_eq!(ours.len(), reference.len(), "lengths differ");
-    ours.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    ours.iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 /// The five largest values of a row with their ids, descending.
 pub fn top5(row: &[f32]) -> Vec<(u32, f32)> {
     let mut order: Vec<usize> = (0..row.len()).collect();
     order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-    order.into_iter().take(5).map(|i| (i as u32, row[i])).collect()
+    order
+        .into_iter()
+        .take(5)
+        .map(|i| (i as u32, row[i]))
+        .collect()
 }
 
 /// Checks a row against a golden top-5 (ids exact, except swaps of near-equal values),
@@ -208,21 +300,49 @@ pub fn check_row(label: &str, row: &[f32], golden: &Top5) {
     let ours = top5(row);
     for (k, &(id, value)) in ours.iter().enumerate() {
         let reference = golden.top5_values[k];
-        assert!((f64::from(value) - reference).abs() <= 1e-4, "{label}: top-5 value {k}: {value} vs {reference}");
+        assert!(
+            (f64::from(value) - reference).abs() <= 1e-4,
+            "{label}: top-5 value {k}: {value} vs {reference}"
+        );
         let swapped = golden
             .top5_ids
             .iter()
             .zip(&golden.top5_values)
             .any(|(&gid, &gv)| gid == id && (gv - reference).abs() < 1e-4);
-        assert!(swapped, "{label}: top-5 id {k}: {id} vs {}", golden.top5_ids[k]);
+        assert!(
+            swapped,
+            "{label}: top-5 id {k}: {id} vs {}",
+            golden.top5_ids[k]
+        );
     }
     let sum: f64 = row.iter().map(|&v| f64::from(v)).sum();
-    let l2: f64 = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
-    assert!((sum - golden.sum).abs() <= 1e-2, "{label}: sum {sum} vs {}", golden.sum);
-    assert!(((l2 - golden.l2) / golden.l2).abs() <= 1e-5, "{label}: l2 {l2} vs {}", golden.l2);
+    let l2: f64 = row
+        .iter()
+        .map(|&v| f64::from(v).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        (sum - golden.sum).abs() <= 1e-2,
+        "{label}: sum {sum} vs {}",
+        golden.sum
+    );
+    assert!(
+        ((l2 - golden.l2) / golden.l2).abs() <= 1e-5,
+        "{label}: l2 {l2} vs {}",
+        golden.l2
+    );
 }
 
 /// Strips left padding from rows given with their attention masks.
 pub fn unpad(ids: &[Vec<u32>], mask: &[Vec<u8>]) -> Vec<Vec<u32>> {
-    ids.iter().zip(mask).map(|(row, m)| row.iter().zip(m).filter(|(_, keep)| **keep == 1).map(|(&id, _)| id).collect()).collect()
+    ids.iter()
+        .zip(mask)
+        .map(|(row, m)| {
+            row.iter()
+                .zip(m)
+                .filter(|(_, keep)| **keep == 1)
+                .map(|(&id, _)| id)
+                .collect()
+        })
+        .collect()
 }

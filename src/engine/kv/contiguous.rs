@@ -2,13 +2,13 @@
 //! allocated once, each step's new rows written in place at the next free slots; attention
 //! reads the filled prefix. No per-token concatenation, so a decode step copies O(1) rows.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kernels::{self, Path, Slots};
-use crate::engine::step_uploads::StepUploads;
 use crate::engine::step::Step;
+use crate::engine::step_uploads::StepUploads;
 
 pub struct ContiguousKv {
     /// `(k, v)` per layer; `Option` so a buffer can be moved out, written and put back
@@ -23,7 +23,14 @@ pub struct ContiguousKv {
 }
 
 impl ContiguousKv {
-    pub fn new(n_layer: usize, batch: usize, heads: usize, head_dim: usize, capacity: usize, device: &Device) -> Self {
+    pub fn new(
+        n_layer: usize,
+        batch: usize,
+        heads: usize,
+        head_dim: usize,
+        capacity: usize,
+        device: &Device,
+    ) -> Self {
         let zeros = || Tensor::<4>::zeros([batch, heads, capacity, head_dim], device);
         Self {
             layers: (0..n_layer).map(|_| Some((zeros(), zeros()))).collect(),
@@ -50,16 +57,70 @@ impl ContiguousKv {
 
     /// Writes the step's K/V `[batch, heads, len, head_dim]` into its slots and returns the
     /// whole buffers (the mask says how many slots are filled).
-    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, uploads: &StepUploads, path: Path) -> (Tensor<4>, Tensor<4>) {
-        let cache = self.layers[layer].take().expect("each layer is updated once per step");
-        let cache = kernels::append(cache, (k, v), Slots { base: self.step_start, ring: false, first: 0 }, uploads, path);
+    pub fn update(
+        &mut self,
+        layer: usize,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        uploads: &StepUploads,
+        path: Path,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let cache = self.layers[layer]
+            .take()
+            .expect("each layer is updated once per step");
+        let cache = kernels::append(
+            cache,
+            (k, v),
+            Slots {
+                base: self.step_start,
+                ring: false,
+                first: 0,
+            },
+            uploads,
+            path,
+        );
         self.layers[layer] = Some(cache.clone());
         cache
     }
 
+    /// Forgets every slot past the first `tokens` (speculative rollback): they are simply
+    /// overwritten by the next step.
+    pub fn truncate(&mut self, tokens: usize) -> Result<()> {
+        if tokens > self.len {
+            return Err(EngineError::Request(format!(
+                "cannot roll the KV cache back to {tokens} tokens: it holds {}",
+                self.len
+            )));
+        }
+        self.len = tokens;
+        self.meta = self.meta.truncated(tokens);
+        Ok(())
+    }
+
+    /// Row `parents[i]` becomes row `i` in every layer (beam reordering): a gather of whole
+    /// rows, so every step copies the beams' full caches.
+    pub fn reorder(&mut self, parents: &[usize], device: &Device) {
+        let index = Tensor::<1, Int>::from_data(
+            TensorData::new(parents.iter().map(|&p| p as i64).collect(), [parents.len()]),
+            device,
+        );
+        for layer in &mut self.layers {
+            let (k, v) = layer
+                .take()
+                .expect("cache buffers are in place between steps");
+            *layer = Some((k.select(0, index.clone()), v.select(0, index.clone())));
+        }
+        self.meta = self.meta.gathered(parents);
+    }
+
     /// Keys and values of one layer's filled slots (as transformers' `past_key_values`).
     pub fn layer(&self, layer: usize) -> (Tensor<4>, Tensor<4>) {
-        let (k, v) = self.layers[layer].as_ref().expect("cache buffers are in place between steps");
-        (k.clone().narrow(2, 0, self.len), v.clone().narrow(2, 0, self.len))
+        let (k, v) = self.layers[layer]
+            .as_ref()
+            .expect("cache buffers are in place between steps");
+        (
+            k.clone().narrow(2, 0, self.len),
+            v.clone().narrow(2, 0, self.len),
+        )
     }
 }

@@ -11,8 +11,8 @@ use std::cell::OnceCell;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::engine::step_uploads::StepUploads;
 use crate::engine::step::Step;
+use crate::engine::step_uploads::StepUploads;
 
 const MASKED: f32 = -1.0e9;
 
@@ -27,21 +27,71 @@ pub struct KeyMeta {
 impl KeyMeta {
     /// The keys of the step's own tokens.
     pub fn of_step(step: &Step) -> Self {
-        Self { keys: step.len, positions: step.positions.clone(), real: step.real.clone() }
+        Self {
+            keys: step.len,
+            positions: step.positions.clone(),
+            real: step.real.clone(),
+        }
     }
 
     /// These keys, then the step's own tokens, row by row.
     pub fn followed_by(&self, step: &Step) -> Self {
         let (old, t) = (self.keys, step.len);
         let keys = old + t;
-        let mut out = Self { keys, positions: Vec::with_capacity(step.batch * keys), real: Vec::with_capacity(step.batch * keys) };
+        let mut out = Self {
+            keys,
+            positions: Vec::with_capacity(step.batch * keys),
+            real: Vec::with_capacity(step.batch * keys),
+        };
         for row in 0..step.batch {
-            out.positions.extend_from_slice(&self.positions[row * old..(row + 1) * old]);
-            out.positions.extend_from_slice(&step.positions[row * t..(row + 1) * t]);
-            out.real.extend_from_slice(&self.real[row * old..(row + 1) * old]);
-            out.real.extend_from_slice(&step.real[row * t..(row + 1) * t]);
+            out.positions
+                .extend_from_slice(&self.positions[row * old..(row + 1) * old]);
+            out.positions
+                .extend_from_slice(&step.positions[row * t..(row + 1) * t]);
+            out.real
+                .extend_from_slice(&self.real[row * old..(row + 1) * old]);
+            out.real
+                .extend_from_slice(&step.real[row * t..(row + 1) * t]);
         }
         out
+    }
+
+    /// The first `keys` keys of every row (speculative rollback).
+    pub fn truncated(&self, keys: usize) -> Self {
+        let rows = self.positions.len().checked_div(self.keys).unwrap_or(0);
+        let keep = |v: &[usize]| -> Vec<usize> {
+            (0..rows)
+                .flat_map(|r| v[r * self.keys..r * self.keys + keys].iter().copied())
+                .collect()
+        };
+        let real = (0..rows)
+            .flat_map(|r| {
+                self.real[r * self.keys..r * self.keys + keys]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        Self {
+            keys,
+            positions: keep(&self.positions),
+            real,
+        }
+    }
+
+    /// Row `parents[i]` becomes row `i` (beam reordering).
+    pub fn gathered(&self, parents: &[usize]) -> Self {
+        let k = self.keys;
+        Self {
+            keys: k,
+            positions: parents
+                .iter()
+                .flat_map(|&p| self.positions[p * k..(p + 1) * k].iter().copied())
+                .collect(),
+            real: parents
+                .iter()
+                .flat_map(|&p| self.real[p * k..(p + 1) * k].iter().copied())
+                .collect(),
+        }
     }
 }
 
@@ -62,15 +112,36 @@ pub struct StepMask {
 
 impl StepMask {
     pub fn new(keys: &KeyMeta, step: &Step, window: Option<usize>) -> Self {
-        let key_pos = keys.positions.iter().zip(&keys.real).map(|(&p, &real)| if real { p as i32 } else { -1 }).collect();
+        let key_pos = keys
+            .positions
+            .iter()
+            .zip(&keys.real)
+            .map(|(&p, &real)| if real { p as i32 } else { -1 })
+            .collect();
         let query_pos = step.positions.iter().map(|&p| p as i32).collect();
         Self::from_positions(step.batch, step.len, keys.keys, key_pos, query_pos, window)
     }
 
     /// A mask given by positions directly: `key_pos` `[batch, keys]`, `query_pos`
     /// `[batch, queries]`, -1 for a key nobody sees or a query that sees nothing.
-    pub fn from_positions(batch: usize, queries: usize, keys: usize, key_pos: Vec<i32>, query_pos: Vec<i32>, window: Option<usize>) -> Self {
-        Self { batch, queries, keys, key_pos, query_pos, window, bias: OnceCell::new(), uploads: StepUploads::default() }
+    pub fn from_positions(
+        batch: usize,
+        queries: usize,
+        keys: usize,
+        key_pos: Vec<i32>,
+        query_pos: Vec<i32>,
+        window: Option<usize>,
+    ) -> Self {
+        Self {
+            batch,
+            queries,
+            keys,
+            key_pos,
+            query_pos,
+            window,
+            bias: OnceCell::new(),
+            uploads: StepUploads::default(),
+        }
     }
 
     pub fn visible(&self, row: usize, query: usize, key: usize) -> bool {

@@ -28,9 +28,13 @@ pub const DEFAULT_BLOCK_SIZE: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvMode {
     Contiguous,
-    Sliding { window: usize },
+    Sliding {
+        window: usize,
+    },
     /// Blocks of `block_size` slots through a block table (the batching engine's cache).
-    Paged { block_size: usize },
+    Paged {
+        block_size: usize,
+    },
     /// No cache: every step recomputes the whole sequence (the baseline of `bench kv`).
     None,
 }
@@ -42,8 +46,13 @@ impl FromStr for KvMode {
         match s {
             "contiguous" => Ok(Self::Contiguous),
             "none" => Ok(Self::None),
-            "paged" => Ok(Self::Paged { block_size: DEFAULT_BLOCK_SIZE }),
-            _ => match (s.strip_prefix("sliding:").map(str::parse::<usize>), s.strip_prefix("paged:").map(str::parse::<usize>)) {
+            "paged" => Ok(Self::Paged {
+                block_size: DEFAULT_BLOCK_SIZE,
+            }),
+            _ => match (
+                s.strip_prefix("sliding:").map(str::parse::<usize>),
+                s.strip_prefix("paged:").map(str::parse::<usize>),
+            ) {
                 (Some(Ok(window)), _) if window > 0 => Ok(Self::Sliding { window }),
                 (_, Some(Ok(block_size))) if block_size > 0 => Ok(Self::Paged { block_size }),
                 _ => Err(EngineError::Request(format!(
@@ -72,7 +81,9 @@ pub enum KvCache {
     Paged(PagedKv),
     /// Keeps nothing: a step sees only its own tokens (within `window` positions, if set:
     /// recomputing under a window is the sliding cache's reference).
-    Stateless { window: Option<usize> },
+    Stateless {
+        window: Option<usize>,
+    },
 }
 
 /// What every layer of one step shares: who attends to whom, and where new rows go.
@@ -85,12 +96,29 @@ pub enum StepPlan {
 
 impl KvCache {
     /// A cache for `batch` rows of at most `capacity` tokens each (the contiguous buffer size).
-    pub fn new(mode: KvMode, config: &Gpt2Config, batch: usize, capacity: usize, device: &Device) -> Result<Self> {
+    pub fn new(
+        mode: KvMode,
+        config: &Gpt2Config,
+        batch: usize,
+        capacity: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let (l, h, d) = (config.n_layer, config.n_head, config.head_dim());
         Ok(match mode {
-            KvMode::Contiguous => Self::Contiguous(ContiguousKv::new(l, batch, h, d, capacity, device)),
-            KvMode::Sliding { window } => Self::Sliding(SlidingKv::new(l, batch, h, d, window, device)?),
-            KvMode::Paged { block_size } => Self::Paged(PagedKv::for_rows(l, config.n_embd, batch, capacity, block_size, device)?),
+            KvMode::Contiguous => {
+                Self::Contiguous(ContiguousKv::new(l, batch, h, d, capacity, device))
+            }
+            KvMode::Sliding { window } => {
+                Self::Sliding(SlidingKv::new(l, batch, h, d, window, device)?)
+            }
+            KvMode::Paged { block_size } => Self::Paged(PagedKv::for_rows(
+                l,
+                config.n_embd,
+                batch,
+                capacity,
+                block_size,
+                device,
+            )?),
             KvMode::None => Self::Stateless { window: None },
         })
     }
@@ -102,18 +130,32 @@ impl KvCache {
             Self::Contiguous(c) => StepPlan::Masked(c.prepare(step)?),
             Self::Sliding(s) => StepPlan::Masked(s.prepare(step)?),
             Self::Paged(p) => StepPlan::Paged(p.prepare(step)?),
-            Self::Stateless { window } => StepPlan::Masked(StepMask::new(&KeyMeta::of_step(step), step, *window)),
+            Self::Stateless { window } => {
+                StepPlan::Masked(StepMask::new(&KeyMeta::of_step(step), step, *window))
+            }
         })
     }
 
     /// One layer's attention: stores its new K/V and attends the queries over what the cache
     /// holds. `q`, `k`, `v` and the result are `[tokens, n_embd]`, tokens in the step's order.
     #[allow(clippy::too_many_arguments)]
-    pub fn attend(&mut self, layer: usize, q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, plan: &StepPlan, heads: usize, scale: f32, path: Path) -> Tensor<2> {
+    pub fn attend(
+        &mut self,
+        layer: usize,
+        q: Tensor<2>,
+        k: Tensor<2>,
+        v: Tensor<2>,
+        plan: &StepPlan,
+        heads: usize,
+        scale: f32,
+        path: Path,
+    ) -> Tensor<2> {
         let mask = match plan {
             StepPlan::Masked(mask) => mask,
             StepPlan::Paged(plan) => {
-                let Self::Paged(paged) = self else { unreachable!("a paged plan comes from a paged cache") };
+                let Self::Paged(paged) = self else {
+                    unreachable!("a paged plan comes from a paged cache")
+                };
                 return paged.attend(layer, q, k, v, plan, heads, scale, path);
             }
         };
@@ -127,7 +169,38 @@ impl KvCache {
             Self::Sliding(s) => s.update(layer, k, v, &mask.uploads, path),
             Self::Paged(_) | Self::Stateless { .. } => (k, v),
         };
-        kernels::attention(to_heads(q), k, v, mask, scale, path).swap_dims(1, 2).reshape([n, e])
+        kernels::attention(to_heads(q), k, v, mask, scale, path)
+            .swap_dims(1, 2)
+            .reshape([n, e])
+    }
+
+    /// Keeps the first `tokens` tokens of every row and forgets the rest (speculative
+    /// decoding's rollback of rejected draft tokens; nothing is recomputed).
+    pub fn truncate(&mut self, tokens: usize) -> Result<()> {
+        match self {
+            Self::Contiguous(c) => c.truncate(tokens),
+            Self::Paged(p) => p.truncate_rows(tokens),
+            Self::Stateless { .. } => Ok(()),
+            Self::Sliding(_) => Err(EngineError::Request(
+                "the sliding-window cache cannot roll back; use a contiguous or paged cache".into(),
+            )),
+        }
+    }
+
+    /// Row `parents[i]` becomes row `i` (beam search keeps the best continuations): a gather
+    /// of cache rows (contiguous) or a fork of block tables with copy-on-write (paged).
+    pub fn reorder(&mut self, parents: &[usize], device: &Device) -> Result<()> {
+        match self {
+            Self::Contiguous(c) => {
+                c.reorder(parents, device);
+                Ok(())
+            }
+            Self::Paged(p) => p.reorder_rows(parents),
+            Self::Stateless { .. } => Ok(()),
+            Self::Sliding(_) => Err(EngineError::Request(
+                "beam search runs on a contiguous or paged cache (or none)".into(),
+            )),
+        }
     }
 
     /// Whether the next step must resend the whole sequence.

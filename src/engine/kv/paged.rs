@@ -59,9 +59,17 @@ struct RowTables {
 
 impl PagedKv {
     /// Pools of `num_blocks` blocks of `block_size` slots for a model of `n_layer` × `n_embd`.
-    pub fn new(n_layer: usize, n_embd: usize, num_blocks: usize, block_size: usize, device: &Device) -> Result<Self> {
+    pub fn new(
+        n_layer: usize,
+        n_embd: usize,
+        num_blocks: usize,
+        block_size: usize,
+        device: &Device,
+    ) -> Result<Self> {
         if block_size == 0 || num_blocks == 0 {
-            return Err(EngineError::Request(format!("a paged KV cache needs blocks of at least 1 token and at least 1 block (got {num_blocks} × {block_size})")));
+            return Err(EngineError::Request(format!(
+                "a paged KV cache needs blocks of at least 1 token and at least 1 block (got {num_blocks} × {block_size})"
+            )));
         }
         let zeros = || Tensor::<2>::zeros([num_blocks * block_size, n_embd], device);
         Ok(Self {
@@ -74,7 +82,14 @@ impl PagedKv {
     }
 
     /// A cache for rectangular steps of `batch` rows of at most `capacity` tokens each.
-    pub fn for_rows(n_layer: usize, n_embd: usize, batch: usize, capacity: usize, block_size: usize, device: &Device) -> Result<Self> {
+    pub fn for_rows(
+        n_layer: usize,
+        n_embd: usize,
+        batch: usize,
+        capacity: usize,
+        block_size: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let per_row = capacity.max(1).div_ceil(block_size.max(1));
         let mut cache = Self::new(n_layer, n_embd, batch * per_row, block_size, device)?;
         cache.rows = Some(RowTables {
@@ -98,9 +113,15 @@ impl PagedKv {
         }
         let bs = self.block_size;
         let slots = |pick: fn(&BlockCopy) -> BlockId| -> Vec<i64> {
-            copies.iter().flat_map(|c| (0..bs).map(move |i| (pick(c) as usize * bs + i) as i64)).collect()
+            copies
+                .iter()
+                .flat_map(|c| (0..bs).map(move |i| (pick(c) as usize * bs + i) as i64))
+                .collect()
         };
-        let (from, to) = (index_tensor(slots(|c| c.from), &self.device), index_tensor(slots(|c| c.to), &self.device));
+        let (from, to) = (
+            index_tensor(slots(|c| c.from), &self.device),
+            index_tensor(slots(|c| c.to), &self.device),
+        );
         for layer in &mut self.layers {
             let (k, v) = layer.take().expect("pools are in place between steps");
             let copy = |pool: Tensor<2>| {
@@ -125,45 +146,128 @@ impl PagedKv {
                 }
                 segments
             }
-            (None, Some(rows)) => rows.book(step)?,
-            (None, None) => return Err(EngineError::Request("nothing scheduled for this paged step".into())),
+            (None, Some(rows)) => {
+                let (segments, copies) = rows.book(step)?;
+                self.copy_blocks(&copies);
+                segments
+            }
+            (None, None) => {
+                return Err(EngineError::Request(
+                    "nothing scheduled for this paged step".into(),
+                ));
+            }
         };
         let positions = segments.iter().flat_map(|s| s.start..s.context());
         let short = |s: &Segment| s.len == 0 || s.table.len() * self.block_size < s.context();
         if segments.iter().any(short) || !positions.eq(step.positions.iter().copied()) {
-            return Err(EngineError::Request("a paged step's positions do not match its segments' block tables".into()));
+            return Err(EngineError::Request(
+                "a paged step's positions do not match its segments' block tables".into(),
+            ));
         }
         Ok(PagedPlan::new(segments, self.block_size, &self.device))
     }
 
     /// Stores one layer's new K/V rows `[tokens, n_embd]` in their slots and returns the
     /// attention output `[tokens, n_embd]` of the queries `q`.
-    pub fn attend(&mut self, layer: usize, q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, plan: &PagedPlan, heads: usize, scale: f32, path: Path) -> Tensor<2> {
-        let pools = self.layers[layer].take().expect("each layer is attended once per step");
+    pub fn attend(
+        &mut self,
+        layer: usize,
+        q: Tensor<2>,
+        k: Tensor<2>,
+        v: Tensor<2>,
+        plan: &PagedPlan,
+        heads: usize,
+        scale: f32,
+        path: Path,
+    ) -> Tensor<2> {
+        let pools = self.layers[layer]
+            .take()
+            .expect("each layer is attended once per step");
         let (pool_k, pool_v) = kernels::write(pools, (k, v), plan, path);
         self.layers[layer] = Some((pool_k.clone(), pool_v.clone()));
         kernels::attention(q, pool_k, pool_v, plan, heads, scale, path)
     }
+
+    /// Rows of rectangular steps keep their first `tokens` tokens (speculative rollback); the
+    /// blocks past them go back to the pool.
+    pub fn truncate_rows(&mut self, tokens: usize) -> Result<()> {
+        let rows = self.rows_mut()?;
+        for (table, len) in rows.tables.iter_mut().zip(&mut rows.lens) {
+            if tokens > *len {
+                return Err(EngineError::Request(format!(
+                    "cannot roll the KV cache back to {tokens} tokens: a row holds {len}"
+                )));
+            }
+            rows.blocks.truncate(table, tokens);
+            *len = tokens;
+        }
+        Ok(())
+    }
+
+    /// Row `parents[i]` becomes row `i` (beam reordering) by forking block tables: nothing is
+    /// copied now; a shared block is copied only when a row writes into it (its last,
+    /// partly filled block, at most one per row and step).
+    pub fn reorder_rows(&mut self, parents: &[usize]) -> Result<()> {
+        let rows = self.rows_mut()?;
+        let forked: Vec<Vec<BlockId>> = parents
+            .iter()
+            .map(|&p| rows.blocks.fork(&rows.tables[p]))
+            .collect();
+        for mut old in std::mem::replace(&mut rows.tables, forked) {
+            rows.blocks.free(&mut old);
+        }
+        rows.lens = parents.iter().map(|&p| rows.lens[p]).collect();
+        Ok(())
+    }
+
+    /// Token slots in the blocks the rows hold (shared blocks once): the memory a beam
+    /// search really uses.
+    pub fn row_slots_held(&self) -> Option<usize> {
+        self.rows
+            .as_ref()
+            .map(|rows| rows.blocks.used_blocks() * self.block_size)
+    }
+
+    fn rows_mut(&mut self) -> Result<&mut RowTables> {
+        self.rows.as_mut().ok_or_else(|| {
+            EngineError::Request(
+                "this paged cache is scheduled by the batch runner, not by rows".into(),
+            )
+        })
+    }
 }
 
 impl RowTables {
-    fn book(&mut self, step: &Step) -> Result<Vec<Segment>> {
+    /// Books the step's slots in every row's table; a block shared with another row (after a
+    /// beam fork) is copied first, and the copies are returned.
+    fn book(&mut self, step: &Step) -> Result<(Vec<Segment>, Vec<BlockCopy>)> {
         if step.batch != self.tables.len() {
-            return Err(EngineError::Request(format!("this paged cache holds {} rows, the step has {}", self.tables.len(), step.batch)));
+            return Err(EngineError::Request(format!(
+                "this paged cache holds {} rows, the step has {}",
+                self.tables.len(),
+                step.batch
+            )));
         }
         if step.real.iter().any(|&r| !r) {
-            return Err(EngineError::Request("the paged cache takes ragged batches instead of padding; schedule segments".into()));
+            return Err(EngineError::Request(
+                "the paged cache takes ragged batches instead of padding; schedule segments".into(),
+            ));
         }
         let mut segments = Vec::with_capacity(step.batch);
+        let mut copies = vec![];
         let capacity = self.capacity;
         for (table, len) in self.tables.iter_mut().zip(&mut self.lens) {
-            self.blocks.prepare_write(table, *len, *len + step.len).map_err(|_| {
+            copies.extend(self.blocks.prepare_write(table, *len, *len + step.len).map_err(|_| {
                 EngineError::Request(format!("the paged KV cache holds {capacity} tokens a row; {} more do not fit after {}", step.len, *len))
-            })?;
-            segments.push(Segment { table: table.clone(), start: *len, len: step.len });
+            })?);
+            segments.push(Segment {
+                table: table.clone(),
+                start: *len,
+                len: step.len,
+            });
             *len += step.len;
         }
-        Ok(segments)
+        Ok((segments, copies))
     }
 }
 
@@ -210,14 +314,37 @@ pub struct GatherGroup {
 
 impl PagedPlan {
     fn new(segments: Vec<Segment>, block_size: usize, device: &Device) -> Self {
-        let slot = |table: &[BlockId], p: usize| (table[p / block_size] as usize * block_size + p % block_size) as i64;
-        let offsets: Vec<usize> = segments.iter().scan(0, |off, s| Some(std::mem::replace(off, *off + s.len))).collect();
+        let slot = |table: &[BlockId], p: usize| {
+            (table[p / block_size] as usize * block_size + p % block_size) as i64
+        };
+        let offsets: Vec<usize> = segments
+            .iter()
+            .scan(0, |off, s| Some(std::mem::replace(off, *off + s.len)))
+            .collect();
         let mut plan = Self {
-            slot_mapping: segments.iter().flat_map(|s| (s.start..s.context()).map(|p| slot(&s.table, p))).collect(),
-            token_segment: segments.iter().enumerate().flat_map(|(i, s)| std::iter::repeat_n(i as u32, s.len)).collect(),
-            token_position: segments.iter().flat_map(|s| (s.start..s.context()).map(|p| p as i32)).collect(),
-            table_offsets: segments.iter().scan(0, |off, s| Some(std::mem::replace(off, *off + s.table.len()) as u32)).collect(),
-            tables: segments.iter().flat_map(|s| s.table.iter().copied()).collect(),
+            slot_mapping: segments
+                .iter()
+                .flat_map(|s| (s.start..s.context()).map(|p| slot(&s.table, p)))
+                .collect(),
+            token_segment: segments
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| std::iter::repeat_n(i as u32, s.len))
+                .collect(),
+            token_position: segments
+                .iter()
+                .flat_map(|s| (s.start..s.context()).map(|p| p as i32))
+                .collect(),
+            table_offsets: segments
+                .iter()
+                .scan(0, |off, s| {
+                    Some(std::mem::replace(off, *off + s.table.len()) as u32)
+                })
+                .collect(),
+            tables: segments
+                .iter()
+                .flat_map(|s| s.table.iter().copied())
+                .collect(),
             groups: vec![],
             back: vec![0; segments.iter().map(|s| s.len).sum()],
             segments: vec![],
@@ -229,13 +356,20 @@ impl PagedPlan {
         };
         let mut base = 0;
         for decode in [true, false] {
-            let members: Vec<usize> = (0..segments.len()).filter(|&i| (segments[i].len == 1) == decode).collect();
+            let members: Vec<usize> = (0..segments.len())
+                .filter(|&i| (segments[i].len == 1) == decode)
+                .collect();
             if members.is_empty() {
                 continue;
             }
             let t = members.iter().map(|&i| segments[i].len).max().unwrap_or(1);
-            let l = members.iter().map(|&i| segments[i].context()).max().unwrap_or(1);
-            let (mut queries, mut keys, mut key_pos, mut query_pos) = (vec![], vec![], vec![], vec![]);
+            let l = members
+                .iter()
+                .map(|&i| segments[i].context())
+                .max()
+                .unwrap_or(1);
+            let (mut queries, mut keys, mut key_pos, mut query_pos) =
+                (vec![], vec![], vec![], vec![]);
             for (row, &i) in members.iter().enumerate() {
                 let s = &segments[i];
                 for q in 0..t {
@@ -246,24 +380,38 @@ impl PagedPlan {
                     }
                 }
                 for p in 0..l {
-                    keys.push(if p < s.context() { slot(&s.table, p) } else { 0 });
+                    keys.push(if p < s.context() {
+                        slot(&s.table, p)
+                    } else {
+                        0
+                    });
                     key_pos.push(if p < s.context() { p as i32 } else { -1 });
                 }
             }
             base += members.len() * t;
             let mask = StepMask::from_positions(members.len(), t, l, key_pos, query_pos, None);
-            plan.groups.push(GatherGroup { queries, keys, mask, query_tensor: OnceCell::new(), key_tensor: OnceCell::new() });
+            plan.groups.push(GatherGroup {
+                queries,
+                keys,
+                mask,
+                query_tensor: OnceCell::new(),
+                key_tensor: OnceCell::new(),
+            });
         }
         plan.segments = segments;
         plan
     }
 
     pub fn slot_tensor(&self) -> Tensor<1, Int> {
-        self.slot_tensor.get_or_init(|| index_tensor(self.slot_mapping.clone(), &self.device)).clone()
+        self.slot_tensor
+            .get_or_init(|| index_tensor(self.slot_mapping.clone(), &self.device))
+            .clone()
     }
 
     pub fn back_tensor(&self) -> Tensor<1, Int> {
-        self.back_tensor.get_or_init(|| index_tensor(self.back.clone(), &self.device)).clone()
+        self.back_tensor
+            .get_or_init(|| index_tensor(self.back.clone(), &self.device))
+            .clone()
     }
 
     pub fn device(&self) -> &Device {
@@ -273,10 +421,14 @@ impl PagedPlan {
 
 impl GatherGroup {
     pub fn query_tensor(&self, device: &Device) -> Tensor<1, Int> {
-        self.query_tensor.get_or_init(|| index_tensor(self.queries.clone(), device)).clone()
+        self.query_tensor
+            .get_or_init(|| index_tensor(self.queries.clone(), device))
+            .clone()
     }
 
     pub fn key_tensor(&self, device: &Device) -> Tensor<1, Int> {
-        self.key_tensor.get_or_init(|| index_tensor(self.keys.clone(), device)).clone()
+        self.key_tensor
+            .get_or_init(|| index_tensor(self.keys.clone(), device))
+            .clone()
     }
 }

@@ -2,8 +2,10 @@
 //! reported are ratios, which survive a noisy shared machine better than lone times.
 
 pub mod batching;
+pub mod beam;
 pub mod kernels;
 pub mod kv;
+pub mod speculative;
 pub mod step;
 
 use anyhow::{Result, bail};
@@ -26,6 +28,10 @@ pub enum BenchCommand {
     Batching(batching::BatchingArgs),
     /// Times real steps and fits the simulator's step-cost model.
     Step(step::StepArgs),
+    /// Speculative decoding per drafter and γ: measured vs theoretical speedup over plain decoding.
+    Speculative(speculative::SpeculativeArgs),
+    /// Beam search with shared paged blocks, a gathered contiguous cache, and recomputation.
+    Beam(beam::BeamBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -34,6 +40,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Kernels(args) => kernels::run(args),
         BenchCommand::Batching(args) => batching::run(args),
         BenchCommand::Step(args) => step::run(args),
+        BenchCommand::Speculative(args) => speculative::run(args),
+        BenchCommand::Beam(args) => beam::run(args),
     }
 }
 

@@ -1,0 +1,156 @@
+//! `inferlab bench speculative`: plain decoding, then speculative decoding with each drafter
+//! at each γ, in one process on one device; measured speedup beside the theoretical one for
+//! the measured α and cost ratio c.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use serde_json::json;
+
+use crate::engine::kv::KvMode;
+use crate::engine::sampling::SamplingParams;
+use crate::engine::speculative::SpeculativeOptions;
+use crate::engine::speculative::drafters::DraftSpec;
+use crate::engine::speculative::report::ALPHA_DEFINITION;
+use crate::native::decoding;
+use crate::native::device::DeviceArg;
+use crate::native::hub::DEFAULT_HUB;
+
+#[derive(Args)]
+pub struct SpeculativeArgs {
+    /// The target: a model folder, a hub repo id or random:NAME (e.g. random:gpt2).
+    #[arg(long)]
+    target: String,
+    /// A drafter (repeatable): a model (folder, repo id, random:NAME), layers:K or ngram:N.
+    #[arg(long = "draft", required = true)]
+    drafts: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    gammas: Vec<usize>,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Length of the seeded random prompt.
+    #[arg(long, default_value_t = 16)]
+    prompt_tokens: usize,
+    /// The prompt as token ids instead of a random one.
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Seed of random models, the prompt and sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, env = "INFERLAB_HUB_URL", default_value = DEFAULT_HUB)]
+    hub_url: String,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: SpeculativeArgs) -> Result<()> {
+    if args.new_tokens < 2 {
+        bail!("--new-tokens must be at least 2");
+    }
+    let device = args.device.init()?;
+    let target = decoding::load_model(&args.target, &args.hub_url, &device, args.seed)?;
+    let vocab = target.config.vocab_size as u32;
+    let prompt = match &args.prompt_ids {
+        Some(ids) => ids.clone(),
+        None => {
+            let mut rng = StdRng::seed_from_u64(args.seed);
+            (0..args.prompt_tokens.max(1))
+                .map(|_| rng.random_range(0..vocab))
+                .collect()
+        }
+    };
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        seed: args.seed,
+        ..SamplingParams::default()
+    };
+    let options = |gamma: usize, max_new_tokens: usize| SpeculativeOptions {
+        max_new_tokens,
+        sampling: sampling.clone(),
+        gamma,
+        adaptive_gamma: false,
+        eos_token_ids: vec![],
+    };
+    let kv = KvMode::Contiguous;
+
+    // Warm-up (kernel compilation), then the baseline.
+    decoding::plain(&target, &prompt, &options(1, 2), kv)?;
+    let plain = decoding::plain(&target, &prompt, &options(1, args.new_tokens), kv)?;
+    let mut rows = vec![];
+    for draft in &args.drafts {
+        let spec: DraftSpec = draft.parse()?;
+        let draft_model = decoding::load_draft(&spec, &args.hub_url, &device, args.seed)?;
+        decoding::speculative(
+            &target,
+            draft_model.as_ref(),
+            &spec,
+            &prompt,
+            &options(2, 4),
+            kv,
+            &plain,
+        )?;
+        for &gamma in &args.gammas {
+            let opts = options(gamma, args.new_tokens);
+            opts.validate()?;
+            let (run, report) = decoding::speculative(
+                &target,
+                draft_model.as_ref(),
+                &spec,
+                &prompt,
+                &opts,
+                kv,
+                &plain,
+            )?;
+            let same = run.new_ids == plain.new_ids;
+            if !args.json {
+                println!(
+                    "{:<28} γ {gamma:>2}  α {:.3}  tokens/pass {:>5.2}  c {:.3}  speedup {:>5.2}× measured  {:>5.2}× theoretical  ({:.2}){}",
+                    report.drafter,
+                    report.alpha,
+                    report.tokens_per_target_pass,
+                    report.c,
+                    report.measured_speedup,
+                    report.theoretical_speedup,
+                    report.measured_speedup / report.theoretical_speedup,
+                    if same || args.temperature > 0.0 {
+                        ""
+                    } else {
+                        "  OUTPUT DIFFERS"
+                    }
+                );
+            }
+            rows.push(json!({
+                "drafter": report.drafter,
+                "gamma": gamma,
+                "alpha": report.alpha,
+                "tokens_per_target_pass": report.tokens_per_target_pass,
+                "accepted_hist": report.accepted_hist,
+                "c": report.c,
+                "measured_speedup": report.measured_speedup,
+                "theoretical_speedup": report.theoretical_speedup,
+                "measured_over_theoretical": report.measured_speedup / report.theoretical_speedup,
+                "speculative_ms_per_token": report.speculative_ms_per_token,
+                "same_output_as_plain": same,
+            }));
+        }
+    }
+    if args.json {
+        let out = json!({
+            "target": args.target,
+            "device": args.device.name(),
+            "prompt_tokens": prompt.len(),
+            "new_tokens": args.new_tokens,
+            "temperature": args.temperature,
+            "plain_ms_per_token": plain.step_ms[1..].iter().sum::<f64>() / (plain.step_ms.len() - 1).max(1) as f64,
+            "alpha_definition": ALPHA_DEFINITION,
+            "rows": rows,
+        });
+        println!("{}", serde_json::to_string(&out)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Beam search against transformers' `generate(num_beams=…)` goldens on every fixture model,
+//! on cpu and wgpu, through each way of keeping the beams' caches.
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use common::{BeamGolden, Case, cases};
+use inferlab::engine::beam::{BeamOptions, EarlyStopping, beam_search};
+use inferlab::engine::generate::{GenerateOptions, generate};
+use inferlab::engine::kv::KvMode;
+
+fn options(golden: &BeamGolden) -> BeamOptions {
+    let p = &golden.params;
+    let early_stopping = match &p.early_stopping {
+        serde_json::Value::Bool(true) => EarlyStopping::True,
+        serde_json::Value::Bool(false) => EarlyStopping::False,
+        other => other
+            .as_str()
+            .expect("early_stopping is a bool or a string")
+            .parse()
+            .expect("known early_stopping"),
+    };
+    BeamOptions {
+        num_beams: p.num_beams,
+        num_return_sequences: p.num_return_sequences,
+        max_new_tokens: p.max_new_tokens,
+        length_penalty: p.length_penalty,
+        early_stopping,
+        no_repeat_ngram_size: p.no_repeat_ngram_size,
+        eos_token_ids: vec![p.eos_token_id],
+    }
+}
+
+fn check(case: &Case, label: &str, prompt: &[u32], golden: &BeamGolden, kv: KvMode) {
+    let label = format!("{} / {label} / kv {kv}", case.label);
+    let out = pollster::block_on(beam_search(
+        &case.loaded.model,
+        prompt,
+        &options(golden),
+        kv,
+        |_| ControlFlow::Continue(()),
+    ))
+    .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let ids: Vec<Vec<u32>> = out.hypotheses.iter().map(|h| h.ids.clone()).collect();
+    assert_eq!(ids, golden.unpadded(), "{label}: sequences");
+    for (h, &reference) in out.hypotheses.iter().zip(&golden.sequences_scores) {
+        assert!(
+            (f64::from(h.score) - reference).abs() <= 1e-4,
+            "{label}: score {} vs {reference}",
+            h.score
+        );
+    }
+}
+
+#[test]
+fn beams_match_transformers_with_shared_and_gathered_caches() {
+    for case in cases() {
+        for prompt in &case.golden.prompts {
+            for kv in [KvMode::Paged { block_size: 4 }, KvMode::Contiguous] {
+                check(&case, &prompt.name, &prompt.input_ids, &prompt.beam, kv);
+            }
+        }
+    }
+}
+
+#[test]
+fn beams_match_transformers_when_hypotheses_end_early() {
+    for case in cases() {
+        let eos = &case.golden.eos_stop;
+        let prompt = case.prompt(&eos.prompt).input_ids.clone();
+        for (name, golden) in [("eos_a", &eos.eos_a.beam), ("eos_b", &eos.eos_b.beam)] {
+            check(
+                &case,
+                name,
+                &prompt,
+                golden,
+                KvMode::Paged { block_size: 16 },
+            );
+        }
+    }
+}
+
+#[test]
+fn recomputing_the_prefix_gives_the_same_beams() {
+    let case = cases().into_iter().next().expect("a fixture model");
+    let prompt = case.prompt("few_tokens");
+    check(
+        &case,
+        "no cache",
+        &prompt.input_ids,
+        &prompt.beam,
+        KvMode::None,
+    );
+}
+
+#[test]
+fn one_beam_is_greedy() {
+    for case in cases() {
+        for prompt in &case.golden.prompts {
+            let options = BeamOptions {
+                num_beams: 1,
+                num_return_sequences: 1,
+                max_new_tokens: 24,
+                ..options(&prompt.beam)
+            };
+            let out = pollster::block_on(beam_search(
+                &case.loaded.model,
+                &prompt.input_ids,
+                &options,
+                KvMode::Contiguous,
+                |_| ControlFlow::Continue(()),
+            ))
+            .expect("beam search");
+            let greedy = GenerateOptions {
+                max_new_tokens: 24,
+                eos_token_ids: vec![50256],
+                ..GenerateOptions::default()
+            };
+            let plain = pollster::block_on(generate(
+                &case.loaded.model,
+                &prompt.input_ids,
+                &greedy,
+                None,
+                |_| ControlFlow::Continue(()),
+            ))
+            .expect("greedy");
+            assert_eq!(
+                out.hypotheses[0].ids, plain.new_ids,
+                "{} / {}",
+                case.label, prompt.name
+            );
+            assert_eq!(
+                plain.new_ids, prompt.greedy.new_ids,
+                "{} / {}",
+                case.label, prompt.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_tree_keeps_num_beams_per_step_and_paged_beams_share_blocks() {
+    let case = cases().into_iter().next().expect("a fixture model");
+    let prompt = case.prompt("long_60");
+    let opts = options(&prompt.beam);
+    let paged = pollster::block_on(beam_search(
+        &case.loaded.model,
+        &prompt.input_ids,
+        &opts,
+        KvMode::Paged { block_size: 16 },
+        |_| ControlFlow::Continue(()),
+    ))
+    .expect("beam search");
+    for (i, step) in paged.steps.iter().enumerate() {
+        assert_eq!(step.candidates.len(), 2 * opts.num_beams, "step {i}");
+        let kept = step
+            .candidates
+            .iter()
+            .filter(|c| matches!(c.fate, inferlab::engine::beam::Fate::Kept { .. }))
+            .count();
+        assert!(
+            kept == opts.num_beams || i + 1 == paged.steps.len(),
+            "step {i}: {kept} kept"
+        );
+    }
+    // The 56-token prompt's blocks are held once, not once per beam.
+    let unshared = opts.num_beams * (prompt.input_ids.len() + opts.max_new_tokens);
+    assert!(
+        paged.kv_peak_tokens < unshared / 2,
+        "{} slots held vs {unshared} without sharing",
+        paged.kv_peak_tokens
+    );
+}

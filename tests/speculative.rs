@@ -1,0 +1,377 @@
+//! Speculative decoding: greedy output equals the target's greedy output for every drafter
+//! and γ (and transformers' assisted generation), a drafter equal to the target accepts
+//! everything, and sampled output is distributed as the target's own sampling.
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use common::{Case, cases, fixtures_root};
+use inferlab::engine::generate::{GenerateOptions, generate};
+use inferlab::engine::gpt2::{Gpt2, Logits};
+use inferlab::engine::kv::{KvCache, KvMode};
+use inferlab::engine::readback;
+use inferlab::engine::sampling::{Sampler, SamplingParams};
+use inferlab::engine::speculative::drafters::{
+    AnyDrafter, Draft, DraftSpec, Drafter, ModelDrafter,
+};
+use inferlab::engine::speculative::{SpeculativeOptions, SpeculativeRun, speculative_generate};
+use inferlab::engine::step::Step;
+use inferlab::native::model_dir::load;
+
+/// The target cases (gpt2-tiny on each device: the fixtures with assisted goldens).
+fn targets() -> Vec<Case> {
+    cases()
+        .into_iter()
+        .filter(|c| c.golden.assisted_greedy_with_draft.is_some())
+        .collect()
+}
+
+fn options(gamma: usize, max_new_tokens: usize, sampling: SamplingParams) -> SpeculativeOptions {
+    SpeculativeOptions {
+        max_new_tokens,
+        sampling,
+        gamma,
+        adaptive_gamma: false,
+        eos_token_ids: vec![],
+    }
+}
+
+fn run<D: Drafter>(
+    target: &Gpt2,
+    drafter: &mut D,
+    prompt: &[u32],
+    options: &SpeculativeOptions,
+    kv: KvMode,
+) -> SpeculativeRun {
+    pollster::block_on(speculative_generate(
+        target,
+        drafter,
+        prompt,
+        options,
+        kv,
+        |_| ControlFlow::Continue(()),
+    ))
+    .expect("speculative decoding")
+}
+
+#[test]
+fn greedy_speculative_equals_target_greedy_for_every_drafter_and_gamma() {
+    for case in targets() {
+        let assisted = case
+            .golden
+            .assisted_greedy_with_draft
+            .clone()
+            .expect("assisted goldens");
+        let draft = load(
+            &fixtures_root().join(&assisted.draft_model),
+            case.loaded.model.device(),
+        )
+        .expect("draft model");
+        let target = &case.loaded.model;
+        for result in &assisted.results {
+            let prompt = &case.prompt(&result.prompt).input_ids;
+            let gammas: Vec<usize> = if result.prompt == "few_tokens" {
+                (1..=8).collect()
+            } else {
+                vec![3]
+            };
+            for gamma in gammas {
+                for spec in [
+                    DraftSpec::Model(assisted.draft_model.clone()),
+                    DraftSpec::EarlyExit(1),
+                    DraftSpec::Ngram(2),
+                ] {
+                    let opts = options(gamma, result.new_ids.len(), SamplingParams::default());
+                    let mut drafter = AnyDrafter::new(
+                        &spec,
+                        target,
+                        Some(&draft.model),
+                        prompt.len() + opts.max_new_tokens,
+                    )
+                    .expect("drafter");
+                    let out = run(target, &mut drafter, prompt, &opts, KvMode::Contiguous);
+                    assert_eq!(
+                        out.new_ids, result.new_ids,
+                        "{} / {} / {spec} / γ {gamma}",
+                        case.label, result.prompt
+                    );
+                    assert!(out.passes.len() <= out.new_ids.len());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn greedy_speculative_on_the_paged_cache() {
+    for case in targets() {
+        let result = &case
+            .golden
+            .assisted_greedy_with_draft
+            .as_ref()
+            .expect("assisted goldens")
+            .results[1];
+        let prompt = &case.prompt(&result.prompt).input_ids;
+        let opts = options(4, result.new_ids.len(), SamplingParams::default());
+        let mut drafter = AnyDrafter::new(
+            &DraftSpec::EarlyExit(1),
+            &case.loaded.model,
+            None,
+            prompt.len() + 24,
+        )
+        .expect("drafter");
+        let out = run(
+            &case.loaded.model,
+            &mut drafter,
+            prompt,
+            &opts,
+            KvMode::Paged { block_size: 4 },
+        );
+        assert_eq!(out.new_ids, result.new_ids, "{}", case.label);
+    }
+}
+
+#[test]
+fn a_drafter_equal_to_the_target_accepts_everything() {
+    for case in targets() {
+        let target = &case.loaded.model;
+        let prompt = &case.prompt("few_tokens").input_ids;
+        for sampling in [
+            SamplingParams::default(),
+            SamplingParams {
+                temperature: 1.0,
+                seed: 3,
+                ..SamplingParams::default()
+            },
+        ] {
+            let opts = options(4, 20, sampling);
+            let mut drafter = ModelDrafter::new(
+                target,
+                target.config.n_layer,
+                &target.config,
+                prompt.len() + 20,
+            )
+            .expect("drafter");
+            let out = run(target, &mut drafter, prompt, &opts, KvMode::Contiguous);
+            assert_eq!(out.alpha(), 1.0, "{}: α", case.label);
+            assert!(
+                out.passes
+                    .iter()
+                    .all(|p| p.bonus && p.accepted == p.drafted.len()),
+                "{}",
+                case.label
+            );
+            assert_eq!(
+                out.tokens_per_pass(),
+                5.0,
+                "{}: 20 tokens in passes of γ + 1 = 5",
+                case.label
+            );
+        }
+        // Greedy self-drafting reproduces the plain greedy output exactly.
+        let greedy = pollster::block_on(generate(
+            target,
+            prompt,
+            &GenerateOptions {
+                max_new_tokens: 21,
+                ..GenerateOptions::default()
+            },
+            None,
+            |_| ControlFlow::Continue(()),
+        ))
+        .expect("greedy");
+        let mut drafter = ModelDrafter::new(
+            target,
+            target.config.n_layer,
+            &target.config,
+            prompt.len() + 21,
+        )
+        .expect("drafter");
+        assert_eq!(
+            run(
+                target,
+                &mut drafter,
+                prompt,
+                &options(4, 21, SamplingParams::default()),
+                KvMode::Contiguous
+            )
+            .new_ids,
+            greedy.new_ids
+        );
+    }
+}
+
+/// Probabilities of the target's first token and, for each, of the second, under `sampling`.
+fn target_joint(
+    target: &Gpt2,
+    prompt: &[u32],
+    sampling: &SamplingParams,
+) -> Vec<((u32, u32), f64)> {
+    let probs = |ids: &[u32]| {
+        let mut cache = KvCache::Stateless { window: None };
+        let logits = target
+            .forward(&Step::single(ids, 0), &mut cache, Logits::Last)
+            .expect("forward");
+        sampling.probabilities(&mut pollster::block_on(readback::floats(logits)).expect("read"))
+    };
+    let mut joint = vec![];
+    for (first, &p1) in probs(prompt).iter().enumerate().filter(|(_, p)| **p > 0.0) {
+        let next = probs(&[prompt, &[first as u32]].concat());
+        joint.extend(
+            next.iter()
+                .enumerate()
+                .filter(|(_, p)| **p > 0.0)
+                .map(|(second, &p2)| ((first as u32, second as u32), p1 * p2)),
+        );
+    }
+    joint
+}
+
+/// A drafter whose q overlaps the target's p without equalling it: the target's own logits at
+/// another temperature and top-k (the fixture draft models are random and share no top
+/// tokens with the target, so every draft would simply be rejected).
+struct Sharpened<'m> {
+    target: &'m Gpt2,
+    params: SamplingParams,
+}
+
+impl Drafter for Sharpened<'_> {
+    async fn prefill(&mut self, _tokens: &[u32]) -> inferlab::engine::error::Result<()> {
+        Ok(())
+    }
+
+    async fn propose(
+        &mut self,
+        sequence: &[u32],
+        gamma: usize,
+        sampler: &mut Sampler,
+    ) -> inferlab::engine::error::Result<Draft> {
+        let (mut extended, mut q) = (sequence.to_vec(), vec![]);
+        for _ in 0..gamma {
+            let logits = self.target.forward(
+                &Step::single(&extended, 0),
+                &mut KvCache::Stateless { window: None },
+                Logits::Last,
+            )?;
+            let probs = self
+                .params
+                .probabilities(&mut readback::floats(logits).await?);
+            extended.push(sampler.draw(&probs));
+            q.push(probs);
+        }
+        Ok(Draft {
+            tokens: extended.split_off(sequence.len()),
+            q: Some(q),
+        })
+    }
+
+    fn rollback(&mut self, _tokens: usize) -> inferlab::engine::error::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn sampled_speculative_is_distributed_as_the_target() {
+    let case = targets().into_iter().next().expect("gpt2-tiny");
+    let target = &case.loaded.model;
+    let prompt = case.prompt("few_tokens").input_ids.clone();
+    let sampling = SamplingParams {
+        temperature: 1.5,
+        top_k: 3,
+        ..SamplingParams::default()
+    };
+    let joint = target_joint(target, &prompt, &sampling);
+    assert_eq!(joint.len(), 9, "top-3 then top-3");
+
+    let runs = 1500;
+    let mut counts = std::collections::HashMap::<(u32, u32), usize>::new();
+    let (mut rejections, mut bonuses) = (0, 0);
+    for seed in 0..runs {
+        let opts = options(
+            2,
+            2,
+            SamplingParams {
+                seed,
+                ..sampling.clone()
+            },
+        );
+        let mut drafter = Sharpened {
+            target,
+            params: SamplingParams {
+                temperature: 0.7,
+                top_k: 4,
+                ..SamplingParams::default()
+            },
+        };
+        let out = run(target, &mut drafter, &prompt, &opts, KvMode::Contiguous);
+        rejections += out.passes.iter().filter(|p| !p.bonus).count();
+        bonuses += out
+            .passes
+            .iter()
+            .filter(|p| p.bonus && !p.drafted.is_empty())
+            .count();
+        *counts.entry((out.new_ids[0], out.new_ids[1])).or_default() += 1;
+    }
+    assert!(
+        rejections > 100 && bonuses > 100,
+        "both branches exercised: {rejections} rejections, {bonuses} bonus tokens"
+    );
+    assert!(
+        counts
+            .keys()
+            .all(|pair| joint.iter().any(|(p, _)| p == pair)),
+        "a pair outside the target's support: {counts:?}"
+    );
+    let chi2: f64 = joint
+        .iter()
+        .map(|(pair, p)| {
+            let expected = p * runs as f64;
+            let observed = *counts.get(pair).unwrap_or(&0) as f64;
+            (observed - expected).powi(2) / expected
+        })
+        .sum();
+    // χ² with 8 degrees of freedom: P(χ² > 26.12) = 0.001.
+    assert!(
+        chi2 < 26.12,
+        "χ² = {chi2:.2} over {runs} runs: {counts:?} vs {joint:?}"
+    );
+}
+
+#[test]
+fn bad_drafters_and_gammas_are_refused() {
+    let case = targets().into_iter().next().expect("gpt2-tiny");
+    let target = &case.loaded.model;
+    let prompt = case.prompt("few_tokens").input_ids.clone();
+    for gamma in [0, 33] {
+        let mut drafter = AnyDrafter::new(&DraftSpec::Ngram(2), target, None, 32).expect("drafter");
+        let err = pollster::block_on(speculative_generate(
+            target,
+            &mut drafter,
+            &prompt,
+            &options(gamma, 8, SamplingParams::default()),
+            KvMode::Contiguous,
+            |_| ControlFlow::Continue(()),
+        ));
+        assert!(
+            err.is_err_and(|e| e.to_string().contains("gamma")),
+            "γ {gamma}"
+        );
+    }
+    assert!(
+        AnyDrafter::new(&DraftSpec::EarlyExit(2), target, None, 32).is_err(),
+        "layers:K must be fewer than the target's"
+    );
+    assert!(
+        AnyDrafter::new(&DraftSpec::Model("x".into()), target, None, 32).is_err(),
+        "an unloaded draft model"
+    );
+    assert!(
+        ModelDrafter::new(target, 1, &target.config, target.config.n_positions + 1).is_err(),
+        "a draft context shorter than needed"
+    );
+    for bad in ["", "layers:0", "ngram:x", "layers:"] {
+        assert!(bad.parse::<DraftSpec>().is_err(), "{bad:?}");
+    }
+    assert_eq!("ngram:3".parse::<DraftSpec>().unwrap(), DraftSpec::Ngram(3));
+}
