@@ -231,3 +231,56 @@ fn a_request_too_big_for_the_pool_is_refused_alone() {
     assert!(json["requests"][1]["error"].as_str().unwrap().contains("whole KV pool"));
     assert_eq!(json["stats"]["refused"], 1);
 }
+
+/// A copy of gpt2-tiny-draft whose config and weights are changed by `edit_config` and
+/// `edit`: a draft that cannot serve gpt2-tiny.
+fn draft_copy(edit_config: impl Fn(&str) -> String, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) -> tempfile::TempDir {
+    let source = common::fixtures_root().join("gpt2-tiny-draft");
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("config.json"), edit_config(&std::fs::read_to_string(source.join("config.json")).unwrap())).unwrap();
+    rewrite_weights(dir.path(), edit);
+    dir
+}
+
+/// Cuts a 2-D f32 tensor to `rows` rows, or pads it with zero rows.
+fn resize_rows(tensor: &mut (Dtype, Vec<usize>, Vec<u8>), rows: usize) {
+    let width = tensor.1[1];
+    tensor.1[0] = rows;
+    tensor.2.resize(rows * width * 4, 0);
+}
+
+#[test]
+fn bad_speculative_and_beam_requests() {
+    let draft = common::fixtures_root().join("gpt2-tiny-draft");
+    let draft = draft.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--draft", "layers:2"], "not a cheaper draft"),
+        (vec!["--draft", "layers:0"], "layers takes a whole number"),
+        (vec!["--draft", "ngram:x"], "ngram takes a whole number"),
+        (vec!["--draft", "ngram:2", "--gamma", "0"], "gamma"),
+        (vec!["--draft", "ngram:2", "--gamma", "33"], "gamma"),
+        (vec!["--draft", "ngram:2", "--repetition-penalty", "1.2"], "repetition penalty"),
+        (vec!["--draft", "ngram:2", "--kv", "sliding:8"], "rolls its cache back"),
+        (vec!["--draft", "./no-such-draft"], "neither a model folder nor a hub repo id"),
+        (vec!["--draft", draft, "--stop", "x"], "--stop"),
+        (vec!["--num-beams", "0"], "num_beams must be 1 to 64"),
+        (vec!["--num-beams", "65"], "num_beams must be 1 to 64"),
+        (vec!["--num-beams", "2", "--num-return-sequences", "3"], "num_return_sequences"),
+        (vec!["--num-beams", "2", "--early-stopping", "sometimes"], "early_stopping"),
+        (vec!["--num-beams", "2", "--length-penalty", "NaN"], "length_penalty"),
+        (vec!["--num-beams", "2", "--kv", "sliding:8"], "beam search runs on"),
+    ] {
+        let mut all = vec!["--prompt", "Hi", "--max-new-tokens", "4"];
+        all.extend(args.iter().copied());
+        assert_fails(&generate(&tiny(), &all), &[needle]);
+    }
+    let other_vocab = draft_copy(|c| c.replace("\"vocab_size\": 50257", "\"vocab_size\": 50300"), |t| resize_rows(t.get_mut("transformer.wte.weight").unwrap(), 50300));
+    let out = generate(&tiny(), &["--prompt", "Hi", "--draft", other_vocab.path().to_str().unwrap()]);
+    assert_fails(&out, &["vocabulary has 50300 tokens", "50257"]);
+    let short = draft_copy(|c| c.replace("\"n_positions\": 256", "\"n_positions\": 8"), |t| resize_rows(t.get_mut("transformer.wpe.weight").unwrap(), 8));
+    let out = generate(&tiny(), &["--prompt", "Hi", "--max-new-tokens", "16", "--draft", short.path().to_str().unwrap()]);
+    assert_fails(&out, &["context is 8 tokens", "needs 17"]);
+}

@@ -159,3 +159,64 @@ fn bench_step_fits_a_cost_that_simulate_reads() {
     assert_eq!(json["policies"]["continuous"]["completed"], 2);
     assert_eq!(json["policies"]["continuous"]["generated_tokens"], 13);
 }
+
+#[test]
+fn generate_with_a_draft_model_equals_greedy_and_reports_the_speedup() {
+    let root = common::fixtures_root();
+    let assisted = &golden()["assisted_greedy_with_draft"];
+    let result = &assisted["results"][0];
+    let prompt = golden()["prompts"].as_array().unwrap().iter().find(|p| p["name"] == result["prompt"]).unwrap().clone();
+    let (stdout, _) = inferlab(&[
+        "generate", "--model", root.join("gpt2-tiny").to_str().unwrap(), "--prompt", prompt["text"].as_str().unwrap(),
+        "--max-new-tokens", "24", "--draft", root.join("gpt2-tiny-draft").to_str().unwrap(), "--gamma", "3", "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["generated_ids"], result["new_ids"]);
+    let spec = &json["speculative"];
+    for key in ["gamma", "alpha", "tokens_per_target_pass", "accepted_hist", "c", "theoretical_speedup", "measured_speedup"] {
+        assert!(!spec[key].is_null(), "speculative.{key} missing: {spec}");
+    }
+    assert_eq!(spec["gamma"], 3);
+    let hist: u64 = spec["accepted_hist"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum();
+    assert!(hist > 0 && spec["measured_speedup"].as_f64().unwrap() > 0.0, "{spec}");
+}
+
+#[test]
+fn generate_with_beams_prints_the_golden_beams() {
+    let prompt = golden()["prompts"][1].clone();
+    let beam = &prompt["beam"];
+    let tiny = common::fixtures_root().join("gpt2-tiny");
+    let (stdout, _) = inferlab(&[
+        "generate", "--model", tiny.to_str().unwrap(), "--prompt", prompt["text"].as_str().unwrap(), "--max-new-tokens", "16",
+        "--num-beams", "4", "--num-return-sequences", "4", "--early-stopping", "true", "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let beams = json["beams"].as_array().unwrap();
+    assert_eq!(beams.len(), 4);
+    for (i, b) in beams.iter().enumerate() {
+        assert_eq!(b["ids"], beam["new_ids"][i], "beam {i}");
+        assert!((b["score"].as_f64().unwrap() - beam["sequences_scores"][i].as_f64().unwrap()).abs() <= 1e-4);
+        assert!(b["text"].is_string());
+    }
+    assert_eq!(json["generated_ids"], beam["new_ids"][0]);
+}
+
+#[test]
+fn bench_speculative_and_beam_report_side_by_side() {
+    let tiny = common::fixtures_root().join("gpt2-tiny");
+    let tiny = tiny.to_str().unwrap();
+    let (stdout, _) = inferlab(&["bench", "speculative", "--target", tiny, "--draft", "ngram:2", "--draft", "layers:1", "--gammas", "1,2", "--new-tokens", "8", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for row in rows {
+        assert_eq!(row["same_output_as_plain"], true, "{row}");
+        assert!(row["measured_speedup"].as_f64().unwrap() > 0.0 && row["theoretical_speedup"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let (stdout, _) = inferlab(&["bench", "beam", "--model", tiny, "--num-beams", "3", "--new-tokens", "8", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["same_output"], true);
+    for mode in ["paged", "contiguous", "recompute"] {
+        assert!(json["runs"][mode]["ms"].as_f64().unwrap() > 0.0, "{mode}");
+    }
+}

@@ -104,7 +104,7 @@ fn greedy_speculative_equals_target_greedy_for_every_drafter_and_gamma() {
 }
 
 #[test]
-fn greedy_speculative_on_the_paged_cache() {
+fn greedy_speculative_on_the_paged_cache_and_with_adaptive_gamma() {
     for case in targets() {
         let result = &case
             .golden
@@ -129,6 +129,11 @@ fn greedy_speculative_on_the_paged_cache() {
             KvMode::Paged { block_size: 4 },
         );
         assert_eq!(out.new_ids, result.new_ids, "{}", case.label);
+        // Adaptive γ changes the draft lengths, never the text.
+        let adaptive = SpeculativeOptions { adaptive_gamma: true, ..opts };
+        let mut drafter = AnyDrafter::new(&DraftSpec::Ngram(1), &case.loaded.model, None, prompt.len() + 24).expect("drafter");
+        let out = run(&case.loaded.model, &mut drafter, prompt, &adaptive, KvMode::Contiguous);
+        assert_eq!(out.new_ids, result.new_ids, "{} adaptive", case.label);
     }
 }
 

@@ -3,14 +3,13 @@
 
 use std::ops::ControlFlow;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::Args;
 use serde_json::{Value, json};
 
 use super::model_dir;
 use crate::engine::beam::{BeamOptions, EarlyStopping, beam_search};
-use crate::engine::config::Gpt2Config;
 use crate::engine::generate::{GenerateOptions, Generation, generate};
 use crate::engine::gpt2::Gpt2;
 use crate::engine::kv::KvMode;
@@ -18,7 +17,6 @@ use crate::engine::speculative::drafters::{AnyDrafter, DraftSpec};
 use crate::engine::speculative::report::SpeculativeReport;
 use crate::engine::speculative::{SpeculativeOptions, SpeculativeRun, speculative_generate};
 use crate::engine::tokenizer::Tokenizer;
-use crate::engine::weights::Gpt2Weights;
 
 #[derive(Args, Clone)]
 pub struct DraftArgs {
@@ -58,20 +56,6 @@ pub struct BeamArgs {
     pub no_repeat_ngram_size: usize,
 }
 
-/// A model named on the command line: `random:NAME` (a seeded random model of a published
-/// shape), a folder, or a hub repo id.
-pub fn load_model(spec: &str, hub_url: &str, device: &Device, seed: u64) -> Result<Gpt2> {
-    if let Some(name) = spec.strip_prefix("random:") {
-        let config = Gpt2Config::named(name)?;
-        let weights = Gpt2Weights::random(&config, seed);
-        return Ok(Gpt2::new(config, weights, device));
-    }
-    let dir = model_dir::resolve(spec, hub_url)?;
-    Ok(model_dir::load(&dir, device)
-        .with_context(|| format!("loading {spec}"))?
-        .model)
-}
-
 /// The draft model a [`DraftSpec::Model`] names (none for layers:K and ngram:N).
 pub fn load_draft(
     spec: &DraftSpec,
@@ -80,7 +64,7 @@ pub fn load_draft(
     seed: u64,
 ) -> Result<Option<Gpt2>> {
     match spec {
-        DraftSpec::Model(name) => Ok(Some(load_model(
+        DraftSpec::Model(name) => Ok(Some(model_dir::load_named(
             name,
             hub_url,
             device,

@@ -46,3 +46,17 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
         .with_context(|| format!("in {}", dir.join("tokenizer.json").display()))?;
     Ok(LoadedModel { model: Gpt2::new(config, weights, device), tokenizer, dir: dir.to_path_buf() })
 }
+
+/// A model named on the command line: `random:NAME` (a seeded random model of a published
+/// shape), a folder, or a hub repo id.
+pub fn load_named(spec: &str, hub_url: &str, device: &Device, seed: u64) -> Result<Gpt2> {
+    if let Some(name) = spec.strip_prefix("random:") {
+        let config = Gpt2Config::named(name)?;
+        let weights = Gpt2Weights::random(&config, seed);
+        return Ok(Gpt2::new(config, weights, device));
+    }
+    let dir = resolve(spec, hub_url)?;
+    Ok(load(&dir, device)
+        .with_context(|| format!("loading {spec}"))?
+        .model)
+}

@@ -1,6 +1,6 @@
-//! The page: header, model panel (hub / local files / demo), and the Playground, KV Cache and
-//! Batching pages. The URL drives it for links and tests: `?hub=URL&model=REPO` preloads a
-//! model, `?page=playground|kv|batching` picks the page.
+//! The page: header, model panel (hub / local files / demo), and the Playground, KV Cache,
+//! Batching, Speculative and Beam search pages. The URL drives it for links and tests: `?hub=URL&model=REPO` preloads a
+//! model, `?page=playground|kv|batching|speculative|beam` picks the page.
 
 use leptos::ev;
 use leptos::prelude::*;
@@ -8,8 +8,10 @@ use web_sys::{File, HtmlInputElement};
 
 use super::bridge::{Engine, ModelStatus};
 use super::pages::batching::BatchingPage;
+use super::pages::beam::BeamPage;
 use super::pages::kv_cache::KvCachePage;
 use super::pages::playground::PlaygroundPage;
+use super::pages::speculative::SpeculativePage;
 use super::protocol::{ModelSource, ToWorker};
 
 /// The hub used when the URL and the settings name none.
@@ -27,6 +29,8 @@ enum Page {
     Playground,
     Kv,
     Batching,
+    Speculative,
+    Beam,
 }
 
 #[component]
@@ -36,6 +40,8 @@ pub fn App() -> impl IntoView {
     let page = RwSignal::new(match query("page").as_deref() {
         Some("kv") => Page::Kv,
         Some("batching") => Page::Batching,
+        Some("speculative") => Page::Speculative,
+        Some("beam") => Page::Beam,
         _ => Page::Playground,
     });
     let preload = query("model");
@@ -58,7 +64,7 @@ pub fn App() -> impl IntoView {
         <header>
             <h1>"inferlab"</h1>
             <span class="tagline">"GPT-2 inference, live on WebGPU"</span>
-            <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}</nav>
+            <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}{tab(Page::Speculative, "Speculative", "tab-speculative")}{tab(Page::Beam, "Beam search", "tab-beam")}</nav>
         </header>
         <ModelPanel hub repo/>
         <DemoOffer/>
@@ -67,6 +73,8 @@ pub fn App() -> impl IntoView {
             Page::Playground => view! { <PlaygroundPage/> }.into_any(),
             Page::Kv => view! { <KvCachePage/> }.into_any(),
             Page::Batching => view! { <BatchingPage/> }.into_any(),
+            Page::Speculative => view! { <SpeculativePage hub/> }.into_any(),
+            Page::Beam => view! { <BeamPage/> }.into_any(),
         }}
     }
     .into_any()

@@ -9,7 +9,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{File, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-use super::protocol::{FromWorker, ModelInfo, PolicyRun, RateCurve, Run, ToWorker};
+use super::protocol::{BeamView, FromWorker, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToWorker};
+use crate::engine::beam::BeamStep;
+use crate::engine::speculative::report::SpeculativeReport;
 use crate::engine::simulate::{CostModel, Timing};
 use crate::engine::window_drift::DriftStep;
 
@@ -79,6 +81,31 @@ pub struct RealBatch {
     pub matches_solo: Vec<bool>,
 }
 
+/// The Speculative page's run: its passes as they stream, the report, the γ sweep.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpecState {
+    pub passes: Vec<PassView>,
+    pub done: Option<(Vec<u32>, String, SpeculativeReport)>,
+    pub sweep: Vec<SpeculativeReport>,
+    pub sweep_done: bool,
+}
+
+/// The Beam page's run: every step's candidates (with their tokens' text), then the result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BeamState {
+    pub steps: Vec<(BeamStep, Vec<String>)>,
+    pub done: Option<BeamDone>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeamDone {
+    pub beams: Vec<BeamView>,
+    pub greedy_ids: Vec<u32>,
+    pub greedy_text: String,
+    pub beam_ms: f64,
+    pub kv_peak_tokens: usize,
+}
+
 /// Everything the worker reported, as signals. `Copy`: pass it around freely.
 #[derive(Clone, Copy)]
 pub struct Engine {
@@ -93,6 +120,10 @@ pub struct Engine {
     pub cost: RwSignal<Option<CostInfo>>,
     pub simulation: RwSignal<Option<Simulation>>,
     pub real_batch: RwSignal<Option<RealBatch>>,
+    /// The draft model loaded for speculative decoding.
+    pub draft: RwSignal<Option<ModelInfo>>,
+    pub spec: RwSignal<SpecState>,
+    pub beam: RwSignal<BeamState>,
     /// The last error of a job (generation, drift); loading errors go to `status`.
     pub error: RwSignal<Option<String>>,
     /// Jobs sent and not yet finished.
@@ -118,6 +149,9 @@ impl Engine {
             cost: RwSignal::new(None),
             simulation: RwSignal::new(None),
             real_batch: RwSignal::new(None),
+            draft: RwSignal::new(None),
+            spec: RwSignal::new(SpecState::default()),
+            beam: RwSignal::new(BeamState::default()),
             error: RwSignal::new(None),
             pending: RwSignal::new(0),
         };
@@ -180,6 +214,15 @@ impl Engine {
             ToWorker::MeasureCost | ToWorker::Simulate { .. } => self.pending.update(|n| *n += 1),
             ToWorker::BatchReal { .. } => {
                 self.real_batch.set(None);
+                self.pending.update(|n| *n += 1);
+            }
+            ToWorker::LoadDraft(_) => self.pending.update(|n| *n += 1),
+            ToWorker::Speculate { .. } => {
+                self.spec.set(SpecState::default());
+                self.pending.update(|n| *n += 1);
+            }
+            ToWorker::Beam { .. } => {
+                self.beam.set(BeamState::default());
                 self.pending.update(|n| *n += 1);
             }
         }
@@ -246,6 +289,24 @@ impl Engine {
             }
             FromWorker::RealRun { real, simulated, matches_solo } => {
                 self.real_batch.set(Some(RealBatch { real, simulated, matches_solo }));
+                self.finish_job();
+            }
+            FromWorker::DraftLoaded { info } => {
+                self.draft.set(Some(info));
+                // Its download reported progress in the model panel: the target is still there.
+                self.status.set(self.loaded.get_untracked().map_or_else(|| ModelStatus::Idle(self.adapter.get_untracked().unwrap_or_default()), ModelStatus::Ready));
+                self.finish_job();
+            }
+            FromWorker::SpecPass(pass) => self.spec.update(|s| s.passes.push(pass)),
+            FromWorker::SpecDone { ids, text, report } => self.spec.update(|s| s.done = Some((ids, text, report))),
+            FromWorker::SpecSweep(report) => self.spec.update(|s| s.sweep.push(report)),
+            FromWorker::SpecSweepDone => {
+                self.spec.update(|s| s.sweep_done = true);
+                self.finish_job();
+            }
+            FromWorker::BeamStep { step, texts } => self.beam.update(|b| b.steps.push((step, texts))),
+            FromWorker::BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens } => {
+                self.beam.update(|b| b.done = Some(BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens }));
                 self.finish_job();
             }
             FromWorker::Error { message } => {

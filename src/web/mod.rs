@@ -4,12 +4,14 @@
 mod app;
 mod batching_jobs;
 mod bridge;
+mod decoding_jobs;
 mod charts;
 mod form;
 mod loader;
 mod pages;
 mod protocol;
 mod timeline;
+mod tree;
 mod worker;
 
 use wasm_bindgen::JsCast;

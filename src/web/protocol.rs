@@ -7,8 +7,12 @@ use crate::engine::batching::driver::StepRecord;
 use crate::engine::batching::scheduler::{Policy, SchedulerConfig};
 use crate::engine::batching::stats::{BlockSnapshot, RequestReport, Stats};
 use crate::engine::batching::workload::WorkloadSpec;
+use crate::engine::beam::{BeamOptions, BeamStep, Hypothesis};
 use crate::engine::config::Gpt2Config;
 use crate::engine::simulate::{CostModel, Timing};
+use crate::engine::speculative::drafters::DraftSpec;
+use crate::engine::speculative::report::SpeculativeReport;
+use crate::engine::speculative::{Pass, SpeculativeOptions};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::window_drift::DriftStep;
 
@@ -44,8 +48,35 @@ pub enum ToWorker {
     /// Run `workload` through the real model under `config` (and each request alone, greedy,
     /// to compare); `cost` simulates the same workload beside it.
     BatchReal { workload: WorkloadSpec, config: SchedulerConfig, cost: CostModel },
+    /// Load a draft model for speculative decoding (kept beside the target).
+    LoadDraft(ModelSource),
+    /// Plain decoding, then speculative decoding streamed pass by pass, then the same at
+    /// each γ of `sweep`.
+    Speculate {
+        prompt: String,
+        draft: DraftSpec,
+        options: SpeculativeOptions,
+        sweep: Vec<usize>,
+    },
+    /// Beam search streamed step by step, then greedy decoding beside it.
+    Beam { prompt: String, options: BeamOptions },
     /// Stop the running generation after its current step.
     Stop,
+}
+
+/// A speculative pass with its tokens as text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PassView {
+    pub pass: Pass,
+    pub drafted_text: Vec<String>,
+    pub next_text: String,
+}
+
+/// A returned beam with its text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BeamView {
+    pub hypothesis: Hypothesis,
+    pub text: String,
 }
 
 /// One policy's run, real or simulated, as the Batching page draws it.
@@ -97,5 +128,15 @@ pub enum FromWorker {
     Simulated { runs: Vec<PolicyRun>, curves: Vec<RateCurve>, wall_ms: f64 },
     /// A real run, the same workload simulated, and whether each output equals its solo greedy run.
     RealRun { real: PolicyRun, simulated: PolicyRun, matches_solo: Vec<bool> },
+    DraftLoaded { info: ModelInfo },
+    SpecPass(PassView),
+    /// The speculative run against the plain one.
+    SpecDone { ids: Vec<u32>, text: String, report: SpeculativeReport },
+    /// One γ of the sweep.
+    SpecSweep(SpeculativeReport),
+    SpecSweepDone,
+    /// One step of beam search; `texts` are its candidates' tokens.
+    BeamStep { step: BeamStep, texts: Vec<String> },
+    BeamDone { beams: Vec<BeamView>, greedy_ids: Vec<u32>, greedy_text: String, beam_ms: f64, kv_peak_tokens: usize },
     Error { message: String },
 }

@@ -17,7 +17,7 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, File, MessageEvent};
 use web_time::Instant;
 
-use super::batching_jobs;
+use super::{batching_jobs, decoding_jobs};
 use super::loader::{self, MODEL_FILES};
 use super::protocol::{FromWorker, ModelInfo, ModelSource, ToWorker};
 use crate::engine::config::Gpt2Config;
@@ -55,6 +55,8 @@ enum Weights {
 struct Worker {
     device: Device,
     model: RefCell<Option<Rc<Loaded>>>,
+    /// The draft model of speculative decoding, if one was loaded.
+    draft: RefCell<Option<Rc<Loaded>>>,
     /// Jobs wait here while one runs (the KV page sends two runs back to back).
     queue: RefCell<VecDeque<(ToWorker, Vec<File>)>>,
     busy: Cell<bool>,
@@ -84,7 +86,7 @@ pub fn run() {
             Err(e) => (Err(format!("{e:?}")), None),
         };
         if let Some(device) = device {
-            listen(Rc::new(Worker { device, model: RefCell::new(None), queue: RefCell::default(), busy: Cell::new(false), stop: Cell::new(false) }));
+            listen(Rc::new(Worker { device, model: RefCell::new(None), draft: RefCell::new(None), queue: RefCell::default(), busy: Cell::new(false), stop: Cell::new(false) }));
         }
         post(&FromWorker::Ready { webgpu });
     });
@@ -136,7 +138,18 @@ impl Worker {
 
     async fn job(&self, message: ToWorker, picked: Vec<File>) -> Result<(), String> {
         match message {
-            ToWorker::Load(source) => self.load(source, picked).await,
+            ToWorker::Load(source) => self.load(source, picked, false).await,
+            ToWorker::LoadDraft(source) => self.load(source, picked, true).await,
+            ToWorker::Speculate { prompt, draft, options, sweep } => {
+                let loaded = self.loaded()?;
+                let draft_model = self.draft.borrow().clone();
+                let draft_model = draft_model.as_ref().map(|d| &d.model);
+                decoding_jobs::speculate(&loaded.model, &loaded.tokenizer, draft_model, &prompt, &draft, options, &sweep, post, || self.stop.get()).await
+            }
+            ToWorker::Beam { prompt, options } => {
+                let loaded = self.loaded()?;
+                decoding_jobs::beam(&loaded.model, &loaded.tokenizer, &prompt, options, post, || self.stop.get()).await
+            }
             ToWorker::Generate { run, prompt, max_new_tokens, sampling, kv } => {
                 let loaded = self.loaded()?;
                 let kv: KvMode = kv.parse().map_err(|e| format!("{e}"))?;
@@ -205,7 +218,8 @@ impl Worker {
         self.model.borrow().clone().ok_or_else(|| "no model is loaded yet".to_string())
     }
 
-    async fn load(&self, source: ModelSource, picked: Vec<File>) -> Result<(), String> {
+    /// Loads the target model, or (`draft`) the draft model of speculative decoding.
+    async fn load(&self, source: ModelSource, picked: Vec<File>, draft: bool) -> Result<(), String> {
         let start = Instant::now();
         let (name, files, from_cache, demo) = match source {
             ModelSource::Hub { hub, repo } => {
@@ -265,7 +279,8 @@ impl Worker {
         drop(files);
         // Everything checked: the old model's buffers go before the new one's arrive (a failed
         // load above leaves the old model in place).
-        self.model.replace(None);
+        let slot = if draft { &self.draft } else { &self.model };
+        slot.replace(None);
         let model = Gpt2::new(config.clone(), weights, &self.device);
         let info = ModelInfo {
             name,
@@ -274,8 +289,12 @@ impl Worker {
             from_cache,
             demo,
         };
-        self.model.replace(Some(Rc::new(Loaded { name: info.name.clone(), model, tokenizer })));
-        post(&FromWorker::Loaded { info, load_ms: start.elapsed().as_secs_f64() * 1000.0 });
+        slot.replace(Some(Rc::new(Loaded { name: info.name.clone(), model, tokenizer })));
+        if draft {
+            post(&FromWorker::DraftLoaded { info });
+        } else {
+            post(&FromWorker::Loaded { info, load_ms: start.elapsed().as_secs_f64() * 1000.0 });
+        }
         Ok(())
     }
 }

@@ -199,6 +199,65 @@ try {
     await page.screenshot({ path: join(artifacts, 'batching-real-run.png'), fullPage: true });
   });
 
+  await test('Speculative page: greedy with the draft model gives the golden ids; early exit shows α and a speedup', async () => {
+    await byId(page, 'tab-speculative').click();
+    const assisted = golden.assisted_greedy_with_draft.results[0];
+    const text = golden.prompts.find((p) => p.name === assisted.prompt).text;
+    await byId(page, 'spec-draft-repo').fill(golden.assisted_greedy_with_draft.draft_model);
+    await byId(page, 'spec-load-draft').click();
+    await page.locator('[data-testid="spec-draft"] option[value="model"]').waitFor({ state: 'attached', timeout: SLOW });
+    await byId(page, 'spec-draft').selectOption('model');
+    await byId(page, 'spec-prompt').fill(text);
+    await byId(page, 'spec-gamma').fill('3');
+    await byId(page, 'spec-temperature').fill('0');
+    // SwiftShader runs a forward in about half a second: a short run, and no γ sweep yet.
+    const expected = assisted.new_ids.slice(0, 12);
+    await byId(page, 'spec-tokens').fill(String(expected.length));
+    await byId(page, 'spec-sweep').fill('');
+    const idle = () => page.waitForFunction(() => !document.querySelector('[data-testid="spec-run"]').disabled, null, { timeout: SLOW, polling: 250 });
+    await byId(page, 'spec-run').click();
+    await byId(page, 'spec-output-ids').waitFor({ timeout: SLOW });
+    assert.deepEqual(JSON.parse(await byId(page, 'spec-output-ids').textContent()), expected);
+    await idle();
+    await page.screenshot({ path: join(artifacts, 'speculative-draft-model.png'), fullPage: true });
+
+    await byId(page, 'spec-draft').selectOption('layers:1');
+    await byId(page, 'spec-tokens').fill('8');
+    await byId(page, 'spec-sweep').fill('1,2,4');
+    await byId(page, 'spec-run').click();
+    await byId(page, 'spec-speedup').waitFor({ timeout: SLOW });
+    await idle();
+    const alpha = Number(await byId(page, 'spec-alpha').textContent());
+    const speedup = Number(await byId(page, 'spec-speedup').textContent());
+    const series = await page.locator('[data-testid="spec-chart"] polyline').count();
+    console.log(`     early exit: α ${alpha}, measured speedup ${speedup}×, ${series} series in the γ chart`);
+    assert.ok(alpha >= 0 && alpha <= 1, `α ${alpha}`);
+    assert.ok(speedup > 0, `speedup ${speedup}`);
+    assert.ok(series >= 3, 'measured, theory per γ, theory curve');
+    assert.ok(await page.locator('[data-testid="spec-passes"] .pass').count() > 0);
+    await page.screenshot({ path: join(artifacts, 'speculative.png'), fullPage: true });
+  });
+
+  await test('Beam page: the golden beams, num_beams kept nodes per step', async () => {
+    await byId(page, 'tab-beam').click();
+    const prompt = golden.prompts.find((p) => p.name === 'few_tokens');
+    const params = prompt.beam.params;
+    await byId(page, 'beam-prompt').fill(prompt.text);
+    await byId(page, 'beam-num-beams').fill(String(params.num_beams));
+    await byId(page, 'beam-length-penalty').fill(String(params.length_penalty));
+    await byId(page, 'beam-early-stopping').selectOption(String(params.early_stopping));
+    await byId(page, 'beam-tokens').fill(String(params.max_new_tokens));
+    await byId(page, 'beam-run').click();
+    await byId(page, 'beam-output').waitFor({ timeout: SLOW });
+    assert.deepEqual(JSON.parse(await byId(page, 'beam-output').textContent()), prompt.beam.new_ids);
+    const kept = await page.$$eval('[data-testid="beam-tree"] g.step', (steps) => steps.map((s) => s.querySelectorAll('g.node.kept').length));
+    console.log(`     kept beams per step: ${kept.join(' ')}`);
+    assert.equal(kept.length, params.max_new_tokens);
+    assert.ok(kept.slice(0, -1).every((n) => n === params.num_beams), `${kept}`);
+    assert.equal(await page.locator('[data-testid="beam-tree"] g.node.best').count(), params.max_new_tokens, 'the best beam traced through every step');
+    await page.screenshot({ path: join(artifacts, 'beam.png'), fullPage: true });
+  });
+
   await test('local files by the picker', async () => {
     await page.goto(`${app.url}/`);
     await byId(page, 'model-status').filter({ hasText: 'no model loaded' }).waitFor({ timeout: SLOW });

@@ -40,6 +40,9 @@ pub struct SpeculativeReport {
     pub measured_speedup: f64,
     pub passes: usize,
     pub draft_ms_per_token: f64,
+    /// A target pass over γ + 1 positions, in plain decode steps: the theory assumes 1 (true
+    /// where a step is bound by reading the weights once, as on a GPU).
+    pub target_pass_in_steps: f64,
     pub plain_ms_per_token: f64,
     pub speculative_ms_per_token: f64,
 }
@@ -78,6 +81,7 @@ impl SpeculativeReport {
             },
             passes: run.passes.len(),
             draft_ms_per_token: run.draft_ms_per_token(),
+            target_pass_in_steps: run.passes.iter().map(|p| p.target_ms).sum::<f64>() / run.passes.len().max(1) as f64 / plain_ms_per_token.max(1e-9),
             plain_ms_per_token,
             speculative_ms_per_token,
         }

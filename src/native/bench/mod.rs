@@ -12,9 +12,7 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
 
-use crate::engine::config::Gpt2Config;
 use crate::engine::gpt2::Gpt2;
-use crate::engine::weights::Gpt2Weights;
 use crate::native::hub::DEFAULT_HUB;
 use crate::native::model_dir;
 
@@ -65,17 +63,11 @@ pub struct BenchModel {
 impl BenchModel {
     /// The model on `device`, and the name the report gives it.
     pub fn load(&self, device: &Device) -> Result<(Gpt2, String)> {
-        match (&self.model, &self.random) {
-            (_, Some(name)) => {
-                let config = Gpt2Config::named(name)?;
-                let weights = Gpt2Weights::random(&config, self.seed);
-                Ok((Gpt2::new(config, weights, device), format!("random:{name}")))
-            }
-            (Some(model), None) => {
-                let dir = model_dir::resolve(model, &self.hub_url)?;
-                Ok((model_dir::load(&dir, device)?.model, model.clone()))
-            }
+        let name = match (&self.model, &self.random) {
+            (_, Some(name)) => format!("random:{name}"),
+            (Some(model), None) => model.clone(),
             (None, None) => bail!("give --model or --random"),
-        }
+        };
+        Ok((model_dir::load_named(&name, &self.hub_url, device, self.seed)?, name))
     }
 }

@@ -14,6 +14,7 @@ use crate::engine::speculative::drafters::DraftSpec;
 use crate::engine::speculative::report::ALPHA_DEFINITION;
 use crate::native::decoding;
 use crate::native::device::DeviceArg;
+use crate::native::model_dir;
 use crate::native::hub::DEFAULT_HUB;
 
 #[derive(Args)]
@@ -53,7 +54,7 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
         bail!("--new-tokens must be at least 2");
     }
     let device = args.device.init()?;
-    let target = decoding::load_model(&args.target, &args.hub_url, &device, args.seed)?;
+    let target = model_dir::load_named(&args.target, &args.hub_url, &device, args.seed)?;
     let vocab = target.config.vocab_size as u32;
     let prompt = match &args.prompt_ids {
         Some(ids) => ids.clone(),
@@ -109,11 +110,12 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
             let same = run.new_ids == plain.new_ids;
             if !args.json {
                 println!(
-                    "{:<28} γ {gamma:>2}  α {:.3}  tokens/pass {:>5.2}  c {:.3}  speedup {:>5.2}× measured  {:>5.2}× theoretical  ({:.2}){}",
+                    "{:<28} γ {gamma:>2}  α {:.3}  tokens/pass {:>5.2}  c {:.3}  target pass {:.2} steps  speedup {:>5.2}× measured  {:>5.2}× theoretical  ({:.2}){}",
                     report.drafter,
                     report.alpha,
                     report.tokens_per_target_pass,
                     report.c,
+                    report.target_pass_in_steps,
                     report.measured_speedup,
                     report.theoretical_speedup,
                     report.measured_speedup / report.theoretical_speedup,
@@ -135,6 +137,7 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
                 "theoretical_speedup": report.theoretical_speedup,
                 "measured_over_theoretical": report.measured_speedup / report.theoretical_speedup,
                 "speculative_ms_per_token": report.speculative_ms_per_token,
+                "target_pass_in_steps": report.target_pass_in_steps,
                 "same_output_as_plain": same,
             }));
         }

@@ -1,5 +1,7 @@
 //! One module per page of the app.
 
 pub mod batching;
+pub mod beam;
 pub mod kv_cache;
 pub mod playground;
+pub mod speculative;

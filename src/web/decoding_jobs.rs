@@ -1,0 +1,93 @@
+//! The worker's speculative and beam-search jobs: the engine's runs, streamed to the page as
+//! they go, with the plain baselines run beside them in the same worker.
+
+use std::ops::ControlFlow;
+
+use super::protocol::{BeamView, FromWorker, PassView};
+use crate::engine::beam::{BeamOptions, beam_search};
+use crate::engine::generate::{GenerateOptions, fit_context, generate};
+use crate::engine::gpt2::Gpt2;
+use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
+use crate::engine::speculative::drafters::{AnyDrafter, DraftSpec};
+use crate::engine::speculative::report::SpeculativeReport;
+use crate::engine::speculative::{SpeculativeOptions, speculative_generate};
+use crate::engine::tokenizer::Tokenizer;
+
+fn flow(stop: &impl Fn() -> bool) -> ControlFlow<()> {
+    if stop() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+}
+
+fn text(tokenizer: &Tokenizer, ids: &[u32]) -> String {
+    tokenizer.decode(ids).unwrap_or_default()
+}
+
+/// Plain decoding, speculative decoding streamed pass by pass, then a γ sweep.
+#[allow(clippy::too_many_arguments)]
+pub async fn speculate(
+    target: &Gpt2,
+    tokenizer: &Tokenizer,
+    draft_model: Option<&Gpt2>,
+    prompt: &str,
+    spec: &DraftSpec,
+    mut options: SpeculativeOptions,
+    sweep: &[usize],
+    post: fn(&FromWorker),
+    stop: impl Fn() -> bool,
+) -> Result<(), String> {
+    let ids = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
+    let (ids, max_new_tokens, _) = fit_context(&ids, options.max_new_tokens, target.config.n_positions, false).map_err(|e| e.to_string())?;
+    options.max_new_tokens = max_new_tokens;
+    options.eos_token_ids = target.config.eos_token_id.into_iter().collect();
+    options.validate().map_err(|e| e.to_string())?;
+    let capacity = ids.len() + max_new_tokens;
+    // Checked before the baseline runs, so a bad drafter fails at once.
+    AnyDrafter::new(spec, target, draft_model, capacity).map_err(|e| e.to_string())?;
+
+    let plain_options = GenerateOptions { max_new_tokens, sampling: options.sampling.clone(), kv: KvMode::Contiguous, eos_token_ids: options.eos_token_ids.clone(), stop_strings: vec![] };
+    let plain = generate(target, &ids, &plain_options, None, |_| flow(&stop)).await.map_err(|e| e.to_string())?;
+    let run_once = async |options: &SpeculativeOptions, stream: bool| {
+        let mut drafter = AnyDrafter::new(spec, target, draft_model, capacity).map_err(|e| e.to_string())?;
+        speculative_generate(target, &mut drafter, &ids, options, KvMode::Contiguous, |pass| {
+            if stream {
+                let drafted_text = pass.drafted.iter().map(|&t| text(tokenizer, &[t])).collect();
+                post(&FromWorker::SpecPass(PassView { pass: pass.clone(), drafted_text, next_text: text(tokenizer, &[pass.next]) }));
+            }
+            flow(&stop)
+        })
+        .await
+        .map_err(|e| e.to_string())
+    };
+    let run = run_once(&options, true).await?;
+    let report = SpeculativeReport::new(&spec.to_string(), &options, &run, &plain);
+    post(&FromWorker::SpecDone { text: text(tokenizer, &run.new_ids), ids: run.new_ids, report });
+    for &gamma in sweep {
+        if stop() {
+            break;
+        }
+        let at = SpeculativeOptions { gamma, adaptive_gamma: false, ..options.clone() };
+        let run = run_once(&at, false).await?;
+        post(&FromWorker::SpecSweep(SpeculativeReport::new(&spec.to_string(), &at, &run, &plain)));
+    }
+    post(&FromWorker::SpecSweepDone);
+    Ok(())
+}
+
+/// Beam search streamed step by step (on the paged cache: beams share blocks), then greedy.
+pub async fn beam(target: &Gpt2, tokenizer: &Tokenizer, prompt: &str, mut options: BeamOptions, post: fn(&FromWorker), stop: impl Fn() -> bool) -> Result<(), String> {
+    let ids = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
+    let (ids, max_new_tokens, _) = fit_context(&ids, options.max_new_tokens, target.config.n_positions, false).map_err(|e| e.to_string())?;
+    options.max_new_tokens = max_new_tokens;
+    options.eos_token_ids = target.config.eos_token_id.into_iter().collect();
+    let out = beam_search(target, &ids, &options, KvMode::Paged { block_size: DEFAULT_BLOCK_SIZE }, |step| {
+        let texts = step.candidates.iter().map(|c| text(tokenizer, &[c.token])).collect();
+        post(&FromWorker::BeamStep { step: step.clone(), texts });
+        flow(&stop)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let greedy_options = GenerateOptions { max_new_tokens, eos_token_ids: options.eos_token_ids.clone(), ..GenerateOptions::default() };
+    let greedy = generate(target, &ids, &greedy_options, None, |_| flow(&stop)).await.map_err(|e| e.to_string())?;
+    let beams = out.hypotheses.iter().map(|h| BeamView { hypothesis: h.clone(), text: text(tokenizer, &h.ids) }).collect();
+    post(&FromWorker::BeamDone { beams, greedy_text: text(tokenizer, &greedy.new_ids), greedy_ids: greedy.new_ids, beam_ms: out.total_ms, kv_peak_tokens: out.kv_peak_tokens });
+    Ok(())
+}
