@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use web_sys::{File, HtmlInputElement};
 
 use super::bridge::{Engine, ModelStatus};
+use super::form::picked_files;
 use super::pages::batching::BatchingPage;
 use super::pages::beam::BeamPage;
 use super::pages::kv_cache::KvCachePage;
@@ -132,16 +133,13 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>) -> impl IntoView {
             engine.send(&ToWorker::Load(ModelSource::Files), &files);
         }
     };
-    let files_of = |list: Option<web_sys::FileList>| -> Vec<File> {
-        list.map(|l| (0..l.length()).filter_map(|i| l.get(i)).collect()).unwrap_or_default()
-    };
     let on_pick = move |ev: ev::Event| {
         let input: HtmlInputElement = event_target(&ev);
-        load_files(files_of(input.files()));
+        load_files(picked_files(input.files()));
     };
     let on_drop = move |ev: ev::DragEvent| {
         ev.prevent_default();
-        load_files(files_of(ev.data_transfer().and_then(|d| d.files())));
+        load_files(picked_files(ev.data_transfer().and_then(|d| d.files())));
     };
     let status_text = move || match engine.status.get() {
         ModelStatus::Starting => "starting the engine worker…".to_string(),

@@ -1,5 +1,5 @@
-//! Form pieces every page uses: a labelled text field and number parsing that names the
-//! field in its error.
+//! Form pieces every page uses: a labelled text field, number parsing that names the field in
+//! its error, and the files of a file input or a drop.
 
 use leptos::prelude::*;
 
@@ -16,4 +16,9 @@ pub fn Field(#[prop(into)] label: String, value: RwSignal<String>, #[prop(into)]
 /// Parses a form field, naming it in the error.
 pub fn field<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, String> {
     text.trim().parse().map_err(|_| format!("{name}: {text:?} is not a valid number"))
+}
+
+/// The files of a file input or a drop, in order.
+pub fn picked_files(list: Option<web_sys::FileList>) -> Vec<web_sys::File> {
+    list.map(|l| (0..l.length()).filter_map(|i| l.get(i)).collect()).unwrap_or_default()
 }

@@ -10,7 +10,7 @@ use crate::engine::speculative::drafters::DraftSpec;
 use crate::engine::speculative::report::theoretical_speedup;
 use crate::web::bridge::Engine;
 use crate::web::charts::{LineChart, PALETTE, Series};
-use crate::web::form::{Field, field};
+use crate::web::form::{Field, field, picked_files};
 use crate::web::protocol::{ModelSource, PassView, ToWorker};
 
 
@@ -64,6 +64,13 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
     };
     let load_draft = move |_| engine.send(&ToWorker::LoadDraft(ModelSource::Hub { hub: hub.get(), repo: draft_repo.get() }), &[]);
     let load_demo_draft = move |_| engine.send(&ToWorker::LoadDraft(ModelSource::Demo { seed: 1 }), &[]);
+    let load_draft_files = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let files = picked_files(input.files());
+        if !files.is_empty() {
+            engine.send(&ToWorker::LoadDraft(ModelSource::Files), &files);
+        }
+    };
     let no_model = move || engine.loaded.get().is_none() || engine.busy();
 
     view! {
@@ -92,6 +99,7 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
                 <span>"Draft model from the hub: "</span>
                 <input prop:value=move || draft_repo.get() on:input=move |ev| draft_repo.set(event_target_value(&ev)) data-testid="spec-draft-repo" size="28"/>
                 <button on:click=load_draft disabled=move || engine.busy() data-testid="spec-load-draft">"Load draft"</button>
+                <label>"or files "<input type="file" multiple accept=".json,.safetensors" on:change=load_draft_files disabled=move || engine.busy() data-testid="spec-draft-files"/></label>
                 <button on:click=load_demo_draft disabled=move || engine.busy()>"Demo draft (random)"</button>
                 <span>{move || engine.draft.get().map(|d| format!("loaded: {}", d.name)).unwrap_or_else(|| "no draft model loaded".into())}</span>
             </div>
