@@ -249,7 +249,7 @@ pub async fn measure(model: &Gpt2, grid: &MeasureGrid, block_size: usize, mut on
         for run in 0..=grid.repeats {
             let start = Instant::now();
             let logits = runner.forward_chunks(chunks, &[])?;
-            readback::floats(logits.slice([0..1, 0..1, 0..1])).await?;
+            readback::wait(logits).await?;
             if run > 0 {
                 let timing = Timing { shape, ms: start.elapsed().as_secs_f64() * 1000.0 };
                 on_timing(&timing);

@@ -18,7 +18,7 @@ use web_time::Instant;
 
 use self::drafters::{Draft, Drafter};
 use super::error::{EngineError, Result};
-use super::generate::{StopReason, argmax_rows, fit_context};
+use super::generate::{GenerateOptions, StopReason, argmax_rows, fit_context};
 use super::gpt2::{Gpt2, Logits};
 use super::kv::{KvCache, KvMode};
 use super::readback;
@@ -40,6 +40,17 @@ pub struct SpeculativeOptions {
 }
 
 impl SpeculativeOptions {
+    /// Plain decoding with the same budget, sampling and stops: the baseline of a run.
+    pub fn plain(&self, kv: KvMode) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            sampling: self.sampling.clone(),
+            kv,
+            eos_token_ids: self.eos_token_ids.clone(),
+            stop_strings: vec![],
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(1..=MAX_GAMMA).contains(&self.gamma) {
             return Err(EngineError::Request(format!(
@@ -80,6 +91,12 @@ impl Pass {
     }
 }
 
+/// α over `passes` (see [`SpeculativeRun::alpha`]); `None` before any draft token was tested.
+pub fn running_alpha<'a>(passes: impl IntoIterator<Item = &'a Pass>) -> Option<f64> {
+    let (accepted, tested) = passes.into_iter().fold((0, 0), |(a, t), p| (a + p.accepted, t + p.verified()));
+    (tested > 0).then(|| accepted as f64 / tested as f64)
+}
+
 #[derive(Debug, Clone)]
 pub struct SpeculativeRun {
     pub new_ids: Vec<u32>,
@@ -96,13 +113,7 @@ impl SpeculativeRun {
     /// pass tests up to and including its first rejection) — the per-token acceptance
     /// probability of Leviathan et al.'s analysis.
     pub fn alpha(&self) -> f64 {
-        let tested: usize = self.passes.iter().map(Pass::verified).sum();
-        let accepted: usize = self.passes.iter().map(|p| p.accepted).sum();
-        if tested == 0 {
-            0.0
-        } else {
-            accepted as f64 / tested as f64
-        }
+        running_alpha(&self.passes).unwrap_or(0.0)
     }
 
     /// New tokens per target pass (accepted drafts plus the target's own token).
@@ -164,7 +175,7 @@ pub async fn speculative_generate<D: Drafter>(
     let head = &prompt[..prompt.len() - 1];
     if !head.is_empty() {
         let logits = target.forward(&Step::single(head, 0), &mut cache, Logits::Last)?;
-        readback::floats(logits.slice([0..1, 0..1, 0..1])).await?; // waits for the prefill
+        readback::wait(logits).await?;
     }
     drafter.prefill(head).await?;
     let prefill_ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -203,7 +214,7 @@ pub async fn speculative_generate<D: Drafter>(
         let logits = target.forward(
             &Step::single(&fed, cached),
             &mut cache,
-            Logits::Rows((0..=g).collect()),
+            Logits::All,
         )?;
         let (accepted, next, bonus) = verify(logits, &draft, &mut sampler).await?;
         let target_ms = target_start.elapsed().as_secs_f64() * 1000.0;

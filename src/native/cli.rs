@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::bench;
 use super::decoding::{self, BeamArgs, DraftArgs};
@@ -231,19 +231,8 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         )?;
         let text = tokenizer.decode(&run.new_ids)?;
         if args.json {
-            let out = json!({
-                "prompt_ids": prompt,
-                "generated_ids": run.new_ids,
-                "text": text,
-                "stop_reason": run.stop_reason,
-                "device": args.device.name(),
-                "kv": kv.to_string(),
-                "speculative": report,
-            });
-            println!(
-                "{}",
-                serde_json::to_string(&out).context("serialising the result")?
-            );
+            let extra = json!({ "stop_reason": run.stop_reason, "speculative": report });
+            print_generation_json(&prompt, &run.new_ids, &text, args.device, kv, extra)?;
         } else {
             println!("{text}");
             eprintln!(
@@ -263,18 +252,8 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     if let Some(options) = args.beam.options(max_new_tokens, eos_token_ids.clone())? {
         let (best, beams) = decoding::beams(model, tokenizer, &prompt, &options, kv)?;
         if args.json {
-            let out = json!({
-                "prompt_ids": prompt,
-                "generated_ids": best,
-                "text": tokenizer.decode(&best)?,
-                "device": args.device.name(),
-                "kv": kv.to_string(),
-                "beams": beams,
-            });
-            println!(
-                "{}",
-                serde_json::to_string(&out).context("serialising the result")?
-            );
+            let text = tokenizer.decode(&best)?;
+            print_generation_json(&prompt, &best, &text, args.device, kv, json!({ "beams": beams }))?;
         } else {
             for (rank, beam) in beams.as_array().into_iter().flatten().enumerate() {
                 println!(
@@ -325,20 +304,12 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     let text = generation.text.clone().unwrap_or_default();
 
     if args.json {
-        let out = json!({
-            "prompt_ids": prompt,
-            "generated_ids": generation.new_ids,
-            "text": text,
+        let extra = json!({
             "ttft_ms": generation.ttft_ms,
             "tokens_per_s": generation.tokens_per_s(),
             "stop_reason": generation.stop_reason,
-            "device": args.device.name(),
-            "kv": kv.to_string(),
         });
-        println!(
-            "{}",
-            serde_json::to_string(&out).context("serialising the result")?
-        );
+        print_generation_json(&prompt, &generation.new_ids, &text, args.device, kv, extra)?;
     } else {
         if text.len() > printed {
             print!("{}", &text[printed..]);
@@ -354,6 +325,22 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
             kv
         );
     }
+    Ok(())
+}
+
+/// Prints `generate --json`'s object: the fields every mode shares, then the mode's own.
+fn print_generation_json(prompt: &[u32], generated: &[u32], text: &str, device: DeviceArg, kv: KvMode, extra: Value) -> Result<()> {
+    let mut out = json!({
+        "prompt_ids": prompt,
+        "generated_ids": generated,
+        "text": text,
+        "device": device.name(),
+        "kv": kv.to_string(),
+    });
+    if let (Value::Object(out), Value::Object(extra)) = (&mut out, extra) {
+        out.extend(extra);
+    }
+    println!("{}", serde_json::to_string(&out).context("serialising the result")?);
     Ok(())
 }
 

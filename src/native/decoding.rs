@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::model_dir;
 use crate::engine::beam::{BeamOptions, EarlyStopping, beam_search};
-use crate::engine::generate::{GenerateOptions, Generation, generate};
+use crate::engine::generate::{Generation, generate};
 use crate::engine::gpt2::Gpt2;
 use crate::engine::kv::KvMode;
 use crate::engine::speculative::drafters::{AnyDrafter, DraftSpec};
@@ -81,17 +81,11 @@ pub fn plain(
     options: &SpeculativeOptions,
     kv: KvMode,
 ) -> Result<Generation> {
-    let plain_options = GenerateOptions {
-        max_new_tokens: options.max_new_tokens,
-        sampling: options.sampling.clone(),
-        kv,
-        eos_token_ids: options.eos_token_ids.clone(),
-        stop_strings: vec![],
-    };
+
     Ok(pollster::block_on(generate(
         target,
         prompt,
-        &plain_options,
+        &options.plain(kv),
         None,
         |_| ControlFlow::Continue(()),
     ))?)

@@ -43,8 +43,7 @@ pub async fn speculate(
     // Checked before the baseline runs, so a bad drafter fails at once.
     AnyDrafter::new(spec, target, draft_model, capacity).map_err(|e| e.to_string())?;
 
-    let plain_options = GenerateOptions { max_new_tokens, sampling: options.sampling.clone(), kv: KvMode::Contiguous, eos_token_ids: options.eos_token_ids.clone(), stop_strings: vec![] };
-    let plain = generate(target, &ids, &plain_options, None, |_| flow(&stop)).await.map_err(|e| e.to_string())?;
+    let plain = generate(target, &ids, &options.plain(KvMode::Contiguous), None, |_| flow(&stop)).await.map_err(|e| e.to_string())?;
     let run_once = async |options: &SpeculativeOptions, stream: bool| {
         let mut drafter = AnyDrafter::new(spec, target, draft_model, capacity).map_err(|e| e.to_string())?;
         speculative_generate(target, &mut drafter, &ids, options, KvMode::Contiguous, |pass| {

@@ -71,7 +71,7 @@ impl<'a> ModelRunner<'a> {
         let sampling: Vec<usize> = step.items.iter().filter(|i| i.sample).map(|i| i.seq).collect();
         if sampling.is_empty() {
             // Nothing to sample, but the step's time must include its work: wait for it.
-            readback::floats(logits.slice([0..1, 0..1, 0..1])).await?;
+            readback::wait(logits).await?;
             return Ok(vec![]);
         }
         for &id in &sampling {

@@ -154,7 +154,7 @@ impl Drafter for ModelDrafter<'_> {
     async fn prefill(&mut self, tokens: &[u32]) -> Result<()> {
         if tokens.len() > self.cached {
             let logits = self.forward(tokens)?;
-            readback::floats(logits.slice([0..1, 0..1, 0..1])).await?; // waits for the work
+            readback::wait(logits).await?;
         }
         Ok(())
     }

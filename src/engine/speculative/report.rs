@@ -55,7 +55,7 @@ impl SpeculativeReport {
         run: &SpeculativeRun,
         plain: &Generation,
     ) -> Self {
-        let plain_ms_per_token = plain_step_ms(plain);
+        let plain_ms_per_token = plain_ms_per_token(plain);
         let speculative_ms_per_token = run.decode_ms / run.new_ids.len().max(1) as f64;
         let (alpha, mean_gamma) = (run.alpha(), run.mean_gamma());
         let c = if plain_ms_per_token > 0.0 {
@@ -89,7 +89,7 @@ impl SpeculativeReport {
 }
 
 /// Plain decoding's time per token after the first (whose step holds the prefill).
-fn plain_step_ms(plain: &Generation) -> f64 {
+pub fn plain_ms_per_token(plain: &Generation) -> f64 {
     match plain.step_ms.len() {
         0 => 0.0,
         1 => plain.step_ms[0],

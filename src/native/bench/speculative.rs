@@ -11,7 +11,7 @@ use crate::engine::kv::KvMode;
 use crate::engine::sampling::SamplingParams;
 use crate::engine::speculative::SpeculativeOptions;
 use crate::engine::speculative::drafters::DraftSpec;
-use crate::engine::speculative::report::ALPHA_DEFINITION;
+use crate::engine::speculative::report::{ALPHA_DEFINITION, plain_ms_per_token};
 use crate::native::decoding;
 use crate::native::device::DeviceArg;
 use crate::native::model_dir;
@@ -149,7 +149,7 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
             "prompt_tokens": prompt.len(),
             "new_tokens": args.new_tokens,
             "temperature": args.temperature,
-            "plain_ms_per_token": plain.step_ms[1..].iter().sum::<f64>() / (plain.step_ms.len() - 1).max(1) as f64,
+            "plain_ms_per_token": plain_ms_per_token(&plain),
             "alpha_definition": ALPHA_DEFINITION,
             "rows": rows,
         });

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 
 use crate::engine::sampling::SamplingParams;
-use crate::engine::speculative::SpeculativeOptions;
+use crate::engine::speculative::{SpeculativeOptions, running_alpha};
 use crate::engine::speculative::drafters::DraftSpec;
 use crate::engine::speculative::report::theoretical_speedup;
 use crate::web::bridge::Engine;
@@ -114,13 +114,7 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
 #[component]
 fn Passes() -> impl IntoView {
     let engine = expect_context::<Engine>();
-    let alpha = move || {
-        engine.spec.with(|s| {
-            let tested: usize = s.passes.iter().map(|p| p.pass.verified()).sum();
-            let accepted: usize = s.passes.iter().map(|p| p.pass.accepted).sum();
-            (tested > 0).then(|| accepted as f64 / tested as f64)
-        })
-    };
+    let alpha = move || engine.spec.with(|s| running_alpha(s.passes.iter().map(|p| &p.pass)));
     let per_pass = move || {
         engine.spec.with(|s| {
             let tokens: usize = s.passes.iter().map(|p| p.pass.accepted + 1).sum();
