@@ -29,6 +29,7 @@ fn golden_requests(case: &Case) -> Vec<Request> {
             sampling: SamplingParams::default(),
             eos_token_ids: vec![],
             arrival_ms: 3.0 * i as f64,
+            logprobs: None,
         })
         .collect()
 }
@@ -140,6 +141,7 @@ fn seeded_sampling_is_reproducible_and_independent_of_the_batch() {
             sampling: SamplingParams { temperature: 0.9, top_k: 50, top_p: 0.95, repetition_penalty: 1.1, seed: 7 + i as u64 },
             eos_token_ids: vec![],
             arrival_ms: 0.0,
+            logprobs: None,
         })
         .collect();
     let batched = stats::requests(&run(&case, config(&case, Policy::Continuous, |_| {}), requests.clone()));

@@ -163,6 +163,33 @@ impl SamplingParams {
     }
 }
 
+/// The log-probability of a chosen token and the `k` likeliest tokens' (best first), from the
+/// model's raw logits — before temperature and filters, as OpenAI's and vLLM's `logprobs` are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprobs {
+    pub fn new(logits: &[f32], chosen: u32, k: usize) -> Self {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_z = max + logits.iter().map(|&l| f64::from(l - max).exp()).sum::<f64>().ln() as f32;
+        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        let mut top: Vec<u32> = (0..logits.len() as u32).collect();
+        let k = k.min(top.len());
+        if k < top.len() && k > 0 {
+            top.select_nth_unstable_by(k - 1, by_logit);
+        }
+        top.truncate(k);
+        top.sort_by(by_logit);
+        Self {
+            logprob: logits.get(chosen as usize).map_or(f32::NEG_INFINITY, |&l| l - log_z),
+            top: top.into_iter().map(|id| (id, logits[id as usize] - log_z)).collect(),
+        }
+    }
+}
+
 /// Index of the largest value, the first one on ties.
 pub fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
@@ -254,6 +281,18 @@ mod tests {
         .unwrap();
         assert_eq!(s.pick(&mut [3.0, 2.0, -1.0], &[0]), 1);
         assert_eq!(s.pick(&mut [-0.1, -0.15, -1.0], &[0]), 1);
+    }
+
+    #[test]
+    fn logprobs_are_a_log_softmax_with_the_best_first() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0];
+        let lp = TokenLogprobs::new(&logits, 2, 2);
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        assert!((lp.logprob - (2.0f32.exp() / z).ln()).abs() < 1e-6);
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 3], "ties go to the lower id");
+        assert!((lp.top[0].1 - (3.0f32.exp() / z).ln()).abs() < 1e-6);
+        assert!(TokenLogprobs::new(&logits, 0, 0).top.is_empty());
+        assert_eq!(TokenLogprobs::new(&logits, 0, 9).top.len(), 4);
     }
 
     #[test]

@@ -42,6 +42,9 @@ enum Command {
     /// Benchmarks (JSON with --json).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// An OpenAI-compatible completions server with continuous batching (/v1/completions,
+    /// /v1/models, /health, /metrics).
+    Serve(super::serve::ServeArgs),
 }
 
 /// Where the model comes from.
@@ -134,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::Batch(args) => super::batch::run(args),
         Command::Simulate(args) => super::simulate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Serve(args) => super::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

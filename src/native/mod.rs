@@ -8,4 +8,5 @@ pub mod decoding;
 pub mod device;
 pub mod hub;
 pub mod model_dir;
+pub mod serve;
 pub mod simulate;

@@ -57,18 +57,17 @@ pub fn devices() -> Vec<(&'static str, Device)> {
     devices
 }
 
+/// A fixture model folder's goldens.
+pub fn golden(dir: &std::path::Path) -> Golden {
+    serde_json::from_slice(&std::fs::read(dir.join("golden.json")).expect("golden.json"))
+        .unwrap_or_else(|e| panic!("{}: golden.json does not follow schema 1: {e}", dir.display()))
+}
+
 /// Each fixture model on each device, with its goldens.
 pub fn cases() -> Vec<Case> {
     let mut cases = vec![];
     for dir in model_dirs() {
-        let golden: Golden =
-            serde_json::from_slice(&std::fs::read(dir.join("golden.json")).expect("golden.json"))
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "{}: golden.json does not follow schema 1: {e}",
-                        dir.display()
-                    )
-                });
+        let golden = golden(&dir);
         for (device_name, device) in devices() {
             let loaded = load(&dir, &device).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
             cases.push(Case {

@@ -17,7 +17,7 @@ use crate::engine::kv::KvCache;
 use crate::engine::kv::blocks::{BlockCopy, BlockId};
 use crate::engine::kv::paged::{PagedKv, Segment};
 use crate::engine::readback;
-use crate::engine::sampling::Sampler;
+use crate::engine::sampling::{Sampler, TokenLogprobs};
 use crate::engine::step::Step;
 
 pub struct ModelRunner<'a> {
@@ -57,7 +57,9 @@ impl<'a> ModelRunner<'a> {
         self.model.forward(&flat, &mut self.cache, Logits::Rows(rows))
     }
 
-    async fn run(&mut self, step: &ScheduledStep, scheduler: &Scheduler) -> Result<Vec<u32>> {
+    /// Runs one scheduled step: a token (and the log-probabilities its request asked for) per
+    /// sampling item, in order.
+    pub async fn run(&mut self, step: &ScheduledStep, scheduler: &Scheduler) -> Result<Vec<Sampled>> {
         let seqs = &scheduler.seqs;
         let chunks: Vec<Chunk<'_>> = step
             .items
@@ -79,9 +81,9 @@ impl<'a> ModelRunner<'a> {
                 self.samplers.insert(id, Sampler::new(seqs[id].request.sampling.clone())?);
             }
         }
-        if sampling.iter().all(|id| !self.samplers[id].params().needs_logits()) {
+        if sampling.iter().all(|&id| !self.samplers[&id].params().needs_logits() && seqs[id].request.logprobs.is_none()) {
             let picked: Tensor<3, Int> = logits.argmax(2);
-            return Ok(readback::ints(picked).await?.into_iter().map(|i| i as u32).collect());
+            return Ok(readback::ints(picked).await?.into_iter().map(|i| Sampled { token: i as u32, logprobs: None }).collect());
         }
         let vocab = self.model.config.vocab_size;
         let all = readback::floats(logits).await?;
@@ -90,10 +92,18 @@ impl<'a> ModelRunner<'a> {
             .zip(all.chunks_exact(vocab))
             .map(|(&id, row)| {
                 let sampler = self.samplers.get_mut(&id).expect("made above");
-                sampler.pick(&mut row.to_vec(), &seqs[id].tokens)
+                let token = sampler.pick(&mut row.to_vec(), &seqs[id].tokens);
+                Sampled { token, logprobs: seqs[id].request.logprobs.map(|k| TokenLogprobs::new(row, token, k)) }
             })
             .collect())
     }
+}
+
+/// A token a step chose for a sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprobs: Option<TokenLogprobs>,
 }
 
 /// Tokens `start..start + tokens.len()` of one sequence whose blocks `table` lists.
@@ -108,7 +118,7 @@ pub struct Chunk<'s> {
 impl Executor for ModelRunner<'_> {
     async fn execute(&mut self, step: &ScheduledStep, scheduler: &Scheduler) -> Result<(Vec<u32>, f64)> {
         let start = Instant::now();
-        let tokens = self.run(step, scheduler).await?;
+        let tokens = self.run(step, scheduler).await?.into_iter().map(|s| s.token).collect();
         Ok((tokens, start.elapsed().as_secs_f64() * 1000.0))
     }
 

@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::sequence::{Phase, Request, Sequence};
+use super::sequence::{Finish, Phase, Request, Sequence};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kv::blocks::{BlockCopy, BlockManager};
 
@@ -156,6 +156,9 @@ pub struct Scheduler {
     /// No more requests will arrive (lets a static batch start short).
     closed: bool,
     pub preemptions: usize,
+    /// Ids of forgotten sequences, reused by `add` so a long-running server's table stays as
+    /// large as its peak load, not its history.
+    free_ids: Vec<usize>,
 }
 
 impl Scheduler {
@@ -169,6 +172,7 @@ impl Scheduler {
             running: vec![],
             closed: false,
             preemptions: 0,
+            free_ids: vec![],
         })
     }
 
@@ -199,10 +203,49 @@ impl Scheduler {
             ));
         }
         request.sampling.validate()?;
-        let id = self.seqs.len();
-        self.seqs.push(Sequence::new(id, request));
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.seqs[id] = Sequence::new(id, request);
+                id
+            }
+            None => {
+                self.seqs.push(Sequence::new(self.seqs.len(), request));
+                self.seqs.len() - 1
+            }
+        };
         self.waiting.push_back(id);
         Ok(id)
+    }
+
+    /// Stops a sequence wherever it is (waiting or running) and frees its blocks at once.
+    pub fn abort(&mut self, id: usize, now_ms: f64) {
+        self.waiting.retain(|&w| w != id);
+        self.running.retain(|&r| r != id);
+        let seq = &mut self.seqs[id];
+        self.blocks.free(&mut seq.block_table);
+        if seq.finish.is_none() {
+            seq.finish = Some(Finish::Aborted);
+            seq.finished_ms = Some(now_ms);
+        }
+    }
+
+    /// Drops a finished sequence that no batch holds any more (its tokens, its timeline) and
+    /// lets `add` reuse its id. Returns false, keeping it, while it still sits in a batch.
+    pub fn forget(&mut self, id: usize) -> bool {
+        if !self.seqs[id].is_finished() || self.running.contains(&id) {
+            return false;
+        }
+        let seq = &mut self.seqs[id];
+        seq.tokens = vec![];
+        seq.request.prompt = vec![];
+        seq.spans = vec![];
+        self.free_ids.push(id);
+        true
+    }
+
+    /// Sequences waiting for their first (or, after a preemption, next) step.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
     }
 
     /// No more requests will come.

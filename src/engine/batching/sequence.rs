@@ -21,6 +21,9 @@ pub struct Request {
     /// When it arrives, from the start of the run.
     #[serde(default)]
     pub arrival_ms: f64,
+    /// Also return the log-probability of each chosen token and of this many top alternatives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +31,8 @@ pub struct Request {
 pub enum Finish {
     Eos,
     MaxNewTokens,
+    /// Stopped from outside: its client left, a stop string matched, or its deadline passed.
+    Aborted,
 }
 
 /// What a sequence did during one step, for the timeline.

@@ -87,6 +87,7 @@ pub fn parse_jsonl(text: &str, eos_token_ids: &[u32], max_context: usize, tokeni
             sampling,
             eos_token_ids: if line.ignore_eos { vec![] } else { eos_token_ids.to_vec() },
             arrival_ms: line.arrival_ms,
+            logprobs: None,
         });
     }
     if requests.is_empty() {
@@ -193,6 +194,7 @@ impl WorkloadSpec {
                     sampling: SamplingParams::default(),
                     eos_token_ids: vec![],
                     arrival_ms: clock,
+                    logprobs: None,
                 });
             }
         }

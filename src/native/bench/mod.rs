@@ -5,6 +5,7 @@ pub mod batching;
 pub mod beam;
 pub mod kernels;
 pub mod kv;
+pub mod serve;
 pub mod speculative;
 pub mod step;
 
@@ -30,6 +31,8 @@ pub enum BenchCommand {
     Speculative(speculative::SpeculativeArgs),
     /// Beam search with shared paged blocks, a gathered contiguous cache, and recomputation.
     Beam(beam::BeamBenchArgs),
+    /// Load on an OpenAI-compatible server: throughput, TTFT / ITL / latency, outcomes.
+    Serve(serve::ServeBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -40,6 +43,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Step(args) => step::run(args),
         BenchCommand::Speculative(args) => speculative::run(args),
         BenchCommand::Beam(args) => beam::run(args),
+        BenchCommand::Serve(args) => serve::run(args),
     }
 }
 

@@ -1,0 +1,259 @@
+//! Engine events → OpenAI completion choices. Streaming and non-streaming answers are built
+//! by the same code: each token becomes a `ChoiceDelta` (the text it released, its id, its
+//! log-probabilities); a stream sends each delta as a chunk, a plain answer concatenates them
+//! — so the streamed chunks always join to the non-streamed text.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use metrics::{counter, histogram};
+use serde_json::{Map, Value, json};
+
+use super::api::Completion;
+use super::engine::{Event, Outcome};
+use super::text::TextStream;
+use crate::engine::batching::sequence::Finish;
+use crate::engine::sampling::TokenLogprobs;
+use crate::engine::tokenizer::Tokenizer;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// What one event added to one choice.
+#[derive(Debug, Default)]
+pub struct ChoiceDelta {
+    pub index: usize,
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub logprobs: Option<Logprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// OpenAI's legacy completions `logprobs` object, column by column.
+#[derive(Debug, Default, Clone)]
+pub struct Logprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f32>,
+    pub top_logprobs: Vec<Map<String, Value>>,
+    pub text_offset: Vec<usize>,
+}
+
+impl Logprobs {
+    fn extend(&mut self, other: Logprobs) {
+        self.tokens.extend(other.tokens);
+        self.token_logprobs.extend(other.token_logprobs);
+        self.top_logprobs.extend(other.top_logprobs);
+        self.text_offset.extend(other.text_offset);
+    }
+
+    fn json(&self) -> Value {
+        json!({"tokens": self.tokens, "token_logprobs": self.token_logprobs, "top_logprobs": self.top_logprobs, "text_offset": self.text_offset})
+    }
+}
+
+struct Choice {
+    text: TextStream,
+    /// Characters of this choice's text so far (for `text_offset`).
+    chars: usize,
+    generated: usize,
+    finish: Option<&'static str>,
+    stop: Arc<AtomicBool>,
+    last_token: Option<Instant>,
+}
+
+/// Why a request ended before all its choices did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    TimedOut,
+    Engine(String),
+}
+
+/// One request's answer as it is being built.
+pub struct Answer {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    choices: Vec<Choice>,
+    prompt_tokens: usize,
+    logprobs: Option<usize>,
+    tokenizer: Arc<Tokenizer>,
+    received: Instant,
+    first_token: Option<Instant>,
+    failure: Option<Failure>,
+}
+
+impl Answer {
+    /// `stops[i]` is choice i's stop flag (read by the engine).
+    pub fn new(request: &Completion, model: String, stops: Vec<Arc<AtomicBool>>, tokenizer: Arc<Tokenizer>, received: Instant) -> Self {
+        let choices = stops
+            .into_iter()
+            .map(|stop| Choice { text: TextStream::new(request.stop.clone()), chars: 0, generated: 0, finish: None, stop, last_token: None })
+            .collect();
+        let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Self {
+            id: format!("cmpl-{created:x}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            created,
+            model,
+            choices,
+            prompt_tokens: request.prompts.iter().map(Vec::len).sum(),
+            logprobs: request.logprobs,
+            tokenizer,
+            received,
+            first_token: None,
+            failure: None,
+        }
+    }
+
+    /// The echoed prompt of every choice (its first delta, before any token).
+    pub fn echo(&mut self, request: &Completion) -> Vec<ChoiceDelta> {
+        (0..self.choices.len())
+            .map(|index| {
+                let prompt = &request.prompts[index / request.n];
+                let text = self.tokenizer.decode(prompt).unwrap_or_default();
+                self.choices[index].chars += text.chars().count();
+                ChoiceDelta { index, text, ..ChoiceDelta::default() }
+            })
+            .collect()
+    }
+
+    pub fn done(&self) -> bool {
+        self.failure.is_some() || self.choices.iter().all(|c| c.finish.is_some())
+    }
+
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// Applies one engine event; returns what it added to a choice, if anything.
+    pub fn apply(&mut self, event: Event) -> Option<ChoiceDelta> {
+        let now = Instant::now();
+        match event {
+            Event::Token { choice: index, token, logprobs } => {
+                let choice = self.choices.get_mut(index)?;
+                if choice.finish.is_some() {
+                    return None; // a token computed while its stop string was being noticed
+                }
+                histogram!(if choice.last_token.is_some() { "inferlab_itl_seconds" } else { "inferlab_ttft_seconds" })
+                    .record(now.duration_since(choice.last_token.unwrap_or(self.received)).as_secs_f64());
+                choice.last_token = Some(now);
+                self.first_token.get_or_insert(now);
+                choice.generated += 1;
+                let delta = choice.text.push(token, &self.tokenizer);
+                let logprobs = self.logprobs.zip(logprobs).map(|(_, lp)| token_logprobs(token, &lp, choice.chars, &self.tokenizer));
+                choice.chars += delta.text.chars().count();
+                if delta.stopped {
+                    choice.finish = Some("stop");
+                    choice.stop.store(true, Ordering::Relaxed);
+                }
+                Some(ChoiceDelta { index, text: delta.text, token_ids: vec![token], logprobs, finish_reason: choice.finish })
+            }
+            Event::Done { choice: index, outcome } => {
+                let choice = self.choices.get_mut(index)?;
+                if choice.finish.is_some() {
+                    return None;
+                }
+                match outcome {
+                    Outcome::Finished(finish) => {
+                        let reason = if finish == Finish::MaxNewTokens { "length" } else { "stop" };
+                        choice.finish = Some(reason);
+                        let text = choice.text.finish(&self.tokenizer);
+                        choice.chars += text.chars().count();
+                        Some(ChoiceDelta { index, text, finish_reason: Some(reason), ..ChoiceDelta::default() })
+                    }
+                    Outcome::TimedOut => {
+                        self.failure = Some(Failure::TimedOut);
+                        None
+                    }
+                    Outcome::Failed(message) => {
+                        self.failure = Some(Failure::Engine(message));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn usage(&self) -> Value {
+        let completion: usize = self.choices.iter().map(|c| c.generated).sum();
+        json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": completion, "total_tokens": self.prompt_tokens + completion})
+    }
+
+    /// One streamed chunk.
+    pub fn chunk(&self, delta: &ChoiceDelta, token_ids: bool) -> Value {
+        json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": [choice_json(delta, token_ids)]})
+    }
+
+    /// The whole answer from every delta, in order.
+    pub fn body(&self, deltas: Vec<ChoiceDelta>, token_ids: bool) -> Value {
+        let mut merged: Vec<ChoiceDelta> = (0..self.choices.len()).map(|index| ChoiceDelta { index, ..ChoiceDelta::default() }).collect();
+        for d in deltas {
+            let m = &mut merged[d.index];
+            m.text.push_str(&d.text);
+            m.token_ids.extend(d.token_ids);
+            if let Some(lp) = d.logprobs {
+                m.logprobs.get_or_insert_with(Logprobs::default).extend(lp);
+            }
+            m.finish_reason = d.finish_reason.or(m.finish_reason);
+        }
+        if self.logprobs.is_some() {
+            for m in &mut merged {
+                m.logprobs.get_or_insert_with(Logprobs::default);
+            }
+        }
+        let choices: Vec<Value> = merged.iter().map(|d| choice_json(d, token_ids)).collect();
+        json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": choices, "usage": self.usage()})
+    }
+}
+
+impl Drop for Answer {
+    /// Counts how the request ended; also when its client left and the answer was dropped.
+    fn drop(&mut self) {
+        let outcome = match &self.failure {
+            Some(Failure::TimedOut) => "timeout",
+            Some(Failure::Engine(_)) => "failed",
+            None if self.done() => "completed",
+            None => "cancelled",
+        };
+        counter!("inferlab_request_outcomes_total", "outcome" => outcome).increment(1);
+        if outcome == "completed" {
+            histogram!("inferlab_e2e_latency_seconds").record(self.received.elapsed().as_secs_f64());
+            counter!("inferlab_prompt_tokens_total").increment(self.prompt_tokens as u64);
+        }
+    }
+}
+
+/// Folds a choice's finishing delta (no token, a finish reason) into that choice's token delta
+/// just before it, so a stream's last token chunk carries the finish reason, as OpenAI's does.
+pub fn fold_finishes(deltas: Vec<ChoiceDelta>) -> Vec<ChoiceDelta> {
+    let mut out: Vec<ChoiceDelta> = Vec::with_capacity(deltas.len());
+    for d in deltas {
+        let same = out.iter_mut().rev().find(|o| o.index == d.index);
+        match same {
+            Some(prev) if d.token_ids.is_empty() && prev.finish_reason.is_none() => {
+                prev.text.push_str(&d.text);
+                prev.finish_reason = d.finish_reason;
+            }
+            _ => out.push(d),
+        }
+    }
+    out
+}
+
+fn choice_json(delta: &ChoiceDelta, token_ids: bool) -> Value {
+    let mut choice = json!({
+        "index": delta.index,
+        "text": delta.text,
+        "logprobs": delta.logprobs.as_ref().map(Logprobs::json),
+        "finish_reason": delta.finish_reason,
+    });
+    if token_ids {
+        choice["token_ids"] = json!(delta.token_ids);
+    }
+    choice
+}
+
+fn token_logprobs(token: u32, lp: &TokenLogprobs, offset: usize, tokenizer: &Tokenizer) -> Logprobs {
+    let piece = |id: u32| tokenizer.decode(&[id]).unwrap_or_default();
+    let top: Map<String, Value> = lp.top.iter().map(|&(id, l)| (piece(id), json!(l))).collect();
+    Logprobs { tokens: vec![piece(token)], token_logprobs: vec![lp.logprob], top_logprobs: vec![top], text_offset: vec![offset] }
+}
