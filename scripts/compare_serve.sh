@@ -4,7 +4,7 @@
 #   served naively (scripts/hf_server.py: one request at a time).
 # Prints each run's JSON and a table of throughput and latency with ratios to static and HF.
 #
-#   scripts/compare_serve.sh                  # random:distilgpt2, 64 requests, 16 clients
+#   scripts/compare_serve.sh     # random:distilgpt2, 64 requests from 16 clients, long-tail outputs 8..128
 #   MODEL=random:gpt2 REQUESTS=128 scripts/compare_serve.sh
 #
 # Needs a built inferlab ($INFERLAB_BIN, default: cargo's debug binary) and, for the HF side,
@@ -17,9 +17,9 @@ TOKENIZER=${TOKENIZER:-${INFERLAB_FIXTURES:-../shared/fixtures/gpt2}/tokenizer}
 REQUESTS=${REQUESTS:-64}
 CONCURRENCY=${CONCURRENCY:-16}
 RATE=${RATE:-0}
-PROMPT_TOKENS=${PROMPT_TOKENS:-32}
-MIN_TOKENS=${MIN_TOKENS:-4}
-MAX_TOKENS=${MAX_TOKENS:-64}
+PROMPT_LEN=${PROMPT_LEN:-16..64}
+OUTPUT_LEN=${OUTPUT_LEN:-8..128}
+LENGTHS=${LENGTHS:-long-tail}
 MAX_BATCH=${MAX_BATCH:-16}
 THREADS=${THREADS:-2}
 BIN=${INFERLAB_BIN:-${CARGO_TARGET_DIR:-target}/debug/inferlab}
@@ -29,7 +29,7 @@ PORT=${PORT:-8100}
 
 export RAYON_NUM_THREADS=$THREADS
 server_pid=
-stop_server() { [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; server_pid=; }
+stop_server() { if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || true; fi; server_pid=; }
 trap stop_server EXIT
 
 wait_ready() {
@@ -43,7 +43,7 @@ wait_ready() {
 
 load() {
   "$BIN" bench serve --url "http://127.0.0.1:$PORT" --requests "$REQUESTS" --concurrency "$CONCURRENCY" --rate "$RATE" \
-    --prompt-tokens "$PROMPT_TOKENS" --min-tokens "$MIN_TOKENS" --max-tokens "$MAX_TOKENS" --seed 1 --json > "$OUT/$1.json"
+    --prompt-len "$PROMPT_LEN" --output-len "$OUTPUT_LEN" --lengths "$LENGTHS" --workload-seed 1 --json > "$OUT/$1.json"
   echo "== $1"; cat "$OUT/$1.json"
 }
 
@@ -57,7 +57,7 @@ for policy in continuous static; do
   if [ "$policy" = continuous ]; then
     # Server overhead at idle: one request at a time; the engine's histogram of the time from
     # the HTTP request's arrival to the start of its first step.
-    "$BIN" bench serve --url "http://127.0.0.1:$PORT" --requests 20 --concurrency 1 --max-tokens 2 --json > "$OUT/idle.json"
+    "$BIN" bench serve --url "http://127.0.0.1:$PORT" --requests 20 --concurrency 1 --rate 0 --output-len 2..2 --json > "$OUT/idle.json"
     echo "== idle: request → first engine step, mean over 20 requests: $(python3 -c "print(f'{1000 * $(metric inferlab_admission_latency_seconds_sum) / $(metric inferlab_admission_latency_seconds_count):.3f} ms')")"
   fi
   load "$policy"

@@ -275,19 +275,14 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
 #[test]
 fn load_with_hang_ups_and_429s_loses_nothing_and_leaks_no_block() {
     let server = Server::tiny(&["--devices", "cpu,cpu", "--max-queue", "16", "--max-batch", "8"]);
-    let load = |requests, rate, seed| ServeBenchArgs {
-        url: server.url.clone(),
-        model: None,
-        requests,
-        concurrency: 64,
-        rate,
-        prompt_tokens: 8,
-        max_tokens: 24,
-        min_tokens: Some(1),
-        temperature: 0.8,
-        disconnect: 0.1,
-        seed,
-        json: true,
+    #[derive(clap::Parser)]
+    struct Load {
+        #[command(flatten)]
+        args: ServeBenchArgs,
+    }
+    let load = |requests: usize, rate: f64, seed: u64| {
+        let flags = format!("--url {} --requests {requests} --rate {rate} --workload-seed {seed} --concurrency 64 --prompt-len 8..8 --output-len 1..24 --lengths uniform --temperature 0.8 --disconnect 0.1", server.url);
+        <Load as clap::Parser>::parse_from(std::iter::once("bench").chain(flags.split(' '))).args
     };
     // A burst from 64 clients at once against a queue of 16 (429s guaranteed), then a paced
     // stream: 1,000 requests in all, each completed, refused or hung up on — none lost.
@@ -317,7 +312,7 @@ fn load_with_hang_ups_and_429s_loses_nothing_and_leaks_no_block() {
     assert!(server.metric("inferlab_request_outcomes_total") >= admitted as f64);
     // The load generator's command line and JSON contract.
     let out = Command::new(env!("CARGO_BIN_EXE_inferlab"))
-        .args(["bench", "serve", "--url", &server.url, "--requests", "12", "--concurrency", "4", "--rate", "50", "--max-tokens", "6", "--json"])
+        .args(["bench", "serve", "--url", &server.url, "--requests", "12", "--concurrency", "4", "--rate", "50", "--output-len", "2..6", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -17,6 +17,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::batching::stats::percentile;
+use crate::engine::batching::workload::WorkloadSpec;
+use crate::native::batch::WorkloadArgs;
+
+/// GPT-2's vocabulary: the prompts' random ids are drawn from it.
+const VOCAB: usize = 50257;
 
 #[derive(Args, Clone)]
 pub struct ServeBenchArgs {
@@ -26,29 +31,17 @@ pub struct ServeBenchArgs {
     /// The model name to ask for [default: the first of /v1/models].
     #[arg(long)]
     pub model: Option<String>,
-    #[arg(long, default_value_t = 200)]
-    pub requests: usize,
+    /// Requests, their arrivals (--rate 0: each client sends as soon as it is free) and lengths.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
     /// Clients sending at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
-    /// Offered load in requests per second (Poisson arrivals); 0 = each client sends as soon as it is free.
-    #[arg(long, default_value_t = 0.0)]
-    pub rate: f64,
-    /// Prompt length (random token ids).
-    #[arg(long, default_value_t = 32)]
-    pub prompt_tokens: usize,
-    /// Each request asks for a uniform random number of tokens in min-tokens..=max-tokens.
-    #[arg(long, default_value_t = 64)]
-    pub max_tokens: usize,
-    #[arg(long)]
-    pub min_tokens: Option<usize>,
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f64,
     /// Share of requests whose client hangs up after a random number of chunks (0: while queued).
     #[arg(long, default_value_t = 0.0)]
     pub disconnect: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -74,9 +67,9 @@ impl Spread {
 pub struct ServeReport {
     pub url: String,
     pub model: String,
+    pub workload: WorkloadSpec,
     pub requests: usize,
     pub concurrency: usize,
-    pub rate: f64,
     pub completed: usize,
     /// Refused with 429 (queue full).
     pub rejected_429: usize,
@@ -117,7 +110,7 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
             "{} requests at {} clients ({}): {} completed, {} refused (429), {} cancelled, {} failed in {:.1} s",
             r.requests,
             r.concurrency,
-            if r.rate > 0.0 { format!("{} req/s offered", r.rate) } else { "closed loop".into() },
+            if args.workload.rate > 0.0 { format!("{} req/s offered", args.workload.rate) } else { "closed loop".into() },
             r.completed,
             r.rejected_429,
             r.cancelled,
@@ -137,24 +130,24 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
 
 /// Runs the load and reports it.
 pub fn bench(args: &ServeBenchArgs) -> Result<ServeReport> {
-    let min_tokens = args.min_tokens.unwrap_or(args.max_tokens);
-    if args.requests == 0 || args.concurrency == 0 || args.max_tokens == 0 || args.prompt_tokens == 0 || min_tokens == 0 || min_tokens > args.max_tokens {
-        bail!("--requests, --concurrency, --prompt-tokens and --max-tokens must be at least 1, and --min-tokens between 1 and --max-tokens");
-    }
-    if !(args.rate.is_finite() && args.rate >= 0.0) || !(0.0..=1.0).contains(&args.disconnect) {
-        bail!("--rate must be a number >= 0 and --disconnect a share in 0..=1");
+    if args.concurrency == 0 || !(0.0..=1.0).contains(&args.disconnect) || !(args.temperature >= 0.0) {
+        bail!("--concurrency must be at least 1, --disconnect a share in 0..=1 and --temperature >= 0");
     }
     let base = args.url.trim_end_matches('/').to_string();
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(900))).build().into();
+    let text = agent.get(format!("{base}/v1/models")).call().with_context(|| format!("cannot reach {base}/v1/models"))?.into_body().read_to_string()?;
+    let models: Value = serde_json::from_str(&text).with_context(|| format!("/v1/models did not answer JSON: {text}"))?;
     let model = match &args.model {
         Some(m) => m.clone(),
-        None => {
-            let text = agent.get(format!("{base}/v1/models")).call().with_context(|| format!("cannot reach {base}/v1/models"))?.into_body().read_to_string()?;
-            let models: Value = serde_json::from_str(&text).with_context(|| format!("/v1/models did not answer JSON: {text}"))?;
-            models["data"][0]["id"].as_str().context("/v1/models lists no model")?.to_string()
-        }
+        None => models["data"][0]["id"].as_str().context("/v1/models lists no model")?.to_string(),
     };
-    let plans = plan(args, &model, min_tokens);
+    let context = models["data"][0]["max_model_len"].as_u64().unwrap_or(1024) as usize;
+    let mut workload = args.workload.clone();
+    if workload.rate == 0.0 {
+        workload.rate = 1e12; // all at once: the clients' count is the only limit
+    }
+    let spec = workload.spec(context)?;
+    let plans = plan(args, &spec, &model);
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::with_capacity(plans.len()));
     let start = Instant::now();
@@ -195,9 +188,9 @@ pub fn bench(args: &ServeBenchArgs) -> Result<ServeReport> {
     Ok(ServeReport {
         url: base,
         model,
-        requests: args.requests,
+        workload: spec,
+        requests: plans.len(),
         concurrency: args.concurrency,
-        rate: args.rate,
         completed: latency.len(),
         rejected_429: rejected,
         cancelled,
@@ -212,23 +205,18 @@ pub fn bench(args: &ServeBenchArgs) -> Result<ServeReport> {
     })
 }
 
-/// The requests, their arrival times and who hangs up, all from the seed.
-fn plan(args: &ServeBenchArgs, model: &str, min_tokens: usize) -> Vec<Plan> {
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let mut at = 0.0f64;
-    (0..args.requests)
-        .map(|_| {
-            if args.rate > 0.0 {
-                at += -(1.0 - rng.random::<f64>()).ln() / args.rate;
-            }
-            let prompt: Vec<u32> = (0..args.prompt_tokens).map(|_| rng.random_range(0..50_000)).collect();
-            let max_tokens = rng.random_range(min_tokens..=args.max_tokens);
+/// The workload's requests as request bodies, and who hangs up, all from the workload's seed.
+fn plan(args: &ServeBenchArgs, spec: &WorkloadSpec, model: &str) -> Vec<Plan> {
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    spec.generate(VOCAB)
+        .into_iter()
+        .map(|r| {
             let body = json!({
-                "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": args.temperature,
+                "model": model, "prompt": r.prompt, "max_tokens": r.max_new_tokens, "temperature": args.temperature,
                 "seed": rng.random::<u32>(), "stream": true, "stream_options": {"include_usage": true}, "ignore_eos": true,
             });
-            let hang_up_after = (rng.random::<f64>() < args.disconnect).then(|| rng.random_range(0..max_tokens.max(1)));
-            Plan { at: Duration::from_secs_f64(at), body: body.to_string(), hang_up_after }
+            let hang_up_after = (rng.random::<f64>() < args.disconnect).then(|| rng.random_range(0..r.max_new_tokens));
+            Plan { at: Duration::from_secs_f64(r.arrival_ms / 1000.0), body: body.to_string(), hang_up_after }
         })
         .collect()
 }

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -75,10 +74,10 @@ struct Live {
     started: bool,
 }
 
+/// A running replica's door (its jobs channel) and its gauges.
 pub struct Replica {
     pub inbox: UnboundedSender<Job>,
     pub gauges: Arc<Gauges>,
-    pub thread: JoinHandle<()>,
 }
 
 /// Starts a replica: `load` builds the model on the engine's own thread; `queued` counts the
@@ -94,7 +93,7 @@ pub fn spawn(
     let (inbox, jobs) = mpsc::unbounded_channel();
     let gauges = Arc::new(Gauges::default());
     let shared = gauges.clone();
-    let thread = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(name)
         .spawn(move || {
             let model = match load() {
@@ -112,7 +111,7 @@ pub fn spawn(
             }
         })
         .context("cannot start an engine thread")?;
-    Ok(Replica { inbox, gauges, thread })
+    Ok(Replica { inbox, gauges })
 }
 
 struct Engine<'m> {
@@ -231,7 +230,6 @@ impl<'m> Engine<'m> {
             .iter()
             .filter_map(|(&id, l)| {
                 if l.events.is_closed() {
-                    counter!("inferlab_cancelled_sequences_total").increment(1);
                     Some((id, None))
                 } else if l.stop.load(Ordering::Relaxed) {
                     Some((id, None))
@@ -243,6 +241,9 @@ impl<'m> Engine<'m> {
             })
             .collect();
         for (id, outcome) in gone {
+            if self.live[&id].events.is_closed() {
+                counter!("inferlab_cancelled_sequences_total").increment(1);
+            }
             let now_ms = self.now_ms();
             self.scheduler.abort(id, now_ms);
             self.end(id, outcome);

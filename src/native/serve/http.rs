@@ -21,7 +21,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 
 use super::api::{self, ApiError, Completion, ModelInfo};
 use super::engine::{Event, Job, JobSeq};
@@ -52,7 +53,9 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .layer(DefaultBodyLimit::max(limit))
         // A backstop behind the engine's own deadline (which answers 504 with a reason).
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, state.request_timeout + Duration::from_secs(10)))
-        .layer(TraceLayer::new_for_http())
+        // Request spans at INFERLAB_LOG=tower_http=debug; 5xx answers are counted in /metrics
+        // and an engine failure is logged where it happens, so failures stay at debug here.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .with_state(state)
 }
 
