@@ -105,9 +105,13 @@ fn model_info() -> ModelInfo {
     ModelInfo { name: "gpt2-tiny".into(), context: 256, vocab: 50257, eos_token_ids: vec![50256], block_size: 16, num_blocks: 64 }
 }
 
-fn tokenizer() -> Tokenizer {
-    let root = std::env::var_os("INFERLAB_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2"));
-    Tokenizer::from_bytes(&std::fs::read(root.join("tokenizer/tokenizer.json")).unwrap()).unwrap()
+/// The real GPT-2 tokenizer, read once.
+fn tokenizer() -> &'static Tokenizer {
+    static TOKENIZER: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
+    TOKENIZER.get_or_init(|| {
+        let root = std::env::var_os("INFERLAB_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2"));
+        Tokenizer::from_bytes(&std::fs::read(root.join("tokenizer/tokenizer.json")).unwrap()).unwrap()
+    })
 }
 
 /// What the parser accepted fits the server: non-empty prompts inside the context and the vocabulary, limits kept.
@@ -126,9 +130,9 @@ fn check_parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) {
 }
 
 proptest! {
-    // 192 cases each in the suite; `scripts/fuzz.sh` sets PROPTEST_CASES for long runs.
+    // 2,000 cases each in the suite; `scripts/fuzz.sh` sets PROPTEST_CASES for long runs.
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(192),
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -151,6 +155,6 @@ proptest! {
             request[FIELDS[field]] = value;
         }
         let body = mutate(request.to_string().into_bytes(), &mutations);
-        check_parse(&body, &model_info(), &tokenizer());
+        check_parse(&body, &model_info(), tokenizer());
     }
 }

@@ -232,6 +232,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         ("temperature > 2", json!({"model": m, "prompt": "a", "temperature": 2.5}).to_string().into_bytes(), 400, "invalid_value"),
         ("temperature a string", json!({"model": m, "prompt": "a", "temperature": "hot"}).to_string().into_bytes(), 400, "invalid_type"),
         ("top_p 0", json!({"model": m, "prompt": "a", "top_p": 0}).to_string().into_bytes(), 400, "invalid_value"),
+        ("top_p that rounds to 0 in f32 (a fuzz finding)", json!({"model": m, "prompt": "a", "top_p": 1e-50}).to_string().into_bytes(), 400, "invalid_value"),
         ("top_p > 1", json!({"model": m, "prompt": "a", "top_p": 1.5}).to_string().into_bytes(), 400, "invalid_value"),
         ("top_k < -1", json!({"model": m, "prompt": "a", "top_k": -2}).to_string().into_bytes(), 400, "invalid_value"),
         ("n 0", json!({"model": m, "prompt": "a", "n": 0}).to_string().into_bytes(), 400, "invalid_value"),

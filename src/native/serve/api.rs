@@ -140,12 +140,13 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
         ));
     }
     let temperature = f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0);
-    let top_p = f.number("top_p", 0.0, 1.0)?.unwrap_or(1.0);
+    // Sampling runs in f32: a positive value that rounds to 0 there is as invalid as 0 (found by tests/fuzz.rs).
+    let top_p = f.number("top_p", 0.0, 1.0)?.unwrap_or(1.0) as f32;
     if top_p == 0.0 {
         return Err(ApiError::invalid("top_p", "invalid_value", "top_p must be in (0, 1]"));
     }
     let top_k = f.integer("top_k", -1, i64::from(u32::MAX))?.unwrap_or(0).max(0) as usize;
-    let repetition_penalty = f.number("repetition_penalty", 0.0, 10.0)?.unwrap_or(1.0);
+    let repetition_penalty = f.number("repetition_penalty", 0.0, 10.0)?.unwrap_or(1.0) as f32;
     if repetition_penalty == 0.0 {
         return Err(ApiError::invalid("repetition_penalty", "invalid_value", "repetition_penalty must be in (0, 10]"));
     }
@@ -173,7 +174,7 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
     Ok(Completion {
         prompts,
         max_tokens,
-        sampling: SamplingParams { temperature: temperature as f32, top_k, top_p: top_p as f32, repetition_penalty: repetition_penalty as f32, seed },
+        sampling: SamplingParams { temperature: temperature as f32, top_k, top_p, repetition_penalty, seed },
         n,
         stop: stops(fields.get("stop"))?,
         stream,
