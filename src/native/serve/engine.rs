@@ -58,6 +58,7 @@ pub struct Gauges {
     pub ready: AtomicBool,
     /// Sequences sent to this replica and not yet done: the router's load measure.
     pub inflight: AtomicUsize,
+    /// In the scheduler's waiting queue: not started yet, or preempted and waiting to be recomputed.
     pub waiting: AtomicUsize,
     pub running: AtomicUsize,
     pub blocks_used: AtomicUsize,

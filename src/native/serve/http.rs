@@ -210,6 +210,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let sum = |f: fn(&super::engine::Gauges) -> usize| router.gauges().map(f).sum::<usize>() as f64;
     gauge!("inferlab_queue_depth").set(router.queued.load(Ordering::SeqCst) as f64);
     gauge!("inferlab_running").set(sum(|g| g.running.load(Ordering::Relaxed)));
+    gauge!("inferlab_waiting").set(sum(|g| g.waiting.load(Ordering::Relaxed)));
     gauge!("inferlab_kv_blocks_used").set(sum(|g| g.blocks_used.load(Ordering::Relaxed)));
     gauge!("inferlab_kv_blocks_free").set(sum(|g| g.blocks_free.load(Ordering::Relaxed)));
     gauge!("inferlab_replicas_ready").set(sum(|g| usize::from(g.ready.load(Ordering::Relaxed))));
