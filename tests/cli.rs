@@ -69,6 +69,24 @@ fn bench_kv_reports_both_runs_side_by_side() {
 }
 
 #[test]
+fn bench_decode_reports_speed_over_every_row() {
+    let tiny = common::fixtures_root().join("gpt2-tiny");
+    for batch in ["1", "3"] {
+        let (stdout, _) = inferlab(&["bench", "decode", "--model", tiny.to_str().unwrap(), "--batch", batch, "--new-tokens", "6", "--json"]);
+        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        for field in ["decode_tokens_per_s", "ttft_ms", "per_token_ms", "device", "dtype", "threads"] {
+            assert!(!json[field].is_null(), "bench decode --json lacks {field}: {json}");
+        }
+        let steps: Vec<f64> = json["step_ms"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(steps.len(), 6);
+        assert_eq!(json["ttft_ms"].as_f64().unwrap(), steps[0]);
+        let rows: f64 = batch.parse().unwrap();
+        let expected = rows * 5.0 * 1000.0 / steps[1..].iter().sum::<f64>();
+        assert!((json["decode_tokens_per_s"].as_f64().unwrap() - expected).abs() < 1e-6 * expected);
+    }
+}
+
+#[test]
 fn generate_on_the_paged_cache_gives_the_greedy_ids() {
     let tiny = common::fixtures_root().join("gpt2-tiny");
     let prompt = &golden()["prompts"][2];

@@ -148,7 +148,8 @@ fn left_padded_batch_matches() {
             &[batched.pad_token_id],
         ))
         .unwrap();
-        assert_eq!(out, batched.new_ids, "{}: batched greedy", case.label);
+        assert_eq!(out.new_ids, batched.new_ids, "{}: batched greedy", case.label);
+        assert_eq!(out.step_ms.len(), batched.max_new_tokens);
     }
 }
 
@@ -168,7 +169,7 @@ fn eos_stops_generation() {
         let max_new = batched.new_ids[0].len();
         let out = pollster::block_on(generate_batch_greedy(&case.loaded.model, &prompts, max_new, 50256, &[batched.eos_token_id]))
             .unwrap();
-        assert_eq!(out, batched.new_ids, "{}: batched eos", case.label);
+        assert_eq!(out.new_ids, batched.new_ids, "{}: batched eos", case.label);
     }
 }
 

@@ -197,16 +197,25 @@ pub async fn argmax_rows(logits: Tensor<3>) -> Result<Vec<u32>> {
     Ok(readback::ints(ids).await?.into_iter().map(|i| i as u32).collect())
 }
 
+/// What batched greedy decoding produced.
+#[derive(Debug, Clone)]
+pub struct BatchGreedy {
+    /// Each row's new ids.
+    pub new_ids: Vec<Vec<u32>>,
+    /// Each step's time, its readback included (the first step is the prefill).
+    pub step_ms: Vec<f64>,
+}
+
 /// Greedy decoding of several prompts at once, left-padded with `pad_id` like transformers'
 /// `padding_side="left"`. A row that emits an EOS is right-filled with `pad_id` until every
-/// row has finished or `max_new_tokens` is reached. Returns each row's new ids.
+/// row has finished or `max_new_tokens` is reached.
 pub async fn generate_batch_greedy(
     model: &Gpt2,
     prompts: &[Vec<u32>],
     max_new_tokens: usize,
     pad_id: u32,
     eos_token_ids: &[u32],
-) -> Result<Vec<Vec<u32>>> {
+) -> Result<BatchGreedy> {
     let n_positions = model.config.n_positions;
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         return Err(EngineError::Request("every prompt of a batch needs at least one token".into()));
@@ -222,9 +231,12 @@ pub async fn generate_batch_greedy(
     let mut next_pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
     let mut done = vec![false; prompts.len()];
     let mut out = vec![Vec::with_capacity(max_new_tokens); prompts.len()];
+    let mut step_ms = Vec::with_capacity(max_new_tokens);
     for _ in 0..max_new_tokens {
+        let start = Instant::now();
         let logits = model.forward(&step, &mut cache, Logits::Last)?;
         let ids = argmax_rows(logits).await?;
+        step_ms.push(start.elapsed().as_secs_f64() * 1000.0);
         for (row, &id) in ids.iter().enumerate() {
             let id = if done[row] { pad_id } else { id };
             out[row].push(id);
@@ -237,5 +249,5 @@ pub async fn generate_batch_greedy(
         step = Step::decode(&fed, &next_pos);
         next_pos.iter_mut().for_each(|p| *p += 1);
     }
-    Ok(out)
+    Ok(BatchGreedy { new_ids: out, step_ms })
 }

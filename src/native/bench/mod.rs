@@ -3,6 +3,7 @@
 
 pub mod batching;
 pub mod beam;
+pub mod decode;
 pub mod kernels;
 pub mod kv;
 pub mod serve;
@@ -21,6 +22,8 @@ use crate::native::model_dir;
 pub enum BenchCommand {
     /// Decode with the KV cache vs without it, plus the memory table.
     Kv(kv::KvArgs),
+    /// Greedy decode speed with the KV cache at a batch size: TTFT, per-token ms, tokens/s.
+    Decode(decode::DecodeArgs),
     /// Each WGSL kernel vs its tensor-op twin, and whole-model decode with kernels on vs off.
     Kernels(kernels::KernelArgs),
     /// One workload under each batching policy, side by side, with the simulator's error.
@@ -38,6 +41,7 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kv(args) => kv::run(args),
+        BenchCommand::Decode(args) => decode::run(args),
         BenchCommand::Kernels(args) => kernels::run(args),
         BenchCommand::Batching(args) => batching::run(args),
         BenchCommand::Step(args) => step::run(args),

@@ -1,0 +1,105 @@
+//! `inferlab bench decode`: greedy decoding with the KV cache, `--batch` prompts at once — the
+//! figure every speed comparison (HF transformers, llama.cpp, transformers.js) is made against.
+//! A warm-up run comes first (kernel compilation, autotuning); then the prefill step (TTFT)
+//! and the decode steps are timed, readbacks included, and decode speed counts every row.
+
+use std::ops::ControlFlow;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use serde_json::json;
+
+use super::BenchModel;
+use crate::engine::generate::{GenerateOptions, decode_tokens_per_s, generate, generate_batch_greedy};
+use crate::engine::kv::memory;
+use crate::native::device::DeviceArg;
+
+/// Most rows a benchmark batch may have: past it the request is absurd on any device here.
+const MAX_BATCH: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    F32,
+    F16,
+}
+
+#[derive(Args)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    model: BenchModel,
+    /// Prompts decoded at once.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Length of each (seeded random) prompt.
+    #[arg(long, default_value_t = 8)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// Weights' and KV cache's type.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: DecodeArgs) -> Result<()> {
+    if args.dtype == Dtype::F16 {
+        bail!("--dtype f16: the engine keeps weights and the KV cache in f32 on every device for now; use --dtype f32");
+    }
+    if !(1..=MAX_BATCH).contains(&args.batch) || args.prompt_tokens == 0 || args.new_tokens < 2 {
+        bail!("--batch must be in 1..={MAX_BATCH}, --prompt-tokens at least 1 and --new-tokens at least 2 (one prefill, one decode step)");
+    }
+    let device = args.device.init()?;
+    let (model, name) = args.model.load(&device)?;
+    let c = model.config.clone();
+    if args.prompt_tokens + args.new_tokens > c.n_positions {
+        bail!("--prompt-tokens {} + --new-tokens {} exceed the model's context of {} tokens", args.prompt_tokens, args.new_tokens, c.n_positions);
+    }
+    let tokens = args.prompt_tokens + args.new_tokens;
+    let needed = memory::param_count(&c) * 4 + memory::kv_bytes(&c, tokens, args.batch, 4) + memory::activation_bytes(&c, args.prompt_tokens, args.batch, 4);
+    if args.device == DeviceArg::Cpu
+        && let Some(available) = available_memory()
+        && needed > available
+    {
+        bail!("batch {} needs about {} MiB (weights, KV cache, activations) but {} MiB are available; lower --batch", args.batch, needed >> 20, available >> 20);
+    }
+    let mut rng = StdRng::seed_from_u64(args.model.seed);
+    let prompts: Vec<Vec<u32>> = (0..args.batch).map(|_| (0..args.prompt_tokens).map(|_| rng.random_range(0..c.vocab_size as u32)).collect()).collect();
+    // Batch 1 runs the generation loop users run; larger batches the batched greedy loop.
+    let step_ms = |new_tokens: usize| -> Result<Vec<f64>> {
+        Ok(if args.batch == 1 {
+            let options = GenerateOptions { max_new_tokens: new_tokens, ..GenerateOptions::default() };
+            pollster::block_on(generate(&model, &prompts[0], &options, None, |_| ControlFlow::Continue(())))?.step_ms
+        } else {
+            pollster::block_on(generate_batch_greedy(&model, &prompts, new_tokens, 0, &[]))?.step_ms
+        })
+    };
+    step_ms(2)?;
+    let steps = step_ms(args.new_tokens)?;
+    let decode_tokens_per_s = decode_tokens_per_s(&steps) * args.batch as f64;
+    let per_token_ms = steps[1..].iter().sum::<f64>() / (steps.len() - 1) as f64;
+    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).or_else(|| std::thread::available_parallelism().ok().map(usize::from));
+    if args.json {
+        let out = json!({
+            "model": name, "device": args.device.name(), "dtype": "f32", "threads": threads,
+            "batch": args.batch, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+            "decode_tokens_per_s": decode_tokens_per_s, "ttft_ms": steps[0], "per_token_ms": per_token_ms, "step_ms": steps,
+        });
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!("bench decode · {name} · {} · f32 · batch {} · prompt {} + {} new tokens", args.device.name(), args.batch, args.prompt_tokens, args.new_tokens);
+        println!("  time to first token {:>9.1} ms (the prefill step)", steps[0]);
+        println!("  decode step         {per_token_ms:>9.2} ms ({:.1} tokens/s over {} rows)", decode_tokens_per_s, args.batch);
+    }
+    Ok(())
+}
+
+/// The system's available memory (Linux: MemAvailable), if it can be read.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
