@@ -34,17 +34,28 @@ pub fn resolve(model: &str, hub_url: &str) -> Result<PathBuf> {
 
 /// Reads and checks the three files of `dir`, and uploads the weights to `device`.
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
-    let read = |file: &str| -> Result<Vec<u8>> {
-        let path = dir.join(file);
-        fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    let config_text = String::from_utf8(read("config.json")?).context("config.json is not UTF-8")?;
-    let config = Gpt2Config::from_json(&config_text).with_context(|| format!("in {}", dir.join("config.json").display()))?;
-    let weights = Gpt2Weights::from_safetensors(&read("model.safetensors")?, &config)
-        .with_context(|| format!("in {}", dir.join("model.safetensors").display()))?;
-    let tokenizer = Tokenizer::from_bytes(&read("tokenizer.json")?)
+    let config = read_config(dir)?;
+    let tokenizer = Tokenizer::from_bytes(&read(dir, "tokenizer.json")?)
         .with_context(|| format!("in {}", dir.join("tokenizer.json").display()))?;
-    Ok(LoadedModel { model: Gpt2::new(config, weights, device), tokenizer, dir: dir.to_path_buf() })
+    Ok(LoadedModel { model: load_weights(dir, config, device)?, tokenizer, dir: dir.to_path_buf() })
+}
+
+/// Reads and checks `dir`'s config.json.
+pub fn read_config(dir: &Path) -> Result<Gpt2Config> {
+    let config_text = String::from_utf8(read(dir, "config.json")?).context("config.json is not UTF-8")?;
+    Ok(Gpt2Config::from_json(&config_text).with_context(|| format!("in {}", dir.join("config.json").display()))?)
+}
+
+/// Reads `dir`'s model.safetensors, checks it against `config` and uploads it to `device`.
+pub fn load_weights(dir: &Path, config: Gpt2Config, device: &Device) -> Result<Gpt2> {
+    let weights = Gpt2Weights::from_safetensors(&read(dir, "model.safetensors")?, &config)
+        .with_context(|| format!("in {}", dir.join("model.safetensors").display()))?;
+    Ok(Gpt2::new(config, weights, device))
+}
+
+fn read(dir: &Path, file: &str) -> Result<Vec<u8>> {
+    let path = dir.join(file);
+    fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// A model named on the command line: `random:NAME` (a seeded random model of a published

@@ -123,6 +123,8 @@ struct Engine<'m> {
     queued: Arc<AtomicUsize>,
     epoch: Instant,
     preemptions: usize,
+    /// Sequences that ended but are not forgotten yet (a static batch holds its finished members).
+    ended: Vec<usize>,
 }
 
 impl<'m> Engine<'m> {
@@ -134,7 +136,7 @@ impl<'m> Engine<'m> {
         if scheduler.config.policy == Policy::Static {
             scheduler.close();
         }
-        Ok(Self { scheduler, runner, live: HashMap::new(), gauges, queued, epoch: Instant::now(), preemptions: 0 })
+        Ok(Self { scheduler, runner, live: HashMap::new(), gauges, queued, epoch: Instant::now(), preemptions: 0, ended: vec![] })
     }
 
     fn now_ms(&self) -> f64 {
@@ -223,7 +225,8 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Aborts the sequences whose client left, whose stop string matched or whose deadline passed.
+    /// Aborts the sequences whose client left, whose stop string matched or whose deadline
+    /// passed; only the last is told (the client or the HTTP side already knows the others).
     fn reap(&mut self) {
         let now = Instant::now();
         let gone: Vec<(usize, Option<Outcome>)> = self
@@ -231,20 +234,16 @@ impl<'m> Engine<'m> {
             .iter()
             .filter_map(|(&id, l)| {
                 if l.events.is_closed() {
+                    counter!("inferlab_cancelled_sequences_total").increment(1);
                     Some((id, None))
                 } else if l.stop.load(Ordering::Relaxed) {
                     Some((id, None))
-                } else if now >= l.deadline {
-                    Some((id, Some(Outcome::TimedOut)))
                 } else {
-                    None
+                    (now >= l.deadline).then_some((id, Some(Outcome::TimedOut)))
                 }
             })
             .collect();
         for (id, outcome) in gone {
-            if self.live[&id].events.is_closed() {
-                counter!("inferlab_cancelled_sequences_total").increment(1);
-            }
             let now_ms = self.now_ms();
             self.scheduler.abort(id, now_ms);
             self.end(id, outcome);
@@ -280,6 +279,8 @@ impl<'m> Engine<'m> {
         histogram!("inferlab_step_seconds").record(started.elapsed().as_secs_f64());
         let tokens: Vec<u32> = sampled.iter().map(|s| s.token).collect();
         let finished = self.scheduler.complete(&step, &tokens, start_ms, self.now_ms());
+        // The gauges first: a client that reads /metrics after its answer sees its blocks freed.
+        self.publish();
         counter!("inferlab_generated_tokens_total").increment(tokens.len() as u64);
         let sampling = step.items.iter().filter(|i| i.sample);
         for (item, sampled) in sampling.zip(sampled) {
@@ -311,6 +312,7 @@ impl<'m> Engine<'m> {
         let Some(live) = self.live.remove(&id) else { return };
         // Its sampler goes now: the id will be reused by a later request.
         self.runner.release(id);
+        self.ended.push(id);
         if !live.started {
             self.queued.fetch_sub(1, Ordering::SeqCst);
         }
@@ -320,12 +322,9 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Forgets finished sequences no batch holds (a static batch keeps its finished members).
+    /// Forgets the ended sequences no batch holds any more.
     fn forget_done(&mut self) {
-        let done: Vec<usize> = self.scheduler.seqs.iter().filter(|s| s.is_finished() && !s.tokens.is_empty() && !self.live.contains_key(&s.id)).map(|s| s.id).collect();
-        for id in done {
-            self.scheduler.forget(id);
-        }
+        self.ended.retain(|&id| !self.scheduler.forget(id));
     }
 
     fn publish(&self) {

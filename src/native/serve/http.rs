@@ -77,7 +77,7 @@ async fn complete(state: &AppState, body: Result<Bytes, BytesRejection>, receive
         status => ApiError::new(status, "invalid_request_error", "invalid_body", e.body_text()),
     })?;
     let request = api::parse(&body, &state.model, &state.tokenizer)?;
-    let (events, receiver) = mpsc::unbounded_channel();
+    let (events, mut receiver) = mpsc::unbounded_channel();
     let (seqs, stops) = sequences(&request, &state.model);
     state.router.submit(Job { seqs, events, received, deadline: received + state.request_timeout })?;
     let mut answer = Answer::new(&request, state.model.name.clone(), stops, state.tokenizer.clone(), received);
@@ -85,7 +85,6 @@ async fn complete(state: &AppState, body: Result<Bytes, BytesRejection>, receive
         return Ok(stream(answer, receiver, &request));
     }
     let mut deltas = if request.echo { answer.echo(&request) } else { vec![] };
-    let mut receiver = receiver;
     while !answer.done() {
         let Some(event) = receiver.recv().await else { break };
         deltas.extend(answer.apply(event));

@@ -100,9 +100,7 @@ impl Source {
             return Ok(Self { name: spec.clone(), config: Gpt2Config::named(shape)?, tokenizer: Arc::new(read_tokenizer(path)?), dir: None });
         }
         let dir = model_dir::resolve(spec, &args.model.hub_url)?;
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-        let config = Gpt2Config::from_json(&text).with_context(|| format!("in {}", config_path.display()))?;
+        let config = model_dir::read_config(&dir)?;
         let tokenizer = read_tokenizer(args.tokenizer.as_deref().unwrap_or(&dir))?;
         let name = if Path::new(spec).is_dir() { dir.file_name().map_or_else(|| spec.clone(), |n| n.to_string_lossy().into_owned()) } else { spec.clone() };
         Ok(Self { name, config, tokenizer: Arc::new(tokenizer), dir: Some(dir) })
@@ -110,7 +108,8 @@ impl Source {
 
     fn load(&self, device: &Device, seed: u64) -> Result<Gpt2> {
         match &self.dir {
-            Some(dir) => Ok(model_dir::load(dir, device).with_context(|| format!("loading {}", dir.display()))?.model),
+            // The config and tokenizer were read once, at start-up; each replica reads the weights.
+            Some(dir) => model_dir::load_weights(dir, self.config.clone(), device),
             None => Ok(Gpt2::new(self.config.clone(), Gpt2Weights::random(&self.config, seed), device)),
         }
     }
@@ -221,10 +220,15 @@ async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler can be installed");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            },
+            Err(e) => {
+                tracing::warn!("no SIGTERM handler ({e}); only ctrl-c drains");
+                let _ = ctrl_c.await;
+            }
         }
     }
     #[cfg(not(unix))]
