@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds the browser app with trunk (dev profile: dependencies optimised, no wasm-opt) and runs
-# the Playwright tests in headless Debian chromium against it. Needs trunk, wasm-bindgen-cli
+# the Playwright tests in headless Debian chromium against it, and against `inferlab app`. Needs trunk, wasm-bindgen-cli
 # and `npm ci` in tests/e2e (see README: "Browser app").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dist="${INFERLAB_DIST:-$PWD/dist}"
 trunk build --locked --dist "$dist"
 (cd tests/e2e && [ -d node_modules ] || npm ci --no-audit --no-fund)
-INFERLAB_DIST="$dist" node tests/e2e/browser.test.mjs
+# The native binary for the `inferlab app` tests, as `cargo test` builds it (a no-op after it;
+# `cargo build` would resolve features without the dev-dependencies and rebuild burn).
+cargo test --locked --no-run
+bin="${INFERLAB_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/inferlab}"
+INFERLAB_DIST="$dist" INFERLAB_BIN="$bin" node tests/e2e/browser.test.mjs

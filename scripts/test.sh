@@ -56,6 +56,7 @@ if [ ! -x "$CHROMIUM" ] || ! command -v npm >/dev/null; then
   browser=0
   skipped+=("browser tests")
 fi
+[ -n "${INFERLAB_E2E_ONLY:-}" ] && skipped+=("browser tests not matching INFERLAB_E2E_ONLY")
 if [ ${#skipped[@]} -gt 0 ] && [ -n "${CI:-}" ]; then
   die "CI must run everything, but these would be skipped: ${skipped[*]}"
 fi

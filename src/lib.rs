@@ -1,7 +1,9 @@
 //! inferlab: GPT-2 inference, HF-exact, on WebGPU in the browser and natively on
-//! CUDA / Vulkan / CPU. `engine` runs everywhere; `native` is the command line around it, `web` the browser app.
+//! CUDA / Vulkan / CPU. `engine` runs everywhere; `session` is the pages' protocol on top of it;
+//! `native` is the command line, server and desktop app around it, `web` the browser app.
 
 pub mod engine;
+pub mod session;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 #[cfg(target_arch = "wasm32")]

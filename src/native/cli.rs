@@ -45,6 +45,9 @@ enum Command {
     /// An OpenAI-compatible completions server with continuous batching (/v1/completions,
     /// /v1/models, /health, /metrics).
     Serve(super::serve::ServeArgs),
+    /// The browser app's pages on the native engine: serves them on 127.0.0.1 and opens the
+    /// default browser (a per-launch token in the URL guards the engine).
+    App(super::app::AppArgs),
 }
 
 /// Where the model comes from.
@@ -138,6 +141,7 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => super::simulate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Serve(args) => super::serve::run(args),
+        Command::App(args) => super::app::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,14 +27,7 @@ impl DeviceArg {
     }
 
     pub fn init(self) -> Result<Device> {
-        match self {
-            Self::Cpu => Ok(Device::flex()),
-            Self::Wgpu => Device::wgpu_options()
-                .init()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))
-                .context("no wgpu adapter could be opened (on a machine without a GPU, install a Vulkan driver such as mesa-vulkan-drivers)"),
-            Self::Cuda => cuda(0),
-        }
+        DeviceSpec { kind: self, index: 0 }.init()
     }
 }
 
@@ -71,16 +64,37 @@ impl std::fmt::Display for DeviceSpec {
 
 impl DeviceSpec {
     pub fn init(self) -> Result<Device> {
+        self.init_described().map(|(device, _)| device)
+    }
+
+    /// The device, and what it is in words (the adapter's name and API for wgpu).
+    pub fn init_described(self) -> Result<(Device, String)> {
+        let wgpu = |options: burn::tensor::wgpu::WgpuOptions, what: String| {
+            let (device, setup) = options.init_with_setup().map_err(|e| anyhow::anyhow!("{e:?}")).context(what)?;
+            let info = setup.adapter.get_info();
+            Ok((device, format!("{} ({:?})", info.name, info.backend)))
+        };
         match self.kind {
-            DeviceArg::Wgpu if self.index > 0 => Device::wgpu_options()
-                .device_kind(burn::tensor::DeviceKind::DiscreteGpu(self.index))
-                .init()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))
-                .with_context(|| format!("no wgpu adapter for discrete GPU {}", self.index)),
-            DeviceArg::Cuda => cuda(self.index),
-            kind => kind.init(),
+            DeviceArg::Cpu => Ok((Device::flex(), match rayon_threads() {
+                1 => "CPU, 1 thread".to_string(),
+                n => format!("CPU, {n} threads"),
+            })),
+            DeviceArg::Wgpu if self.index > 0 => wgpu(
+                Device::wgpu_options().device_kind(burn::tensor::DeviceKind::DiscreteGpu(self.index)),
+                format!("no wgpu adapter for discrete GPU {}", self.index),
+            ),
+            DeviceArg::Wgpu => wgpu(
+                Device::wgpu_options(),
+                "no wgpu adapter could be opened (on a machine without a GPU, install a Vulkan driver such as mesa-vulkan-drivers)".into(),
+            ),
+            DeviceArg::Cuda => Ok((cuda(self.index)?, format!("CUDA device {}", self.index))),
         }
     }
+}
+
+/// The CPU device's worker threads ($RAYON_NUM_THREADS, else one per core).
+pub fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS").ok().and_then(|n| n.parse().ok()).filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[cfg(feature = "cuda")]

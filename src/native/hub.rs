@@ -36,12 +36,17 @@ pub fn is_repo_id(s: &str) -> bool {
         })
 }
 
+/// Where `repo`'s files are kept in `cache`.
+pub fn repo_dir(cache: &Path, repo: &str) -> PathBuf {
+    cache.join(format!("models--{}", repo.replace('/', "--")))
+}
+
 /// Makes sure `cache/models--org--name/` holds every model file, downloading what is missing.
 pub fn fetch_repo(hub: &str, repo: &str, cache: &Path, progress: bool) -> Result<PathBuf> {
     if !is_repo_id(repo) {
         bail!("{repo:?} is neither a model folder nor a hub repo id like openai-community/gpt2");
     }
-    let dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let dir = repo_dir(cache, repo);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
     for file in MODEL_FILES {
         let target = dir.join(file);

@@ -6,14 +6,14 @@ use leptos::ev;
 use leptos::prelude::*;
 use web_sys::{File, HtmlInputElement};
 
-use super::bridge::{Engine, ModelStatus};
+use super::bridge::{Engine, EngineKind, ModelStatus, native_token};
 use super::form::picked_files;
 use super::pages::batching::BatchingPage;
 use super::pages::beam::BeamPage;
 use super::pages::kv_cache::KvCachePage;
 use super::pages::playground::PlaygroundPage;
 use super::pages::speculative::SpeculativePage;
-use super::protocol::{ModelSource, ToWorker};
+use crate::session::protocol::{ModelSource, ToWorker};
 
 /// The hub used when the URL and the settings name none.
 pub const DEFAULT_HUB: &str = "https://huggingface.co";
@@ -47,14 +47,10 @@ pub fn App() -> impl IntoView {
     });
     let preload = query("model");
     let engine = Engine::start(move |engine| {
-        if let Some(repo) = &preload {
-            engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get_untracked(), repo: repo.clone() }), &[]);
+        if let Some(repo) = preload {
+            engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get_untracked(), repo }), &[]);
         }
     });
-    let engine = match engine {
-        Ok(engine) => engine,
-        Err(e) => return view! { <p class="fatal">{e}</p> }.into_any(),
-    };
     provide_context(engine);
     let tab = move |p: Page, label: &'static str, id: &'static str| {
         view! {
@@ -64,7 +60,11 @@ pub fn App() -> impl IntoView {
     view! {
         <header>
             <h1>"inferlab"</h1>
-            <span class="tagline">"GPT-2 inference, live on WebGPU"</span>
+            <span class="tagline">{move || match engine.kind.get() {
+                EngineKind::Tab => "GPT-2 inference, live on WebGPU",
+                EngineKind::Native => "GPT-2 inference, live on the native engine",
+            }}</span>
+            <EngineSwitch/>
             <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}{tab(Page::Speculative, "Speculative", "tab-speculative")}{tab(Page::Beam, "Beam search", "tab-beam")}</nav>
         </header>
         <ModelPanel hub repo/>
@@ -78,7 +78,27 @@ pub fn App() -> impl IntoView {
             Page::Beam => view! { <BeamPage/> }.into_any(),
         }}
     }
-    .into_any()
+}
+
+/// Which engine computes the pages: this tab's (WebGPU), or the native one when
+/// `inferlab app` served the page (the default there). Elsewhere there is only the tab's.
+#[component]
+fn EngineSwitch() -> impl IntoView {
+    let engine = expect_context::<Engine>();
+    let native = move || engine.native.get().unwrap_or_else(|| "this machine".into());
+    let on_change = move |ev: ev::Event| engine.switch(if event_target_value(&ev) == "native" { EngineKind::Native } else { EngineKind::Tab });
+    native_token().is_some().then(|| {
+        view! {
+            <label class="engine" data-testid="engine" title=move || format!("native engine: {}", native())
+                data-kind=move || if engine.kind.get() == EngineKind::Native { "native" } else { "tab" }>
+                "engine "
+                <select data-testid="engine-switch" on:change=on_change disabled=move || engine.busy()>
+                    <option value="native" selected=move || engine.kind.get() == EngineKind::Native>{move || format!("native ({})", native())}</option>
+                    <option value="tab" selected=move || engine.kind.get() == EngineKind::Tab>"this tab (WebGPU)"</option>
+                </select>
+            </label>
+        }
+    })
 }
 
 /// While no model is loaded (first visit, or the hub could not be reached), the first screen
@@ -201,7 +221,10 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>) -> impl IntoView {
                     <input list="offered" prop:value=move || repo.get() on:input=move |ev| repo.set(event_target_value(&ev)) data-testid="repo"/>
                     <datalist id="offered">{OFFERED.iter().map(|r| view! { <option value=*r/> }).collect_view()}</datalist>
                 </label>
-                <button on:click=load_hub disabled=busy data-testid="load-hub">"Load from hub"</button>
+                <button on:click=load_hub disabled=busy data-testid="load-hub">{move || match engine.kind.get() {
+                    EngineKind::Tab => "Load from hub",
+                    EngineKind::Native => "Load folder or hub repo",
+                }}</button>
                 <button on:click=load_demo disabled=busy data-testid="load-demo">"Demo model (offline)"</button>
                 <label class="file">"Local files "
                     <input type="file" multiple accept=".json,.safetensors" on:change=on_pick disabled=busy data-testid="file-input"/>
@@ -212,9 +235,14 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>) -> impl IntoView {
                 <label>"Hub URL "
                     <input prop:value=move || hub.get() on:input=move |ev| hub.set(event_target_value(&ev)) data-testid="hub-url" size="40"/>
                 </label>
-                <p class="hint">"Files come from {hub}/{repo}/resolve/main/{file} and stay in the browser's Cache Storage. "
-                    "Or drop config.json, tokenizer.json and model.safetensors anywhere on this panel."</p>
-                <p class="hint" data-testid="adapter">{move || engine.adapter.get().map(|a| format!("WebGPU adapter: {a}"))}</p>
+                <p class="hint">{move || match engine.kind.get() {
+                    EngineKind::Tab => "Files come from {hub}/{repo}/resolve/main/{file} and stay in the browser's Cache Storage. Or drop config.json, tokenizer.json and model.safetensors anywhere on this panel.",
+                    EngineKind::Native => "The native engine loads a folder (type its path as the model) or a hub repo, downloaded once into its cache.",
+                }}</p>
+                <p class="hint" data-testid="adapter">{move || engine.adapter.get().map(|a| match engine.kind.get() {
+                    EngineKind::Tab => format!("WebGPU adapter: {a}"),
+                    EngineKind::Native => format!("native device: {a}"),
+                })}</p>
             </details>
             {progress}
             <p class="status" data-testid="model-status">{status_text}</p>

@@ -1,5 +1,7 @@
-//! The page's side of the Web Worker: starts it, sends it typed messages and turns what it
-//! streams back into leptos signals that the pages read.
+//! The page's side of the engine: starts it, sends it typed messages and turns what it
+//! streams back into leptos signals that the pages read. Two transports carry the same
+//! messages: the Web Worker in this tab (WebGPU), and, when `inferlab app` served the page, a
+//! WebSocket to the native engine. Pages never know which one answers.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -9,7 +11,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{File, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-use super::protocol::{BeamView, FromWorker, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToWorker};
+use crate::session::protocol::{BeamView, FromWorker, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToWorker};
 use crate::engine::beam::BeamStep;
 use crate::engine::speculative::report::SpeculativeReport;
 use crate::engine::simulate::{CostModel, Timing};
@@ -109,6 +111,10 @@ pub struct BeamDone {
 /// Everything the worker reported, as signals. `Copy`: pass it around freely.
 #[derive(Clone, Copy)]
 pub struct Engine {
+    pub kind: RwSignal<EngineKind>,
+    /// The native engine's device in words, once it said so.
+    pub native: RwSignal<Option<String>>,
+    /// The engine's device in words.
     pub adapter: RwSignal<Option<String>>,
     pub status: RwSignal<ModelStatus>,
     /// The model the worker holds; a failed load keeps it.
@@ -130,15 +136,103 @@ pub struct Engine {
     pub pending: RwSignal<usize>,
 }
 
+/// Which engine computes the pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// The Web Worker in this tab, on WebGPU.
+    Tab,
+    /// The native engine of `inferlab app`, over a WebSocket.
+    Native,
+}
+
+/// The browser's WebSocket, bound here rather than through web-sys: a new web-sys feature
+/// would recompile wgpu and burn for wasm (web-sys's features unify across the build).
+#[wasm_bindgen]
+extern "C" {
+    type WebSocket;
+    #[wasm_bindgen(constructor, catch)]
+    fn new(url: &str) -> Result<WebSocket, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn send(this: &WebSocket, data: &str) -> Result<(), JsValue>;
+    #[wasm_bindgen(method)]
+    fn close(this: &WebSocket);
+    #[wasm_bindgen(method, setter)]
+    fn set_onmessage(this: &WebSocket, handler: Option<&js_sys::Function>);
+    #[wasm_bindgen(method, setter)]
+    fn set_onclose(this: &WebSocket, handler: Option<&js_sys::Function>);
+
+    type CloseEvent;
+    #[wasm_bindgen(method, getter)]
+    fn code(this: &CloseEvent) -> u16;
+    #[wasm_bindgen(method, getter)]
+    fn reason(this: &CloseEvent) -> String;
+}
+
+/// The open connection to the engine, with the handlers that must live as long as it.
+struct Transport {
+    link: Link,
+    _handlers: Vec<Box<dyn std::any::Any>>,
+}
+
+enum Link {
+    Worker(Worker),
+    Socket(WebSocket),
+}
+
+impl Transport {
+    fn post(&self, json: &str, files: &[File]) -> Result<(), JsValue> {
+        match &self.link {
+            Link::Worker(worker) => {
+                let json = JsValue::from_str(json);
+                if files.is_empty() {
+                    return worker.post_message(&json);
+                }
+                let parts = js_sys::Array::of1(&json);
+                files.iter().for_each(|f| {
+                    parts.push(f);
+                });
+                worker.post_message(&parts)
+            }
+            // Picked files cannot travel to the native engine, which says so.
+            Link::Socket(socket) => socket.send(json),
+        }
+    }
+
+    fn close(self) {
+        match self.link {
+            Link::Worker(worker) => {
+                worker.set_onmessage(None);
+                worker.terminate();
+            }
+            Link::Socket(socket) => {
+                socket.set_onmessage(None);
+                socket.set_onclose(None);
+                socket.close();
+            }
+        }
+    }
+}
+
 thread_local! {
-    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+    static TRANSPORT: RefCell<Option<Transport>> = const { RefCell::new(None) };
+    static ON_READY: RefCell<Option<Box<dyn FnOnce(Engine)>>> = const { RefCell::new(None) };
+}
+
+/// The per-launch token of `inferlab app`, in the URL it opened: only then is there a
+/// native engine to talk to.
+pub fn native_token() -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search).ok()?.get("token").filter(|t| !t.is_empty())
 }
 
 impl Engine {
-    /// Starts the worker (`worker.js` next to the page, which loads this same wasm module).
-    /// `on_ready` runs once WebGPU is open, e.g. to preload a model named in the URL.
-    pub fn start(on_ready: impl Fn(Engine) + 'static) -> Result<Engine, String> {
+    /// Starts the engine: the native one when `inferlab app` served the page, else the Web
+    /// Worker. `on_ready` runs once, when that first engine's device is open, e.g. to preload
+    /// a model named in the URL (a switch later does not: the URL meant the first engine).
+    pub fn start(on_ready: impl FnOnce(Engine) + 'static) -> Engine {
         let engine = Engine {
+            kind: RwSignal::new(if native_token().is_some() { EngineKind::Native } else { EngineKind::Tab }),
+            native: RwSignal::new(None),
             adapter: RwSignal::new(None),
             status: RwSignal::new(ModelStatus::Starting),
             loaded: RwSignal::new(None),
@@ -155,43 +249,106 @@ impl Engine {
             error: RwSignal::new(None),
             pending: RwSignal::new(0),
         };
+        ON_READY.with(|r| *r.borrow_mut() = Some(Box::new(on_ready)));
+        engine.connect();
+        engine
+    }
+
+    /// Switches to the other engine: everything shown so far belonged to the old one.
+    pub fn switch(&self, kind: EngineKind) {
+        if kind == self.kind.get_untracked() {
+            return;
+        }
+        self.kind.set(kind);
+        self.adapter.set(None);
+        self.status.set(ModelStatus::Starting);
+        self.loaded.set(None);
+        self.download.set(None);
+        self.runs.set(HashMap::new());
+        self.drift.set(vec![]);
+        self.drift_done.set(false);
+        self.cost.set(None);
+        self.simulation.set(None);
+        self.real_batch.set(None);
+        self.draft.set(None);
+        self.spec.set(SpecState::default());
+        self.beam.set(BeamState::default());
+        self.error.set(None);
+        self.pending.set(0);
+        self.connect();
+    }
+
+    fn connect(&self) {
+        if let Some(old) = TRANSPORT.with(|t| t.borrow_mut().take()) {
+            old.close();
+        }
+        let opened = match self.kind.get_untracked() {
+            EngineKind::Tab => self.start_worker(),
+            EngineKind::Native => self.start_socket(),
+        };
+        match opened {
+            Ok(transport) => TRANSPORT.with(|t| *t.borrow_mut() = Some(transport)),
+            Err(e) => self.status.set(ModelStatus::Failed(e)),
+        }
+    }
+
+    /// A message from the engine, whichever transport brought it.
+    fn receive(&self, data: Option<String>) {
+        match data.as_deref().map(serde_json::from_str::<FromWorker>) {
+            Some(Ok(FromWorker::Ready { webgpu: Ok(adapter) })) => {
+                if self.kind.get_untracked() == EngineKind::Native {
+                    self.native.set(Some(adapter.clone()));
+                }
+                self.adapter.set(Some(adapter.clone()));
+                self.status.set(ModelStatus::Idle(adapter));
+                if let Some(on_ready) = ON_READY.with(|r| r.borrow_mut().take()) {
+                    on_ready(*self);
+                }
+            }
+            Some(Ok(message)) => self.apply(message),
+            _ => self.error.set(Some("the engine sent a message the page does not understand".into())),
+        }
+    }
+
+    /// The Web Worker (`worker.js` next to the page, which loads this same wasm module).
+    fn start_worker(&self) -> Result<Transport, String> {
+        let engine = *self;
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
         let worker = Worker::new_with_options("./worker.js", &options).map_err(|e| format!("could not start the engine worker: {e:?}"))?;
-        let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            match event.data().as_string().as_deref().map(serde_json::from_str::<FromWorker>) {
-                Some(Ok(FromWorker::Ready { webgpu: Ok(adapter) })) => {
-                    engine.adapter.set(Some(adapter.clone()));
-                    engine.status.set(ModelStatus::Idle(adapter));
-                    on_ready(engine);
-                }
-                Some(Ok(message)) => engine.apply(message),
-                _ => engine.error.set(Some("the engine worker sent a message the page does not understand".into())),
-            }
-        });
-        worker.set_onmessage(Some(handler.as_ref().unchecked_ref()));
-        handler.forget();
+        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| engine.receive(event.data().as_string()));
+        worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
         let onerror = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
             engine.status.set(ModelStatus::Failed("the engine worker failed to start (see the browser console)".into()));
         });
         worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
-        onerror.forget();
-        WORKER.with(|w| *w.borrow_mut() = Some(worker));
-        Ok(engine)
+        Ok(Transport { link: Link::Worker(worker), _handlers: vec![Box::new(onmessage), Box::new(onerror)] })
+    }
+
+    /// The WebSocket to `inferlab app`'s native engine, on the server that served this page.
+    fn start_socket(&self) -> Result<Transport, String> {
+        let engine = *self;
+        let token = native_token().ok_or("this page was not opened by `inferlab app`: no native engine to talk to")?;
+        let host = web_sys::window().and_then(|w| w.location().host().ok()).unwrap_or_default();
+        let socket = WebSocket::new(&format!("ws://{host}/ws?token={token}")).map_err(|e| format!("could not reach the native engine: {e:?}"))?;
+        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| engine.receive(event.data().as_string()));
+        socket.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+        let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
+            let why = match (event.code(), event.reason()) {
+                (_, reason) if !reason.is_empty() => reason,
+                (1006, _) => "the connection failed or dropped: is `inferlab app` still running, and was this page opened with its URL (token)?".into(),
+                (code, _) => format!("closed with code {code}"),
+            };
+            engine.pending.set(0);
+            engine.status.set(ModelStatus::Failed(format!("native engine: {why}")));
+        });
+        socket.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+        Ok(Transport { link: Link::Socket(socket), _handlers: vec![Box::new(onmessage), Box::new(onclose)] })
     }
 
     /// Sends one message; `files` travel with it (local model files).
     pub fn send(&self, message: &ToWorker, files: &[File]) {
-        let json = JsValue::from_str(&serde_json::to_string(message).expect("messages serialize"));
-        let data = if files.is_empty() {
-            json
-        } else {
-            let parts = js_sys::Array::of1(&json);
-            files.iter().for_each(|f| {
-                parts.push(f);
-            });
-            parts.into()
-        };
+        let json = serde_json::to_string(message).expect("messages serialize");
         match message {
             // The running job still reports its end; the waiting ones are dropped.
             ToWorker::Stop => self.pending.update(|n| *n = (*n).min(1)),
@@ -227,13 +384,13 @@ impl Engine {
             }
         }
         self.error.set(None);
-        WORKER.with(|w| {
-            if let Some(worker) = w.borrow().as_ref()
-                && let Err(e) = worker.post_message(&data)
-            {
-                self.error.set(Some(format!("could not reach the engine worker: {e:?}")));
-            }
+        let sent = TRANSPORT.with(|t| match t.borrow().as_ref() {
+            Some(transport) => transport.post(&json, files).map_err(|e| format!("{e:?}")),
+            None => Err("no engine is connected".to_string()),
         });
+        if let Err(e) = sent {
+            self.error.set(Some(format!("could not reach the engine: {e}")));
+        }
     }
 
     pub fn busy(&self) -> bool {

@@ -2,14 +2,11 @@
 //! the leptos app; in the Web Worker started by the page (`worker.js`) it runs the engine.
 
 mod app;
-mod batching_jobs;
 mod bridge;
-mod decoding_jobs;
 mod charts;
 mod form;
 mod loader;
 mod pages;
-mod protocol;
 mod timeline;
 mod tree;
 mod worker;

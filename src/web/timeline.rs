@@ -7,7 +7,7 @@ use leptos::prelude::*;
 
 use crate::engine::batching::sequence::Phase;
 use crate::web::charts::{PALETTE, label, ticks};
-use crate::web::protocol::PolicyRun;
+use crate::session::protocol::PolicyRun;
 
 const W: f64 = 640.0;
 const LEFT: f64 = 56.0;

@@ -1,13 +1,13 @@
-//! The engine's side of the Web Worker: opens the WebGPU device, loads models and runs
-//! generations, streaming every token back to the page. It runs the same wasm module as the
-//! page (`worker.js` imports it); `web::start` sends it here when there is no window.
+//! The Web Worker transport of the engine: opens the WebGPU device, fetches model files (hub
+//! with Cache Storage, picked files, the demo) and hands every message to the shared
+//! [`Session`], which streams its results back by `postMessage`. It runs the same wasm module
+//! as the page (`worker.js` imports it); `web::start` sends it here when there is no window.
 //!
 //! One job runs at a time. Stop sets a flag that the running job reads between steps: each
 //! step awaits a GPU readback, which lets the worker's event loop deliver the Stop message.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use burn::tensor::Device;
@@ -17,46 +17,12 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, File, MessageEvent};
 use web_time::Instant;
 
-use super::{batching_jobs, decoding_jobs};
 use super::loader::{self, MODEL_FILES};
-use super::protocol::{FromWorker, ModelInfo, ModelSource, ToWorker};
-use crate::engine::config::Gpt2Config;
-use crate::engine::generate::{GenerateOptions, fit_context, generate};
-use crate::engine::gpt2::Gpt2;
-use crate::engine::kv::memory::param_count;
-use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
-use crate::engine::simulate;
-use crate::engine::tokenizer::Tokenizer;
-use crate::engine::weights::Gpt2Weights;
-use crate::engine::window_drift::window_drift;
-
-/// The real GPT-2 tokenizer, shipped next to the app for the offline demo model.
-const DEMO_TOKENIZER: &str = "gpt2-tokenizer.json";
-
-struct Loaded {
-    name: String,
-    model: Gpt2,
-    tokenizer: Tokenizer,
-}
-
-/// The raw pieces of a model before parsing; no config means the demo's (gpt2-tiny's shape).
-struct Files {
-    config: Option<Vec<u8>>,
-    tokenizer: Vec<u8>,
-    weights: Weights,
-}
-
-enum Weights {
-    Safetensors(Vec<u8>),
-    /// The demo model's: made from this seed.
-    Random(u64),
-}
+use crate::session::protocol::{FromWorker, ModelSource, ToWorker};
+use crate::session::{DEMO_TOKENIZER, ModelFiles, Session, Weights};
 
 struct Worker {
-    device: Device,
-    model: RefCell<Option<Rc<Loaded>>>,
-    /// The draft model of speculative decoding, if one was loaded.
-    draft: RefCell<Option<Rc<Loaded>>>,
+    session: RefCell<Session>,
     /// Jobs wait here while one runs (the KV page sends two runs back to back).
     queue: RefCell<VecDeque<(ToWorker, Vec<File>)>>,
     busy: Cell<bool>,
@@ -86,7 +52,7 @@ pub fn run() {
             Err(e) => (Err(format!("{e:?}")), None),
         };
         if let Some(device) = device {
-            listen(Rc::new(Worker { device, model: RefCell::new(None), draft: RefCell::new(None), queue: RefCell::default(), busy: Cell::new(false), stop: Cell::new(false) }));
+            listen(Rc::new(Worker { session: RefCell::new(Session::new(device)), queue: RefCell::default(), busy: Cell::new(false), stop: Cell::new(false) }));
         }
         post(&FromWorker::Ready { webgpu });
     });
@@ -140,88 +106,15 @@ impl Worker {
         match message {
             ToWorker::Load(source) => self.load(source, picked, false).await,
             ToWorker::LoadDraft(source) => self.load(source, picked, true).await,
-            ToWorker::Speculate { prompt, draft, options, sweep } => {
-                let loaded = self.loaded()?;
-                let draft_model = self.draft.borrow().clone();
-                let draft_model = draft_model.as_ref().map(|d| &d.model);
-                decoding_jobs::speculate(&loaded.model, &loaded.tokenizer, draft_model, &prompt, &draft, options, &sweep, post, || self.stop.get()).await
-            }
-            ToWorker::Beam { prompt, options } => {
-                let loaded = self.loaded()?;
-                decoding_jobs::beam(&loaded.model, &loaded.tokenizer, &prompt, options, post, || self.stop.get()).await
-            }
-            ToWorker::Generate { run, prompt, max_new_tokens, sampling, kv } => {
-                let loaded = self.loaded()?;
-                let kv: KvMode = kv.parse().map_err(|e| format!("{e}"))?;
-                let ids = loaded.tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
-                let (ids, max_new_tokens, _) = fit_context(&ids, max_new_tokens, loaded.model.config.n_positions, false).map_err(|e| e.to_string())?;
-                post(&FromWorker::Prompt { run, ids: ids.clone() });
-                let eos_token_ids = loaded.model.config.eos_token_id.into_iter().collect();
-                let options = GenerateOptions { max_new_tokens, sampling, kv, eos_token_ids, stop_strings: vec![] };
-                let mut new_ids = vec![];
-                let out = generate(&loaded.model, &ids, &options, Some(&loaded.tokenizer), |event| {
-                    new_ids.push(event.id);
-                    let text = loaded.tokenizer.decode(&new_ids).unwrap_or_default();
-                    post(&FromWorker::Token { run, index: event.index, id: event.id, text, step_ms: event.step_ms });
-                    if self.stop.get() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-                let stop_reason = serde_json::to_value(out.stop_reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-                post(&FromWorker::Done {
-                    run,
-                    ids: out.new_ids,
-                    text: out.text.unwrap_or_default(),
-                    ttft_ms: out.ttft_ms,
-                    total_ms: out.total_ms,
-                    stop_reason,
-                });
-                Ok(())
-            }
-            ToWorker::WindowDrift { prompt, new_tokens, window } => {
-                let loaded = self.loaded()?;
-                let ids = loaded.tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
-                window_drift(&loaded.model, &ids, new_tokens, window, |step| {
-                    post(&FromWorker::Drift(step.clone()));
-                    if self.stop.get() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-                post(&FromWorker::DriftDone);
-                Ok(())
-            }
-            ToWorker::MeasureCost => {
-                let loaded = self.loaded()?;
-                let (cost, timings) = simulate::fit_cost(&loaded.model, DEFAULT_BLOCK_SIZE, true, |_| {}).await.map_err(|e| e.to_string())?;
-                let error_pct = cost.mean_error_pct(&timings);
-                post(&FromWorker::Cost { cost, timings, error_pct, model: loaded.name.clone() });
-                Ok(())
-            }
-            ToWorker::Simulate { workload, configs, cost, rates } => {
-                let start = Instant::now();
-                let vocab = self.model.borrow().as_ref().map_or(50257, |l| l.model.config.vocab_size);
-                let (runs, curves) = batching_jobs::simulate_all(&workload, &configs, cost, &rates, vocab)?;
-                post(&FromWorker::Simulated { runs, curves, wall_ms: start.elapsed().as_secs_f64() * 1000.0 });
-                Ok(())
-            }
-            ToWorker::BatchReal { workload, config, cost } => {
-                let loaded = self.loaded()?;
-                let (real, simulated, matches_solo) = batching_jobs::real_run(&loaded.model, &workload, config, cost, || self.stop.get()).await?;
-                post(&FromWorker::RealRun { real, simulated, matches_solo });
-                Ok(())
-            }
-            ToWorker::Stop => Ok(()),
+            // No borrow_mut happens while a job runs: loads run between jobs, in this same loop.
+            job => self.session.borrow().job(job, &post, &|| self.stop.get()).await,
         }
-    }
-
-    fn loaded(&self) -> Result<Rc<Loaded>, String> {
-        self.model.borrow().clone().ok_or_else(|| "no model is loaded yet".to_string())
     }
 
     /// Loads the target model, or (`draft`) the draft model of speculative decoding.
     async fn load(&self, source: ModelSource, picked: Vec<File>, draft: bool) -> Result<(), String> {
         let start = Instant::now();
-        let (name, files, from_cache, demo) = match source {
+        let files = match source {
             ModelSource::Hub { hub, repo } => {
                 let mut bytes = vec![];
                 let mut all_cached = true;
@@ -236,7 +129,7 @@ impl Worker {
                 }
                 let weights = bytes.pop().expect("three files");
                 let tokenizer = bytes.pop().expect("three files");
-                (repo, Files { config: bytes.pop(), tokenizer, weights: Weights::Safetensors(weights) }, all_cached, false)
+                ModelFiles { name: repo, config: bytes.pop(), tokenizer, weights: Weights::Safetensors(weights), from_cache: all_cached }
             }
             ModelSource::Files => {
                 let mut found: [Option<Vec<u8>>; 3] = [None, None, None];
@@ -252,49 +145,19 @@ impl Worker {
                 }
                 let missing = |slot: usize| format!("{} is missing: pick or drop config.json, tokenizer.json and model.safetensors together", MODEL_FILES[slot]);
                 let [config, tokenizer, weights] = found;
-                let files = Files {
+                ModelFiles {
+                    name: "local files".to_string(),
                     config: Some(config.ok_or_else(|| missing(0))?),
                     tokenizer: tokenizer.ok_or_else(|| missing(1))?,
                     weights: Weights::Safetensors(weights.ok_or_else(|| missing(2))?),
-                };
-                ("local files".to_string(), files, false, false)
+                    from_cache: false,
+                }
             }
             ModelSource::Demo { seed } => {
                 let (tokenizer, _) = loader::fetch_hub_file(DEMO_TOKENIZER, DEMO_TOKENIZER, |_| {}).await?;
-                ("demo (gpt2-tiny shape, random weights)".to_string(), Files { config: None, tokenizer, weights: Weights::Random(seed) }, false, true)
+                ModelFiles { name: "demo (gpt2-tiny shape, random weights)".to_string(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false }
             }
         };
-        post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
-        let config = match &files.config {
-            Some(bytes) => Gpt2Config::from_json(std::str::from_utf8(bytes).map_err(|_| "config.json is not UTF-8 text".to_string())?),
-            None => Gpt2Config::named("gpt2-tiny"),
-        }
-        .map_err(|e| e.to_string())?;
-        let tokenizer = Tokenizer::from_bytes(&files.tokenizer).map_err(|e| e.to_string())?;
-        post(&FromWorker::Loading { stage: "checking weights and uploading them to the GPU".into() });
-        let weights = match &files.weights {
-            Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &config).map_err(|e| e.to_string())?,
-            Weights::Random(seed) => Gpt2Weights::random(&config, *seed),
-        };
-        drop(files);
-        // Everything checked: the old model's buffers go before the new one's arrive (a failed
-        // load above leaves the old model in place).
-        let slot = if draft { &self.draft } else { &self.model };
-        slot.replace(None);
-        let model = Gpt2::new(config.clone(), weights, &self.device);
-        let info = ModelInfo {
-            name,
-            params: param_count(&config),
-            config: config.clone(),
-            from_cache,
-            demo,
-        };
-        slot.replace(Some(Rc::new(Loaded { name: info.name.clone(), model, tokenizer })));
-        if draft {
-            post(&FromWorker::DraftLoaded { info });
-        } else {
-            post(&FromWorker::Loaded { info, load_ms: start.elapsed().as_secs_f64() * 1000.0 });
-        }
-        Ok(())
+        self.session.borrow_mut().install(files, draft, start, &post)
     }
 }

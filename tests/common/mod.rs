@@ -128,6 +128,7 @@ pub struct Golden {
 #[derive(Deserialize, Clone)]
 pub struct PromptGolden {
     pub name: String,
+    pub text: String,
     pub input_ids: Vec<u32>,
     pub last_logits: LastLogits,
     pub positions: Vec<Top5>,

@@ -3,9 +3,14 @@
 // hub's URL layout, on another origin with CORS), then drives the page through its
 // automation contract (data-testid elements, ?hub=&model=&page=).
 //
-//   node tests/e2e/browser.test.mjs    (env: INFERLAB_DIST, INFERLAB_FIXTURES, INFERLAB_ARTIFACTS, CHROMIUM)
+// The last tests open the page served by `inferlab app` (the native binary, INFERLAB_BIN) and
+// run it on the native engine.
+//
+//   node tests/e2e/browser.test.mjs    (env: INFERLAB_DIST, INFERLAB_FIXTURES, INFERLAB_ARTIFACTS, CHROMIUM, INFERLAB_BIN)
 import { chromium } from 'playwright-core';
 import { createServer } from 'node:http';
+import { spawn, execFileSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { mkdtempSync, mkdirSync, readFileSync, existsSync, statSync, createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, extname, dirname } from 'node:path';
@@ -17,6 +22,7 @@ const dist = resolve(process.env.INFERLAB_DIST ?? join(root, 'dist'));
 const fixtures = resolve(process.env.INFERLAB_FIXTURES ?? join(root, '../shared/fixtures/gpt2'));
 const artifacts = resolve(process.env.INFERLAB_ARTIFACTS ?? join(root, 'tests/e2e/artifacts'));
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const inferlab = process.env.INFERLAB_BIN;
 const MODEL = 'gpt2-tiny';
 // SwiftShader runs WebGPU on the CPU: loading and the first kernels take a while.
 const SLOW = 300_000;
@@ -54,7 +60,10 @@ const flags = ['--headless=new', '--no-sandbox', '--disable-quic', '--no-first-r
 
 const results = [];
 let failed = 0;
+// INFERLAB_E2E_ONLY=REGEX runs only the tests it matches (by hand; CI runs them all).
+const only = process.env.INFERLAB_E2E_ONLY ? new RegExp(process.env.INFERLAB_E2E_ONLY) : null;
 async function test(name, body) {
+  if (only && !only.test(name)) return;
   const started = Date.now();
   try {
     await body();
@@ -327,6 +336,118 @@ await test('unreachable hub: the first screen leads to the offline demo model', 
     assert.equal(await byId(fresh.page, 'demo-offer').count(), 0);
   } finally {
     await fresh.context.close();
+  }
+});
+
+/** Starts `inferlab app ARGS…` and returns it with the URL it prints. */
+// The native engine on one CPU thread, and `bench kv` likewise: chromium (drawing the charts
+// token by token) gets the other core, so the page's timings and the CLI's compare.
+const oneThread = { ...process.env, RAYON_NUM_THREADS: '1' };
+
+async function nativeApp(args) {
+  assert.ok(inferlab && existsSync(inferlab), `INFERLAB_BIN must name the native inferlab binary (got ${inferlab})`);
+  const child = spawn(inferlab, ['app', '--no-open', '--port', '0', '--dist', dist, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: oneThread });
+  const lines = createInterface({ input: child.stdout });
+  const first = await new Promise((ok, fail) => {
+    lines.once('line', ok);
+    child.once('exit', (code) => fail(new Error(`inferlab app exited with ${code}`)));
+  });
+  const url = first.match(/open (http:\/\/\S+)/)?.[1];
+  assert.ok(url, first);
+  return { child, url };
+}
+
+await test('inferlab app: Playground and KV pages on the native engine, the same ids; switching engines', async () => {
+  const native = await nativeApp(['--device', 'cpu', '--model', join(fixtures, MODEL)]);
+  const tab = await browser();
+  try {
+    const { page } = tab;
+    await page.goto(`${native.url}&page=playground`);
+    const status = await waitReady(page);
+    assert.match(status, new RegExp(MODEL));
+    const engine = await byId(page, 'engine-switch').evaluate((s) => s.selectedOptions[0].textContent);
+    console.log(`     engine: ${engine}`);
+    assert.match(engine, /^native \(cpu: CPU, 1 thread\)/);
+    assert.equal(await byId(page, 'engine').getAttribute('data-kind'), 'native');
+    const ids = await generateGreedy(page, prompt.text, prompt.greedy.new_ids.length);
+    assert.deepEqual(ids, prompt.greedy.new_ids);
+    assert.equal(await byId(page, 'output-text').textContent(), prompt.greedy.text);
+    await page.screenshot({ path: join(artifacts, 'app-playground.png'), fullPage: true });
+
+    // The KV page's benchmark on the native engine, then `inferlab bench kv` on the same device,
+    // model and lengths: the page's figures are the engine's own step times.
+    const long = golden.prompts.reduce((a, b) => (b.num_tokens > a.num_tokens ? b : a));
+    const tokens = 64;
+    await byId(page, 'tab-kv').click();
+    await byId(page, 'kv-prompt').fill(Array(3).fill(long.text).join(' '));
+    await byId(page, 'kv-tokens').fill(String(tokens));
+    await byId(page, 'kv-run').click();
+    await byId(page, 'kv-speedup').waitFor({ timeout: SLOW });
+    assert.match(await byId(page, 'kv-same').textContent(), /same tokens/);
+    const pageKv = { speedup: Number(await byId(page, 'kv-speedup').textContent()), with: Number(await byId(page, 'kv-with-ms').textContent()), without: Number(await byId(page, 'kv-without-ms').textContent()) };
+    const promptTokens = Number(await byId(page, 'kv-prompt-tokens').textContent());
+    await page.screenshot({ path: join(artifacts, 'app-kv-cache.png'), fullPage: true });
+    const bench = JSON.parse(execFileSync(inferlab, ['bench', 'kv', '--model', join(fixtures, MODEL), '--device', 'cpu', '--prompt-tokens', String(promptTokens), '--new-tokens', String(tokens), '--json'], { encoding: 'utf8', env: oneThread }));
+    const decodeMs = (steps) => steps.slice(1).reduce((a, b) => a + b, 0) / (steps.length - 1);
+    const cli = { with: decodeMs(bench.per_token_ms.with_cache), without: decodeMs(bench.per_token_ms.without_cache) };
+    cli.speedup = cli.without / cli.with;
+    console.log(`     KV page on native (prompt ${promptTokens}, ${tokens} tokens): ${pageKv.with} vs ${pageKv.without} ms/token, speedup ${pageKv.speedup}×; bench kv: ${cli.with.toFixed(3)} vs ${cli.without.toFixed(3)} ms/token, speedup ${cli.speedup.toFixed(2)}× (page/bench ${(pageKv.speedup / cli.speedup).toFixed(3)})`);
+    assert.ok(pageKv.speedup > 1, `speedup ${pageKv.speedup}`);
+
+    // What the WebSocket adds per token: arrival gaps in the page minus the engine's step times.
+    // (A socket of its own takes the engine over; the model stays loaded.)
+    const gaps = await page.evaluate(async ({ text, n }) => {
+      const ws = new WebSocket(`ws://${location.host}/ws${location.search}`);
+      const arrivals = [];
+      return await new Promise((ok, fail) => {
+        ws.onmessage = (event) => {
+          const m = JSON.parse(event.data);
+          if (m.Loaded) ws.send(JSON.stringify({ Generate: { run: 'Playground', prompt: text, max_new_tokens: n, sampling: { temperature: 0, top_k: 0, top_p: 1, repetition_penalty: 1, seed: 0 }, kv: 'contiguous' } }));
+          if (m.Token) arrivals.push([performance.now(), m.Token.step_ms]);
+          if (m.Error) fail(new Error(m.Error.message));
+          if (m.Done) {
+            ws.close();
+            ok(arrivals.slice(2).map(([t, step], i) => t - arrivals[i + 1][0] - step));
+          }
+        };
+      });
+    }, { text: prompt.text, n: 128 });
+    gaps.sort((a, b) => a - b);
+    const mean = gaps.reduce((a, b) => a + b, 0) / gaps.length;
+    console.log(`     WebSocket overhead per token over the engine's step: mean ${mean.toFixed(3)} ms, p50 ${gaps[gaps.length >> 1].toFixed(3)} ms, p90 ${gaps[Math.floor(gaps.length * 0.9)].toFixed(3)} ms (${gaps.length} tokens)`);
+
+    // The engine switch: this tab's WebGPU engine, then back to the native one.
+    await page.reload();
+    await waitReady(page);
+    await byId(page, 'engine-switch').selectOption('tab');
+    await byId(page, 'model-status').filter({ hasText: 'no model loaded' }).waitFor({ timeout: SLOW });
+    assert.equal(await byId(page, 'engine').getAttribute('data-kind'), 'tab');
+    await byId(page, 'engine-switch').selectOption('native');
+    assert.match(await waitReady(page), new RegExp(MODEL), 'the native engine kept its model');
+    await page.screenshot({ path: join(artifacts, 'app-switch.png'), fullPage: true });
+  } finally {
+    await tab.context.close();
+    native.child.kill();
+  }
+});
+
+await test('inferlab app: a page without the token is refused; a missing folder is a clear error', async () => {
+  const native = await nativeApp(['--device', 'cpu']);
+  const tab = await browser();
+  try {
+    const { page } = tab;
+    const noToken = native.url.replace(/token=[0-9a-f]+/, 'token=0000');
+    await page.goto(noToken);
+    await page.waitForFunction(() => (document.querySelector('[data-testid="model-status"]')?.textContent ?? '').startsWith('failed: native engine'), null, { timeout: SLOW, polling: 250 });
+    await page.goto(native.url);
+    await byId(page, 'model-status').filter({ hasText: 'no model loaded' }).waitFor({ timeout: SLOW });
+    await byId(page, 'repo').fill('/no/such/model-folder');
+    await byId(page, 'load-hub').click();
+    await page.waitForFunction(() => /neither a model folder nor a hub repo id/.test(document.querySelector('[data-testid="model-status"]')?.textContent ?? ''), null, { timeout: SLOW, polling: 250 });
+    await page.screenshot({ path: join(artifacts, 'app-bad-folder.png'), fullPage: true });
+  } finally {
+    await tab.context.close();
+    native.child.kill();
   }
 });
 

@@ -81,7 +81,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     let steps = step_ms(args.new_tokens)?;
     let decode_tokens_per_s = decode_tokens_per_s(&steps) * args.batch as f64;
     let per_token_ms = steps[1..].iter().sum::<f64>() / (steps.len() - 1) as f64;
-    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).or_else(|| std::thread::available_parallelism().ok().map(usize::from));
+    let threads = crate::native::device::rayon_threads();
     if args.json {
         let out = json!({
             "model": name, "device": args.device.name(), "dtype": "f32", "threads": threads,

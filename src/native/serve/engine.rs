@@ -271,10 +271,7 @@ impl<'m> Engine<'m> {
         let sampled: Vec<Sampled> = match result {
             Ok(Ok(sampled)) => sampled,
             Ok(Err(e)) => return self.fail(&step, e.to_string()),
-            Err(panic) => {
-                let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-                return self.fail(&step, message.unwrap_or_else(|| "a panic".into()));
-            }
+            Err(panic) => return self.fail(&step, crate::native::panic_message(panic.as_ref())),
         };
         histogram!("inferlab_step_seconds").record(started.elapsed().as_secs_f64());
         let tokens: Vec<u32> = sampled.iter().map(|s| s.token).collect();

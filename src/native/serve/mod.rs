@@ -216,7 +216,7 @@ async fn serve(args: ServeArgs, source: Arc<Source>, model: ModelInfo, config: S
 }
 
 /// SIGTERM (how Kubernetes stops a pod) or ctrl-c.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -13,7 +13,7 @@ use crate::engine::simulate::CostModel;
 use crate::web::bridge::{Engine, ModelStatus};
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field};
-use crate::web::protocol::{PolicyRun, ToWorker};
+use crate::session::protocol::{PolicyRun, ToWorker};
 use crate::web::timeline::{BlockMap, Timeline, run_end};
 
 /// A policy's colour in every chart of the page.

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use crate::engine::beam::{BeamOptions, EarlyStopping};
 use crate::web::bridge::Engine;
 use crate::web::form::{Field, field};
-use crate::web::protocol::ToWorker;
+use crate::session::protocol::ToWorker;
 use crate::web::tree::BeamTree;
 
 #[component]

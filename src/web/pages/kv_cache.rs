@@ -11,7 +11,7 @@ use crate::engine::sampling::SamplingParams;
 use crate::web::bridge::{Engine, ModelStatus, RunState};
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field};
-use crate::web::protocol::{Run, ToWorker};
+use crate::session::protocol::{Run, ToWorker};
 
 const NAMED: [&str; 5] = ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"];
 
@@ -61,7 +61,8 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
         let (with, without) = (state(Run::WithCache), state(Run::WithoutCache));
         let (a, b) = (with.done.as_ref()?, without.done.as_ref()?);
         let speedup = decode_tokens_per_s(&with.step_ms) / decode_tokens_per_s(&without.step_ms).max(1e-9);
-        Some((a.total_ms, b.total_ms, speedup, with.ids == without.ids))
+        let ms_per_token = |steps: &[f64]| 1000.0 / decode_tokens_per_s(steps).max(1e-9);
+        Some((a.total_ms, b.total_ms, speedup, with.ids == without.ids, with.prompt_ids.len(), ms_per_token(&with.step_ms), ms_per_token(&without.step_ms)))
     };
     let ready = move || matches!(engine.status.get(), ModelStatus::Ready(_));
     view! {
@@ -76,9 +77,10 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
             "(the first run pays most of them, so the speedup is, if anything, understated)."</p>
         <div class="stats">
             {move || match totals() {
-                Some((with, without, speedup, same)) => view! {
-                    <span>"with cache " <b>{format!("{with:.0} ms")}</b></span>
-                    <span>"without " <b>{format!("{without:.0} ms")}</b></span>
+                Some((with, without, speedup, same, prompt_tokens, with_step, without_step)) => view! {
+                    <span>"prompt " <b data-testid="kv-prompt-tokens">{prompt_tokens}</b>" tokens"</span>
+                    <span>"with cache " <b>{format!("{with:.0} ms")}</b>" (" <b data-testid="kv-with-ms">{format!("{with_step:.3}")}</b>" ms/token)"</span>
+                    <span>"without " <b>{format!("{without:.0} ms")}</b>" (" <b data-testid="kv-without-ms">{format!("{without_step:.3}")}</b>" ms/token)"</span>
                     <span>"decode speedup (tokens 2…N) " <b data-testid="kv-speedup">{format!("{speedup:.2}")}</b>"×"</span>
                     <span data-testid="kv-same">{if same { "same tokens in both runs" } else { "the runs chose different tokens" }}</span>
                 }.into_any(),

@@ -8,7 +8,7 @@ use crate::engine::sampling::SamplingParams;
 use crate::web::form::{Field, field};
 use crate::web::bridge::{Engine, ModelStatus};
 use crate::web::charts::{LineChart, PALETTE, Series};
-use crate::web::protocol::{Run, ToWorker};
+use crate::session::protocol::{Run, ToWorker};
 
 
 #[component]

@@ -11,7 +11,7 @@ use crate::engine::speculative::report::theoretical_speedup;
 use crate::web::bridge::Engine;
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field, picked_files};
-use crate::web::protocol::{ModelSource, PassView, ToWorker};
+use crate::session::protocol::{ModelSource, PassView, ToWorker};
 
 
 #[component]

@@ -1,4 +1,4 @@
-//! The worker's side of the Batching page: simulating workloads under each policy and real
+//! The Batching page's jobs: simulating workloads under each policy and real
 //! batched runs, each turned into the [`PolicyRun`] the page draws (stats, per-request
 //! timelines, steps, block maps).
 
@@ -14,7 +14,7 @@ use crate::engine::generate::{GenerateOptions, generate};
 use crate::engine::gpt2::Gpt2;
 use crate::engine::kv::KvMode;
 use crate::engine::simulate::{self, CostModel};
-use crate::web::protocol::{PolicyRun, RateCurve};
+use crate::session::protocol::{PolicyRun, RateCurve};
 
 /// Steps and block maps kept per run: enough to scrub through, small enough to post.
 const KEEP_STEPS: usize = 800;

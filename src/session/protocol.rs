@@ -1,5 +1,6 @@
-//! The messages between the page and the engine's Web Worker. Both sides share these types;
-//! on the wire each message is its JSON (local files travel next to it, as `File` objects).
+//! The messages between the page and its engine: the Web Worker in the tab, or the native
+//! engine of `inferlab app` over a WebSocket. Both sides share these types; on the wire each
+//! message is its JSON (to the worker, local files travel next to it as `File` objects).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,8 @@ use crate::engine::window_drift::DriftStep;
 /// Where a model comes from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ModelSource {
-    /// `{hub}/{repo}/resolve/main/{file}`, kept in Cache Storage.
+    /// `{hub}/{repo}/resolve/main/{file}`, kept in Cache Storage (natively: a local folder if
+    /// `repo` names one, else the hub's files, kept in the native cache).
     Hub { hub: String, repo: String },
     /// config.json, model.safetensors and tokenizer.json picked or dropped by the user.
     Files,
@@ -113,7 +115,8 @@ pub struct ModelInfo {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum FromWorker {
-    /// The worker is listening; `webgpu` is the error if no WebGPU device could be opened.
+    /// The engine is listening: its device described, or why no device could be opened
+    /// (the worker's WebGPU; natively, the `--device`).
     Ready { webgpu: Result<String, String> },
     /// A stage of loading, in words.
     Loading { stage: String },

@@ -1,8 +1,7 @@
-//! The worker's speculative and beam-search jobs: the engine's runs, streamed to the page as
-//! they go, with the plain baselines run beside them in the same worker.
+//! The speculative and beam-search jobs: the engine's runs, streamed to the page as they go,
+//! with the plain baselines run beside them by the same engine.
 
-use std::ops::ControlFlow;
-
+use super::flow;
 use super::protocol::{BeamView, FromWorker, PassView};
 use crate::engine::beam::{BeamOptions, beam_search};
 use crate::engine::generate::{GenerateOptions, fit_context, generate};
@@ -12,10 +11,6 @@ use crate::engine::speculative::drafters::{AnyDrafter, DraftSpec};
 use crate::engine::speculative::report::SpeculativeReport;
 use crate::engine::speculative::{SpeculativeOptions, speculative_generate};
 use crate::engine::tokenizer::Tokenizer;
-
-fn flow(stop: &impl Fn() -> bool) -> ControlFlow<()> {
-    if stop() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-}
 
 fn text(tokenizer: &Tokenizer, ids: &[u32]) -> String {
     tokenizer.decode(ids).unwrap_or_default()
@@ -31,7 +26,7 @@ pub async fn speculate(
     spec: &DraftSpec,
     mut options: SpeculativeOptions,
     sweep: &[usize],
-    post: fn(&FromWorker),
+    post: &dyn Fn(&FromWorker),
     stop: impl Fn() -> bool,
 ) -> Result<(), String> {
     let ids = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
@@ -72,7 +67,7 @@ pub async fn speculate(
 }
 
 /// Beam search streamed step by step (on the paged cache: beams share blocks), then greedy.
-pub async fn beam(target: &Gpt2, tokenizer: &Tokenizer, prompt: &str, mut options: BeamOptions, post: fn(&FromWorker), stop: impl Fn() -> bool) -> Result<(), String> {
+pub async fn beam(target: &Gpt2, tokenizer: &Tokenizer, prompt: &str, mut options: BeamOptions, post: &dyn Fn(&FromWorker), stop: impl Fn() -> bool) -> Result<(), String> {
     let ids = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
     let (ids, max_new_tokens, _) = fit_context(&ids, options.max_new_tokens, target.config.n_positions, false).map_err(|e| e.to_string())?;
     options.max_new_tokens = max_new_tokens;

@@ -1,0 +1,176 @@
+//! The native transport's engine thread: owns the device and the shared [`Session`], runs the
+//! page's jobs one at a time as the Web Worker does, and fetches model files natively (a local
+//! folder, or a hub repo through the native cache).
+//!
+//! One page drives the engine at a time; a page that connects takes it over (a reload, or a
+//! second tab), and the previous page's socket is closed. Models stay loaded across pages.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+use tokio::sync::mpsc::UnboundedSender;
+use web_time::Instant;
+
+use crate::native::hub;
+use crate::native::model_dir;
+use crate::session::protocol::{FromWorker, ModelInfo, ModelSource, ToWorker};
+use crate::session::{DEMO_TOKENIZER, ModelFiles, Session, Weights};
+
+/// The page currently connected: its number and where its messages go (as JSON).
+struct Page {
+    id: u64,
+    out: UnboundedSender<String>,
+}
+
+pub struct Engine {
+    /// The device in words, as the page's engine switch shows it.
+    pub description: String,
+    jobs: Mutex<VecDeque<(u64, ToWorker)>>,
+    wake: Condvar,
+    stop: AtomicBool,
+    page: Mutex<Option<Page>>,
+    pages: AtomicU64,
+    /// The loaded model, told to a page that connects after it was loaded.
+    model: Mutex<Option<ModelInfo>>,
+    /// The web app's folder: it holds the demo model's tokenizer.
+    dist: PathBuf,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic is caught per job, so a poisoned lock holds consistent data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Starts the engine thread on `device`.
+    pub fn spawn(device: Device, description: String, dist: PathBuf) -> Result<Arc<Self>> {
+        let engine = Arc::new(Self {
+            description,
+            jobs: Mutex::default(),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            page: Mutex::default(),
+            pages: AtomicU64::new(0),
+            model: Mutex::default(),
+            dist,
+        });
+        let running = engine.clone();
+        std::thread::Builder::new().name("engine".into()).spawn(move || running.run(Session::new(device))).context("cannot start the engine thread")?;
+        Ok(engine)
+    }
+
+    /// A page connected: it becomes the one the engine answers (the previous page's jobs are
+    /// dropped and its socket closes); it is told the device and the model already loaded.
+    pub fn attach(&self, out: UnboundedSender<String>) -> u64 {
+        let id = self.pages.fetch_add(1, Ordering::SeqCst) + 1;
+        self.stop();
+        let hello = [Some(FromWorker::Ready { webgpu: Ok(self.description.clone()) }), lock(&self.model).clone().map(|info| FromWorker::Loaded { info, load_ms: 0.0 })];
+        for message in hello.iter().flatten() {
+            let _ = out.send(json(message));
+        }
+        *lock(&self.page) = Some(Page { id, out });
+        id
+    }
+
+    /// Queues a job from page `id`; Stop ends the running job after its step and drops the
+    /// waiting ones, as in the worker.
+    pub fn submit(&self, id: u64, message: ToWorker) {
+        if let ToWorker::Stop = message {
+            return self.stop();
+        }
+        lock(&self.jobs).push_back((id, message));
+        self.wake.notify_one();
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        lock(&self.jobs).clear();
+    }
+
+    /// Tells the error to page `id` alone (a message it sent that is not part of the protocol).
+    pub fn reply_error(&self, id: u64, message: String) {
+        self.send_to(Some(id), &FromWorker::Error { message });
+    }
+
+    fn send_to(&self, id: Option<u64>, message: &FromWorker) {
+        let page = lock(&self.page);
+        if let Some(page) = page.as_ref().filter(|p| id.is_none_or(|id| id == p.id)) {
+            // A closed page is gone; its socket task ends on its own.
+            let _ = page.out.send(json(message));
+        }
+    }
+
+    fn run(&self, mut session: Session) {
+        loop {
+            let (id, job) = {
+                let mut jobs = lock(&self.jobs);
+                loop {
+                    if let Some(job) = jobs.pop_front() {
+                        break job;
+                    }
+                    jobs = self.wake.wait(jobs).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            self.stop.store(false, Ordering::SeqCst);
+            let post = |message: &FromWorker| {
+                // Known before the page hears of it, so a page that connects next is told too.
+                if let FromWorker::Loaded { info, .. } = message {
+                    *lock(&self.model) = Some(info.clone());
+                }
+                self.send_to(Some(id), message)
+            };
+            let stop = || self.stop.load(Ordering::SeqCst);
+            let outcome = catch_unwind(AssertUnwindSafe(|| match job {
+                ToWorker::Load(source) => self.load(&mut session, source, false, &post),
+                ToWorker::LoadDraft(source) => self.load(&mut session, source, true, &post),
+                job => pollster::block_on(session.job(job, &post, &stop)),
+            }));
+            let error = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(message)) => Some(message),
+                Err(panic) => Some(format!("the engine failed: {}", crate::native::panic_message(panic.as_ref()))),
+            };
+            if let Some(message) = error {
+                post(&FromWorker::Error { message });
+            }
+        }
+    }
+
+    fn load(&self, session: &mut Session, source: ModelSource, draft: bool, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
+        let started = Instant::now();
+        let files = self.fetch(source, post).map_err(|e| format!("{e:#}"))?;
+        session.install(files, draft, started, post)
+    }
+
+    /// The model's files: a local folder if `repo` names one, else the hub's, through the cache.
+    fn fetch(&self, source: ModelSource, post: &dyn Fn(&FromWorker)) -> Result<ModelFiles> {
+        match source {
+            ModelSource::Hub { hub: hub_url, repo } => {
+                let folder = Path::new(&repo).is_dir();
+                let from_cache = !folder && hub::MODEL_FILES.iter().all(|f| hub::repo_dir(&hub::cache_root(), &repo).join(f).is_file());
+                if !folder && !from_cache && hub::is_repo_id(&repo) {
+                    post(&FromWorker::Loading { stage: format!("downloading {repo} from {hub_url} into the native cache (progress in the terminal)") });
+                }
+                let dir = model_dir::resolve(&repo, &hub_url)?;
+                post(&FromWorker::Loading { stage: format!("reading {}", dir.display()) });
+                let read = |file: &str| std::fs::read(dir.join(file)).with_context(|| format!("cannot read {}", dir.join(file).display()));
+                Ok(ModelFiles { name: repo.clone(), config: Some(read("config.json")?), tokenizer: read("tokenizer.json")?, weights: Weights::Safetensors(read("model.safetensors")?), from_cache })
+            }
+            ModelSource::Files => anyhow::bail!("the native engine cannot take files picked in the page: type the folder that holds them in the Model box and load it"),
+            ModelSource::Demo { seed } => {
+                let path = self.dist.join(DEMO_TOKENIZER);
+                let tokenizer = std::fs::read(&path).with_context(|| format!("cannot read the demo model's tokenizer {}", path.display()))?;
+                Ok(ModelFiles { name: "demo (gpt2-tiny shape, random weights)".into(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false })
+            }
+        }
+    }
+}
+
+fn json(message: &FromWorker) -> String {
+    serde_json::to_string(message).expect("engine messages serialize")
+}

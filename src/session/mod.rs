@@ -1,0 +1,176 @@
+//! The engine's side of the pages' protocol, one handler for both transports: the Web Worker
+//! in the browser tab (`web::worker`, `postMessage`) and the native engine of `inferlab app`
+//! (`native::app`, a WebSocket). A transport reads messages and fetches model files its own
+//! way (browser fetch and Cache Storage, or the native cache and local folders); parsing the
+//! files, holding the models and running every job happens here, so pages cannot tell which
+//! engine answers them.
+
+pub mod batching_jobs;
+pub mod decoding_jobs;
+pub mod protocol;
+
+use std::ops::ControlFlow;
+
+use burn::tensor::Device;
+use web_time::Instant;
+
+use crate::engine::config::Gpt2Config;
+use crate::engine::generate::{GenerateOptions, fit_context, generate};
+use crate::engine::gpt2::Gpt2;
+use crate::engine::kv::memory::param_count;
+use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
+use crate::engine::simulate;
+use crate::engine::tokenizer::Tokenizer;
+use crate::engine::weights::Gpt2Weights;
+use crate::engine::window_drift::window_drift;
+use protocol::{FromWorker, ModelInfo, ToWorker};
+
+/// The file the demo model's tokenizer (GPT-2's real one) is shipped as, next to the app.
+pub const DEMO_TOKENIZER: &str = "gpt2-tokenizer.json";
+
+/// The raw pieces of a model, as a transport fetched them, before any parsing.
+pub struct ModelFiles {
+    pub name: String,
+    /// None: the demo's shape (gpt2-tiny).
+    pub config: Option<Vec<u8>>,
+    pub tokenizer: Vec<u8>,
+    pub weights: Weights,
+    /// Every file came from a cache.
+    pub from_cache: bool,
+}
+
+pub enum Weights {
+    Safetensors(Vec<u8>),
+    /// The demo model's: made from this seed.
+    Random(u64),
+}
+
+struct Loaded {
+    info: ModelInfo,
+    model: Gpt2,
+    tokenizer: Tokenizer,
+}
+
+/// A device and the models loaded on it: the target, and the draft of speculative decoding.
+pub struct Session {
+    device: Device,
+    model: Option<Loaded>,
+    draft: Option<Loaded>,
+}
+
+/// Break when the page asked to stop: read between two steps of every job.
+fn flow(stop: &dyn Fn() -> bool) -> ControlFlow<()> {
+    if stop() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+}
+
+impl Session {
+    pub fn new(device: Device) -> Self {
+        Self { device, model: None, draft: None }
+    }
+
+    fn loaded(&self) -> Result<&Loaded, String> {
+        self.model.as_ref().ok_or_else(|| "no model is loaded yet".to_string())
+    }
+
+    /// Checks `files` and makes them the target model, or (`draft`) the draft model; reports
+    /// `Loaded` / `DraftLoaded`. A failed load leaves the old model in place.
+    pub fn install(&mut self, files: ModelFiles, draft: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
+        post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
+        let config = match &files.config {
+            Some(bytes) => Gpt2Config::from_json(std::str::from_utf8(bytes).map_err(|_| "config.json is not UTF-8 text".to_string())?),
+            None => Gpt2Config::named("gpt2-tiny"),
+        }
+        .map_err(|e| e.to_string())?;
+        let tokenizer = Tokenizer::from_bytes(&files.tokenizer).map_err(|e| e.to_string())?;
+        post(&FromWorker::Loading { stage: "checking weights and uploading them to the device".into() });
+        let weights = match &files.weights {
+            Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &config).map_err(|e| e.to_string())?,
+            Weights::Random(seed) => Gpt2Weights::random(&config, *seed),
+        };
+        let demo = matches!(files.weights, Weights::Random(_));
+        let info = ModelInfo { name: files.name.clone(), params: param_count(&config), config: config.clone(), from_cache: files.from_cache, demo };
+        drop(files);
+        // Everything checked: the old model's buffers go before the new one's arrive.
+        let slot = if draft { &mut self.draft } else { &mut self.model };
+        *slot = None;
+        let model = Gpt2::new(config, weights, &self.device);
+        *slot = Some(Loaded { info: info.clone(), model, tokenizer });
+        if draft {
+            post(&FromWorker::DraftLoaded { info });
+        } else {
+            post(&FromWorker::Loaded { info, load_ms: started.elapsed().as_secs_f64() * 1000.0 });
+        }
+        Ok(())
+    }
+
+    /// Runs one job to its end (or until `stop` says so between two steps), streaming what
+    /// it computes through `post`. Loads are the transport's: their files come its own way.
+    pub async fn job(&self, message: ToWorker, post: &dyn Fn(&FromWorker), stop: &dyn Fn() -> bool) -> Result<(), String> {
+        match message {
+            ToWorker::Load(_) | ToWorker::LoadDraft(_) => Err("loading is the transport's job".into()),
+            ToWorker::Stop => Ok(()),
+            ToWorker::Speculate { prompt, draft, options, sweep } => {
+                let loaded = self.loaded()?;
+                let draft_model = self.draft.as_ref().map(|d| &d.model);
+                decoding_jobs::speculate(&loaded.model, &loaded.tokenizer, draft_model, &prompt, &draft, options, &sweep, post, stop).await
+            }
+            ToWorker::Beam { prompt, options } => {
+                let loaded = self.loaded()?;
+                decoding_jobs::beam(&loaded.model, &loaded.tokenizer, &prompt, options, post, stop).await
+            }
+            ToWorker::Generate { run, prompt, max_new_tokens, sampling, kv } => {
+                let loaded = self.loaded()?;
+                let kv: KvMode = kv.parse().map_err(|e| format!("{e}"))?;
+                let ids = loaded.tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
+                let (ids, max_new_tokens, _) = fit_context(&ids, max_new_tokens, loaded.model.config.n_positions, false).map_err(|e| e.to_string())?;
+                post(&FromWorker::Prompt { run, ids: ids.clone() });
+                let eos_token_ids = loaded.model.config.eos_token_id.into_iter().collect();
+                let options = GenerateOptions { max_new_tokens, sampling, kv, eos_token_ids, stop_strings: vec![] };
+                let mut new_ids = vec![];
+                let out = generate(&loaded.model, &ids, &options, Some(&loaded.tokenizer), |event| {
+                    new_ids.push(event.id);
+                    let text = loaded.tokenizer.decode(&new_ids).unwrap_or_default();
+                    post(&FromWorker::Token { run, index: event.index, id: event.id, text, step_ms: event.step_ms });
+                    flow(stop)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                let stop_reason = serde_json::to_value(out.stop_reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                post(&FromWorker::Done { run, ids: out.new_ids, text: out.text.unwrap_or_default(), ttft_ms: out.ttft_ms, total_ms: out.total_ms, stop_reason });
+                Ok(())
+            }
+            ToWorker::WindowDrift { prompt, new_tokens, window } => {
+                let loaded = self.loaded()?;
+                let ids = loaded.tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
+                window_drift(&loaded.model, &ids, new_tokens, window, |step| {
+                    post(&FromWorker::Drift(step.clone()));
+                    flow(stop)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                post(&FromWorker::DriftDone);
+                Ok(())
+            }
+            ToWorker::MeasureCost => {
+                let loaded = self.loaded()?;
+                let (cost, timings) = simulate::fit_cost(&loaded.model, DEFAULT_BLOCK_SIZE, true, |_| {}).await.map_err(|e| e.to_string())?;
+                let error_pct = cost.mean_error_pct(&timings);
+                post(&FromWorker::Cost { cost, timings, error_pct, model: loaded.info.name.clone() });
+                Ok(())
+            }
+            ToWorker::Simulate { workload, configs, cost, rates } => {
+                let start = Instant::now();
+                let vocab = self.model.as_ref().map_or(50257, |l| l.model.config.vocab_size);
+                let (runs, curves) = batching_jobs::simulate_all(&workload, &configs, cost, &rates, vocab)?;
+                post(&FromWorker::Simulated { runs, curves, wall_ms: start.elapsed().as_secs_f64() * 1000.0 });
+                Ok(())
+            }
+            ToWorker::BatchReal { workload, config, cost } => {
+                let loaded = self.loaded()?;
+                let (real, simulated, matches_solo) = batching_jobs::real_run(&loaded.model, &workload, config, cost, stop).await?;
+                post(&FromWorker::RealRun { real, simulated, matches_solo });
+                Ok(())
+            }
+        }
+    }
+}
