@@ -374,25 +374,32 @@ await test('inferlab app: Playground and KV pages on the native engine, the same
     assert.equal(await byId(page, 'output-text').textContent(), prompt.greedy.text);
     await page.screenshot({ path: join(artifacts, 'app-playground.png'), fullPage: true });
 
-    // The KV page's benchmark on the native engine, then `inferlab bench kv` on the same device,
-    // model and lengths: the page's figures are the engine's own step times.
+    // The KV page's benchmark on the native engine beside `inferlab bench kv` on the same device,
+    // model and lengths, alternated three times (medians: this machine is shared and noisy).
+    // The page's figures are the engine's own step times. Printed, not asserted.
     const long = golden.prompts.reduce((a, b) => (b.num_tokens > a.num_tokens ? b : a));
     const tokens = 64;
     await byId(page, 'tab-kv').click();
     await byId(page, 'kv-prompt').fill(Array(3).fill(long.text).join(' '));
     await byId(page, 'kv-tokens').fill(String(tokens));
-    await byId(page, 'kv-run').click();
-    await byId(page, 'kv-speedup').waitFor({ timeout: SLOW });
-    assert.match(await byId(page, 'kv-same').textContent(), /same tokens/);
-    const pageKv = { speedup: Number(await byId(page, 'kv-speedup').textContent()), with: Number(await byId(page, 'kv-with-ms').textContent()), without: Number(await byId(page, 'kv-without-ms').textContent()) };
-    const promptTokens = Number(await byId(page, 'kv-prompt-tokens').textContent());
-    await page.screenshot({ path: join(artifacts, 'app-kv-cache.png'), fullPage: true });
-    const bench = JSON.parse(execFileSync(inferlab, ['bench', 'kv', '--model', join(fixtures, MODEL), '--device', 'cpu', '--prompt-tokens', String(promptTokens), '--new-tokens', String(tokens), '--json'], { encoding: 'utf8', env: oneThread }));
     const decodeMs = (steps) => steps.slice(1).reduce((a, b) => a + b, 0) / (steps.length - 1);
-    const cli = { with: decodeMs(bench.per_token_ms.with_cache), without: decodeMs(bench.per_token_ms.without_cache) };
-    cli.speedup = cli.without / cli.with;
-    console.log(`     KV page on native (prompt ${promptTokens}, ${tokens} tokens): ${pageKv.with} vs ${pageKv.without} ms/token, speedup ${pageKv.speedup}×; bench kv: ${cli.with.toFixed(3)} vs ${cli.without.toFixed(3)} ms/token, speedup ${cli.speedup.toFixed(2)}× (page/bench ${(pageKv.speedup / cli.speedup).toFixed(3)})`);
-    assert.ok(pageKv.speedup > 1, `speedup ${pageKv.speedup}`);
+    const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+    const rounds = { page: [], cli: [] };
+    for (let round = 0; round < 3; round++) {
+      await byId(page, 'kv-run').click();
+      await page.waitForFunction(() => !document.querySelector('[data-testid="kv-run"]').disabled && document.querySelector('[data-testid="kv-speedup"]'), null, { timeout: SLOW, polling: 100 });
+      assert.match(await byId(page, 'kv-same').textContent(), /same tokens/);
+      const seen = { speedup: Number(await byId(page, 'kv-speedup').textContent()), with: Number(await byId(page, 'kv-with-ms').textContent()), without: Number(await byId(page, 'kv-without-ms').textContent()) };
+      assert.ok(seen.speedup > 1, `speedup ${seen.speedup}`);
+      rounds.page.push(seen);
+      const promptTokens = Number(await byId(page, 'kv-prompt-tokens').textContent());
+      const bench = JSON.parse(execFileSync(inferlab, ['bench', 'kv', '--model', join(fixtures, MODEL), '--device', 'cpu', '--prompt-tokens', String(promptTokens), '--new-tokens', String(tokens), '--json'], { encoding: 'utf8', env: oneThread }));
+      const cli = { with: decodeMs(bench.per_token_ms.with_cache), without: decodeMs(bench.per_token_ms.without_cache) };
+      rounds.cli.push({ ...cli, speedup: cli.without / cli.with });
+    }
+    await page.screenshot({ path: join(artifacts, 'app-kv-cache.png'), fullPage: true });
+    const med = (side, key) => median(rounds[side].map((r) => r[key]));
+    console.log(`     KV page on native vs bench kv (medians of 3, ${tokens} tokens): with cache ${med('page', 'with').toFixed(3)} vs ${med('cli', 'with').toFixed(3)} ms/token, without ${med('page', 'without').toFixed(3)} vs ${med('cli', 'without').toFixed(3)}, speedup ${med('page', 'speedup').toFixed(2)}× vs ${med('cli', 'speedup').toFixed(2)}× (page/bench ${(med('page', 'speedup') / med('cli', 'speedup')).toFixed(3)})`);
 
     // What the WebSocket adds per token: arrival gaps in the page minus the engine's step times.
     // (A socket of its own takes the engine over; the model stays loaded.)
@@ -414,7 +421,7 @@ await test('inferlab app: Playground and KV pages on the native engine, the same
     }, { text: prompt.text, n: 128 });
     gaps.sort((a, b) => a - b);
     const mean = gaps.reduce((a, b) => a + b, 0) / gaps.length;
-    console.log(`     WebSocket overhead per token over the engine's step: mean ${mean.toFixed(3)} ms, p50 ${gaps[gaps.length >> 1].toFixed(3)} ms, p90 ${gaps[Math.floor(gaps.length * 0.9)].toFixed(3)} ms (${gaps.length} tokens)`);
+    console.log(`     WebSocket overhead per token over the engine's step: p50 ${gaps[gaps.length >> 1].toFixed(3)} ms, p90 ${gaps[Math.floor(gaps.length * 0.9)].toFixed(3)} ms, mean ${mean.toFixed(3)} ms (${gaps.length} tokens)`);
 
     // The engine switch: this tab's WebGPU engine, then back to the native one.
     await page.reload();
