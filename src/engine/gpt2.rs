@@ -6,11 +6,12 @@
 //! blocks so every linear layer is a plain matmul; only attention reshapes to heads.
 
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
+use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::{Activation, Gpt2Config};
 use super::error::{EngineError, Result};
-use super::kernels::Path;
+use super::kernels::{Path, row_dots};
 use super::kv::KvCache;
 use super::step::Step;
 use super::vocab_table::VocabTable;
@@ -27,19 +28,32 @@ pub enum Logits {
 
 struct Dense {
     weight: Tensor<2>,
+    /// `Wᵀ` (`[out, in]`, rows contiguous) on the CPU, for one-row steps: the row-dots kernel
+    /// streams it at memory speed where the gemm runs one thread (`kernels/row_dots.rs`). It
+    /// doubles the blocks' weights in memory on the CPU; GPUs keep `W` only.
+    weight_t: Option<Tensor<2>>,
     bias: Tensor<1>,
 }
 
 impl Dense {
     fn new(w: DenseWeights, device: &Device) -> Self {
+        let cpu = !matches!(device.as_dispatch(), DispatchDevice::Cube(_));
+        let weight_t = cpu.then(|| {
+            let [inputs, outputs] = [w.weight.shape()[0], w.weight.shape()[1]];
+            let values = w.weight.as_slice::<f32>().expect("weights are converted to f32 on load");
+            let transposed: Vec<f32> = (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect();
+            Tensor::from_data(TensorData::new(transposed, [outputs, inputs]), device)
+        });
         Self {
             weight: Tensor::from_data(w.weight, device),
+            weight_t,
             bias: Tensor::from_data(w.bias, device),
         }
     }
 
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        x.matmul(self.weight.clone()) + self.bias.clone().unsqueeze::<2>()
+        let one_row = self.weight_t.as_ref().and_then(|wt| row_dots::table_times_row(wt, &x));
+        one_row.unwrap_or_else(|| x.matmul(self.weight.clone())) + self.bias.clone().unsqueeze::<2>()
     }
 }
 

@@ -20,6 +20,7 @@ use cubecl::client::Client;
 use cubecl::server::{BufferBinding, KernelArguments};
 
 pub mod paged;
+pub mod row_dots;
 
 use super::kv::mask::StepMask;
 use super::step_uploads::{StepUploads, words};

@@ -8,6 +8,8 @@
 use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::kernels::row_dots;
+
 /// On the CPU, 2 to this many rows of logits are computed as `(table @ hᵀ)ᵀ`, which streams the
 /// table once like a matrix-vector product; `h @ tableᵀ` makes the gemm repack all of it per
 /// call (measured on burn's flex device, GPT-2's head: 2 rows cost 1.8× one row that way,
@@ -81,7 +83,10 @@ impl VocabTable {
         let parts: Vec<Tensor<2>> = self
             .chunks
             .iter()
-            .map(|c| if few { c.clone().matmul(h.clone().transpose()).transpose() } else { h.clone().matmul(c.clone().transpose()) })
+            .map(|c| {
+                let twin = || if few { c.clone().matmul(h.clone().transpose()).transpose() } else { h.clone().matmul(c.clone().transpose()) };
+                row_dots::table_times_row(c, &h).unwrap_or_else(twin)
+            })
             .collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(parts, 1) }
     }
