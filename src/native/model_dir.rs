@@ -28,6 +28,9 @@ pub fn resolve(model: &str, hub_url: &str) -> Result<PathBuf> {
     if path.exists() {
         anyhow::bail!("--model {model:?} is a file; give the folder that holds config.json, model.safetensors and tokenizer.json");
     }
+    if !hub::is_repo_id(model) {
+        anyhow::bail!("{model:?} is neither a model folder nor a hub repo id like openai-community/gpt2 (no folder is there)");
+    }
     hub::fetch_repo(hub_url, model, &hub::cache_root(), true)
         .with_context(|| format!("{model:?} is not a local folder, so it was fetched as a hub repo id"))
 }
