@@ -395,7 +395,7 @@ fn start_up_errors_are_clear() {
     };
     let missing = Path::new(env!("CARGO_MANIFEST_DIR")).join("no-such-model");
     let err = run(&["--model", missing.to_str().unwrap(), "--hub-url", "http://127.0.0.1:9"]);
-    assert!(err.contains("not a local folder"), "{err}");
+    assert!(err.contains("neither a model folder nor a hub repo id"), "{err}");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
     let tiny = fixtures_root().join("gpt2-tiny");
