@@ -56,7 +56,8 @@ pub fn load_weights(dir: &Path, config: Gpt2Config, device: &Device) -> Result<G
     Ok(Gpt2::new(config, weights, device))
 }
 
-fn read(dir: &Path, file: &str) -> Result<Vec<u8>> {
+/// The bytes of `dir/file`, or an error naming the path.
+pub fn read(dir: &Path, file: &str) -> Result<Vec<u8>> {
     let path = dir.join(file);
     fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
 }

@@ -94,12 +94,12 @@ impl Engine {
 
     /// Tells the error to page `id` alone (a message it sent that is not part of the protocol).
     pub fn reply_error(&self, id: u64, message: String) {
-        self.send_to(Some(id), &FromWorker::Error { message });
+        self.send_to(id, &FromWorker::Error { message });
     }
 
-    fn send_to(&self, id: Option<u64>, message: &FromWorker) {
+    fn send_to(&self, id: u64, message: &FromWorker) {
         let page = lock(&self.page);
-        if let Some(page) = page.as_ref().filter(|p| id.is_none_or(|id| id == p.id)) {
+        if let Some(page) = page.as_ref().filter(|p| p.id == id) {
             // A closed page is gone; its socket task ends on its own.
             let _ = page.out.send(json(message));
         }
@@ -122,7 +122,7 @@ impl Engine {
                 if let FromWorker::Loaded { info, .. } = message {
                     *lock(&self.model) = Some(info.clone());
                 }
-                self.send_to(Some(id), message)
+                self.send_to(id, message)
             };
             let stop = || self.stop.load(Ordering::SeqCst);
             let outcome = catch_unwind(AssertUnwindSafe(|| match job {
@@ -158,7 +158,7 @@ impl Engine {
                 }
                 let dir = model_dir::resolve(&repo, &hub_url)?;
                 post(&FromWorker::Loading { stage: format!("reading {}", dir.display()) });
-                let read = |file: &str| std::fs::read(dir.join(file)).with_context(|| format!("cannot read {}", dir.join(file).display()));
+                let read = |file| model_dir::read(&dir, file);
                 Ok(ModelFiles { name: repo.clone(), config: Some(read("config.json")?), tokenizer: read("tokenizer.json")?, weights: Weights::Safetensors(read("model.safetensors")?), from_cache })
             }
             ModelSource::Files => anyhow::bail!("the native engine cannot take files picked in the page: type the folder that holds them in the Model box and load it"),
