@@ -18,21 +18,21 @@ need_rust() {
 }
 
 ensure_wasm_target() {
-  rustup target list --installed | grep -qx wasm32-unknown-unknown && return
+  rustup target list --installed | grep -x wasm32-unknown-unknown >/dev/null && return
   say "adding the Rust target wasm32-unknown-unknown (the browser build; ~1 min, once)"
   rustup target add wasm32-unknown-unknown ||
     die "could not add the wasm32 target; without network, run 'rustup target add wasm32-unknown-unknown' where you have it"
 }
 
 ensure_trunk() {
-  trunk --version 2>/dev/null | grep -q "$TRUNK_VERSION" && return
+  trunk --version 2>/dev/null | grep "$TRUNK_VERSION" >/dev/null && return
   say "installing trunk $TRUNK_VERSION (builds and serves the browser app; ~13 min on 2 cores, once)"
   cargo install --locked trunk --version "$TRUNK_VERSION" ||
     die "could not install trunk; run 'cargo install --locked trunk --version $TRUNK_VERSION' by hand (it needs crates.io)"
 }
 
 ensure_wasm_bindgen() {
-  wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION" && return
+  wasm-bindgen --version 2>/dev/null | grep "$WASM_BINDGEN_VERSION" >/dev/null && return
   say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (= Cargo.lock's wasm-bindgen; ~5 min, once)"
   # Not --locked: its own lock file pins a yanked crate.
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" ||

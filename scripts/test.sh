@@ -24,8 +24,10 @@ as_root() {
   else return 1; fi
 }
 
+# Not `grep -q`: it exits at the first match, ldconfig then dies of SIGPIPE and, under
+# pipefail, the check fails at random (a CI run once skipped wgpu that way).
 has_vulkan() {
-  ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
+  ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null &&
     { compgen -G '/usr/share/vulkan/icd.d/*.json' || compgen -G '/etc/vulkan/icd.d/*.json'; } >/dev/null
 }
 
