@@ -87,6 +87,27 @@ fn bench_decode_reports_speed_over_every_row() {
 }
 
 #[test]
+fn bench_kernels_on_the_cpu_times_row_dots_against_the_matmul() {
+    let tiny = common::fixtures_root().join("gpt2-tiny");
+    let (stdout, _) = inferlab(&["bench", "kernels", "--device", "cpu", "--model", tiny.to_str().unwrap(), "--reps", "1", "--new-tokens", "4", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["device"], "cpu");
+    assert_eq!(json["kernels"].as_array().unwrap().len(), 0, "no WGSL on the CPU");
+    let rows = json["row_dots"].as_array().unwrap();
+    // Four GPT-2-small tables × 1, 8 and 16 rows.
+    assert_eq!(rows.len(), 12);
+    for r in rows {
+        let (kernel, twin) = (r["kernel_ms"].as_f64().unwrap(), r["twin_ms"].as_f64().unwrap());
+        assert!(kernel > 0.0 && twin > 0.0, "{r}");
+        assert!((r["speedup"].as_f64().unwrap() - twin / kernel).abs() < 1e-9 * twin / kernel);
+    }
+    assert!(rows.iter().any(|r| r["layer"] == "head" && r["table"] == serde_json::json!([50257, 768]) && r["rows"] == 16));
+    // The same greedy tokens with the kernel and with the matmuls.
+    assert_eq!(json["decode"]["same_tokens"], true);
+    assert!(json["decode"]["kernels_on_tok_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
 fn generate_on_the_paged_cache_gives_the_greedy_ids() {
     let tiny = common::fixtures_root().join("gpt2-tiny");
     let prompt = &golden()["prompts"][2];

@@ -6,7 +6,6 @@
 //! blocks so every linear layer is a plain matmul; only attention reshapes to heads.
 
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
-use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::{Activation, Gpt2Config};
@@ -28,8 +27,8 @@ pub enum Logits {
 
 struct Dense {
     weight: Tensor<2>,
-    /// `Wᵀ` (`[out, in]`, rows contiguous) on the CPU, for one-row steps: the row-dots kernel
-    /// streams it at memory speed where the gemm runs one thread (`kernels/row_dots.rs`). It
+    /// `Wᵀ` (`[out, in]`, rows contiguous) on the CPU, for steps of few rows (decode): the
+    /// row-dots kernel streams it once per step on every thread (`kernels/row_dots.rs`). It
     /// doubles the blocks' weights in memory on the CPU; GPUs keep `W` only.
     weight_t: Option<Tensor<2>>,
     bias: Tensor<1>,
@@ -37,8 +36,7 @@ struct Dense {
 
 impl Dense {
     fn new(w: DenseWeights, device: &Device) -> Self {
-        let cpu = !matches!(device.as_dispatch(), DispatchDevice::Cube(_));
-        let weight_t = cpu.then(|| {
+        let weight_t = row_dots::runs_on(device).then(|| {
             let [inputs, outputs] = [w.weight.shape()[0], w.weight.shape()[1]];
             let values = w.weight.as_slice::<f32>().expect("weights are converted to f32 on load");
             let transposed: Vec<f32> = (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect();
@@ -51,9 +49,10 @@ impl Dense {
         }
     }
 
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let one_row = self.weight_t.as_ref().and_then(|wt| row_dots::table_times_row(wt, &x));
-        one_row.unwrap_or_else(|| x.matmul(self.weight.clone())) + self.bias.clone().unsqueeze::<2>()
+    /// `x @ W + b`; `kernels` lets few-row steps on the CPU take the row-dots kernel.
+    fn forward(&self, x: Tensor<2>, kernels: bool) -> Tensor<2> {
+        let few_rows = self.weight_t.as_ref().filter(|_| kernels).and_then(|wt| row_dots::rows_times_table(&x, wt));
+        few_rows.unwrap_or_else(|| x.matmul(self.weight.clone())) + self.bias.clone().unsqueeze::<2>()
     }
 }
 
@@ -134,7 +133,8 @@ impl Gpt2 {
         &self.device
     }
 
-    /// Turns the hand-written WGSL kernels on or off (they only ever run on wgpu).
+    /// Turns the hand-written kernels on or off (to measure them): WGSL attention and KV
+    /// writes on wgpu, row dots for the linear layers and the head on the CPU.
     pub fn set_kernels(&mut self, enabled: bool) {
         self.kernels = enabled;
     }
@@ -176,7 +176,7 @@ impl Gpt2 {
         let path = Path::choose(&self.device, self.kernels);
         let n = b * t;
         for (layer, block) in self.blocks.iter().take(layers).enumerate() {
-            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()));
+            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()), self.kernels);
             let q = qkv.clone().slice([0..n, 0..e]);
             let k = qkv.clone().slice([0..n, e..2 * e]);
             let v = qkv.slice([0..n, 2 * e..3 * e]);
@@ -185,15 +185,15 @@ impl Gpt2 {
                 scale /= (layer + 1) as f32;
             }
             let attn = cache.attend(layer, q, k, v, &plan, heads, scale, path);
-            x = x + block.attn_proj.forward(attn);
+            x = x + block.attn_proj.forward(attn, self.kernels);
 
-            let hidden = block.c_fc.forward(block.ln_2.forward(x.clone()));
+            let hidden = block.c_fc.forward(block.ln_2.forward(x.clone()), self.kernels);
             let hidden = match c.activation {
                 Activation::GeluTanh => gelu_approximate(hidden),
                 Activation::Gelu => gelu(hidden),
                 Activation::Relu => relu(hidden),
             };
-            x = x + block.mlp_proj.forward(hidden);
+            x = x + block.mlp_proj.forward(hidden, self.kernels);
         }
 
         let (x, b, rows) = match which {
@@ -219,7 +219,7 @@ impl Gpt2 {
             }
         };
         let head = self.lm_head.as_ref().unwrap_or(&self.wte);
-        let logits = head.project(self.ln_f.forward(x));
+        let logits = head.project(self.ln_f.forward(x), self.kernels);
         Ok(logits.reshape([b, rows, c.vocab_size]))
     }
 }

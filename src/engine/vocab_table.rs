@@ -5,18 +5,9 @@
 //! is 154 MB; so the table is kept in row chunks that each fit a binding. Small models get one
 //! chunk and pay nothing for this.
 
-use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::kernels::row_dots;
-
-/// On the CPU, 2 to this many rows of logits are computed as `(table @ hᵀ)ᵀ`, which streams the
-/// table once like a matrix-vector product; `h @ tableᵀ` makes the gemm repack all of it per
-/// call (measured on burn's flex device, GPT-2's head: 2 rows cost 1.8× one row that way,
-/// 1.0–1.5× for 2–9 rows this way; a 32-row batched decode step of distilgpt2 is ~12% faster
-/// this way, a 64-row one the same either way). Speculative verification runs γ + 1 rows;
-/// the server's continuous batches run up to `--max-batch` rows.
-const FEW_ROWS: usize = 64;
 
 /// Largest chunk, in bytes: WebGPU's default `maxStorageBufferBindingSize`.
 const MAX_CHUNK_BYTES: usize = 128 << 20;
@@ -25,8 +16,6 @@ pub struct VocabTable {
     /// Row blocks of the table, in order; all but the last have `rows_per_chunk` rows.
     chunks: Vec<Tensor<2>>,
     rows_per_chunk: usize,
-    /// Whether few rows take the `(table @ hᵀ)ᵀ` form (CPU devices).
-    few_rows_transposed: bool,
 }
 
 impl VocabTable {
@@ -47,8 +36,7 @@ impl VocabTable {
                 Tensor::from_data(part, device)
             })
             .collect();
-        let few_rows_transposed = !matches!(device.as_dispatch(), DispatchDevice::Cube(_));
-        Self { chunks, rows_per_chunk, few_rows_transposed }
+        Self { chunks, rows_per_chunk }
     }
 
     /// Rows for `ids` (all `< vocab`), `[ids.len(), width]`.
@@ -77,15 +65,17 @@ impl VocabTable {
             .expect("a vocabulary has at least one row")
     }
 
-    /// `h @ tableᵀ`: `[n, width]` → `[n, vocab]` logits.
-    pub fn project(&self, h: Tensor<2>) -> Tensor<2> {
-        let few = self.few_rows_transposed && (2..=FEW_ROWS).contains(&h.dims()[0]);
+    /// `h @ tableᵀ`: `[n, width]` → `[n, vocab]` logits. On the CPU, decode's few rows take
+    /// the row-dots kernel, which streams the table once; `h @ tableᵀ` makes the gemm repack
+    /// all of it per call (2 rows cost 1.8× one row that way on burn's flex device). `kernels`
+    /// off measures the matmul.
+    pub fn project(&self, h: Tensor<2>, kernels: bool) -> Tensor<2> {
         let parts: Vec<Tensor<2>> = self
             .chunks
             .iter()
             .map(|c| {
-                let twin = || if few { c.clone().matmul(h.clone().transpose()).transpose() } else { h.clone().matmul(c.clone().transpose()) };
-                row_dots::table_times_row(c, &h).unwrap_or_else(twin)
+                let kernel = if kernels { row_dots::rows_times_table(&h, c) } else { None };
+                kernel.unwrap_or_else(|| h.clone().matmul(c.clone().transpose()))
             })
             .collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(parts, 1) }
@@ -110,7 +100,7 @@ mod tests {
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
         assert_eq!(read(chunked.lookup(&ids, &device)), read(whole.lookup(&ids, &device)));
         let h = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25, 1.0, 1.0, -0.5, 0.0], [2, width]), &device);
-        let (a, b) = (read(chunked.project(h.clone())), read(whole.project(h)));
+        let (a, b) = (read(chunked.project(h.clone(), true)), read(whole.project(h, true)));
         assert_eq!(a.len(), 2 * vocab);
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
     }

@@ -1,31 +1,43 @@
-//! One row against a row-major matrix on the CPU: `out[r] = table[r] · h`, one dot product
-//! per matrix row, rows shared out to the worker threads. A batch-1 decode step is made of
-//! these: the output head (`wte`, 154 MB in f32: `logits[v] = wte[v] · h`) and every linear
-//! layer (`x @ W` = `Wᵀ · x`, with `Wᵀ` laid out once at load), each reading its whole weight
-//! for one row.
+//! A few rows against a row-major matrix on the CPU: `out[r][j] = h[r] · table[j]`, one pass
+//! over the matrix's rows, shared out to the worker threads. Decode steps are made of these:
+//! the output head (`wte`, 154 MB in f32: `logits[v] = wte[v] · h`) and every linear layer
+//! (`x @ W` = rows of `Wᵀ · x`, with `Wᵀ` laid out once at load), each reading its whole
+//! weight once per step however many rows (sequences, or speculative positions) it carries.
 //!
 //! burn's flex device runs them through its gemm: single-threaded below 192³ multiply-adds
-//! (every block layer), and at 7–9 GB/s even threaded (the head: 15–19 ms for a 134 MB chunk,
-//! where this kernel takes 8.9 ms), measured on this 2-core machine. Dot products over
-//! contiguous rows stream the weights in order on every thread. Its tensor-op twins are the
-//! matmuls in `vocab_table.rs` and `gpt2.rs`, used on every other device and row count, and
-//! as its test oracle.
+//! (every block layer at batch 1), and at 7–9 GB/s even threaded (the head: 15–19 ms for a
+//! 134 MB chunk, where this kernel takes 8.9 ms), measured on this 2-core machine. Here each
+//! weight row is read once from memory and met by up to four input rows at a time from L1, so
+//! a batch of 8 costs the memory traffic of one row plus the arithmetic. On x86-64 with AVX2
+//! and FMA (checked at run time) the same loops compile to fused 8-lane multiply-adds. Its
+//! tensor-op twins are the matmuls in `vocab_table.rs` and `gpt2.rs`, used on every other
+//! device and row count, and as its test oracle.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::backend::DispatchDevice;
+use burn::tensor::{Device, Tensor};
 
-/// Rows of the table per task: enough work per task, enough tasks to balance the threads.
+/// Most input rows the kernel takes; more (a prompt's prefill) are the gemm's job, whose
+/// packed micro-kernels win once there is enough arithmetic per weight.
+pub const MAX_ROWS: usize = 16;
+
+/// Whether `device` is the CPU, where the kernel runs (GPUs run the twins).
+pub fn runs_on(device: &Device) -> bool {
+    cfg!(not(target_arch = "wasm32")) && !matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+}
+
+/// `h · tableᵀ`, `[m, rows]`, for `h` of 1 to [`MAX_ROWS`] rows against a `[rows, k]` table
+/// on the CPU device; None where the twin must run (another device, more rows, a strided view).
 #[cfg(not(target_arch = "wasm32"))]
-const ROWS_PER_TASK: usize = 512;
-
-/// `[1, rows]` logits of a one-row `h` against a `[rows, k]` table on the CPU device; None
-/// where the twin must run (another device, more rows, a strided view).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn table_times_row(table: &Tensor<2>, h: &Tensor<2>) -> Option<Tensor<2>> {
+pub fn rows_times_table(h: &Tensor<2>, table: &Tensor<2>) -> Option<Tensor<2>> {
     use burn::backend::flex::Flex;
+    use burn::tensor::TensorData;
     use rayon::prelude::*;
 
-    let ([rows, k], [1, k2]) = (table.dims(), h.dims()) else { return None };
-    if k != k2 {
+    /// Table rows per task: enough work per task, enough tasks to balance the threads.
+    const ROWS_PER_TASK: usize = 512;
+
+    let ([rows, k], [m, k2]) = (table.dims(), h.dims());
+    if k != k2 || k == 0 || !(1..=MAX_ROWS).contains(&m) {
         return None;
     }
     let (tf, hf) = (table.clone().try_into_primitive::<Flex>().ok()?, h.clone().try_into_primitive::<Flex>().ok()?);
@@ -33,56 +45,169 @@ pub fn table_times_row(table: &Tensor<2>, h: &Tensor<2>) -> Option<Tensor<2>> {
         return None;
     }
     let t = &tf.storage::<f32>()[tf.layout().start_offset()..][..rows * k];
-    let x = &hf.storage::<f32>()[hf.layout().start_offset()..][..k];
-    let mut out = vec![0f32; rows];
-    out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(task, logits)| {
+    let x = &hf.storage::<f32>()[hf.layout().start_offset()..][..m * k];
+    // Computed table-row-major (`[rows, m]`, each task's block contiguous), then turned.
+    let mut by_row = vec![0f32; rows * m];
+    by_row.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(task, block)| {
         let first = task * ROWS_PER_TASK;
-        for (j, logit) in logits.iter_mut().enumerate() {
-            *logit = dot(&t[(first + j) * k..][..k], x);
-        }
+        dots(&t[first * k..][..block.len() / m * k], x, k, block);
     });
-    Some(Tensor::from_data(TensorData::new(out, [1, rows]), &h.device()))
-}
-
-/// Eight running sums: the compiler keeps them in vector registers.
-#[cfg(not(target_arch = "wasm32"))]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    let mut sums = [0f32; 8];
-    for (x, y) in a8.zip(b8) {
-        for lane in 0..8 {
-            sums[lane] += x[lane] * y[lane];
-        }
-    }
-    sums.iter().sum::<f32>() + tail
+    let out = if m == 1 {
+        by_row
+    } else {
+        let mut out = vec![0f32; m * rows];
+        out.par_chunks_mut(rows).enumerate().for_each(|(r, line)| {
+            line.iter_mut().zip(by_row.chunks_exact(m)).for_each(|(o, row)| *o = row[r]);
+        });
+        out
+    };
+    Some(Tensor::from_data(TensorData::new(out, [m, rows]), &h.device()))
 }
 
 /// The browser's engine runs on WebGPU: always the twin.
 #[cfg(target_arch = "wasm32")]
-pub fn table_times_row(_table: &Tensor<2>, _h: &Tensor<2>) -> Option<Tensor<2>> {
+pub fn rows_times_table(_h: &Tensor<2>, _table: &Tensor<2>) -> Option<Tensor<2>> {
     None
+}
+
+/// `out[j * m + r] = table[j] · x[r]` for the `table` rows given (`m = x.len() / k`).
+#[cfg(not(target_arch = "wasm32"))]
+fn dots(table: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        return dots_by::<avx2::Avx2>(table, x, k, out);
+    }
+    dots_by::<portable::Portable>(table, x, k, out)
+}
+
+/// Dot products of one table row with `N` rows of `x` at once.
+trait Group {
+    fn dots<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N];
+}
+
+/// Each table row meets the rows of `x` eight at a time (then four, then one by one): a piece
+/// of the table row is loaded once per group, and the group's sums stay in registers.
+#[cfg(not(target_arch = "wasm32"))]
+fn dots_by<G: Group>(table: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    let m = x.len() / k;
+    for (w, o) in table.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
+        let mut r = 0;
+        r += in_groups::<G, 8>(w, &x[r * k..], &mut o[r..]);
+        r += in_groups::<G, 4>(w, &x[r * k..], &mut o[r..]);
+        in_groups::<G, 1>(w, &x[r * k..], &mut o[r..]);
+    }
+}
+
+/// As many whole groups of `N` rows of `x` as there are; returns the rows done.
+#[inline(always)]
+fn in_groups<G: Group, const N: usize>(w: &[f32], x: &[f32], out: &mut [f32]) -> usize {
+    let k = w.len();
+    let groups = out.len() / N;
+    for (g, o) in out.chunks_exact_mut(N).enumerate() {
+        o.copy_from_slice(&G::dots::<N>(w, std::array::from_fn(|n| &x[(g * N + n) * k..][..k])));
+    }
+    groups * N
+}
+
+/// Plain loops for CPUs without AVX2 and other architectures: eight running sums per row.
+mod portable {
+    pub struct Portable;
+
+    impl super::Group for Portable {
+        fn dots<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N] {
+            xs.map(|x| dot(w, x))
+        }
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+        let mut sums = [0f32; 8];
+        for (x, y) in a8.zip(b8) {
+            for lane in 0..8 {
+                sums[lane] += x[lane] * y[lane];
+            }
+        }
+        sums.iter().sum::<f32>() + tail
+    }
+}
+
+/// AVX2 + FMA: each row's sums in an 8-lane register, fused multiply-adds; eight rows keep
+/// eight multiply-adds in flight, which hides their latency. Written with the intrinsics
+/// because the dev profile (opt-level 1, for quick rebuilds) leaves the portable loops
+/// unvectorized.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Used only where `dots` saw that the CPU has AVX2 and FMA.
+    pub struct Avx2;
+
+    impl super::Group for Avx2 {
+        fn dots<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N] {
+            assert!(xs.iter().all(|x| x.len() == w.len()), "rows as long as the table's");
+            // SAFETY: `Avx2` is used only once the CPU is known to have both features; the
+            // rows are as long as `w`, which is all `dots` reads of them.
+            unsafe { dots(w, xs) }
+        }
+    }
+
+    const PREFETCH: usize = 2048;
+
+    /// Safety: each of `xs` is at least as long as `w`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N] {
+        let full = w.len() / 8 * 8;
+        let rows = xs.map(|x| x.as_ptr());
+        let mut sums = [_mm256_setzero_ps(); N];
+        let mut i = 0;
+        while i < full {
+            // SAFETY: `i + 8 <= full <= w.len()`, and every row is as long.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(i + PREFETCH).cast());
+                let wv = _mm256_loadu_ps(w.as_ptr().add(i));
+                for n in 0..N {
+                    sums[n] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(rows[n].add(i)), sums[n]);
+                }
+            }
+            i += 8;
+        }
+        std::array::from_fn(|n| {
+            let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` has room for the eight floats stored.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[n]) };
+            lanes.iter().sum::<f32>() + w[full..].iter().zip(&xs[n][full..]).map(|(a, b)| a * b).sum::<f32>()
+        })
+    }
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use burn::tensor::Device;
+    use burn::tensor::TensorData;
 
     #[test]
-    fn one_row_equals_the_twin() {
+    fn rows_equal_the_twin() {
         let device = Device::flex();
         // Not a multiple of the task size nor of 8: every remainder path runs.
         let (rows, k) = (1037, 53);
         let table = Tensor::<2>::from_data(TensorData::new((0..rows * k).map(|i| (i as f32 * 0.61).cos()).collect::<Vec<f32>>(), [rows, k]), &device);
-        let h = Tensor::<2>::from_data(TensorData::new((0..k).map(|i| i as f32 * 0.05 - 1.4).collect::<Vec<f32>>(), [1, k]), &device);
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
-        let got = read(table_times_row(&table, &h).expect("a flex row"));
-        let want = read(table.clone().matmul(h.clone().transpose()).transpose());
-        assert_eq!(got.len(), rows);
-        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4));
-        // Two rows, or a transposed view: the twin's job.
-        assert!(table_times_row(&table, &Tensor::cat(vec![h.clone(), h], 0)).is_none());
-        assert!(table_times_row(&table.clone().transpose(), &Tensor::<2>::ones([1, rows], &device)).is_none());
+        let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
+        // One row, a group of four, four and three ones, eight, four and one, the most.
+        for m in [1, 4, 7, 13, MAX_ROWS] {
+            let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.05).sin() - 0.3).collect();
+            let h = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+            let want = read(h.clone().matmul(table.clone().transpose()));
+            assert!(close(&read(rows_times_table(&h, &table).expect("flex rows")), &want), "{m} rows");
+            // The plain loops, which this machine's AVX2 would otherwise skip (`[rows, m]` order).
+            let mut by_row = vec![0f32; rows * m];
+            dots_by::<portable::Portable>(&read(table.clone()), &x, k, &mut by_row);
+            let turned: Vec<f32> = (0..m).flat_map(|r| by_row.chunks_exact(m).map(move |row| row[r])).collect();
+            assert!(close(&turned, &want), "{m} rows, portable");
+        }
+        // Too many rows, or a transposed view: the twin's job.
+        assert!(rows_times_table(&Tensor::<2>::ones([MAX_ROWS + 1, k], &device), &table).is_none());
+        assert!(rows_times_table(&Tensor::<2>::ones([1, rows], &device), &table.clone().transpose()).is_none());
     }
 }

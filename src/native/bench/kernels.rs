@@ -1,6 +1,11 @@
-//! `inferlab bench kernels`: every WGSL kernel against its tensor-op twin on the same device,
-//! at GPT-2-small attention shapes (12 heads × 64) and contexts 128 / 512 / 1024, then the
-//! whole model's decode speed with the kernels on and off.
+//! `inferlab bench kernels`: every hand-written kernel against its tensor-op twin on the same
+//! device, then the whole model's decode speed with the kernels on and off. On wgpu: the WGSL
+//! kernels at GPT-2-small attention shapes (12 heads × 64), contexts 128 / 512 / 1024. On the
+//! CPU: the row-dots kernel at GPT-2-small's linear layers and head, for 1, 8 and 16 rows
+//! (batch-1 decode, batch 8, speculative verification).
+//!
+//! Each kernel row repeats one table, which then stays in the CPU's cache as it does not in a
+//! decode step (124M weights): the decode row is the figure that counts.
 
 use std::ops::ControlFlow;
 
@@ -13,7 +18,7 @@ use web_time::Instant;
 
 use super::BenchModel;
 use crate::engine::generate::{GenerateOptions, generate};
-use crate::engine::kernels::{self, Path, Slots};
+use crate::engine::kernels::{self, Path, Slots, row_dots};
 use crate::engine::step_uploads::StepUploads;
 use crate::engine::kv::mask::{KeyMeta, StepMask};
 use crate::engine::step::Step;
@@ -35,6 +40,7 @@ pub struct KernelArgs {
     json: bool,
 }
 
+/// A WGSL kernel vs its twin.
 #[derive(Serialize)]
 struct KernelRow {
     name: &'static str,
@@ -44,31 +50,30 @@ struct KernelRow {
     speedup: f64,
 }
 
+/// The row-dots kernel vs the matmul, `rows` rows against a `[out, in]` table.
+#[derive(Serialize)]
+struct RowDotsRow {
+    layer: &'static str,
+    table: [usize; 2],
+    rows: usize,
+    kernel_ms: f64,
+    twin_ms: f64,
+    speedup: f64,
+}
+
 const HEADS: usize = 12;
 const HEAD_DIM: usize = 64;
 
 pub fn run(args: KernelArgs) -> Result<()> {
-    if args.device != DeviceArg::Wgpu {
-        bail!("the WGSL kernels run on the wgpu device only; use --device wgpu");
-    }
     if args.reps == 0 || args.new_tokens < 2 {
         bail!("--reps must be at least 1 and --new-tokens at least 2");
     }
     let device = args.device.init()?;
-    let mut rows = vec![];
-    for context in [128, 512, 1024] {
-        for (name, wgsl_ms, twin_ms) in [
-            ("kv_append", time_append(&device, context, Path::Wgsl, args.reps)?, time_append(&device, context, Path::Twin, args.reps)?),
-            ("attention_decode", time_attention(&device, context, 1, Path::Wgsl, args.reps)?, time_attention(&device, context, 1, Path::Twin, args.reps)?),
-            (
-                "attention_prefill",
-                time_attention(&device, context, context, Path::Wgsl, args.reps)?,
-                time_attention(&device, context, context, Path::Twin, args.reps)?,
-            ),
-        ] {
-            rows.push(KernelRow { name, context, wgsl_ms, twin_ms, speedup: twin_ms / wgsl_ms });
-        }
-    }
+    let (rows, dots) = match args.device {
+        DeviceArg::Wgpu => (wgsl_rows(&device, args.reps)?, vec![]),
+        DeviceArg::Cpu => (vec![], row_dots_rows(&device, args.reps)?),
+        DeviceArg::Cuda => bail!("the hand-written kernels are WGSL (--device wgpu) and row dots (--device cpu); CUDA runs the tensor ops"),
+    };
 
     let (mut model, name) = args.model.load(&device)?;
     let prompt: Vec<u32> = (0..8).map(|i| (i * 997 + 13) % model.config.vocab_size as u32).collect();
@@ -88,18 +93,68 @@ pub fn run(args: KernelArgs) -> Result<()> {
             "device": args.device.name(),
             "model": name,
             "kernels": rows,
+            "row_dots": dots,
             "decode": { "kernels_on_tok_s": on, "kernels_off_tok_s": off, "speedup": on / off, "same_tokens": on_ids == off_ids },
         });
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!("bench kernels · {} · {HEADS} heads × {HEAD_DIM} · {} reps", args.device.name(), args.reps);
-    println!("  {:<18} {:>7} {:>10} {:>10} {:>8}", "kernel", "context", "wgsl ms", "twin ms", "speedup");
+    println!("bench kernels · {} · {} reps", args.device.name(), args.reps);
+    if !rows.is_empty() {
+        println!("  {:<18} {:>7} {:>10} {:>10} {:>8}   ({HEADS} heads × {HEAD_DIM})", "kernel", "context", "wgsl ms", "twin ms", "speedup");
+    }
     for r in &rows {
         println!("  {:<18} {:>7} {:>10.3} {:>10.3} {:>7.2}×", r.name, r.context, r.wgsl_ms, r.twin_ms, r.speedup);
     }
+    if !dots.is_empty() {
+        println!("  {:<18} {:>11} {:>5} {:>10} {:>10} {:>8}", "row dots", "table", "rows", "kernel ms", "matmul ms", "speedup");
+    }
+    for r in &dots {
+        let table = format!("{}×{}", r.table[0], r.table[1]);
+        println!("  {:<18} {:>11} {:>5} {:>10.3} {:>10.3} {:>7.2}×", r.layer, table, r.rows, r.kernel_ms, r.twin_ms, r.speedup);
+    }
     println!("  decode {name}: kernels on {on:.2} tok/s, off {off:.2} tok/s, speedup {:.2}× (same tokens: {})", on / off, on_ids == off_ids);
     Ok(())
+}
+
+/// Each WGSL kernel and its twin at three contexts.
+fn wgsl_rows(device: &Device, reps: usize) -> Result<Vec<KernelRow>> {
+    let mut rows = vec![];
+    for context in [128, 512, 1024] {
+        for (name, wgsl_ms, twin_ms) in [
+            ("kv_append", time_append(device, context, Path::Wgsl, reps)?, time_append(device, context, Path::Twin, reps)?),
+            ("attention_decode", time_attention(device, context, 1, Path::Wgsl, reps)?, time_attention(device, context, 1, Path::Twin, reps)?),
+            (
+                "attention_prefill",
+                time_attention(device, context, context, Path::Wgsl, reps)?,
+                time_attention(device, context, context, Path::Twin, reps)?,
+            ),
+        ] {
+            rows.push(KernelRow { name, context, wgsl_ms, twin_ms, speedup: twin_ms / wgsl_ms });
+        }
+    }
+    Ok(rows)
+}
+
+/// The row-dots kernel and the model's own twin (`x @ W` for a layer, `h @ wteᵀ` for the
+/// head) at GPT-2-small's tables.
+fn row_dots_rows(device: &Device, reps: usize) -> Result<Vec<RowDotsRow>> {
+    let mut out = vec![];
+    for (layer, [outputs, inputs]) in [("c_attn", [2304, 768]), ("c_fc", [3072, 768]), ("mlp_proj", [768, 3072]), ("head", [50257, 768])] {
+        let table = Tensor::<2>::random([outputs, inputs], Distribution::Normal(0.0, 0.02), device);
+        let weight = Tensor::<2>::from_data(table.clone().transpose().into_data(), device);
+        for rows in [1, 8, 16] {
+            let x = Tensor::<2>::random([rows, inputs], Distribution::Normal(0.0, 1.0), device);
+            let kernel_ms = time(device, reps, || {
+                row_dots::rows_times_table(&x, &table).expect("row dots run on the CPU device");
+            })?;
+            let twin_ms = time(device, reps, || {
+                let _ = if layer == "head" { x.clone().matmul(table.clone().transpose()) } else { x.clone().matmul(weight.clone()) }.into_data();
+            })?;
+            out.push(RowDotsRow { layer, table: [outputs, inputs], rows, kernel_ms, twin_ms, speedup: twin_ms / kernel_ms });
+        }
+    }
+    Ok(out)
 }
 
 fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
