@@ -49,9 +49,9 @@ impl Dense {
         }
     }
 
-    /// `x @ W + b`; `kernels` lets few-row steps on the CPU take the row-dots kernel.
-    fn forward(&self, x: Tensor<2>, kernels: bool) -> Tensor<2> {
-        let few_rows = self.weight_t.as_ref().filter(|_| kernels).and_then(|wt| row_dots::rows_times_table(&x, wt));
+    /// `x @ W + b`; on the CPU path, few-row steps take the row-dots kernel.
+    fn forward(&self, x: Tensor<2>, path: Path) -> Tensor<2> {
+        let few_rows = self.weight_t.as_ref().filter(|_| path == Path::Cpu).and_then(|wt| row_dots::rows_times_table(&x, wt));
         few_rows.unwrap_or_else(|| x.matmul(self.weight.clone())) + self.bias.clone().unsqueeze::<2>()
     }
 }
@@ -134,7 +134,8 @@ impl Gpt2 {
     }
 
     /// Turns the hand-written kernels on or off (to measure them): WGSL attention and KV
-    /// writes on wgpu, row dots for the linear layers and the head on the CPU.
+    /// writes on wgpu; few-query attention and row dots for the linear layers and the head
+    /// on the CPU.
     pub fn set_kernels(&mut self, enabled: bool) {
         self.kernels = enabled;
     }
@@ -176,7 +177,7 @@ impl Gpt2 {
         let path = Path::choose(&self.device, self.kernels);
         let n = b * t;
         for (layer, block) in self.blocks.iter().take(layers).enumerate() {
-            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()), self.kernels);
+            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()), path);
             let q = qkv.clone().slice([0..n, 0..e]);
             let k = qkv.clone().slice([0..n, e..2 * e]);
             let v = qkv.slice([0..n, 2 * e..3 * e]);
@@ -185,15 +186,15 @@ impl Gpt2 {
                 scale /= (layer + 1) as f32;
             }
             let attn = cache.attend(layer, q, k, v, &plan, heads, scale, path);
-            x = x + block.attn_proj.forward(attn, self.kernels);
+            x = x + block.attn_proj.forward(attn, path);
 
-            let hidden = block.c_fc.forward(block.ln_2.forward(x.clone()), self.kernels);
+            let hidden = block.c_fc.forward(block.ln_2.forward(x.clone()), path);
             let hidden = match c.activation {
                 Activation::GeluTanh => gelu_approximate(hidden),
                 Activation::Gelu => gelu(hidden),
                 Activation::Relu => relu(hidden),
             };
-            x = x + block.mlp_proj.forward(hidden, self.kernels);
+            x = x + block.mlp_proj.forward(hidden, path);
         }
 
         let (x, b, rows) = match which {
@@ -219,7 +220,7 @@ impl Gpt2 {
             }
         };
         let head = self.lm_head.as_ref().unwrap_or(&self.wte);
-        let logits = head.project(self.ln_f.forward(x), self.kernels);
+        let logits = head.project(self.ln_f.forward(x), path);
         Ok(logits.reshape([b, rows, c.vocab_size]))
     }
 }

@@ -4,7 +4,10 @@
 //!   append writes in place, decode attention is one fused kernel per (sequence, head, query),
 //!   prefill attention is tiled in workgroup memory with an online softmax. None of them
 //!   materialises a `[queries, keys]` score matrix.
-//! - **Tensor-op twins**, used on every other device (CPU, CUDA) and as the kernels' oracles.
+//! - **CPU kernels** on burn's flex device: few-query attention (`kernels/cpu_attention.rs`)
+//!   and, for the model's linear layers and head, row dots (`kernels/row_dots.rs`).
+//! - **Tensor-op twins**, used on every other device (CUDA), with the kernels off, and as the
+//!   kernels' oracles.
 //!
 //! The WGSL path needs burn *without* its `fusion` feature: fusion wraps tensors in lazy
 //! graphs, and only a raw `CubeTensor` gives the buffer handles a hand-written kernel binds.
@@ -19,6 +22,7 @@ use cubecl::prelude::KernelId;
 use cubecl::client::Client;
 use cubecl::server::{BufferBinding, KernelArguments};
 
+pub mod cpu_attention;
 pub mod paged;
 pub mod row_dots;
 
@@ -29,15 +33,21 @@ use super::step_uploads::{StepUploads, words};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
     Wgsl,
+    Cpu,
     Twin,
 }
 
 impl Path {
-    /// The WGSL kernels on the wgpu device (unless disabled, e.g. to measure them); tensor ops
-    /// everywhere else. A CUDA tensor is a `CubeTensor` too, but WGSL does not run there.
+    /// The WGSL kernels on the wgpu device, the CPU kernels on the CPU (unless disabled, e.g.
+    /// to measure them); tensor ops everywhere else. A CUDA tensor is a `CubeTensor` too, but
+    /// WGSL does not run there.
     pub fn choose(device: &Device, kernels_enabled: bool) -> Self {
         let wgpu = matches!(device.as_dispatch(), DispatchDevice::Cube(CubeDevice::Wgpu(_)));
-        if kernels_enabled && wgpu { Self::Wgsl } else { Self::Twin }
+        match kernels_enabled {
+            true if wgpu => Self::Wgsl,
+            true if row_dots::runs_on(device) => Self::Cpu,
+            _ => Self::Twin,
+        }
     }
 }
 
@@ -55,7 +65,7 @@ pub struct Slots {
 /// (its mask's), so the layers of a step share one parameter buffer.
 pub fn append(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots, uploads: &StepUploads, path: Path) -> (Tensor<4>, Tensor<4>) {
     match path {
-        Path::Twin => (append_twin(cache.0, new.0, slots), append_twin(cache.1, new.1, slots)),
+        Path::Twin | Path::Cpu => (append_twin(cache.0, new.0, slots), append_twin(cache.1, new.1, slots)),
         Path::Wgsl => append_wgsl(cache, new, slots, uploads),
     }
 }
@@ -68,6 +78,7 @@ pub fn append(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots:
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32, path: Path) -> Tensor<4> {
     match path {
         Path::Wgsl if q.dims()[3] % 4 == 0 => attention_wgsl(q, k, v, mask, scale),
+        Path::Cpu => cpu_attention::attention(&q, &k, &v, mask, scale).unwrap_or_else(|| attention_twin(q, k, v, mask, scale)),
         _ => attention_twin(q, k, v, mask, scale),
     }
 }

@@ -7,7 +7,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::kernels::row_dots;
+use super::kernels::{Path, row_dots};
 
 /// Largest chunk, in bytes: WebGPU's default `maxStorageBufferBindingSize`.
 const MAX_CHUNK_BYTES: usize = 128 << 20;
@@ -67,14 +67,13 @@ impl VocabTable {
 
     /// `h @ tableᵀ`: `[n, width]` → `[n, vocab]` logits. On the CPU, decode's few rows take
     /// the row-dots kernel, which streams the table once; `h @ tableᵀ` makes the gemm repack
-    /// all of it per call (2 rows cost 1.8× one row that way on burn's flex device). `kernels`
-    /// off measures the matmul.
-    pub fn project(&self, h: Tensor<2>, kernels: bool) -> Tensor<2> {
+    /// all of it per call (2 rows cost 1.8× one row that way on burn's flex device).
+    pub fn project(&self, h: Tensor<2>, path: Path) -> Tensor<2> {
         let parts: Vec<Tensor<2>> = self
             .chunks
             .iter()
             .map(|c| {
-                let kernel = if kernels { row_dots::rows_times_table(&h, c) } else { None };
+                let kernel = if path == Path::Cpu { row_dots::rows_times_table(&h, c) } else { None };
                 kernel.unwrap_or_else(|| h.clone().matmul(c.clone().transpose()))
             })
             .collect();
@@ -100,7 +99,7 @@ mod tests {
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
         assert_eq!(read(chunked.lookup(&ids, &device)), read(whole.lookup(&ids, &device)));
         let h = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25, 1.0, 1.0, -0.5, 0.0], [2, width]), &device);
-        let (a, b) = (read(chunked.project(h.clone(), true)), read(whole.project(h, true)));
+        let (a, b) = (read(chunked.project(h.clone(), Path::Cpu)), read(whole.project(h, Path::Cpu)));
         assert_eq!(a.len(), 2 * vocab);
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
     }

@@ -17,7 +17,7 @@ const APPEND_WORKGROUP: usize = 256;
 /// Writes the step's new rows `[tokens, n_embd]` into their pool slots; returns the pools.
 pub fn write(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: &PagedPlan, path: Path) -> (Tensor<2>, Tensor<2>) {
     match path {
-        Path::Twin => {
+        Path::Twin | Path::Cpu => {
             let slots = plan.slot_tensor();
             let put = |pool: Tensor<2>, rows| pool.select_assign(0, slots.clone(), rows, IndexingUpdateOp::Assign);
             (put(pools.0, new.0), put(pools.1, new.1))

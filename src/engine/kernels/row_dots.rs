@@ -74,13 +74,30 @@ pub fn rows_times_table(_h: &Tensor<2>, _table: &Tensor<2>) -> Option<Tensor<2>>
 #[cfg(not(target_arch = "wasm32"))]
 fn dots(table: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         return dots_by::<avx2::Avx2>(table, x, k, out);
     }
     dots_by::<portable::Portable>(table, x, k, out)
 }
 
+/// One dot product `w · x` (attention's scores), the same way.
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) fn dot(w: &[f32], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        return avx2::Avx2::dots::<1>(w, [x])[0];
+    }
+    portable::Portable::dots::<1>(w, [x])[0]
+}
+
+/// Whether the CPU has AVX2 and FMA (the standard library caches the answer).
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// Dot products of one table row with `N` rows of `x` at once.
+#[cfg(not(target_arch = "wasm32"))]
 trait Group {
     fn dots<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N];
 }
@@ -99,6 +116,7 @@ fn dots_by<G: Group>(table: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
 }
 
 /// As many whole groups of `N` rows of `x` as there are; returns the rows done.
+#[cfg(not(target_arch = "wasm32"))]
 #[inline(always)]
 fn in_groups<G: Group, const N: usize>(w: &[f32], x: &[f32], out: &mut [f32]) -> usize {
     let k = w.len();
@@ -110,6 +128,7 @@ fn in_groups<G: Group, const N: usize>(w: &[f32], x: &[f32], out: &mut [f32]) ->
 }
 
 /// Plain loops for CPUs without AVX2 and other architectures: eight running sums per row.
+#[cfg(not(target_arch = "wasm32"))]
 mod portable {
     pub struct Portable;
 

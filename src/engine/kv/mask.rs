@@ -150,6 +150,11 @@ impl StepMask {
         kpos >= 0 && kpos <= qpos && self.window.is_none_or(|w| ((qpos - kpos) as usize) < w)
     }
 
+    /// What the twin adds to a score: 0 where the key is visible, a large negative where not.
+    pub fn bias_at(&self, row: usize, query: usize, key: usize) -> f32 {
+        if self.visible(row, query, key) { 0.0 } else { MASKED }
+    }
+
     /// `[batch, 1, queries, keys]` additive bias, or `None` when nothing is masked (a lone
     /// decode token over its full history), which saves an upload and an add per layer.
     pub fn bias(&self, device: &Device) -> Option<Tensor<4>> {
@@ -161,10 +166,9 @@ impl StepMask {
                 for row in 0..b {
                     for q in 0..t {
                         for k in 0..l {
-                            if !self.visible(row, q, k) {
-                                bias[(row * t + q) * l + k] = MASKED;
-                                any = true;
-                            }
+                            let b = self.bias_at(row, q, k);
+                            bias[(row * t + q) * l + k] = b;
+                            any |= b != 0.0;
                         }
                     }
                 }
