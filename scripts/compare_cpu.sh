@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU decode speed side by side, in one run, on the very same weights: inferlab
-# (`bench decode`, burn's flex device), HF transformers (scripts/hf_decode_bench.py) and
-# llama.cpp (llama-cpp-python, GGUF f32 and f16 made by the converter in llama.cpp's source).
+# (`bench decode`, burn's flex device, f32 and f16 weights), HF transformers
+# (scripts/hf_decode_bench.py) and llama.cpp (llama-cpp-python, GGUF f32 and f16 made by the
+# converter in llama.cpp's source). The ratio column is to inferlab in f32.
 # Greedy decoding with each one's KV cache, warm-up excluded, the same threads for all.
 # Prints every run's JSON, then one table (tok/s over all rows, ratio to inferlab) and writes
 # it as JSON to $OUT/compare_cpu.json.
@@ -58,6 +59,7 @@ done
 echo "== runs ($THREADS threads each, prompt $PROMPT, $NEW new tokens)"
 for batch in $BATCHES; do
   "$BIN" bench decode --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --device cpu --json >"$OUT/inferlab-b$batch.json"
+  "$BIN" bench decode --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --device cpu --dtype f16 --json >"$OUT/inferlab-f16-b$batch.json"
   "$HF_PYTHON" scripts/hf_decode_bench.py --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" >"$OUT/hf-b$batch.json"
   if [ "$batch" = 1 ]; then
     for type in f32 f16; do

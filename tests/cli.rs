@@ -20,10 +20,14 @@ fn golden() -> serde_json::Value {
 fn generate_streams_the_greedy_text() {
     let tiny = common::fixtures_root().join("gpt2-tiny");
     let prompt = &golden()["prompts"][1];
-    let (stdout, stderr) =
-        inferlab(&["generate", "--model", tiny.to_str().unwrap(), "--prompt", prompt["text"].as_str().unwrap(), "--max-new-tokens", "24"]);
-    assert_eq!(stdout.trim_end_matches('\n'), prompt["greedy"]["text"].as_str().unwrap());
-    assert!(stderr.contains("tok/s") && stderr.contains("TTFT"), "{stderr}");
+    // f16 weights round each weight, yet on this prompt every greedy choice stays the same.
+    for dtype in ["f32", "f16"] {
+        let (stdout, stderr) = inferlab(&[
+            "generate", "--model", tiny.to_str().unwrap(), "--prompt", prompt["text"].as_str().unwrap(), "--max-new-tokens", "24", "--dtype", dtype,
+        ]);
+        assert_eq!(stdout.trim_end_matches('\n'), prompt["greedy"]["text"].as_str().unwrap(), "{dtype}");
+        assert!(stderr.contains("tok/s") && stderr.contains("TTFT"), "{stderr}");
+    }
 }
 
 #[test]
@@ -83,7 +87,19 @@ fn bench_decode_reports_speed_over_every_row() {
         let rows: f64 = batch.parse().unwrap();
         let expected = rows * 5.0 * 1000.0 / steps[1..].iter().sum::<f64>();
         assert!((json["decode_tokens_per_s"].as_f64().unwrap() - expected).abs() < 1e-6 * expected);
+        assert_eq!(json["dtype"], "f32");
+        assert!(json["f16_drift"].is_null());
     }
+    // f16 weights: the same report, plus their accuracy on the f32 model's own greedy text.
+    let (stdout, _) = inferlab(&["bench", "decode", "--model", tiny.to_str().unwrap(), "--batch", "2", "--new-tokens", "6", "--dtype", "f16", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["dtype"], "f16");
+    assert!(json["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    let drift = &json["f16_drift"];
+    assert_eq!(drift["positions"], 8 + 6 - 1, "prompt + new tokens, each scored but the first");
+    assert!(drift["mean_abs_logprob_change"].as_f64().unwrap() < 5e-3, "{drift}");
+    assert!(drift["max_abs_logit_diff"].as_f64().unwrap() > 0.0, "f16 rounding moves the logits: {drift}");
+    assert_eq!(drift["top1_agreement"], 1.0);
 }
 
 #[test]

@@ -8,12 +8,14 @@ use std::ops::ControlFlow;
 
 use burn::tensor::activation::log_softmax;
 use common::{Case, cases, check_row, max_abs_diff, unpad};
+use inferlab::engine::f16_drift::f16_drift;
 use inferlab::engine::generate::{GenerateOptions, StopReason, generate, generate_batch_greedy};
 use inferlab::engine::gpt2::Logits;
 use inferlab::engine::kv::{KvCache, KvMode};
 use inferlab::engine::readback;
 use inferlab::engine::step::Step;
 use inferlab::engine::window_drift::window_drift;
+use inferlab::native::model_dir::load;
 
 /// Logits `[len, vocab]` of one uncached forward over `ids`, on the host.
 fn all_logits(case: &Case, ids: &[u32]) -> Vec<Vec<f32>> {
@@ -265,5 +267,30 @@ fn window_drift_is_zero_until_the_ring_wraps() {
             }
         }
         assert!(narrow.iter().any(|s| s.max_abs_diff > 1e-2), "{}: a 4-slot window must change the logits", case.label);
+    }
+}
+
+/// f16 weights (`--dtype f16`, CPU only) against transformers' f32 logits, and the f32
+/// model's greedy text scored teacher-forced by both: the figures `bench decode --dtype f16`
+/// prints, here on every fixture model and prompt.
+#[test]
+fn f16_weights_stay_close_to_transformers() {
+    for case in cases().into_iter().filter(|c| c.label.ends_with("on cpu")) {
+        let f16 = load(&case.dir, case.loaded.model.device()).unwrap().model.into_f16_weights().unwrap();
+        for prompt in &case.golden.prompts {
+            let label = format!("{} / {} in f16", case.label, prompt.name);
+            let mut cache = KvCache::Stateless { window: None };
+            let logits = f16.forward(&Step::single(&prompt.input_ids, 0), &mut cache, Logits::Last).unwrap();
+            let last = pollster::block_on(readback::floats(logits)).unwrap();
+            let diff = max_abs_diff(&last, &case.golden_tensor(&prompt.last_logits.tensor));
+            let text = [prompt.input_ids.clone(), prompt.greedy.new_ids.clone()].concat();
+            let drift = pollster::block_on(f16_drift(&case.loaded.model, &f16, &text)).unwrap();
+            // Measured: logits within 6.1e-3 of transformers', log-probs moved 1.1e-3 on
+            // average and 3.8e-3 at most; bounds with room, top choices all the same.
+            assert!(diff <= 2e-2, "{label}: last-position logits differ by {diff}");
+            assert!(drift.mean_abs_logprob_change <= 5e-3 && drift.max_abs_logprob_change <= 2e-2, "{label}: {drift:?}");
+            // The f32 (= transformers') greedy text is f16's own greedy choice at every step.
+            assert_eq!(drift.top1_agreement, 1.0, "{label}: {drift:?}");
+        }
     }
 }

@@ -333,7 +333,7 @@ fn held_tokens(cache: &KvCache, rows: usize, capacity: usize) -> usize {
 }
 
 /// float32 `log_softmax` of one row (the log-sum-exp accumulated in f64).
-fn log_softmax(logits: &[f32]) -> Vec<f32> {
+pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let log_sum = logits
         .iter()

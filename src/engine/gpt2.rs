@@ -10,7 +10,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::{Activation, Gpt2Config};
 use super::error::{EngineError, Result};
-use super::kernels::{Path, row_dots};
+use super::kernels::row_dots::{self, HalfTable};
+use super::kernels::Path;
 use super::kv::KvCache;
 use super::step::Step;
 use super::vocab_table::VocabTable;
@@ -26,33 +27,59 @@ pub enum Logits {
 }
 
 struct Dense {
-    weight: Tensor<2>,
-    /// `Wᵀ` (`[out, in]`, rows contiguous) on the CPU, for steps of few rows (decode): the
-    /// row-dots kernel streams it once per step on every thread (`kernels/row_dots.rs`). It
-    /// doubles the blocks' weights in memory on the CPU; GPUs keep `W` only.
-    weight_t: Option<Tensor<2>>,
+    weight: DenseWeight,
     bias: Tensor<1>,
+}
+
+/// How a linear layer's weight is held.
+enum DenseWeight {
+    /// `W` (`[in, out]`) for the matmul and, on the CPU, `Wᵀ` (`[out, in]`, rows contiguous)
+    /// for steps of few rows (decode): the row-dots kernel streams it once per step on every
+    /// thread (`kernels/row_dots.rs`). That doubles the blocks' weights in memory on the CPU;
+    /// GPUs keep `W` only.
+    F32 { w: Tensor<2>, wt: Option<Tensor<2>> },
+    /// `Wᵀ` in f16 only (CPU, [`Gpt2::into_f16_weights`]): the kernel reads it for few rows,
+    /// the matmul gets it widened per call.
+    F16(HalfTable),
 }
 
 impl Dense {
     fn new(w: DenseWeights, device: &Device) -> Self {
-        let weight_t = row_dots::runs_on(device).then(|| {
+        let wt = row_dots::runs_on(device).then(|| {
             let [inputs, outputs] = [w.weight.shape()[0], w.weight.shape()[1]];
             let values = w.weight.as_slice::<f32>().expect("weights are converted to f32 on load");
             let transposed: Vec<f32> = (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect();
             Tensor::from_data(TensorData::new(transposed, [outputs, inputs]), device)
         });
         Self {
-            weight: Tensor::from_data(w.weight, device),
-            weight_t,
+            weight: DenseWeight::F32 { w: Tensor::from_data(w.weight, device), wt },
             bias: Tensor::from_data(w.bias, device),
         }
     }
 
     /// `x @ W + b`; on the CPU path, few-row steps take the row-dots kernel.
     fn forward(&self, x: Tensor<2>, path: Path) -> Tensor<2> {
-        let few_rows = self.weight_t.as_ref().filter(|_| path == Path::Cpu).and_then(|wt| row_dots::rows_times_table(&x, wt));
-        few_rows.unwrap_or_else(|| x.matmul(self.weight.clone())) + self.bias.clone().unsqueeze::<2>()
+        let cpu = path == Path::Cpu;
+        let y = match &self.weight {
+            DenseWeight::F32 { w, wt } => {
+                let few_rows = wt.as_ref().filter(|_| cpu).and_then(|wt| row_dots::rows_times_table(&x, wt));
+                few_rows.unwrap_or_else(|| x.matmul(w.clone()))
+            }
+            DenseWeight::F16(wt) => {
+                let few_rows = if cpu { row_dots::rows_times_half(&x, wt) } else { None };
+                few_rows.unwrap_or_else(|| x.clone().matmul(wt.to_tensor(&x.device()).transpose()))
+            }
+        };
+        y + self.bias.clone().unsqueeze::<2>()
+    }
+
+    /// Rounds the weight to f16, keeping `Wᵀ` only.
+    fn into_f16(self) -> Self {
+        let DenseWeight::F32 { w, wt } = self.weight else { return self };
+        let wt = wt.unwrap_or_else(|| w.transpose());
+        let [outputs, inputs] = wt.dims();
+        let values: Vec<f32> = wt.into_data().iter::<f32>().collect();
+        Self { weight: DenseWeight::F16(HalfTable::from_f32(&values, outputs, inputs)), bias: self.bias }
     }
 }
 
@@ -131,6 +158,29 @@ impl Gpt2 {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Holds the linear layers' and the token table's weights in f16, rounded once: half the
+    /// memory, and half the bytes each decode step streams (`--dtype f16`). CPU only: the
+    /// row-dots kernel widens them in registers; wgpu and CUDA would need f16 kernels of
+    /// their own (shader-f16, CUDA's half types), so they are refused. LayerNorms, biases,
+    /// positions, activations and the KV cache stay f32.
+    pub fn into_f16_weights(self) -> Result<Self> {
+        if !row_dots::runs_on(&self.device) {
+            return Err(EngineError::Request("f16 weights run on the CPU device only for now (--device cpu); wgpu and CUDA keep f32".into()));
+        }
+        let blocks = self
+            .blocks
+            .into_iter()
+            .map(|b| Block {
+                c_attn: b.c_attn.into_f16(),
+                attn_proj: b.attn_proj.into_f16(),
+                c_fc: b.c_fc.into_f16(),
+                mlp_proj: b.mlp_proj.into_f16(),
+                ..b
+            })
+            .collect();
+        Ok(Self { blocks, wte: self.wte.into_f16(), lm_head: self.lm_head.map(VocabTable::into_f16), ..self })
     }
 
     /// Turns the hand-written kernels on or off (to measure them): WGSL attention and KV

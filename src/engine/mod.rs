@@ -5,6 +5,7 @@ pub mod batching;
 pub mod beam;
 pub mod config;
 pub mod error;
+pub mod f16_drift;
 pub mod generate;
 pub mod gpt2;
 pub mod kernels;

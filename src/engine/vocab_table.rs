@@ -7,15 +7,19 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::kernels::{Path, row_dots};
+use super::kernels::row_dots::{self, HalfTable};
+use super::kernels::Path;
 
 /// Largest chunk, in bytes: WebGPU's default `maxStorageBufferBindingSize`.
 const MAX_CHUNK_BYTES: usize = 128 << 20;
 
 pub struct VocabTable {
-    /// Row blocks of the table, in order; all but the last have `rows_per_chunk` rows.
+    /// Row blocks of the f32 table, in order; all but the last have `rows_per_chunk` rows.
+    /// Empty once the table is f16.
     chunks: Vec<Tensor<2>>,
     rows_per_chunk: usize,
+    /// The whole table in f16 instead ([`VocabTable::into_f16`]; CPU only, one piece).
+    half: Option<HalfTable>,
 }
 
 impl VocabTable {
@@ -36,11 +40,24 @@ impl VocabTable {
                 Tensor::from_data(part, device)
             })
             .collect();
-        Self { chunks, rows_per_chunk }
+        Self { chunks, rows_per_chunk, half: None }
+    }
+
+    /// The table rounded to f16, in one piece (no binding limit on the CPU).
+    pub fn into_f16(self) -> Self {
+        if self.half.is_some() {
+            return self;
+        }
+        let [vocab, width] = [self.chunks.iter().map(|c| c.dims()[0]).sum(), self.chunks[0].dims()[1]];
+        let values: Vec<f32> = self.chunks.into_iter().flat_map(|c| c.into_data().iter::<f32>().collect::<Vec<f32>>()).collect();
+        Self { chunks: vec![], rows_per_chunk: vocab, half: Some(HalfTable::from_f32(&values, vocab, width)) }
     }
 
     /// Rows for `ids` (all `< vocab`), `[ids.len(), width]`.
     pub fn lookup(&self, ids: &[u32], device: &Device) -> Tensor<2> {
+        if let Some(half) = &self.half {
+            return half.select(ids, device);
+        }
         let chunk_ids = |lo: usize, rows: usize| -> Vec<i64> {
             ids.iter().map(|&id| (id as usize).saturating_sub(lo).min(rows - 1) as i64).collect()
         };
@@ -69,6 +86,10 @@ impl VocabTable {
     /// the row-dots kernel, which streams the table once; `h @ tableᵀ` makes the gemm repack
     /// all of it per call (2 rows cost 1.8× one row that way on burn's flex device).
     pub fn project(&self, h: Tensor<2>, path: Path) -> Tensor<2> {
+        if let Some(half) = &self.half {
+            let kernel = if path == Path::Cpu { row_dots::rows_times_half(&h, half) } else { None };
+            return kernel.unwrap_or_else(|| h.clone().matmul(half.to_tensor(&h.device()).transpose()));
+        }
         let parts: Vec<Tensor<2>> = self
             .chunks
             .iter()

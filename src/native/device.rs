@@ -1,11 +1,45 @@
-//! `--device cpu|wgpu|cuda` → a burn device.
+//! `--device cpu|wgpu|cuda` → a burn device, and `--dtype f32|f16` → how it holds the weights.
 //!
 //! `cpu` is burn's `flex` device (pure Rust gemm with SIMD and rayon): measured here it beat
 //! `ndarray` and wgpu-on-lavapipe for both 768² matmuls and decode-sized mat-vecs.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::ValueEnum;
+
+/// The weights' type (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    F32,
+    /// f16 weights for the linear layers and the token table (CPU only): half the memory and
+    /// half the bytes per decode step; all else stays f32.
+    F16,
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// Refuses a pairing the engine cannot run, before anything loads.
+    pub fn check(self, device: DeviceArg) -> Result<()> {
+        if self == Self::F16 && device != DeviceArg::Cpu {
+            bail!("--dtype f16 runs on --device cpu only for now (its kernel widens f16 weights on the CPU); wgpu and CUDA keep f32");
+        }
+        Ok(())
+    }
+
+    /// `model` with its weights in this type.
+    pub fn apply(self, model: crate::engine::gpt2::Gpt2) -> Result<crate::engine::gpt2::Gpt2> {
+        Ok(match self {
+            Self::F32 => model,
+            Self::F16 => model.into_f16_weights()?,
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {

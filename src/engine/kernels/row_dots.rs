@@ -7,14 +7,18 @@
 //! burn's flex device runs them through its gemm: single-threaded below 192³ multiply-adds
 //! (every block layer at batch 1), and at 7–9 GB/s even threaded (the head: 15–19 ms for a
 //! 134 MB chunk, where this kernel takes 8.9 ms), measured on this 2-core machine. Here each
-//! weight row is read once from memory and met by up to four input rows at a time from L1, so
-//! a batch of 8 costs the memory traffic of one row plus the arithmetic. On x86-64 with AVX2
-//! and FMA (checked at run time) the same loops compile to fused 8-lane multiply-adds. Its
-//! tensor-op twins are the matmuls in `vocab_table.rs` and `gpt2.rs`, used on every other
-//! device and row count, and as its test oracle.
+//! weight row is read once from memory and met by up to eight input rows at a time from L1,
+//! so a batch of 8 costs the memory traffic of one row plus the arithmetic. On x86-64 with
+//! AVX2, FMA and F16C (checked at run time) the loops are fused 8-lane multiply-adds.
+//!
+//! Tables are f32 tensors, or f16 ([`HalfTable`], `--dtype f16` on the CPU): half the bytes
+//! to stream per step, widened to f32 in registers, summed in f32. Its tensor-op twins are
+//! the matmuls in `vocab_table.rs` and `gpt2.rs`, used on every other device and row count,
+//! and as its test oracle.
 
 use burn::backend::DispatchDevice;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
+use half::f16;
 
 /// Most input rows the kernel takes; more (a prompt's prefill) are the gemm's job, whose
 /// packed micro-kernels win once there is enough arithmetic per weight.
@@ -25,26 +29,72 @@ pub fn runs_on(device: &Device) -> bool {
     cfg!(not(target_arch = "wasm32")) && !matches!(device.as_dispatch(), DispatchDevice::Cube(_))
 }
 
+/// A `[rows, k]` table of f16 weights for the kernel: half the bytes of f32 per step, and
+/// half the memory. Kept as a plain slice, which is all the kernel reads; the twin gets it
+/// widened per call.
+pub struct HalfTable {
+    values: Vec<f16>,
+    rows: usize,
+    k: usize,
+}
+
+impl HalfTable {
+    /// Rounds a row-major `[rows, k]` f32 table to the nearest f16.
+    pub fn from_f32(values: &[f32], rows: usize, k: usize) -> Self {
+        assert_eq!(values.len(), rows * k, "a [{rows}, {k}] table");
+        Self { values: values.iter().map(|&v| f16::from_f32(v)).collect(), rows, k }
+    }
+
+    pub fn dims(&self) -> [usize; 2] {
+        [self.rows, self.k]
+    }
+
+    /// The table widened to f32: the twin's operand (a prompt's many rows), made per call.
+    pub fn to_tensor(&self, device: &Device) -> Tensor<2> {
+        let values: Vec<f32> = self.values.iter().map(|v| v.to_f32()).collect();
+        Tensor::from_data(TensorData::new(values, [self.rows, self.k]), device)
+    }
+
+    /// Rows `ids` (all `< rows`) widened to f32, `[ids.len(), k]`: an embedding lookup.
+    pub fn select(&self, ids: &[u32], device: &Device) -> Tensor<2> {
+        let values: Vec<f32> = ids.iter().flat_map(|&id| self.values[id as usize * self.k..][..self.k].iter().map(|v| v.to_f32())).collect();
+        Tensor::from_data(TensorData::new(values, [ids.len(), self.k]), device)
+    }
+}
+
 /// `h · tableᵀ`, `[m, rows]`, for `h` of 1 to [`MAX_ROWS`] rows against a `[rows, k]` table
 /// on the CPU device; None where the twin must run (another device, more rows, a strided view).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn rows_times_table(h: &Tensor<2>, table: &Tensor<2>) -> Option<Tensor<2>> {
-    use burn::backend::flex::Flex;
-    use burn::tensor::TensorData;
+    let [rows, k] = table.dims();
+    let tf = table.clone().try_into_primitive::<burn::backend::flex::Flex>().ok()?;
+    if !tf.is_contiguous() {
+        return None;
+    }
+    rows_times(h, &tf.storage::<f32>()[tf.layout().start_offset()..][..rows * k], rows, k)
+}
+
+/// [`rows_times_table`] for an f16 table.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn rows_times_half(h: &Tensor<2>, table: &HalfTable) -> Option<Tensor<2>> {
+    rows_times(h, &table.values, table.rows, table.k)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn rows_times<E: Weight>(h: &Tensor<2>, t: &[E], rows: usize, k: usize) -> Option<Tensor<2>> {
     use rayon::prelude::*;
 
     /// Table rows per task: enough work per task, enough tasks to balance the threads.
     const ROWS_PER_TASK: usize = 512;
 
-    let ([rows, k], [m, k2]) = (table.dims(), h.dims());
+    let [m, k2] = h.dims();
     if k != k2 || k == 0 || !(1..=MAX_ROWS).contains(&m) {
         return None;
     }
-    let (tf, hf) = (table.clone().try_into_primitive::<Flex>().ok()?, h.clone().try_into_primitive::<Flex>().ok()?);
-    if !tf.is_contiguous() || !hf.is_contiguous() {
+    let hf = h.clone().try_into_primitive::<burn::backend::flex::Flex>().ok()?;
+    if !hf.is_contiguous() {
         return None;
     }
-    let t = &tf.storage::<f32>()[tf.layout().start_offset()..][..rows * k];
     let x = &hf.storage::<f32>()[hf.layout().start_offset()..][..m * k];
     // Computed table-row-major (`[rows, m]`, each task's block contiguous), then turned.
     let mut by_row = vec![0f32; rows * m];
@@ -70,59 +120,108 @@ pub fn rows_times_table(_h: &Tensor<2>, _table: &Tensor<2>) -> Option<Tensor<2>>
     None
 }
 
+/// The browser's engine runs on WebGPU: always the twin.
+#[cfg(target_arch = "wasm32")]
+pub fn rows_times_half(_h: &Tensor<2>, _table: &HalfTable) -> Option<Tensor<2>> {
+    None
+}
+
+/// A table's element: f32, or f16 widened on load.
+#[cfg(not(target_arch = "wasm32"))]
+trait Weight: Copy + Sync {
+    fn widen(self) -> f32;
+
+    /// Eight elements from `p` as f32 lanes. Safety: eight elements are readable at `p`,
+    /// and the CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Weight for f32 {
+    fn widen(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller's promise.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Weight for f16 {
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's promise: 16 bytes readable, F16C present.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+}
+
 /// `out[j * m + r] = table[j] · x[r]` for the `table` rows given (`m = x.len() / k`).
 #[cfg(not(target_arch = "wasm32"))]
-fn dots(table: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+fn dots<E: Weight>(table: &[E], x: &[f32], k: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        return dots_by::<avx2::Avx2>(table, x, k, out);
+    if simd() {
+        return dots_by::<E, avx2::Avx2>(table, x, k, out);
     }
-    dots_by::<portable::Portable>(table, x, k, out)
+    dots_by::<E, portable::Portable>(table, x, k, out)
 }
 
 /// One dot product `w · x` (attention's scores), the same way.
 #[cfg(not(target_arch = "wasm32"))]
 pub(super) fn dot(w: &[f32], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        return avx2::Avx2::dots::<1>(w, [x])[0];
+    if simd() {
+        return avx2::Avx2::dots::<f32, 1>(w, [x])[0];
     }
-    portable::Portable::dots::<1>(w, [x])[0]
+    portable::Portable::dots::<f32, 1>(w, [x])[0]
 }
 
-/// Whether the CPU has AVX2 and FMA (the standard library caches the answer).
+/// Whether the CPU has AVX2, FMA and F16C (the standard library caches the answers).
 #[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+fn simd() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx2") && has!("fma") && has!("f16c")
 }
 
 /// Dot products of one table row with `N` rows of `x` at once.
 #[cfg(not(target_arch = "wasm32"))]
 trait Group {
-    fn dots<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N];
+    fn dots<E: Weight, const N: usize>(w: &[E], xs: [&[f32]; N]) -> [f32; N];
 }
 
 /// Each table row meets the rows of `x` eight at a time (then four, then one by one): a piece
 /// of the table row is loaded once per group, and the group's sums stay in registers.
 #[cfg(not(target_arch = "wasm32"))]
-fn dots_by<G: Group>(table: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+fn dots_by<E: Weight, G: Group>(table: &[E], x: &[f32], k: usize, out: &mut [f32]) {
     let m = x.len() / k;
     for (w, o) in table.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
         let mut r = 0;
-        r += in_groups::<G, 8>(w, &x[r * k..], &mut o[r..]);
-        r += in_groups::<G, 4>(w, &x[r * k..], &mut o[r..]);
-        in_groups::<G, 1>(w, &x[r * k..], &mut o[r..]);
+        r += in_groups::<E, G, 8>(w, &x[r * k..], &mut o[r..]);
+        r += in_groups::<E, G, 4>(w, &x[r * k..], &mut o[r..]);
+        in_groups::<E, G, 1>(w, &x[r * k..], &mut o[r..]);
     }
 }
 
 /// As many whole groups of `N` rows of `x` as there are; returns the rows done.
 #[cfg(not(target_arch = "wasm32"))]
 #[inline(always)]
-fn in_groups<G: Group, const N: usize>(w: &[f32], x: &[f32], out: &mut [f32]) -> usize {
+fn in_groups<E: Weight, G: Group, const N: usize>(w: &[E], x: &[f32], out: &mut [f32]) -> usize {
     let k = w.len();
     let groups = out.len() / N;
     for (g, o) in out.chunks_exact_mut(N).enumerate() {
-        o.copy_from_slice(&G::dots::<N>(w, std::array::from_fn(|n| &x[(g * N + n) * k..][..k])));
+        o.copy_from_slice(&G::dots::<E, N>(w, std::array::from_fn(|n| &x[(g * N + n) * k..][..k])));
     }
     groups * N
 }
@@ -130,21 +229,23 @@ fn in_groups<G: Group, const N: usize>(w: &[f32], x: &[f32], out: &mut [f32]) ->
 /// Plain loops for CPUs without AVX2 and other architectures: eight running sums per row.
 #[cfg(not(target_arch = "wasm32"))]
 mod portable {
+    use super::Weight;
+
     pub struct Portable;
 
     impl super::Group for Portable {
-        fn dots<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N] {
+        fn dots<E: Weight, const N: usize>(w: &[E], xs: [&[f32]; N]) -> [f32; N] {
             xs.map(|x| dot(w, x))
         }
     }
 
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
+    fn dot<E: Weight>(a: &[E], b: &[f32]) -> f32 {
         let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-        let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+        let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x.widen() * y).sum();
         let mut sums = [0f32; 8];
         for (x, y) in a8.zip(b8) {
             for lane in 0..8 {
-                sums[lane] += x[lane] * y[lane];
+                sums[lane] += x[lane].widen() * y[lane];
             }
         }
         sums.iter().sum::<f32>() + tail
@@ -159,25 +260,27 @@ mod portable {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// Used only where `dots` saw that the CPU has AVX2 and FMA.
+    use super::Weight;
+
+    /// Used only where `dots` saw that the CPU has AVX2, FMA and F16C.
     pub struct Avx2;
 
     impl super::Group for Avx2 {
-        fn dots<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N] {
+        fn dots<E: Weight, const N: usize>(w: &[E], xs: [&[f32]; N]) -> [f32; N] {
             assert!(xs.iter().all(|x| x.len() == w.len()), "rows as long as the table's");
-            // SAFETY: `Avx2` is used only once the CPU is known to have both features; the
+            // SAFETY: `Avx2` is used only once the CPU is known to have the features; the
             // rows are as long as `w`, which is all `dots` reads of them.
             unsafe { dots(w, xs) }
         }
     }
 
-    /// Floats ahead of the sums that are fetched into L1 (8 KiB, a few table rows): with the
-    /// hardware prefetchers alone, 8 rows against the head took 18 ms instead of 9.
-    const PREFETCH: usize = 2048;
+    /// Bytes ahead of the sums that are fetched into L1 (a few table rows): with the hardware
+    /// prefetchers alone, 8 rows against the head took 18 ms instead of 9.
+    const PREFETCH_BYTES: usize = 8192;
 
     /// Safety: each of `xs` is at least as long as `w`.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dots<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N] {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dots<E: Weight, const N: usize>(w: &[E], xs: [&[f32]; N]) -> [f32; N] {
         let full = w.len() / 8 * 8;
         let rows = xs.map(|x| x.as_ptr());
         let mut sums = [_mm256_setzero_ps(); N];
@@ -185,8 +288,8 @@ mod avx2 {
         while i < full {
             // SAFETY: `i + 8 <= full <= w.len()`, and every row is as long.
             unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(i + PREFETCH).cast());
-                let wv = _mm256_loadu_ps(w.as_ptr().add(i));
+                _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().add(i).cast::<i8>().wrapping_add(PREFETCH_BYTES));
+                let wv = E::load8(w.as_ptr().add(i));
                 for n in 0..N {
                     sums[n] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(rows[n].add(i)), sums[n]);
                 }
@@ -197,7 +300,7 @@ mod avx2 {
             let mut lanes = [0f32; 8];
             // SAFETY: `lanes` has room for the eight floats stored.
             unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[n]) };
-            lanes.iter().sum::<f32>() + w[full..].iter().zip(&xs[n][full..]).map(|(a, b)| a * b).sum::<f32>()
+            lanes.iter().sum::<f32>() + w[full..].iter().zip(&xs[n][full..]).map(|(a, b)| a.widen() * b).sum::<f32>()
         })
     }
 }
@@ -223,10 +326,21 @@ mod tests {
             assert!(close(&read(rows_times_table(&h, &table).expect("flex rows")), &want), "{m} rows");
             // The plain loops, which this machine's AVX2 would otherwise skip (`[rows, m]` order).
             let mut by_row = vec![0f32; rows * m];
-            dots_by::<portable::Portable>(&read(table.clone()), &x, k, &mut by_row);
+            dots_by::<f32, portable::Portable>(&read(table.clone()), &x, k, &mut by_row);
             let turned: Vec<f32> = (0..m).flat_map(|r| by_row.chunks_exact(m).map(move |row| row[r])).collect();
             assert!(close(&turned, &want), "{m} rows, portable");
+            // f16 weights: the same as the matmul with the table rounded to f16, both ways.
+            let half = HalfTable::from_f32(&read(table.clone()), rows, k);
+            let want = read(h.clone().matmul(half.to_tensor(&device).transpose()));
+            assert!(close(&read(rows_times_half(&h, &half).expect("flex rows")), &want), "{m} rows, f16");
+            dots_by::<f16, portable::Portable>(&half.values, &x, k, &mut by_row);
+            let turned: Vec<f32> = (0..m).flat_map(|r| by_row.chunks_exact(m).map(move |row| row[r])).collect();
+            assert!(close(&turned, &want), "{m} rows, f16, portable");
         }
+        let half = HalfTable::from_f32(&read(table.clone()), rows, k);
+        let picked = read(half.select(&[5, 0, 5], &device));
+        assert_eq!(&picked[..k], &read(half.to_tensor(&device).slice([5..6, 0..k]))[..]);
+        assert_eq!(picked[..k], picked[2 * k..]);
         // Too many rows, or a transposed view: the twin's job.
         assert!(rows_times_table(&Tensor::<2>::ones([MAX_ROWS + 1, k], &device), &table).is_none());
         assert!(rows_times_table(&Tensor::<2>::ones([1, rows], &device), &table.clone().transpose()).is_none());

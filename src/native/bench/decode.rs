@@ -6,23 +6,18 @@
 use std::ops::ControlFlow;
 
 use anyhow::{Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use serde_json::json;
 
 use super::BenchModel;
+use crate::engine::f16_drift::f16_drift;
 use crate::engine::generate::{GenerateOptions, decode_tokens_per_s, generate, generate_batch_greedy};
 use crate::engine::kv::memory;
-use crate::native::device::DeviceArg;
+use crate::native::device::{DeviceArg, Dtype};
 
 /// Most rows a benchmark batch may have: past it the request is absurd on any device here.
 const MAX_BATCH: usize = 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Dtype {
-    F32,
-    F16,
-}
 
 #[derive(Args)]
 pub struct DecodeArgs {
@@ -38,7 +33,8 @@ pub struct DecodeArgs {
     new_tokens: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// Weights' and KV cache's type.
+    /// The weights' type: f16 halves what each decode step reads (CPU only); its accuracy
+    /// against f32 is measured on the same run's text.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: Dtype,
     #[arg(long)]
@@ -46,14 +42,13 @@ pub struct DecodeArgs {
 }
 
 pub fn run(args: DecodeArgs) -> Result<()> {
-    if args.dtype == Dtype::F16 {
-        bail!("--dtype f16: the engine keeps weights and the KV cache in f32 on every device for now; use --dtype f32");
-    }
+    args.dtype.check(args.device)?;
     if !(1..=MAX_BATCH).contains(&args.batch) || args.prompt_tokens == 0 || args.new_tokens < 2 {
         bail!("--batch must be in 1..={MAX_BATCH}, --prompt-tokens at least 1 and --new-tokens at least 2 (one prefill, one decode step)");
     }
     let device = args.device.init()?;
     let (model, name) = args.model.load(&device)?;
+    let model = args.dtype.apply(model)?;
     let c = model.config.clone();
     if args.prompt_tokens + args.new_tokens > c.n_positions {
         bail!("--prompt-tokens {} + --new-tokens {} exceed the model's context of {} tokens", args.prompt_tokens, args.new_tokens, c.n_positions);
@@ -82,17 +77,38 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     let decode_tokens_per_s = decode_tokens_per_s(&steps) * args.batch as f64;
     let per_token_ms = steps[1..].iter().sum::<f64>() / (steps.len() - 1) as f64;
     let threads = crate::native::device::rayon_threads();
+    // f16's accuracy: the f32 model's own greedy text, scored teacher-forced by both.
+    let drift = match args.dtype {
+        Dtype::F32 => None,
+        Dtype::F16 => {
+            let (reference, _) = args.model.load(&device)?;
+            let options = GenerateOptions { max_new_tokens: args.new_tokens, ..GenerateOptions::default() };
+            let out = pollster::block_on(generate(&reference, &prompts[0], &options, None, |_| ControlFlow::Continue(())))?;
+            let text = [prompts[0].as_slice(), &out.new_ids].concat();
+            Some(pollster::block_on(f16_drift(&reference, &model, &text))?)
+        }
+    };
     if args.json {
-        let out = json!({
-            "model": name, "device": args.device.name(), "dtype": "f32", "threads": threads,
+        let mut out = json!({
+            "model": name, "device": args.device.name(), "dtype": args.dtype.name(), "threads": threads,
             "batch": args.batch, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
             "decode_tokens_per_s": decode_tokens_per_s, "ttft_ms": steps[0], "per_token_ms": per_token_ms, "step_ms": steps,
         });
+        if let Some(drift) = &drift {
+            out["f16_drift"] = serde_json::to_value(drift)?;
+        }
         println!("{}", serde_json::to_string(&out)?);
     } else {
-        println!("bench decode · {name} · {} · f32 · batch {} · prompt {} + {} new tokens", args.device.name(), args.batch, args.prompt_tokens, args.new_tokens);
+        let dtype = args.dtype.name();
+        println!("bench decode · {name} · {} · {dtype} · batch {} · prompt {} + {} new tokens", args.device.name(), args.batch, args.prompt_tokens, args.new_tokens);
         println!("  time to first token {:>9.1} ms (the prefill step)", steps[0]);
         println!("  decode step         {per_token_ms:>9.2} ms ({:.1} tokens/s over {} rows)", decode_tokens_per_s, args.batch);
+        if let Some(d) = &drift {
+            println!(
+                "  f16 vs f32 over {} positions: log-prob of the next token moves {:.2e} on average ({:.2e} at most), logits {:.2e} at most, same top token {:.1}%",
+                d.positions, d.mean_abs_logprob_change, d.max_abs_logprob_change, d.max_abs_logit_diff, d.top1_agreement * 100.0
+            );
+        }
     }
     Ok(())
 }

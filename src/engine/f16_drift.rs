@@ -1,0 +1,59 @@
+//! What f16 weights cost in accuracy: a text is scored teacher-forced by the f32 model and by
+//! its f16 copy ([`Gpt2::into_f16_weights`]), and at every position the two next-token
+//! distributions are compared: the log-probability each gives the token that actually comes
+//! next, the logits themselves, and whether the top choice is the same.
+
+use burn::tensor::Tensor;
+use serde::Serialize;
+
+use super::beam::log_softmax;
+use super::error::{EngineError, Result};
+use super::gpt2::{Gpt2, Logits};
+use super::kv::KvCache;
+use super::readback;
+use super::sampling::argmax;
+use super::step::Step;
+
+/// The f16 model against the f32 one over one text.
+#[derive(Debug, Clone, Serialize)]
+pub struct F16Drift {
+    /// Positions with a next token to score (`ids.len() - 1`).
+    pub positions: usize,
+    /// Mean over positions of |log p₁₆(next) − log p₃₂(next)|.
+    pub mean_abs_logprob_change: f64,
+    pub max_abs_logprob_change: f64,
+    /// Largest |logit₁₆ − logit₃₂| over every position and vocabulary entry.
+    pub max_abs_logit_diff: f64,
+    /// Share of positions where both models' top token is the same.
+    pub top1_agreement: f64,
+}
+
+/// Scores `ids` (at least two, within the context) with both models, each in one prefill.
+pub async fn f16_drift(f32_model: &Gpt2, f16_model: &Gpt2, ids: &[u32]) -> Result<F16Drift> {
+    if ids.len() < 2 {
+        return Err(EngineError::Request("scoring needs at least two tokens".into()));
+    }
+    let vocab = f32_model.config.vocab_size;
+    let logits = |model: &Gpt2| -> Result<Tensor<3>> {
+        let step = Step::single(ids, 0);
+        model.forward(&step, &mut KvCache::Stateless { window: None }, Logits::All)
+    };
+    let (a, b) = (readback::floats(logits(f32_model)?).await?, readback::floats(logits(f16_model)?).await?);
+    let (mut total, mut max_change, mut max_logit, mut agree) = (0.0, 0.0f64, 0.0f64, 0usize);
+    for (pos, &next) in ids.iter().enumerate().skip(1) {
+        let (ra, rb) = (&a[(pos - 1) * vocab..][..vocab], &b[(pos - 1) * vocab..][..vocab]);
+        let change = f64::from((log_softmax(rb)[next as usize] - log_softmax(ra)[next as usize]).abs());
+        total += change;
+        max_change = max_change.max(change);
+        max_logit = ra.iter().zip(rb).fold(max_logit, |m, (x, y)| m.max(f64::from((x - y).abs())));
+        agree += usize::from(argmax(ra) == argmax(rb));
+    }
+    let positions = ids.len() - 1;
+    Ok(F16Drift {
+        positions,
+        mean_abs_logprob_change: total / positions as f64,
+        max_abs_logprob_change: max_change,
+        max_abs_logit_diff: max_logit,
+        top1_agreement: agree as f64 / positions as f64,
+    })
+}
