@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::config::{Activation, Gpt2Config};
 use super::error::{EngineError, Result};
 use super::kernels::row_dots::{self, HalfTable};
-use super::kernels::Path;
+use super::kernels::{Path, cpu_gelu};
 use super::kv::KvCache;
 use super::step::Step;
 use super::vocab_table::VocabTable;
@@ -184,8 +184,8 @@ impl Gpt2 {
     }
 
     /// Turns the hand-written kernels on or off (to measure them): WGSL attention and KV
-    /// writes on wgpu; few-query attention and row dots for the linear layers and the head
-    /// on the CPU.
+    /// writes on wgpu; few-query attention, row dots for the linear layers and the head, and
+    /// the one-pass GELU on the CPU.
     pub fn set_kernels(&mut self, enabled: bool) {
         self.kernels = enabled;
     }
@@ -240,7 +240,10 @@ impl Gpt2 {
 
             let hidden = block.c_fc.forward(block.ln_2.forward(x.clone()), path);
             let hidden = match c.activation {
-                Activation::GeluTanh => gelu_approximate(hidden),
+                Activation::GeluTanh => {
+                    let fused = if path == Path::Cpu { cpu_gelu::gelu_tanh(&hidden) } else { None };
+                    fused.unwrap_or_else(|| gelu_approximate(hidden))
+                }
                 Activation::Gelu => gelu(hidden),
                 Activation::Relu => relu(hidden),
             };

@@ -4,8 +4,9 @@
 //!   append writes in place, decode attention is one fused kernel per (sequence, head, query),
 //!   prefill attention is tiled in workgroup memory with an online softmax. None of them
 //!   materialises a `[queries, keys]` score matrix.
-//! - **CPU kernels** on burn's flex device: few-query attention (`kernels/cpu_attention.rs`)
-//!   and, for the model's linear layers and head, row dots (`kernels/row_dots.rs`).
+//! - **CPU kernels** on burn's flex device: few-query attention (`kernels/cpu_attention.rs`),
+//!   row dots for the model's linear layers and head (`kernels/row_dots.rs`), and the MLP's
+//!   GELU in one pass (`kernels/cpu_gelu.rs`).
 //! - **Tensor-op twins**, used on every other device (CUDA), with the kernels off, and as the
 //!   kernels' oracles.
 //!
@@ -23,6 +24,7 @@ use cubecl::client::Client;
 use cubecl::server::{BufferBinding, KernelArguments};
 
 pub mod cpu_attention;
+pub mod cpu_gelu;
 pub mod paged;
 pub mod row_dots;
 

@@ -3,7 +3,7 @@
 //! kernels at GPT-2-small attention shapes (12 heads × 64), contexts 128 / 512 / 1024. On the
 //! CPU: the row-dots kernel at GPT-2-small's linear layers and head, for 1, 8 and 16 rows
 //! (batch-1 decode, batch 8, speculative verification); the decode runs also switch the CPU's
-//! few-query attention kernel.
+//! few-query attention and one-pass GELU.
 //!
 //! Each kernel row repeats one table, which then stays in the CPU's cache as it does not in a
 //! decode step (124M weights): the decode row is the figure that counts.
