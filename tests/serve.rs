@@ -158,6 +158,17 @@ fn greedy_answers_equal_the_goldens_plain_streamed_and_batched() {
         }
         assert_eq!(server.metric("inferlab_kv_blocks_used"), 0.0);
     }
+    // f16 weights on the CPU: every prompt in one batched request, still transformers' ids.
+    let dir = fixtures_root().join("gpt2-tiny");
+    let golden = golden(&dir);
+    let server = Server::start(&["--model", dir.to_str().unwrap(), "--dtype", "f16"]);
+    let all: Vec<&Vec<u32>> = golden.prompts.iter().map(|p| &p.input_ids).collect();
+    let max = golden.prompts.iter().map(|p| p.greedy.new_ids.len()).min().unwrap();
+    let (status, answer) = server.post(&json!({"model": "gpt2-tiny", "prompt": all, "max_tokens": max, "temperature": 0, "return_token_ids": true}));
+    assert_eq!(status, 200, "{answer}");
+    for (i, p) in golden.prompts.iter().enumerate() {
+        assert_eq!(ids(&answer["choices"][i]["token_ids"]), p.greedy.new_ids[..max], "f16: {}", p.name);
+    }
 }
 
 #[test]
@@ -405,6 +416,8 @@ fn start_up_errors_are_clear() {
     assert!(err.contains("without CUDA") || err.contains("cuda"), "{err}");
     let err = run(&["--model", "random:gpt2", "--port", "0"]);
     assert!(err.contains("--tokenizer"), "{err}");
+    let err = run(&["--model", tiny.to_str().unwrap(), "--device", "wgpu", "--dtype", "f16", "--port", "0"]);
+    assert!(err.contains("--dtype f16 runs on --device cpu"), "{err}");
     let err = run(&["--model", tiny.to_str().unwrap(), "--policy", "adaptive"]);
     assert!(err.contains("adaptive"), "{err}");
 }
