@@ -2,13 +2,13 @@
 //! heads 1..12, head_dim 32 and 64, key counts from 1 to 1024 (non-multiples of every tile),
 //! ragged (left-padded) batches, windows shorter and longer than the sequence, decode and
 //! prefill query counts; the paged kernels over ragged batches of sequences whose block tables
-//! interleave, block sizes 1 / 16 / 32, contexts that are not multiples of them. Relative
-//! error ≤ 1e-5.
+//! interleave, block sizes 1 / 16 / 32, contexts that are not multiples of them; the row dots
+//! for 1..8 rows against a layer's `W` and a chunked token table. Relative error ≤ 1e-5.
 
 mod common;
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use inferlab::engine::kernels::{self, Path, Slots};
+use inferlab::engine::kernels::{self, Path, Slots, row_dots_wgsl};
 use inferlab::engine::kv::blocks::BlockManager;
 use inferlab::engine::kv::paged::{PagedKv, Segment};
 use inferlab::engine::step_uploads::StepUploads;
@@ -193,4 +193,36 @@ fn paged_kernels_match_their_twins() {
             }
         }
     }
+}
+
+#[test]
+fn row_dots_kernels_match_the_matmul() {
+    let Some(device) = wgpu() else { return };
+    let mut rng = StdRng::seed_from_u64(9);
+    for rows in [1, 3, 8] {
+        // A layer: x @ W + b, W [inputs, outputs].
+        for (inputs, outputs) in [(8, 4), (64, 68), (768, 260), (3072, 20)] {
+            let (x, w, b) = (random([rows, inputs], &mut rng, &device), random([inputs, outputs], &mut rng, &device), random([outputs], &mut rng, &device));
+            let ours = read(row_dots_wgsl::rows_times_weight(&x, &w, &b).expect("up to 8 rows, outputs a multiple of 4"));
+            let twin = read(x.matmul(w) + b.unsqueeze::<2>());
+            let error = relative_error(&ours, &twin);
+            assert!(error <= 1e-5, "weight {inputs}x{outputs}, {rows} rows: relative error {error}");
+        }
+        // The head: x @ tableᵀ over uneven row chunks, widths that are not multiples of 64.
+        for (width, chunks) in [(4, vec![1]), (64, vec![400, 400, 201]), (36, vec![1000]), (768, vec![500, 17])] {
+            let x = random([rows, width], &mut rng, &device);
+            let parts: Vec<Tensor<2>> = chunks.iter().map(|&n| random([n, width], &mut rng, &device)).collect();
+            let ours = read(row_dots_wgsl::rows_times_table(&x, &parts).expect("up to 8 rows, width a multiple of 4"));
+            let twin = read(x.matmul(Tensor::cat(parts, 0).transpose()));
+            let error = relative_error(&ours, &twin);
+            assert!(error <= 1e-5, "table width {width}, chunks {chunks:?}, {rows} rows: relative error {error}");
+        }
+    }
+    // Shapes the kernels leave to the matmul.
+    let x = random([9, 8], &mut rng, &device);
+    assert!(row_dots_wgsl::rows_times_weight(&x, &random([8, 4], &mut rng, &device), &random([4], &mut rng, &device)).is_none());
+    assert!(row_dots_wgsl::rows_times_table(&x, &[random([5, 8], &mut rng, &device)]).is_none());
+    let odd = random([2, 6], &mut rng, &device);
+    assert!(row_dots_wgsl::rows_times_weight(&odd, &random([6, 6], &mut rng, &device), &random([6], &mut rng, &device)).is_none());
+    assert!(row_dots_wgsl::rows_times_table(&odd, &[random([5, 6], &mut rng, &device)]).is_none());
 }

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::config::{Activation, Gpt2Config};
 use super::error::{EngineError, Result};
 use super::kernels::row_dots::{self, HalfTable};
-use super::kernels::{Path, cpu_gelu};
+use super::kernels::{Path, cpu_gelu, row_dots_wgsl};
 use super::kv::KvCache;
 use super::step::Step;
 use super::vocab_table::VocabTable;
@@ -57,9 +57,14 @@ impl Dense {
         }
     }
 
-    /// `x @ W + b`; on the CPU path, few-row steps take the row-dots kernel.
+    /// `x @ W + b`; few-row steps take the row-dots kernel of the CPU or of WGSL.
     fn forward(&self, x: Tensor<2>, path: Path) -> Tensor<2> {
         let cpu = path == Path::Cpu;
+        if let (Path::Wgsl, DenseWeight::F32 { w, .. }) = (path, &self.weight)
+            && let Some(y) = row_dots_wgsl::rows_times_weight(&x, w, &self.bias)
+        {
+            return y;
+        }
         let y = match &self.weight {
             DenseWeight::F32 { w, wt } => {
                 let few_rows = wt.as_ref().filter(|_| cpu).and_then(|wt| row_dots::rows_times_table(&x, wt));

@@ -4,6 +4,8 @@
 //!   append writes in place, decode attention is one fused kernel per (sequence, head, query),
 //!   prefill attention is tiled in workgroup memory with an online softmax. None of them
 //!   materialises a `[queries, keys]` score matrix.
+//!   Decode's few rows go through the linear layers and the head by row dots
+//!   (`kernels/row_dots_wgsl.rs`) instead of a tiled matmul.
 //! - **CPU kernels** on burn's flex device: few-query attention (`kernels/cpu_attention.rs`),
 //!   row dots for the model's linear layers and head (`kernels/row_dots.rs`), and the MLP's
 //!   GELU in one pass (`kernels/cpu_gelu.rs`).
@@ -27,6 +29,7 @@ pub mod cpu_attention;
 pub mod cpu_gelu;
 pub mod paged;
 pub mod row_dots;
+pub mod row_dots_wgsl;
 
 use super::kv::mask::StepMask;
 use super::step_uploads::{StepUploads, words};

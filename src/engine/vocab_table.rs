@@ -8,7 +8,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::kernels::row_dots::{self, HalfTable};
-use super::kernels::Path;
+use super::kernels::{Path, row_dots_wgsl};
 
 /// Largest chunk, in bytes: WebGPU's default `maxStorageBufferBindingSize`.
 const MAX_CHUNK_BYTES: usize = 128 << 20;
@@ -84,11 +84,17 @@ impl VocabTable {
 
     /// `h @ tableᵀ`: `[n, width]` → `[n, vocab]` logits. On the CPU, decode's few rows take
     /// the row-dots kernel, which streams the table once; `h @ tableᵀ` makes the gemm repack
-    /// all of it per call (2 rows cost 1.8× one row that way on burn's flex device).
+    /// all of it per call (2 rows cost 1.8× one row that way on burn's flex device). On wgpu
+    /// they take the WGSL row dots, all chunks into one output.
     pub fn project(&self, h: Tensor<2>, path: Path) -> Tensor<2> {
         if let Some(half) = &self.half {
             let kernel = if path == Path::Cpu { row_dots::rows_times_half(&h, half) } else { None };
             return kernel.unwrap_or_else(|| h.clone().matmul(half.to_tensor(&h.device()).transpose()));
+        }
+        if path == Path::Wgsl
+            && let Some(logits) = row_dots_wgsl::rows_times_table(&h, &self.chunks)
+        {
+            return logits;
         }
         let parts: Vec<Tensor<2>> = self
             .chunks

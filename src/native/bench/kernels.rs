@@ -1,6 +1,7 @@
 //! `inferlab bench kernels`: every hand-written kernel against its tensor-op twin on the same
 //! device, then the whole model's decode speed with the kernels on and off. On wgpu: the WGSL
-//! kernels at GPT-2-small attention shapes (12 heads × 64), contexts 128 / 512 / 1024. On the
+//! kernels at GPT-2-small attention shapes (12 heads × 64), contexts 128 / 512 / 1024, and the
+//! WGSL row dots at GPT-2-small's linear layers and head for 1, 4 and 8 rows. On the
 //! CPU: the row-dots kernel at GPT-2-small's linear layers and head, for 1, 8 and 16 rows
 //! (batch-1 decode, batch 8, speculative verification); the decode runs also switch the CPU's
 //! few-query attention and one-pass GELU.
@@ -11,7 +12,8 @@
 use std::ops::ControlFlow;
 
 use anyhow::{Result, bail};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use rand::{SeedableRng, rngs::StdRng};
 use clap::Args;
 use serde::Serialize;
 use serde_json::json;
@@ -19,10 +21,11 @@ use web_time::Instant;
 
 use super::BenchModel;
 use crate::engine::generate::{GenerateOptions, generate};
-use crate::engine::kernels::{self, Path, Slots, row_dots};
+use crate::engine::kernels::{self, Path, Slots, row_dots, row_dots_wgsl};
 use crate::engine::step_uploads::StepUploads;
 use crate::engine::kv::mask::{KeyMeta, StepMask};
 use crate::engine::step::Step;
+use crate::engine::vocab_table::VocabTable;
 use crate::native::device::DeviceArg;
 
 #[derive(Args)]
@@ -71,8 +74,8 @@ pub fn run(args: KernelArgs) -> Result<()> {
     }
     let device = args.device.init()?;
     let (rows, dots) = match args.device {
-        DeviceArg::Wgpu => (wgsl_rows(&device, args.reps)?, vec![]),
-        DeviceArg::Cpu => (vec![], row_dots_rows(&device, args.reps)?),
+        DeviceArg::Wgpu => (wgsl_rows(&device, args.reps)?, row_dots_rows(&device, Path::Wgsl, args.reps)?),
+        DeviceArg::Cpu => (vec![], row_dots_rows(&device, Path::Cpu, args.reps)?),
         DeviceArg::Cuda => bail!("the hand-written kernels are WGSL (--device wgpu) and row dots (--device cpu); CUDA runs the tensor ops"),
     };
 
@@ -137,20 +140,42 @@ fn wgsl_rows(device: &Device, reps: usize) -> Result<Vec<KernelRow>> {
     Ok(rows)
 }
 
-/// The row-dots kernel and the model's own twin (`x @ W` for a layer, `h @ wteᵀ` for the
-/// head) at GPT-2-small's tables.
-fn row_dots_rows(device: &Device, reps: usize) -> Result<Vec<RowDotsRow>> {
+/// The row-dots kernel (the CPU's, or WGSL's with `path`) and the model's own twin at
+/// GPT-2-small's tables: `x @ W` for a layer (the WGSL kernel adds the bias, zero here), and
+/// for the head the token table as the model holds it (in binding-sized chunks) projected both
+/// ways.
+fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDotsRow>> {
     let mut out = vec![];
+    let row_counts: &[usize] = if path == Path::Wgsl { &[1, 4, 8] } else { &[1, 8, 16] };
+    let mut rng = StdRng::seed_from_u64(0);
     for (layer, [outputs, inputs]) in [("c_attn", [2304, 768]), ("c_fc", [3072, 768]), ("mlp_proj", [768, 3072]), ("head", [50257, 768])] {
-        let table = Tensor::<2>::random([outputs, inputs], Distribution::Normal(0.0, 0.02), device);
-        let weight = Tensor::<2>::from_data(table.clone().transpose().into_data(), device);
-        for rows in [1, 8, 16] {
+        let table = TensorData::random::<f32, _, _>([outputs, inputs], Distribution::Normal(0.0, 0.02), &mut rng);
+        let (head, layer_weights) = if layer == "head" {
+            (Some(VocabTable::new(table, device)), None)
+        } else {
+            let wt = Tensor::<2>::from_data(table, device);
+            let w = Tensor::<2>::from_data(wt.clone().transpose().into_data(), device);
+            (None, Some((wt, w, Tensor::<1>::zeros([outputs], device))))
+        };
+        for &rows in row_counts {
             let x = Tensor::<2>::random([rows, inputs], Distribution::Normal(0.0, 1.0), device);
-            let kernel_ms = time(device, reps, || {
-                row_dots::rows_times_table(&x, &table).expect("row dots run on the CPU device");
+            let kernel_ms = time(device, reps, || match (&head, &layer_weights) {
+                (Some(head), _) => drop(head.project(x.clone(), path)),
+                (_, Some((_, w, bias))) if path == Path::Wgsl => drop(row_dots_wgsl::rows_times_weight(&x, w, bias).expect("up to 8 rows")),
+                (_, Some((wt, ..))) => drop(row_dots::rows_times_table(&x, wt).expect("row dots run on the CPU device")),
+                _ => unreachable!("a head or a layer"),
             })?;
             let twin_ms = time(device, reps, || {
-                let _ = if layer == "head" { x.clone().matmul(table.clone().transpose()) } else { x.clone().matmul(weight.clone()) }.into_data();
+                let y = match (&head, &layer_weights) {
+                    (Some(head), _) => head.project(x.clone(), Path::Twin),
+                    (_, Some((_, w, _))) => x.clone().matmul(w.clone()),
+                    _ => unreachable!("a head or a layer"),
+                };
+                // The CPU kernel returns finished values; so does the twin once read. GPU work is
+                // awaited by `time`'s device sync, for both.
+                if path == Path::Cpu {
+                    let _ = y.into_data();
+                }
             })?;
             out.push(RowDotsRow { layer, table: [outputs, inputs], rows, kernel_ms, twin_ms, speedup: twin_ms / kernel_ms });
         }
