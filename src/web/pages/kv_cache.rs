@@ -73,8 +73,9 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
             <button on:click=move |_| engine.send(&ToWorker::Stop, &[]) disabled=move || !engine.busy()>"Stop"</button>
         </div>
         <LineChart title="Latency of each generated token" x_label="token" y_label="ms" series=chart testid="kv-chart"/>
-        <p class="hint">"Token 1 includes the prompt. A lone spike is WebGPU compiling a kernel the first time a shape needs it "
-            "(the first run pays most of them, so the speedup is, if anything, understated)."</p>
+        <p class="hint">"Token 1 includes the prompt. A lone spike is usually a GPU kernel being compiled the first time a shape "
+            "needs it (the first run pays most of them, so the speedup is, if anything, understated); on the native CPU engine, "
+            "other work on the machine."</p>
         <div class="stats">
             {move || match totals() {
                 Some((with, without, speedup, same, prompt_tokens, with_step, without_step)) => view! {
