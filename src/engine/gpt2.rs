@@ -12,7 +12,7 @@ use super::config::{Activation, Gpt2Config};
 use super::error::{EngineError, Result};
 use super::kernels::row_dots::{self, HalfTable};
 use super::kernels::{Path, cpu_gelu, row_dots_wgsl};
-use super::kv::KvCache;
+use super::kv::{KvCache, KvMode};
 use super::step::Step;
 use super::vocab_table::VocabTable;
 use super::weights::{DenseWeights, Gpt2Weights, NormWeights};
@@ -199,6 +199,17 @@ impl Gpt2 {
     /// are stored in `cache`, which must have been created for the same batch size.
     pub fn forward(&self, step: &Step, cache: &mut KvCache, which: Logits) -> Result<Tensor<3>> {
         self.forward_layers(step, cache, which, self.blocks.len())
+    }
+
+    /// A one-token prefill and one decode step, results dropped: a GPU device compiles the
+    /// decode path's kernels now, while the model loads, instead of in the first generation.
+    pub fn warm_up(&self) -> Result<()> {
+        let mut cache = KvCache::new(KvMode::Contiguous, &self.config, 1, 2, &self.device)?;
+        for position in 0..2 {
+            let logits = self.forward(&Step::single(&[0], position), &mut cache, Logits::Last)?;
+            drop(logits.argmax(2));
+        }
+        Ok(())
     }
 
     /// [`Gpt2::forward`] through the first `layers` blocks only, then the final LayerNorm and

@@ -94,6 +94,8 @@ impl Session {
         let slot = if draft { &mut self.draft } else { &mut self.model };
         *slot = None;
         let model = Gpt2::new(config, weights, &self.device);
+        post(&FromWorker::Loading { stage: "a first step (the device compiles its kernels)".into() });
+        model.warm_up().map_err(|e| e.to_string())?;
         *slot = Some(Loaded { info: info.clone(), model, tokenizer });
         if draft {
             post(&FromWorker::DraftLoaded { info });
