@@ -203,7 +203,11 @@ impl Gpt2 {
 
     /// A one-token prefill and one decode step, results dropped: a GPU device compiles the
     /// decode path's kernels now, while the model loads, instead of in the first generation.
+    /// The CPU device compiles nothing, so it skips this.
     pub fn warm_up(&self) -> Result<()> {
+        if row_dots::runs_on(&self.device) {
+            return Ok(());
+        }
         let mut cache = KvCache::new(KvMode::Contiguous, &self.config, 1, 2, &self.device)?;
         for position in 0..2 {
             let logits = self.forward(&Step::single(&[0], position), &mut cache, Logits::Last)?;

@@ -73,7 +73,8 @@ impl Session {
     }
 
     /// Checks `files` and makes them the target model, or (`draft`) the draft model; reports
-    /// `Loaded` / `DraftLoaded`. A failed load leaves the old model in place.
+    /// `Loaded` / `DraftLoaded`. Files that fail their checks leave the old model in place; a
+    /// device error in the warm-up step, after the old model's buffers went, leaves none.
     pub fn install(&mut self, files: ModelFiles, draft: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
         post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
         let config = match &files.config {

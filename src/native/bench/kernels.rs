@@ -145,31 +145,35 @@ fn wgsl_rows(device: &Device, reps: usize) -> Result<Vec<KernelRow>> {
 /// for the head the token table as the model holds it (in binding-sized chunks) projected both
 /// ways.
 fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDotsRow>> {
+    /// What one row of the table times: the head, or a layer's `Wᵀ` (the CPU kernel's),
+    /// `W` and a zero bias (the WGSL kernel's and the twin's).
+    enum Table {
+        Head(VocabTable),
+        Layer { wt: Tensor<2>, w: Tensor<2>, bias: Tensor<1> },
+    }
     let mut out = vec![];
     let row_counts: &[usize] = if path == Path::Wgsl { &[1, 4, 8] } else { &[1, 8, 16] };
     let mut rng = StdRng::seed_from_u64(0);
     for (layer, [outputs, inputs]) in [("c_attn", [2304, 768]), ("c_fc", [3072, 768]), ("mlp_proj", [768, 3072]), ("head", [50257, 768])] {
-        let table = TensorData::random::<f32, _, _>([outputs, inputs], Distribution::Normal(0.0, 0.02), &mut rng);
-        let (head, layer_weights) = if layer == "head" {
-            (Some(VocabTable::new(table, device)), None)
+        let data = TensorData::random::<f32, _, _>([outputs, inputs], Distribution::Normal(0.0, 0.02), &mut rng);
+        let table = if layer == "head" {
+            Table::Head(VocabTable::new(data, device))
         } else {
-            let wt = Tensor::<2>::from_data(table, device);
+            let wt = Tensor::<2>::from_data(data, device);
             let w = Tensor::<2>::from_data(wt.clone().transpose().into_data(), device);
-            (None, Some((wt, w, Tensor::<1>::zeros([outputs], device))))
+            Table::Layer { wt, w, bias: Tensor::<1>::zeros([outputs], device) }
         };
         for &rows in row_counts {
             let x = Tensor::<2>::random([rows, inputs], Distribution::Normal(0.0, 1.0), device);
-            let kernel_ms = time(device, reps, || match (&head, &layer_weights) {
-                (Some(head), _) => drop(head.project(x.clone(), path)),
-                (_, Some((_, w, bias))) if path == Path::Wgsl => drop(row_dots_wgsl::rows_times_weight(&x, w, bias).expect("up to 8 rows")),
-                (_, Some((wt, ..))) => drop(row_dots::rows_times_table(&x, wt).expect("row dots run on the CPU device")),
-                _ => unreachable!("a head or a layer"),
+            let kernel_ms = time(device, reps, || match &table {
+                Table::Head(head) => drop(head.project(x.clone(), path)),
+                Table::Layer { w, bias, .. } if path == Path::Wgsl => drop(row_dots_wgsl::rows_times_weight(&x, w, bias).expect("up to 8 rows")),
+                Table::Layer { wt, .. } => drop(row_dots::rows_times_table(&x, wt).expect("row dots run on the CPU device")),
             })?;
             let twin_ms = time(device, reps, || {
-                let y = match (&head, &layer_weights) {
-                    (Some(head), _) => head.project(x.clone(), Path::Twin),
-                    (_, Some((_, w, _))) => x.clone().matmul(w.clone()),
-                    _ => unreachable!("a head or a layer"),
+                let y = match &table {
+                    Table::Head(head) => head.project(x.clone(), Path::Twin),
+                    Table::Layer { w, .. } => x.clone().matmul(w.clone()),
                 };
                 // The CPU kernel returns finished values; so does the twin once read. GPU work is
                 // awaited by `time`'s device sync, for both.
