@@ -71,7 +71,7 @@ fn load_and_run(config: &[u8], weights: &[u8]) {
     let Ok(config) = Gpt2Config::from_json(text) else { return };
     let Ok(weights) = Gpt2Weights::from_safetensors(weights, &config) else { return };
     let device = Device::flex();
-    let model = Gpt2::new(config, weights, &device);
+    let model = Gpt2::new(config, weights, &device).expect("checked weights load");
     let c = &model.config;
     let ids: Vec<u32> = vec![0, (c.vocab_size as u32).saturating_sub(1)];
     let len = ids.len().min(c.n_positions);

@@ -5,6 +5,8 @@
 //! whatever the [`KvCache`] holds. The hidden state stays `[tokens, n_embd]` (2-D) between
 //! blocks so every linear layer is a plain matmul; only attention reshapes to heads.
 
+use std::collections::HashMap;
+
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -15,7 +17,7 @@ use super::kernels::{Path, cpu_gelu, row_dots_wgsl};
 use super::kv::{KvCache, KvMode};
 use super::step::Step;
 use super::vocab_table::VocabTable;
-use super::weights::{DenseWeights, Gpt2Weights, NormWeights};
+use super::weights::Gpt2Weights;
 
 /// Which positions get logits: the last of each row (generation), all (scoring, tests), or
 /// the given token rows of the flattened step (a ragged batch: each sequence's last token).
@@ -43,19 +45,20 @@ enum DenseWeight {
     F16(HalfTable),
 }
 
-impl Dense {
-    fn new(w: DenseWeights, device: &Device) -> Self {
+impl DenseWeight {
+    /// Uploads an f32 `[in, out]` weight (and, on the CPU, its transpose).
+    fn new(weight: TensorData, device: &Device) -> Self {
         let wt = row_dots::runs_on(device).then(|| {
-            let [inputs, outputs] = [w.weight.shape()[0], w.weight.shape()[1]];
-            let values = w.weight.as_slice::<f32>().expect("weights are converted to f32 on load");
+            let [inputs, outputs] = [weight.shape()[0], weight.shape()[1]];
+            let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
             let transposed: Vec<f32> = (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect();
             Tensor::from_data(TensorData::new(transposed, [outputs, inputs]), device)
         });
-        Self {
-            weight: DenseWeight::F32 { w: Tensor::from_data(w.weight, device), wt },
-            bias: Tensor::from_data(w.bias, device),
-        }
+        Self::F32 { w: Tensor::from_data(weight, device), wt }
     }
+}
+
+impl Dense {
 
     /// `x @ W + b`; few-row steps take the row-dots kernel of the CPU or of WGSL.
     fn forward(&self, x: Tensor<2>, path: Path) -> Tensor<2> {
@@ -95,14 +98,6 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn new(w: NormWeights, eps: f64, device: &Device) -> Self {
-        Self {
-            weight: Tensor::from_data(w.weight, device),
-            bias: Tensor::from_data(w.bias, device),
-            eps,
-        }
-    }
-
     /// Normalises each row with the biased variance, as `torch.nn.LayerNorm`.
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let (var, mean) = x.clone().var_mean_bias(1);
@@ -135,30 +130,12 @@ pub struct Gpt2 {
 
 impl Gpt2 {
     /// Uploads checked weights to `device`.
-    pub fn new(config: Gpt2Config, weights: Gpt2Weights, device: &Device) -> Self {
-        let eps = config.layer_norm_epsilon;
-        let blocks = weights
-            .blocks
-            .into_iter()
-            .map(|b| Block {
-                ln_1: LayerNorm::new(b.ln_1, eps, device),
-                c_attn: Dense::new(b.c_attn, device),
-                attn_proj: Dense::new(b.attn_proj, device),
-                ln_2: LayerNorm::new(b.ln_2, eps, device),
-                c_fc: Dense::new(b.c_fc, device),
-                mlp_proj: Dense::new(b.mlp_proj, device),
-            })
-            .collect();
-        Self {
-            wte: VocabTable::new(weights.wte, device),
-            lm_head: weights.lm_head.map(|head| VocabTable::new(head, device)),
-            wpe: Tensor::from_data(weights.wpe, device),
-            blocks,
-            ln_f: LayerNorm::new(weights.ln_f, eps, device),
-            kernels: true,
-            device: device.clone(),
-            config,
+    pub fn new(config: Gpt2Config, weights: Gpt2Weights, device: &Device) -> Result<Self> {
+        let mut loader = Gpt2Loader::new(config, device);
+        for (name, data) in weights.tensors {
+            loader.put(&name, data);
         }
+        loader.finish()
     }
 
     pub fn device(&self) -> &Device {
@@ -295,5 +272,67 @@ impl Gpt2 {
         let head = self.lm_head.as_ref().unwrap_or(&self.wte);
         let logits = head.project(self.ln_f.forward(x), path);
         Ok(logits.reshape([b, rows, c.vocab_size]))
+    }
+}
+
+/// A model whose parameters arrive one at a time, by [`parameters`](super::weights::parameters)
+/// name and in any order (a streamed file's), each uploaded as it comes: the host never holds
+/// more than one tensor.
+pub struct Gpt2Loader {
+    config: Gpt2Config,
+    device: Device,
+    tables: HashMap<String, VocabTable>,
+    dense: HashMap<String, DenseWeight>,
+    vectors: HashMap<String, Tensor<1>>,
+    matrices: HashMap<String, Tensor<2>>,
+}
+
+/// Removes `name` from `parts`, or says it never came.
+fn take<T>(parts: &mut HashMap<String, T>, name: &str) -> Result<T> {
+    parts.remove(name).ok_or_else(|| EngineError::Weights(format!("model.safetensors ended before tensor {name} arrived")))
+}
+
+impl Gpt2Loader {
+    pub fn new(config: Gpt2Config, device: &Device) -> Self {
+        Self { config, device: device.clone(), tables: HashMap::new(), dense: HashMap::new(), vectors: HashMap::new(), matrices: HashMap::new() }
+    }
+
+    /// Uploads one parameter, already checked against the config.
+    pub fn put(&mut self, name: &str, data: TensorData) {
+        let device = &self.device;
+        match (name, data.shape().len()) {
+            (_, 1) => drop(self.vectors.insert(name.into(), Tensor::from_data(data, device))),
+            ("wte.weight" | "lm_head.weight", _) => drop(self.tables.insert(name.into(), VocabTable::new(data, device))),
+            ("wpe.weight", _) => drop(self.matrices.insert(name.into(), Tensor::from_data(data, device))),
+            _ => drop(self.dense.insert(name.into(), DenseWeight::new(data, device))),
+        }
+    }
+
+    /// The model, once every parameter has arrived.
+    pub fn finish(mut self) -> Result<Gpt2> {
+        let eps = self.config.layer_norm_epsilon;
+        let norm = |name: &str, vectors: &mut HashMap<String, Tensor<1>>| -> Result<LayerNorm> {
+            Ok(LayerNorm { weight: take(vectors, &format!("{name}.weight"))?, bias: take(vectors, &format!("{name}.bias"))?, eps })
+        };
+        let mut blocks = Vec::with_capacity(self.config.n_layer);
+        for i in 0..self.config.n_layer {
+            let mut dense = |part: &str| -> Result<Dense> {
+                let name = format!("h.{i}.{part}");
+                Ok(Dense { weight: take(&mut self.dense, &format!("{name}.weight"))?, bias: take(&mut self.vectors, &format!("{name}.bias"))? })
+            };
+            let (c_attn, attn_proj, c_fc, mlp_proj) = (dense("attn.c_attn")?, dense("attn.c_proj")?, dense("mlp.c_fc")?, dense("mlp.c_proj")?);
+            let (ln_1, ln_2) = (norm(&format!("h.{i}.ln_1"), &mut self.vectors)?, norm(&format!("h.{i}.ln_2"), &mut self.vectors)?);
+            blocks.push(Block { ln_1, c_attn, attn_proj, ln_2, c_fc, mlp_proj });
+        }
+        Ok(Gpt2 {
+            wte: take(&mut self.tables, "wte.weight")?,
+            lm_head: self.tables.remove("lm_head.weight"),
+            wpe: take(&mut self.matrices, "wpe.weight")?,
+            ln_f: norm("ln_f", &mut self.vectors)?,
+            blocks,
+            kernels: true,
+            device: self.device,
+            config: self.config,
+        })
     }
 }

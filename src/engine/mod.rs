@@ -11,6 +11,7 @@ pub mod gpt2;
 pub mod kernels;
 pub mod kv;
 pub mod readback;
+pub mod safetensors_stream;
 pub mod sampling;
 pub mod simulate;
 pub mod speculative;

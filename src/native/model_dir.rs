@@ -53,7 +53,7 @@ pub fn read_config(dir: &Path) -> Result<Gpt2Config> {
 pub fn load_weights(dir: &Path, config: Gpt2Config, device: &Device) -> Result<Gpt2> {
     let weights = Gpt2Weights::from_safetensors(&read(dir, "model.safetensors")?, &config)
         .with_context(|| format!("in {}", dir.join("model.safetensors").display()))?;
-    Ok(Gpt2::new(config, weights, device))
+    Ok(Gpt2::new(config, weights, device)?)
 }
 
 /// The bytes of `dir/file`, or an error naming the path.
@@ -68,7 +68,7 @@ pub fn load_named(spec: &str, hub_url: &str, device: &Device, seed: u64) -> Resu
     if let Some(name) = spec.strip_prefix("random:") {
         let config = Gpt2Config::named(name)?;
         let weights = Gpt2Weights::random(&config, seed);
-        return Ok(Gpt2::new(config, weights, device));
+        return Ok(Gpt2::new(config, weights, device)?);
     }
     let dir = resolve(spec, hub_url)?;
     Ok(load(&dir, device)

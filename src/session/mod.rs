@@ -16,7 +16,7 @@ use web_time::Instant;
 
 use crate::engine::config::Gpt2Config;
 use crate::engine::generate::{GenerateOptions, fit_context, generate};
-use crate::engine::gpt2::Gpt2;
+use crate::engine::gpt2::{Gpt2, Gpt2Loader};
 use crate::engine::kv::memory::param_count;
 use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
 use crate::engine::simulate;
@@ -43,6 +43,29 @@ pub enum Weights {
     Safetensors(Vec<u8>),
     /// The demo model's: made from this seed.
     Random(u64),
+}
+
+/// A load under way: its config and tokenizer parsed, its weights still to come.
+pub struct PendingLoad {
+    pub config: Gpt2Config,
+    name: String,
+    tokenizer: Tokenizer,
+    demo: bool,
+    draft: bool,
+}
+
+impl PendingLoad {
+    /// Parses the config (None: the demo's shape, gpt2-tiny) and the tokenizer.
+    pub fn begin(name: String, config: Option<&[u8]>, tokenizer: &[u8], demo: bool, draft: bool, post: &dyn Fn(&FromWorker)) -> Result<Self, String> {
+        post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
+        let config = match config {
+            Some(bytes) => Gpt2Config::from_json(std::str::from_utf8(bytes).map_err(|_| "config.json is not UTF-8 text".to_string())?),
+            None => Gpt2Config::named("gpt2-tiny"),
+        }
+        .map_err(|e| e.to_string())?;
+        let tokenizer = Tokenizer::from_bytes(tokenizer).map_err(|e| e.to_string())?;
+        Ok(Self { config, name, tokenizer, demo, draft })
+    }
 }
 
 struct Loaded {
@@ -76,34 +99,47 @@ impl Session {
     /// `Loaded` / `DraftLoaded`. Files that fail their checks leave the old model in place; a
     /// device error in the warm-up step, after the old model's buffers went, leaves none.
     pub fn install(&mut self, files: ModelFiles, draft: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
-        post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
-        let config = match &files.config {
-            Some(bytes) => Gpt2Config::from_json(std::str::from_utf8(bytes).map_err(|_| "config.json is not UTF-8 text".to_string())?),
-            None => Gpt2Config::named("gpt2-tiny"),
-        }
-        .map_err(|e| e.to_string())?;
-        let tokenizer = Tokenizer::from_bytes(&files.tokenizer).map_err(|e| e.to_string())?;
+        let ModelFiles { name, config, tokenizer, weights: raw, from_cache } = files;
+        let load = PendingLoad::begin(name, config.as_deref(), &tokenizer, matches!(raw, Weights::Random(_)), draft, post)?;
         post(&FromWorker::Loading { stage: "checking weights and uploading them to the device".into() });
-        let weights = match &files.weights {
-            Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &config).map_err(|e| e.to_string())?,
-            Weights::Random(seed) => Gpt2Weights::random(&config, *seed),
+        let weights = match &raw {
+            Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &load.config).map_err(|e| e.to_string())?,
+            Weights::Random(seed) => Gpt2Weights::random(&load.config, *seed),
         };
-        let demo = matches!(files.weights, Weights::Random(_));
-        let info = ModelInfo { name: files.name.clone(), params: param_count(&config), config: config.clone(), from_cache: files.from_cache, demo };
-        drop(files);
-        // Everything checked: the old model's buffers go before the new one's arrive.
-        let slot = if draft { &mut self.draft } else { &mut self.model };
-        *slot = None;
-        let model = Gpt2::new(config, weights, &self.device);
+        drop(raw);
+        let mut loader = self.make_room(&load);
+        for (name, data) in weights.tensors {
+            loader.put(&name, data);
+        }
+        let model = loader.finish().map_err(|e| e.to_string())?;
+        self.end_load(load, model, from_cache, started, post)
+    }
+
+    /// Frees the old model of `load`'s slot, once the new one's weights passed their checks,
+    /// and returns a loader that uploads the new one's tensors to this session's device.
+    pub fn make_room(&mut self, load: &PendingLoad) -> Gpt2Loader {
+        *self.slot(load.draft) = None;
+        Gpt2Loader::new(load.config.clone(), &self.device)
+    }
+
+    /// The last step of a load: warms `model` up, installs it and reports `Loaded` /
+    /// `DraftLoaded`.
+    pub fn end_load(&mut self, load: PendingLoad, model: Gpt2, from_cache: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
         post(&FromWorker::Loading { stage: "a first step (the device compiles its kernels)".into() });
         model.warm_up().map_err(|e| e.to_string())?;
-        *slot = Some(Loaded { info: info.clone(), model, tokenizer });
+        let PendingLoad { config, name, tokenizer, demo, draft } = load;
+        let info = ModelInfo { name, params: param_count(&config), config, from_cache, demo };
+        *self.slot(draft) = Some(Loaded { info: info.clone(), model, tokenizer });
         if draft {
             post(&FromWorker::DraftLoaded { info });
         } else {
             post(&FromWorker::Loaded { info, load_ms: started.elapsed().as_secs_f64() * 1000.0 });
         }
         Ok(())
+    }
+
+    fn slot(&mut self, draft: bool) -> &mut Option<Loaded> {
+        if draft { &mut self.draft } else { &mut self.model }
     }
 
     /// Runs one job to its end (or until `stop` says so between two steps), streaming what

@@ -4,7 +4,7 @@
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Cache, ReadableStreamDefaultReader, Response, WorkerGlobalScope};
+use web_sys::{Cache, ReadableStream, ReadableStreamDefaultReader, Response, WorkerGlobalScope};
 use web_time::Instant;
 
 /// The files a GPT-2 checkpoint needs, in loading order.
@@ -42,15 +42,12 @@ async fn open_cache() -> Option<Cache> {
     JsFuture::from(caches.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
 }
 
-/// Downloads one hub file (or takes it from Cache Storage), reporting progress as it streams.
-/// Returns the bytes and whether they came from the cache.
-pub async fn fetch_hub_file(url: &str, file: &str, mut on_progress: impl FnMut(Progress)) -> Result<(Vec<u8>, bool), String> {
-    let cache = open_cache().await;
-    if let Some(cache) = &cache {
+/// Opens one hub file: from Cache Storage, or from the network (then `from_cache` is false).
+async fn open_hub_file(url: &str, cache: Option<&Cache>) -> Result<(Response, bool), String> {
+    if let Some(cache) = cache {
         let hit = JsFuture::from(cache.match_with_str(url)).await.map_err(|e| js_error("reading Cache Storage", e))?;
         if let Ok(response) = hit.dyn_into::<Response>() {
-            let bytes = read_body(response, file, true, &mut on_progress).await?;
-            return Ok((bytes, true));
+            return Ok((response, true));
         }
     }
     let response: Response = JsFuture::from(scope().fetch_with_str(url))
@@ -60,40 +57,80 @@ pub async fn fetch_hub_file(url: &str, file: &str, mut on_progress: impl FnMut(P
     if !response.ok() {
         return Err(format!("{url} answered HTTP {} {}", response.status(), response.status_text()));
     }
-    let bytes = read_body(response, file, false, &mut on_progress).await?;
-    if let Some(cache) = &cache {
-        // A failed put (quota) only costs the next reload a download.
-        let copy = Uint8Array::from(bytes.as_slice());
-        if let Ok(stored) = Response::new_with_opt_buffer_source(Some(&copy)) {
-            let _ = JsFuture::from(cache.put_with_str(url, &stored)).await;
-        }
-    }
-    Ok((bytes, false))
+    Ok((response, false))
 }
 
-/// Reads a response body chunk by chunk so the page can show bytes, % and MB/s.
-async fn read_body(response: Response, file: &str, from_cache: bool, on_progress: &mut impl FnMut(Progress)) -> Result<Vec<u8>, String> {
+/// Downloads one hub file (or takes it from Cache Storage), reporting progress as it streams.
+/// Returns the bytes and whether they came from the cache.
+pub async fn fetch_hub_file(url: &str, file: &str, on_progress: impl FnMut(Progress)) -> Result<(Vec<u8>, bool), String> {
+    let mut bytes = vec![];
+    let from_cache = stream_hub_file(url, file, on_progress, |chunk| {
+        bytes.extend_from_slice(chunk);
+        Ok(())
+    })
+    .await?;
+    Ok((bytes, from_cache))
+}
+
+/// Streams one hub file chunk by chunk into `on_chunk` (which never sees the whole file at
+/// once), from Cache Storage or the network; a download is copied into the cache on the way.
+/// Returns whether it came from the cache.
+pub async fn stream_hub_file(
+    url: &str,
+    file: &str,
+    mut on_progress: impl FnMut(Progress),
+    on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<bool, String> {
+    let cache = open_cache().await;
+    let (response, from_cache) = open_hub_file(url, cache.as_ref()).await?;
+    // The cache reads its own copy of the body while we read ours; a failed put (quota) only
+    // costs the next reload a download.
+    let stored = match (&cache, from_cache, response.clone()) {
+        (Some(cache), false, Ok(copy)) => Some(JsFuture::from(cache.put_with_str(url, &copy))),
+        _ => None,
+    };
     let total = response.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
     let body = response.body().ok_or_else(|| format!("{file}: the response has no body"))?;
+    read_stream(body, total, file, from_cache, &mut on_progress, on_chunk).await?;
+    if let Some(stored) = stored {
+        let _ = stored.await;
+    }
+    Ok(from_cache)
+}
+
+/// Reads a stream chunk by chunk so the page can show bytes, % and MB/s.
+async fn read_stream(
+    body: ReadableStream,
+    total: Option<u64>,
+    file: &str,
+    from_cache: bool,
+    on_progress: &mut impl FnMut(Progress),
+    mut on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
     let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0) as usize);
     let start = Instant::now();
     let mut last_report = 0.0;
+    let mut loaded = 0u64;
     loop {
-        let chunk = JsFuture::from(reader.read()).await.map_err(|e| js_error(&format!("downloading {file}"), e))?;
+        let chunk = JsFuture::from(reader.read()).await.map_err(|e| js_error(&format!("reading {file}"), e))?;
         let done = Reflect::get(&chunk, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true);
         if !done {
             let value: Uint8Array = Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(file, e))?.unchecked_into();
-            bytes.extend_from_slice(&value.to_vec());
+            let value = value.to_vec();
+            loaded += value.len() as u64;
+            if let Err(e) = on_chunk(&value) {
+                let _ = reader.cancel();
+                return Err(e);
+            }
         }
         let seconds = start.elapsed().as_secs_f64();
         if done || seconds - last_report > 0.1 {
             last_report = seconds;
-            let mb_per_s = if seconds > 0.0 { bytes.len() as f64 / 1e6 / seconds } else { 0.0 };
-            on_progress(Progress { file, loaded: bytes.len() as u64, total, mb_per_s, from_cache });
+            let mb_per_s = if seconds > 0.0 { loaded as f64 / 1e6 / seconds } else { 0.0 };
+            on_progress(Progress { file, loaded, total, mb_per_s, from_cache });
         }
         if done {
-            return Ok(bytes);
+            return Ok(());
         }
     }
 }
@@ -102,4 +139,14 @@ async fn read_body(response: Response, file: &str, from_cache: bool, on_progress
 pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
     let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| js_error(&format!("reading {}", file.name()), e))?;
     Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// Streams a picked or dropped file chunk by chunk into `on_chunk`, with progress.
+pub async fn stream_file(
+    file: &web_sys::File,
+    mut on_progress: impl FnMut(Progress),
+    on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let name = file.name();
+    read_stream(file.stream(), Some(file.size() as u64), &name, false, &mut on_progress, on_chunk).await
 }

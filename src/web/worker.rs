@@ -1,5 +1,5 @@
 //! The Web Worker transport of the engine: opens the WebGPU device, fetches model files (hub
-//! with Cache Storage, picked files, the demo) and hands every message to the shared
+//! with Cache Storage, picked files, the demo; weights streamed to the GPU) and hands every message to the shared
 //! [`Session`], which streams its results back by `postMessage`. It runs the same wasm module
 //! as the page (`worker.js` imports it); `web::start` sends it here when there is no window.
 //!
@@ -19,7 +19,9 @@ use web_time::Instant;
 
 use super::loader::{self, MODEL_FILES};
 use crate::session::protocol::{FromWorker, ModelSource, ToWorker};
-use crate::session::{DEMO_TOKENIZER, ModelFiles, Session, Weights};
+use crate::engine::gpt2::{Gpt2, Gpt2Loader};
+use crate::engine::safetensors_stream::SafetensorsStream;
+use crate::session::{DEMO_TOKENIZER, ModelFiles, PendingLoad, Session, Weights};
 
 struct Worker {
     session: RefCell<Session>,
@@ -111,53 +113,81 @@ impl Worker {
         }
     }
 
-    /// Loads the target model, or (`draft`) the draft model of speculative decoding.
+    /// Loads the target model, or (`draft`) the draft model of speculative decoding. A hub's or
+    /// a picked `model.safetensors` is streamed: each tensor goes to the GPU as its bytes
+    /// arrive, so the tab never holds the file (wasm32 has 4 GB; gpt2-xl's f32 file is 6.2).
     async fn load(&self, source: ModelSource, picked: Vec<File>, draft: bool) -> Result<(), String> {
-        let start = Instant::now();
-        let files = match source {
+        let started = Instant::now();
+        let progress = |p: loader::Progress| {
+            post(&FromWorker::Progress { file: p.file.into(), loaded: p.loaded, total: p.total, mb_per_s: p.mb_per_s, from_cache: p.from_cache })
+        };
+        match source {
             ModelSource::Hub { hub, repo } => {
-                let mut bytes = vec![];
-                let mut all_cached = true;
-                for file in MODEL_FILES {
-                    let url = loader::hub_url(&hub, &repo, file);
-                    let (data, cached) = loader::fetch_hub_file(&url, file, |p| {
-                        post(&FromWorker::Progress { file: p.file.into(), loaded: p.loaded, total: p.total, mb_per_s: p.mb_per_s, from_cache: p.from_cache })
-                    })
-                    .await?;
-                    all_cached &= cached;
-                    bytes.push(data);
-                }
-                let weights = bytes.pop().expect("three files");
-                let tokenizer = bytes.pop().expect("three files");
-                ModelFiles { name: repo, config: bytes.pop(), tokenizer, weights: Weights::Safetensors(weights), from_cache: all_cached }
+                let url = |file| loader::hub_url(&hub, &repo, file);
+                let (config, config_cached) = loader::fetch_hub_file(&url(MODEL_FILES[0]), MODEL_FILES[0], progress).await?;
+                let (tokenizer, tokenizer_cached) = loader::fetch_hub_file(&url(MODEL_FILES[1]), MODEL_FILES[1], progress).await?;
+                let load = PendingLoad::begin(repo.clone(), Some(&config), &tokenizer, false, draft, &post)?;
+                let mut weights = Streamed::new(&load);
+                let weights_cached =
+                    loader::stream_hub_file(&url(MODEL_FILES[2]), MODEL_FILES[2], progress, |chunk| weights.feed(&self.session, &load, chunk)).await?;
+                let model = weights.finish()?;
+                self.session.borrow_mut().end_load(load, model, config_cached && tokenizer_cached && weights_cached, started, &post)
             }
             ModelSource::Files => {
-                let mut found: [Option<Vec<u8>>; 3] = [None, None, None];
+                let mut found: [Option<&File>; 3] = [None, None, None];
                 for file in &picked {
-                    let name = file.name();
-                    let slot = match name.as_str() {
+                    let slot = match file.name().as_str() {
                         "config.json" => 0,
                         "tokenizer.json" => 1,
                         n if n.ends_with(".safetensors") => 2,
                         other => return Err(format!("{other}: expected config.json, tokenizer.json and a .safetensors file")),
                     };
-                    found[slot] = Some(loader::read_file(file).await?);
+                    found[slot] = Some(file);
                 }
                 let missing = |slot: usize| format!("{} is missing: pick or drop config.json, tokenizer.json and model.safetensors together", MODEL_FILES[slot]);
-                let [config, tokenizer, weights] = found;
-                ModelFiles {
-                    name: "local files".to_string(),
-                    config: Some(config.ok_or_else(|| missing(0))?),
-                    tokenizer: tokenizer.ok_or_else(|| missing(1))?,
-                    weights: Weights::Safetensors(weights.ok_or_else(|| missing(2))?),
-                    from_cache: false,
-                }
+                let [config, tokenizer, safetensors] = found;
+                let config = loader::read_file(config.ok_or_else(|| missing(0))?).await?;
+                let tokenizer = loader::read_file(tokenizer.ok_or_else(|| missing(1))?).await?;
+                let safetensors = safetensors.ok_or_else(|| missing(2))?;
+                let load = PendingLoad::begin("local files".to_string(), Some(&config), &tokenizer, false, draft, &post)?;
+                let mut weights = Streamed::new(&load);
+                loader::stream_file(safetensors, progress, |chunk| weights.feed(&self.session, &load, chunk)).await?;
+                let model = weights.finish()?;
+                self.session.borrow_mut().end_load(load, model, false, started, &post)
             }
             ModelSource::Demo { seed } => {
                 let (tokenizer, _) = loader::fetch_hub_file(DEMO_TOKENIZER, DEMO_TOKENIZER, |_| {}).await?;
-                ModelFiles { name: "demo (gpt2-tiny shape, random weights)".to_string(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false }
+                let files = ModelFiles { name: "demo (gpt2-tiny shape, random weights)".to_string(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false };
+                self.session.borrow_mut().install(files, draft, started, &post)
             }
+        }
+    }
+}
+
+/// A `model.safetensors` on its way to the device: checked header first, then each tensor
+/// uploaded as it completes. The old model stays until the header has passed its checks.
+struct Streamed {
+    stream: SafetensorsStream,
+    loader: Option<Gpt2Loader>,
+}
+
+impl Streamed {
+    fn new(load: &PendingLoad) -> Self {
+        Self { stream: SafetensorsStream::new(&load.config), loader: None }
+    }
+
+    fn feed(&mut self, session: &RefCell<Session>, load: &PendingLoad, chunk: &[u8]) -> Result<(), String> {
+        let loader = &mut self.loader;
+        let mut put = |name: &str, data| {
+            loader.get_or_insert_with(|| session.borrow_mut().make_room(load)).put(name, data);
+            Ok(())
         };
-        self.session.borrow_mut().install(files, draft, start, &post)
+        self.stream.feed(chunk, &mut put).map_err(|e| e.to_string())
+    }
+
+    fn finish(self) -> Result<Gpt2, String> {
+        self.stream.finish().map_err(|e| e.to_string())?;
+        let loader = self.loader.ok_or("model.safetensors holds no tensors")?;
+        loader.finish().map_err(|e| e.to_string())
     }
 }

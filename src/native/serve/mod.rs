@@ -114,7 +114,7 @@ impl Source {
         match &self.dir {
             // The config and tokenizer were read once, at start-up; each replica reads the weights.
             Some(dir) => model_dir::load_weights(dir, self.config.clone(), device),
-            None => Ok(Gpt2::new(self.config.clone(), Gpt2Weights::random(&self.config, seed), device)),
+            None => Ok(Gpt2::new(self.config.clone(), Gpt2Weights::random(&self.config, seed), device)?),
         }
     }
 }

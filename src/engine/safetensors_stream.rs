@@ -1,0 +1,290 @@
+//! Reads a `model.safetensors` as its bytes arrive (a download, a picked file's stream),
+//! checks its header against the config before any tensor data, and hands each tensor over
+//! as soon as its last byte is in. The host then holds one tensor at a time, not the file:
+//! gpt2-xl's f32 file (6.2 GB) is past what wasm32 can address (4 GB).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use burn::tensor::TensorData;
+use safetensors::tensor::Metadata;
+use safetensors::Dtype;
+
+use super::config::Gpt2Config;
+use super::error::{EngineError, Result};
+use super::weights::{Parameter, parameters};
+
+/// Headers past this are refused (the safetensors crate's own limit).
+const MAX_HEADER_BYTES: usize = 100_000_000;
+
+/// Where a tensor's bytes lie in the file, and what becomes of them.
+struct Extent {
+    /// The parameter's name, or None for bytes to skip (mask buffers, a tied `lm_head` copy).
+    name: Option<String>,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+enum State {
+    /// Collecting the 8-byte length and the JSON header.
+    Header,
+    /// Header checked: the tensors still to come, in file order, and where the data ends.
+    Body { extents: VecDeque<Extent>, end: usize },
+}
+
+pub struct SafetensorsStream {
+    config: Gpt2Config,
+    state: State,
+    /// The header, or the part of the current tensor that came in an earlier chunk.
+    pending: Vec<u8>,
+    /// Bytes of the file received so far.
+    seen: usize,
+}
+
+fn invalid(detail: impl std::fmt::Display) -> EngineError {
+    EngineError::Weights(format!("model.safetensors is not a valid safetensors file: {detail}"))
+}
+
+impl SafetensorsStream {
+    pub fn new(config: &Gpt2Config) -> Self {
+        Self { config: config.clone(), state: State::Header, pending: vec![], seen: 0 }
+    }
+
+    /// Whether the header has arrived and passed its checks: from here on the file can only
+    /// fail by ending early.
+    pub fn header_checked(&self) -> bool {
+        matches!(self.state, State::Body { .. })
+    }
+
+    /// Takes the next bytes of the file; `put` gets each parameter (by [`parameters`] name, as
+    /// f32) as soon as all its bytes are in.
+    pub fn feed(&mut self, mut bytes: &[u8], put: &mut dyn FnMut(&str, TensorData) -> Result<()>) -> Result<()> {
+        while !bytes.is_empty() {
+            let taken = match &mut self.state {
+                State::Header => {
+                    let need = match self.pending.get(..8) {
+                        None => 8,
+                        Some(len) => {
+                            let len = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+                            match usize::try_from(len) {
+                                Ok(len) if len <= MAX_HEADER_BYTES => 8 + len,
+                                _ => return Err(invalid(format!("its header claims {len} bytes"))),
+                            }
+                        }
+                    };
+                    let take = (need - self.pending.len()).min(bytes.len());
+                    self.pending.extend_from_slice(&bytes[..take]);
+                    if self.pending.len() == need && need > 8 {
+                        self.state = self.check_header()?;
+                        self.pending = vec![];
+                    }
+                    take
+                }
+                State::Body { extents, .. } => {
+                    let Some(next) = extents.front() else {
+                        // Past the last tensor: counted, and refused by `finish`.
+                        self.seen += bytes.len();
+                        return Ok(());
+                    };
+                    if self.seen < next.start {
+                        (next.start - self.seen).min(bytes.len())
+                    } else {
+                        let take = (next.end - self.seen).min(bytes.len());
+                        if self.seen + take == next.end {
+                            let extent = extents.pop_front().expect("the front extent");
+                            if self.pending.is_empty() {
+                                // The whole tensor is in this chunk: no copy into `pending`.
+                                put_tensor(extent, &bytes[..take], put)?;
+                            } else {
+                                self.pending.extend_from_slice(&bytes[..take]);
+                                put_tensor(extent, &std::mem::take(&mut self.pending), put)?;
+                            }
+                        } else if next.name.is_some() {
+                            self.pending.reserve_exact(next.end - next.start - self.pending.len());
+                            self.pending.extend_from_slice(&bytes[..take]);
+                        }
+                        take
+                    }
+                }
+            };
+            self.seen += taken;
+            bytes = &bytes[taken..];
+        }
+        Ok(())
+    }
+
+    /// Checks that the file ended where its header said.
+    pub fn finish(self) -> Result<()> {
+        match self.state {
+            State::Header => Err(invalid(format!("it ends inside its header, after {} bytes", self.seen))),
+            State::Body { end, .. } if self.seen != end => {
+                Err(invalid(format!("it is {} bytes long, but its header describes {end}", self.seen)))
+            }
+            State::Body { .. } => Ok(()),
+        }
+    }
+
+    /// Parses the header and checks every parameter's presence, shape and dtype, and that the
+    /// file has nothing the config does not describe.
+    fn check_header(&self) -> Result<State> {
+        let metadata: Metadata = serde_json::from_slice(&self.pending[8..]).map_err(invalid)?;
+        let c = &self.config;
+        let hint = format!(
+            "n_layer {}, n_embd {}, n_inner {}, vocab_size {}, n_positions {}",
+            c.n_layer, c.n_embd, c.n_inner, c.vocab_size, c.n_positions
+        );
+        let infos = metadata.tensors();
+        let prefix = if infos.keys().any(|n| n.starts_with("transformer.")) { "transformer." } else { "" };
+        // lm_head lives outside `transformer.`.
+        let file_name = |name: &str| if name == "lm_head.weight" { name.to_string() } else { format!("{prefix}{name}") };
+        let mut keep = HashMap::new();
+        let mut used = BTreeSet::new();
+        let mut wanted = parameters(c);
+        if c.tie_word_embeddings && infos.contains_key("lm_head.weight") {
+            // A tied model may still store a copy of wte: checked, then skipped.
+            wanted.push(Parameter { name: "lm_head.weight".into(), shape: vec![c.vocab_size, c.n_embd] });
+        }
+        for p in wanted {
+            let full = file_name(&p.name);
+            let Some(info) = infos.get(&full) else {
+                if p.name == "lm_head.weight" {
+                    return Err(EngineError::Weights(format!("tie_word_embeddings is false but lm_head.weight is missing ({hint})")));
+                }
+                return Err(EngineError::Weights(format!("tensor {full} is missing from model.safetensors ({hint})")));
+            };
+            if info.shape != p.shape {
+                return Err(EngineError::Weights(format!(
+                    "tensor {full} has shape {:?} but the config ({hint}) expects {:?}",
+                    info.shape, p.shape
+                )));
+            }
+            if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+                return Err(EngineError::Weights(format!("tensor {full} has dtype {:?}; expected F32, F16 or BF16", info.dtype)));
+            }
+            let tied_copy = p.name == "lm_head.weight" && c.tie_word_embeddings;
+            used.insert(full.clone());
+            if !tied_copy {
+                keep.insert(full, p.name);
+            }
+        }
+        let mut leftovers: Vec<&String> = infos
+            .keys()
+            .filter(|n| !used.contains(*n) && !n.ends_with(".attn.bias") && !n.ends_with(".attn.masked_bias"))
+            .collect();
+        if !leftovers.is_empty() {
+            leftovers.sort();
+            let names: Vec<&str> = leftovers.iter().map(|n| n.as_str()).collect();
+            return Err(EngineError::Weights(format!(
+                "model.safetensors has tensors the config does not describe ({hint}): {}",
+                names.join(", ")
+            )));
+        }
+        let data_start = self.pending.len();
+        let extents = metadata
+            .offset_keys()
+            .into_iter()
+            .map(|full| {
+                let info = infos[&full];
+                let (start, end) = info.data_offsets;
+                Extent { name: keep.remove(&full), dtype: info.dtype, shape: info.shape.clone(), start: data_start + start, end: data_start + end }
+            })
+            .collect();
+        Ok(State::Body { extents, end: data_start + metadata.data_len() })
+    }
+}
+
+/// Converts one tensor's bytes to f32 and hands it over; skipped extents are dropped.
+fn put_tensor(extent: Extent, bytes: &[u8], put: &mut dyn FnMut(&str, TensorData) -> Result<()>) -> Result<()> {
+    let Some(name) = extent.name else { return Ok(()) };
+    let pairs = || bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let values: Vec<f32> = match extent.dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => pairs().map(|h| half::f16::from_bits(h).to_f32()).collect(),
+        Dtype::BF16 => pairs().map(|h| half::bf16::from_bits(h).to_f32()).collect(),
+        other => return Err(EngineError::Weights(format!("tensor {name} has dtype {other:?}; expected F32, F16 or BF16"))),
+    };
+    put(&name, TensorData::new(values, extent.shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use safetensors::tensor::TensorView;
+
+    use super::*;
+    use crate::engine::weights::Gpt2Weights;
+
+    /// A 1-layer model in a file with the `transformer.` prefix, f16 `wpe`, a mask buffer and a
+    /// tied `lm_head` copy: what HF checkpoints in the wild carry.
+    fn file() -> (Gpt2Config, Vec<u8>, Gpt2Weights) {
+        let config = Gpt2Config::from_json(r#"{"vocab_size": 10, "n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 2}"#).unwrap();
+        let weights = Gpt2Weights::random(&config, 3);
+        let mut bytes: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = HashMap::new();
+        for (name, data) in &weights.tensors {
+            let values = data.as_slice::<f32>().unwrap();
+            let (dtype, raw) = if name == "wpe.weight" {
+                (Dtype::F16, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect())
+            } else {
+                (Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            };
+            bytes.insert(format!("transformer.{name}"), (dtype, data.shape().to_vec(), raw));
+        }
+        bytes.insert("transformer.h.0.attn.bias".into(), (Dtype::F32, vec![1, 1, 8, 8], vec![0; 256]));
+        let wte = bytes["transformer.wte.weight"].clone();
+        bytes.insert("lm_head.weight".into(), wte);
+        let views: Vec<(String, TensorView)> =
+            bytes.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+        (config, safetensors::serialize(views, None).unwrap(), weights)
+    }
+
+    fn stream(config: &Gpt2Config, bytes: &[u8], chunk: usize) -> Result<HashMap<String, Vec<f32>>> {
+        let mut got = HashMap::new();
+        let mut s = SafetensorsStream::new(config);
+        for piece in bytes.chunks(chunk) {
+            s.feed(piece, &mut |name, data| {
+                assert!(got.insert(name.to_string(), data.iter::<f32>().collect()).is_none(), "{name} came twice");
+                Ok(())
+            })?;
+        }
+        s.finish()?;
+        Ok(got)
+    }
+
+    #[test]
+    fn any_chunking_gives_every_parameter_once() {
+        let (config, bytes, weights) = file();
+        for chunk in [1, 3, 8, 100, bytes.len()] {
+            let got = stream(&config, &bytes, chunk).unwrap();
+            assert_eq!(got.len(), weights.tensors.len());
+            for (name, data) in &weights.tensors {
+                let want: Vec<f32> = data.iter::<f32>().collect();
+                let tolerance = if name == "wpe.weight" { 1e-3 } else { 0.0 };
+                assert!(got[name].iter().zip(&want).all(|(a, b)| (a - b).abs() <= tolerance), "{name}, chunks of {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_cut_short_or_too_long_is_refused() {
+        let (config, bytes, _) = file();
+        for cut in [4, 60, bytes.len() - 1] {
+            let err = stream(&config, &bytes[..cut], 7).unwrap_err().to_string();
+            assert!(err.contains("not a valid safetensors file"), "{err}");
+        }
+        let mut long = bytes.clone();
+        long.extend_from_slice(&[0; 5]);
+        let err = stream(&config, &long, 7).unwrap_err().to_string();
+        assert!(err.contains("bytes long, but its header describes"), "{err}");
+    }
+
+    #[test]
+    fn the_header_is_checked_before_any_tensor() {
+        let (config, bytes, _) = file();
+        let other = Gpt2Config { n_inner: 8, ..config };
+        let mut s = SafetensorsStream::new(&other);
+        let err = s.feed(&bytes, &mut |name, _| panic!("{name} was handed over")).unwrap_err().to_string();
+        assert!(err.contains("mlp.c_fc.weight has shape [4, 16] but the config"), "{err}");
+    }
+}
