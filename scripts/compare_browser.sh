@@ -16,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODEL=${MODEL:-gpt2-tiny}
+# ENGINES=inferlab: our app alone (no ONNX export); scripts/largest_in_tab.sh uses it.
+ENGINES=${ENGINES:-inferlab,transformers.js}
 ROUNDS=${ROUNDS:-3}
 NEW=${NEW:-24}
 HF_PYTHON=${HF_PYTHON:-python3}
@@ -30,25 +32,39 @@ if [ -z "${INFERLAB_DIST:-}" ]; then
   INFERLAB_DIST="$WORK/dist"
 fi
 
-if ! "$HF_PYTHON" -c "import onnx, onnxscript, onnxruntime" 2>/dev/null; then
-  echo "== pip install onnx onnxscript onnxruntime"
-  "$HF_PYTHON" -m pip install --quiet onnx onnxscript onnxruntime
+models="$WORK/models"
+if [[ $ENGINES == *transformers.js* ]]; then
+  if ! "$HF_PYTHON" -c "import onnx, onnxscript, onnxruntime" 2>/dev/null; then
+    echo "== pip install onnx onnxscript onnxruntime"
+    "$HF_PYTHON" -m pip install --quiet onnx onnxscript onnxruntime
+  fi
 fi
-model="$WORK/models/$MODEL"
-if [ ! -f "$model/onnx/model.onnx" ]; then
-  source="$FIXTURES/$MODEL"
-  if [ ! -d "$source" ]; then
-    source="$WORK/random/$MODEL"
+source="$FIXTURES/$MODEL"
+if [ ! -d "$source" ]; then
+  source="$WORK/random/$MODEL"
+  if [ ! -f "$source/model.safetensors" ]; then
     echo "== a random $MODEL (seed 0) into $source"
     "$HF_PYTHON" scripts/hf_decode_bench.py --config "$MODEL" --save "$source" --tokenizer "$FIXTURES/tokenizer/tokenizer.json"
     cp "$FIXTURES/tokenizer/tokenizer_config.json" "$source/"
   fi
-  echo "== ONNX export of $source"
-  "$HF_PYTHON" scripts/export_onnx.py "$source" "$model"
+fi
+if [[ $ENGINES == *transformers.js* ]]; then
+  if [ ! -f "$models/$MODEL/onnx/model.onnx" ]; then
+    echo "== ONNX export of $source"
+    "$HF_PYTHON" scripts/export_onnx.py "$source" "$models/$MODEL"
+  fi
+elif [ "$source" = "$WORK/random/$MODEL" ]; then
+  models="$WORK/random"
+else
+  # A fixture keeps its tokenizer apart: inferlab alone gets a folder of links.
+  models="$WORK/linked"
+  mkdir -p "$models/$MODEL"
+  ln -sf "$(realpath "$source/config.json")" "$(realpath "$source/model.safetensors")" "$models/$MODEL/"
+  ln -sf "$(realpath "$FIXTURES/tokenizer/tokenizer.json")" "$models/$MODEL/"
 fi
 
 # The ONNX Runtime postinstall fetches native binaries for Node.js, which the page does not use.
 (cd scripts/compare_browser && [ -d node_modules ] || npm ci --no-audit --no-fund --ignore-scripts)
-INFERLAB_DIST="$INFERLAB_DIST" COMPARE_MODELS="$WORK/models" COMPARE_MODEL="$MODEL" COMPARE_ROUNDS="$ROUNDS" \
+INFERLAB_DIST="$INFERLAB_DIST" COMPARE_MODELS="$models" COMPARE_MODEL="$MODEL" COMPARE_ENGINES="$ENGINES" COMPARE_ROUNDS="$ROUNDS" \
   COMPARE_NEW_TOKENS="$NEW" COMPARE_JSON="$OUT/compare_browser.json" node scripts/compare_browser/compare_browser.mjs
 echo "JSON: $OUT/compare_browser.json"

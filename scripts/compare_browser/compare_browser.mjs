@@ -5,14 +5,17 @@
 // Each round opens a fresh browser profile per engine (nothing cached), in alternating order, and
 // measures: load (navigation → model ready), then two greedy generations of the same prompt: the
 // first pays for compiling shaders, the second is the warm figure (TTFT and decode tok/s after the
-// first token). Both engines' ids must equal each other's and the fixture's HF greedy ids.
+// first token). Both engines' ids must equal each other's and the fixture's HF greedy ids. After
+// load it reads the resident memory of chromium's GPU process (the weights, in SwiftShader) and
+// of the tab. COMPARE_ENGINES=inferlab runs inferlab alone (scripts/largest_in_tab.sh).
 //
 //   node compare_browser.mjs   (env: INFERLAB_DIST, COMPARE_MODELS=dir with <model>/{…, onnx/model.onnx},
 //                               COMPARE_MODEL=gpt2-tiny, COMPARE_ROUNDS=3, COMPARE_NEW_TOKENS=24,
+//                               COMPARE_ENGINES=inferlab,transformers.js, COMPARE_TIMEOUT_S=600,
 //                               COMPARE_JSON=out.json, CHROMIUM)
 import { chromium } from 'playwright-core';
 import { createServer } from 'node:http';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync, statSync, createReadStream } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, statSync, createReadStream, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, extname, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,7 +26,8 @@ const models = resolve(process.env.COMPARE_MODELS ?? '.');
 const model = process.env.COMPARE_MODEL ?? 'gpt2-tiny';
 const rounds = Number(process.env.COMPARE_ROUNDS ?? 3);
 const maxNew = Number(process.env.COMPARE_NEW_TOKENS ?? 24);
-const SLOW = 600_000;
+const engineNames = (process.env.COMPARE_ENGINES ?? 'inferlab,transformers.js').split(',');
+const SLOW = Number(process.env.COMPARE_TIMEOUT_S ?? 600) * 1000;
 
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
@@ -57,12 +61,31 @@ const prompt = existsSync(goldenFile)
 const flags = ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 async function browser() {
-  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'inferlab-compare-')), { executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: flags });
+  const profile = mkdtempSync(join(tmpdir(), 'inferlab-compare-'));
+  const context = await chromium.launchPersistentContext(profile, { executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: flags });
   const page = context.pages()[0] ?? await context.newPage();
   const log = [];
   page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
-  return { context, page, log };
+  // The profile holds Cache Storage's copy of the model: gigabytes for the big shapes.
+  const close = async () => { await context.close(); rmSync(profile, { recursive: true, force: true }); };
+  return { close, page, log };
+}
+
+/** Resident memory (MB) of chromium's GPU process (SwiftShader's buffers: the weights) and of
+ * its largest renderer (the tab and its worker: wasm memory), read from /proc (Linux). */
+function chromiumRssMb() {
+  const rss = { gpu: 0, renderer: 0 };
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const kind = cmd.includes('--type=gpu-process') ? 'gpu' : cmd.includes('--type=renderer') ? 'renderer' : null;
+      if (!kind) continue;
+      const kb = Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
+      rss[kind] = Math.max(rss[kind], kb / 1024);
+    } catch { /* the process ended */ }
+  }
+  return rss;
 }
 
 const testid = (id) => `[data-testid="${id}"]`;
@@ -89,7 +112,8 @@ async function runInferlab(page) {
       decode_tokens_per_s: parseFloat(await page.textContent(testid('tok-s'))),
     };
   };
-  return { load_ms, cold: await generate(), warm: await generate() };
+  const rss_mb = chromiumRssMb();
+  return { load_ms, rss_mb, cold: await generate(), warm: await generate() };
 }
 
 /** transformers.js: the same measures from its streamer's arrival times. */
@@ -105,15 +129,16 @@ async function runTransformersJs(page) {
     const decode = step_ms.slice(1).reduce((a, b) => a + b, 0);
     return { ids, ttft_ms: step_ms[0], decode_tokens_per_s: (step_ms.length - 1) * 1000 / decode };
   };
-  return { load_ms, cold: await generate(), warm: await generate() };
+  const rss_mb = chromiumRssMb();
+  return { load_ms, rss_mb, cold: await generate(), warm: await generate() };
 }
 
 const engines = { inferlab: runInferlab, 'transformers.js': runTransformersJs };
 const runs = { inferlab: [], 'transformers.js': [] };
 for (let round = 0; round < rounds; round++) {
-  const order = round % 2 === 0 ? ['inferlab', 'transformers.js'] : ['transformers.js', 'inferlab'];
+  const order = round % 2 === 0 ? engineNames : [...engineNames].reverse();
   for (const name of order) {
-    const { context, page, log } = await browser();
+    const { close, page, log } = await browser();
     try {
       const result = await engines[name](page);
       const want = prompt.greedy?.new_ids ?? (runs.inferlab[0] ?? runs['transformers.js'][0])?.warm.ids ?? result.warm.ids;
@@ -129,7 +154,7 @@ for (let round = 0; round < rounds; round++) {
       console.error(log.slice(-20).join('\n'));
       throw e;
     } finally {
-      await context.close();
+      await close();
     }
   }
 }
@@ -141,26 +166,31 @@ const summary = (rs) => ({
   first_ttft_ms: median(rs.map((r) => r.cold.ttft_ms)),
   ttft_ms: median(rs.map((r) => r.warm.ttft_ms)),
   decode_tokens_per_s: median(rs.map((r) => r.warm.decode_tokens_per_s)),
+  gpu_process_rss_mb: median(rs.map((r) => r.rss_mb.gpu)),
+  tab_rss_mb: median(rs.map((r) => r.rss_mb.renderer)),
   tokens: rs[0].warm.ids.length,
 });
-const ours = summary(runs.inferlab);
-const theirs = summary(runs['transformers.js']);
+const ours = runs.inferlab.length ? summary(runs.inferlab) : null;
+const theirs = runs['transformers.js'].length ? summary(runs['transformers.js']) : null;
 const report = {
   model, prompt: prompt.text, prompt_tokens: prompt.input_ids.length, new_tokens: maxNew, rounds,
   browser: 'headless chromium (WebGPU on SwiftShader)',
-  inferlab: { ...ours, runs: runs.inferlab },
-  transformers_js: { ...theirs, runs: runs['transformers.js'] },
-  decode_speedup: ours.decode_tokens_per_s / theirs.decode_tokens_per_s,
-  ttft_speedup: theirs.ttft_ms / ours.ttft_ms,
-  load_speedup: theirs.load_ms / ours.load_ms,
+  ...(ours && { inferlab: { ...ours, runs: runs.inferlab } }),
+  ...(theirs && { transformers_js: { ...theirs, runs: runs['transformers.js'] } }),
+  ...(ours && theirs && {
+    decode_speedup: ours.decode_tokens_per_s / theirs.decode_tokens_per_s,
+    ttft_speedup: theirs.ttft_ms / ours.ttft_ms,
+    load_speedup: theirs.load_ms / ours.load_ms,
+  }),
   // The goal "TTFT with a cached model ≤ 2× one decode step": warm TTFT over the warm per-token time.
-  inferlab_ttft_over_step: ours.ttft_ms * ours.decode_tokens_per_s / 1000,
+  ...(ours && { inferlab_ttft_over_step: ours.ttft_ms * ours.decode_tokens_per_s / 1000 }),
 };
 if (process.env.COMPARE_JSON) writeFileSync(process.env.COMPARE_JSON, JSON.stringify(report, null, 2));
-const row = (name, s) => `| ${name.padEnd(15)} | ${s.load_ms.toFixed(0).padStart(8)} | ${s.first_ttft_ms.toFixed(0).padStart(10)} | ${s.ttft_ms.toFixed(1).padStart(8)} | ${s.decode_tokens_per_s.toFixed(2).padStart(9)} |`;
+const row = (name, s) => `| ${name.padEnd(15)} | ${s.load_ms.toFixed(0).padStart(8)} | ${s.first_ttft_ms.toFixed(0).padStart(10)} | ${s.ttft_ms.toFixed(1).padStart(8)} | ${s.decode_tokens_per_s.toFixed(2).padStart(9)} | ${s.gpu_process_rss_mb.toFixed(0).padStart(7)} | ${s.tab_rss_mb.toFixed(0).padStart(6)} |`;
 console.log(`${model}, prompt ${prompt.input_ids.length} tokens, ${maxNew} new, greedy; medians of ${rounds} rounds, fresh profile each`);
-console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s |');
-console.log('|-----------------|----------|------------|----------|-----------|');
-console.log(row('inferlab', ours));
-console.log(row('transformers.js', theirs));
-console.log(`inferlab / transformers.js: decode ${report.decode_speedup.toFixed(2)}x, TTFT ${report.ttft_speedup.toFixed(2)}x, load ${report.load_speedup.toFixed(2)}x; inferlab TTFT = ${report.inferlab_ttft_over_step.toFixed(2)} decode steps`);
+console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s | GPU MB | tab MB |');
+console.log('|-----------------|----------|------------|----------|-----------|---------|--------|');
+if (ours) console.log(row('inferlab', ours));
+if (theirs) console.log(row('transformers.js', theirs));
+if (ours && theirs) console.log(`inferlab / transformers.js: decode ${report.decode_speedup.toFixed(2)}x, TTFT ${report.ttft_speedup.toFixed(2)}x, load ${report.load_speedup.toFixed(2)}x`);
+if (ours) console.log(`inferlab TTFT = ${report.inferlab_ttft_over_step.toFixed(2)} decode steps`);

@@ -6,8 +6,8 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use burn::tensor::TensorData;
-use safetensors::tensor::Metadata;
 use safetensors::Dtype;
+use serde::Deserialize;
 
 use super::config::Gpt2Config;
 use super::error::{EngineError, Result};
@@ -22,15 +22,15 @@ struct Extent {
     name: Option<String>,
     dtype: Dtype,
     shape: Vec<usize>,
-    start: usize,
-    end: usize,
+    start: u64,
+    end: u64,
 }
 
 enum State {
     /// Collecting the 8-byte length and the JSON header.
     Header,
     /// Header checked: the tensors still to come, in file order, and where the data ends.
-    Body { extents: VecDeque<Extent>, end: usize },
+    Body { extents: VecDeque<Extent>, end: u64 },
 }
 
 pub struct SafetensorsStream {
@@ -38,8 +38,8 @@ pub struct SafetensorsStream {
     state: State,
     /// The header, or the part of the current tensor that came in an earlier chunk.
     pending: Vec<u8>,
-    /// Bytes of the file received so far.
-    seen: usize,
+    /// Bytes of the file received so far (u64: wasm32's usize ends at 4 GB, gpt2-xl does not).
+    seen: u64,
 }
 
 fn invalid(detail: impl std::fmt::Display) -> EngineError {
@@ -84,14 +84,15 @@ impl SafetensorsStream {
                 State::Body { extents, .. } => {
                     let Some(next) = extents.front() else {
                         // Past the last tensor: counted, and refused by `finish`.
-                        self.seen += bytes.len();
+                        self.seen += bytes.len() as u64;
                         return Ok(());
                     };
+                    let until = |at: u64| (at - self.seen).min(bytes.len() as u64) as usize;
                     if self.seen < next.start {
-                        (next.start - self.seen).min(bytes.len())
+                        until(next.start)
                     } else {
-                        let take = (next.end - self.seen).min(bytes.len());
-                        if self.seen + take == next.end {
+                        let take = until(next.end);
+                        if self.seen + take as u64 == next.end {
                             let extent = extents.pop_front().expect("the front extent");
                             if self.pending.is_empty() {
                                 // The whole tensor is in this chunk: no copy into `pending`.
@@ -101,14 +102,14 @@ impl SafetensorsStream {
                                 put_tensor(extent, &std::mem::take(&mut self.pending), put)?;
                             }
                         } else if next.name.is_some() {
-                            self.pending.reserve_exact(next.end - next.start - self.pending.len());
+                            self.pending.reserve_exact((next.end - next.start) as usize - self.pending.len());
                             self.pending.extend_from_slice(&bytes[..take]);
                         }
                         take
                     }
                 }
             };
-            self.seen += taken;
+            self.seen += taken as u64;
             bytes = &bytes[taken..];
         }
         Ok(())
@@ -128,13 +129,12 @@ impl SafetensorsStream {
     /// Parses the header and checks every parameter's presence, shape and dtype, and that the
     /// file has nothing the config does not describe.
     fn check_header(&self) -> Result<State> {
-        let metadata: Metadata = serde_json::from_slice(&self.pending[8..]).map_err(invalid)?;
+        let infos = parse_header(&self.pending[8..])?;
         let c = &self.config;
         let hint = format!(
             "n_layer {}, n_embd {}, n_inner {}, vocab_size {}, n_positions {}",
             c.n_layer, c.n_embd, c.n_inner, c.vocab_size, c.n_positions
         );
-        let infos = metadata.tensors();
         let prefix = if infos.keys().any(|n| n.starts_with("transformer.")) { "transformer." } else { "" };
         // lm_head lives outside `transformer.`.
         let file_name = |name: &str| if name == "lm_head.weight" { name.to_string() } else { format!("{prefix}{name}") };
@@ -180,18 +180,53 @@ impl SafetensorsStream {
                 names.join(", ")
             )));
         }
-        let data_start = self.pending.len();
-        let extents = metadata
-            .offset_keys()
+        let data_start = self.pending.len() as u64;
+        let mut extents: Vec<Extent> = infos
             .into_iter()
-            .map(|full| {
-                let info = infos[&full];
+            .map(|(full, info)| {
                 let (start, end) = info.data_offsets;
-                Extent { name: keep.remove(&full), dtype: info.dtype, shape: info.shape.clone(), start: data_start + start, end: data_start + end }
+                Extent { name: keep.remove(&full), dtype: info.dtype, shape: info.shape, start: data_start + start, end: data_start + end }
             })
             .collect();
-        Ok(State::Body { extents, end: data_start + metadata.data_len() })
+        extents.sort_by_key(|e| e.start);
+        let end = extents.last().map_or(data_start, |e| e.end);
+        Ok(State::Body { extents: extents.into(), end })
     }
+}
+
+/// One entry of the JSON header. Offsets are u64: the safetensors crate's are usize, which on
+/// wasm32 cannot hold gpt2-xl's (past 4 GB).
+#[derive(Debug, Deserialize)]
+struct Info {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
+
+/// Parses the JSON header and checks that the tensors tile the data section in order, each
+/// exactly as long as its dtype and shape say.
+fn parse_header(json: &[u8]) -> Result<HashMap<String, Info>> {
+    let mut entries: HashMap<String, serde_json::Value> = serde_json::from_slice(json).map_err(invalid)?;
+    entries.remove("__metadata__");
+    let infos = entries
+        .into_iter()
+        .map(|(name, value)| Info::deserialize(value).map(|info| (name.clone(), info)).map_err(|e| invalid(format!("tensor {name}: {e}"))))
+        .collect::<Result<HashMap<_, _>>>()?;
+    let mut order: Vec<(&String, &Info)> = infos.iter().collect();
+    order.sort_by_key(|(_, info)| info.data_offsets);
+    let mut at = 0;
+    for (name, info) in order {
+        let (start, end) = info.data_offsets;
+        let bits = info.shape.iter().try_fold(info.dtype.bitsize() as u64, |n, &d| n.checked_mul(d as u64));
+        if start != at || bits.is_none_or(|bits| bits % 8 != 0 || end.checked_sub(start) != Some(bits / 8)) {
+            return Err(invalid(format!("tensor {name}'s offsets {start}..{end} do not fit its dtype and shape, or leave a gap")));
+        }
+        if usize::try_from(end - start).is_err() {
+            return Err(invalid(format!("tensor {name} is {} bytes, more than this machine can address", end - start)));
+        }
+        at = end;
+    }
+    Ok(infos)
 }
 
 /// Converts one tensor's bytes to f32 and hands it over; skipped extents are dropped.
@@ -277,6 +312,19 @@ mod tests {
         long.extend_from_slice(&[0; 5]);
         let err = stream(&config, &long, 7).unwrap_err().to_string();
         assert!(err.contains("bytes long, but its header describes"), "{err}");
+    }
+
+    #[test]
+    fn offsets_must_tile_the_data() {
+        let header = |offsets: &str| format!(r#"{{"__metadata__": {{"format": "pt"}}, "a": {{"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, "b": {{"dtype": "F16", "shape": [3], "data_offsets": {offsets}}}}}"#);
+        assert_eq!(parse_header(header("[8, 14]").as_bytes()).unwrap().len(), 2);
+        for bad in ["[9, 15]", "[8, 16]", "[8, 4]"] {
+            let err = parse_header(header(bad).as_bytes()).unwrap_err().to_string();
+            assert!(err.contains("do not fit its dtype and shape"), "{bad}: {err}");
+        }
+        // Offsets past 4 GB parse (u64), as gpt2-xl's do on wasm32.
+        let big = r#"{"a": {"dtype": "F32", "shape": [1100000000], "data_offsets": [0, 4400000000]}}"#;
+        assert_eq!(parse_header(big.as_bytes()).unwrap()["a"].data_offsets.1, 4_400_000_000);
     }
 
     #[test]

@@ -83,19 +83,65 @@ pub async fn stream_hub_file(
 ) -> Result<bool, String> {
     let cache = open_cache().await;
     let (response, from_cache) = open_hub_file(url, cache.as_ref()).await?;
-    // The cache reads its own copy of the body while we read ours; a failed put (quota) only
-    // costs the next reload a download.
-    let stored = match (&cache, from_cache, response.clone()) {
-        (Some(cache), false, Ok(copy)) => Some(JsFuture::from(cache.put_with_str(url, &copy))),
+    let copy = match &cache {
+        Some(cache) if !from_cache => CacheCopy::start(cache, url, &response),
         _ => None,
     };
     let total = response.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
     let body = response.body().ok_or_else(|| format!("{file}: the response has no body"))?;
-    read_stream(body, total, file, from_cache, &mut on_progress, on_chunk).await?;
-    if let Some(stored) = stored {
-        let _ = stored.await;
+    let read = read_stream(body, total, file, from_cache, copy.as_ref(), &mut on_progress, on_chunk).await;
+    if let Some(copy) = copy {
+        copy.end(read.is_ok()).await;
     }
-    Ok(from_cache)
+    read.map(|()| from_cache)
+}
+
+/// The copy of a download that goes into Cache Storage, fed each chunk after we took it. Not
+/// `Response.clone()`: that tees the body, and the cache, the faster reader, would make the
+/// slower one (us, uploading to the GPU) queue the whole file in memory.
+struct CacheCopy {
+    controller: JsValue,
+    stored: JsFuture,
+}
+
+impl CacheCopy {
+    /// Starts `cache.put(url)` from a stream we fill; None if the browser refuses one.
+    fn start(cache: &Cache, url: &str, response: &Response) -> Option<Self> {
+        let controller = std::rc::Rc::new(std::cell::RefCell::new(JsValue::UNDEFINED));
+        let slot = controller.clone();
+        let source = js_sys::Object::new();
+        // ReadableStream's constructor calls `start` at once, handing over its controller.
+        let start = wasm_bindgen::closure::Closure::once_into_js(move |c: JsValue| *slot.borrow_mut() = c);
+        Reflect::set(&source, &"start".into(), &start).ok()?;
+        let stream = ReadableStream::new_with_underlying_source(&source).ok()?;
+        let init = web_sys::ResponseInit::new();
+        init.set_headers_headers(&response.headers());
+        let copy = Response::new_with_opt_readable_stream_and_init(Some(&stream), &init).ok()?;
+        let stored = JsFuture::from(cache.put_with_str(url, &copy));
+        let controller = controller.borrow().clone();
+        Some(Self { controller, stored })
+    }
+
+    fn call(&self, method: &str, arg: &JsValue) {
+        if let Ok(f) = Reflect::get(&self.controller, &method.into()).and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from)) {
+            let _ = f.call1(&self.controller, arg);
+        }
+    }
+
+    fn push(&self, chunk: &Uint8Array) {
+        self.call("enqueue", chunk);
+    }
+
+    /// Closes the copy (stored) or, when the download failed or was refused, errors it (the
+    /// cache keeps nothing). A failed put (quota) only costs the next reload a download.
+    async fn end(self, complete: bool) {
+        if complete {
+            self.call("close", &JsValue::UNDEFINED);
+        } else {
+            self.call("error", &"the download did not complete".into());
+        }
+        let _ = self.stored.await;
+    }
 }
 
 /// Reads a stream chunk by chunk so the page can show bytes, % and MB/s.
@@ -104,6 +150,7 @@ async fn read_stream(
     total: Option<u64>,
     file: &str,
     from_cache: bool,
+    copy: Option<&CacheCopy>,
     on_progress: &mut impl FnMut(Progress),
     mut on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
@@ -116,6 +163,9 @@ async fn read_stream(
         let done = Reflect::get(&chunk, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true);
         if !done {
             let value: Uint8Array = Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(file, e))?.unchecked_into();
+            if let Some(copy) = copy {
+                copy.push(&value);
+            }
             let value = value.to_vec();
             loaded += value.len() as u64;
             if let Err(e) = on_chunk(&value) {
@@ -148,5 +198,5 @@ pub async fn stream_file(
     on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
     let name = file.name();
-    read_stream(file.stream(), Some(file.size() as u64), &name, false, &mut on_progress, on_chunk).await
+    read_stream(file.stream(), Some(file.size() as u64), &name, false, None, &mut on_progress, on_chunk).await
 }

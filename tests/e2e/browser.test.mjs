@@ -51,6 +51,8 @@ const app = await serve((p) => join(dist, p.endsWith('/') ? `${p}index.html` : p
 // The hub layout: /{repo}/resolve/main/{file}
 const hub = await serve((p) => {
   const m = p.match(/^\/([^/]+)\/resolve\/main\/([^/]+)$/);
+  // "mismatched": the draft's config with the target's weights, a file that fails its checks.
+  if (m?.[1] === 'mismatched') return join(fixtures, m[2] === 'model.safetensors' ? MODEL : `${MODEL}-draft`, m[2]);
   return m ? join(fixtures, m[1], m[2]) : null;
 }, { 'access-control-allow-origin': '*' });
 
@@ -297,13 +299,19 @@ try {
     assert.equal(ids.length, 4);
   });
 
-  await test('a bad hub repo: a clear error, and the loaded model stays', async () => {
+  await test('a bad hub repo or a mismatched model.safetensors: a clear error, and the loaded model stays', async () => {
     await page.locator('details.settings summary').click();
     await byId(page, 'hub-url').fill(hub.url);
     await byId(page, 'repo').fill('no-such-model');
     await byId(page, 'load-hub').click();
     await byId(page, 'error').waitFor({ timeout: SLOW });
     assert.match(await byId(page, 'error').textContent(), /loading failed: .*no-such-model.*404/);
+    assert.match(await waitReady(page), /random weights/);
+    // The weights stream to the GPU, but their header is checked before the old model goes.
+    await byId(page, 'repo').fill('mismatched');
+    await byId(page, 'load-hub').click();
+    await page.waitForFunction(() => !/404/.test(document.querySelector('[data-testid="error"]')?.textContent ?? '404'), null, { timeout: SLOW });
+    assert.match(await byId(page, 'error').textContent(), /loading failed: .*(has shape|does not describe)/);
     assert.match(await waitReady(page), /random weights/);
   });
 } finally {
