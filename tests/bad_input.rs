@@ -176,7 +176,7 @@ fn absurd_parameters() {
     assert_fails(&inferlab(&["bench", "kv", "--random", "gpt5"]), &["unknown model name"]);
     assert_fails(&inferlab(&["bench", "kv", "--random", "gpt2", "--new-tokens", "2000"]), &["context"]);
     assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--batch", "0"]), &["--batch"]);
-    assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--device", "wgpu", "--dtype", "f16"]), &["f16", "--device cpu"]);
+    assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--device", "cuda", "--dtype", "f16"]), &["f16", "CUDA keeps f32"]);
     // 1,024 rows of gpt2's full context: ~77 GB of KV cache, more than any machine here has.
     assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--batch", "1024", "--prompt-tokens", "24", "--new-tokens", "1000"]), &["MiB", "lower --batch"]);
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use inferlab::engine::kernels::{self, Path, Slots, row_dots_wgsl};
 use inferlab::engine::kv::blocks::BlockManager;
 use inferlab::engine::kv::paged::{PagedKv, Segment};
@@ -203,7 +203,7 @@ fn row_dots_kernels_match_the_matmul() {
         // A layer: x @ W + b, W [inputs, outputs].
         for (inputs, outputs) in [(8, 4), (64, 68), (768, 260), (3072, 20)] {
             let (x, w, b) = (random([rows, inputs], &mut rng, &device), random([inputs, outputs], &mut rng, &device), random([outputs], &mut rng, &device));
-            let ours = read(row_dots_wgsl::rows_times_weight(&x, &w, &b).expect("up to 8 rows, outputs a multiple of 4"));
+            let ours = read(row_dots_wgsl::rows_times_weight(&x, &w, &b, false).expect("up to 8 rows, outputs a multiple of 4"));
             let twin = read(x.matmul(w) + b.unsqueeze::<2>());
             let error = relative_error(&ours, &twin);
             assert!(error <= 1e-5, "weight {inputs}x{outputs}, {rows} rows: relative error {error}");
@@ -212,7 +212,7 @@ fn row_dots_kernels_match_the_matmul() {
         for (width, chunks) in [(4, vec![1]), (64, vec![400, 400, 201]), (36, vec![1000]), (768, vec![500, 17])] {
             let x = random([rows, width], &mut rng, &device);
             let parts: Vec<Tensor<2>> = chunks.iter().map(|&n| random([n, width], &mut rng, &device)).collect();
-            let ours = read(row_dots_wgsl::rows_times_table(&x, &parts).expect("up to 8 rows, width a multiple of 4"));
+            let ours = read(row_dots_wgsl::rows_times_table(&x, &parts, false).expect("up to 8 rows, width a multiple of 4"));
             let twin = read(x.matmul(Tensor::cat(parts, 0).transpose()));
             let error = relative_error(&ours, &twin);
             assert!(error <= 1e-5, "table width {width}, chunks {chunks:?}, {rows} rows: relative error {error}");
@@ -220,9 +220,50 @@ fn row_dots_kernels_match_the_matmul() {
     }
     // Shapes the kernels leave to the matmul.
     let x = random([9, 8], &mut rng, &device);
-    assert!(row_dots_wgsl::rows_times_weight(&x, &random([8, 4], &mut rng, &device), &random([4], &mut rng, &device)).is_none());
-    assert!(row_dots_wgsl::rows_times_table(&x, &[random([5, 8], &mut rng, &device)]).is_none());
+    assert!(row_dots_wgsl::rows_times_weight(&x, &random([8, 4], &mut rng, &device), &random([4], &mut rng, &device), false).is_none());
+    assert!(row_dots_wgsl::rows_times_table(&x, &[random([5, 8], &mut rng, &device)], false).is_none());
     let odd = random([2, 6], &mut rng, &device);
-    assert!(row_dots_wgsl::rows_times_weight(&odd, &random([6, 6], &mut rng, &device), &random([6], &mut rng, &device)).is_none());
-    assert!(row_dots_wgsl::rows_times_table(&odd, &[random([5, 6], &mut rng, &device)]).is_none());
+    assert!(row_dots_wgsl::rows_times_weight(&odd, &random([6, 6], &mut rng, &device), &random([6], &mut rng, &device), false).is_none());
+    assert!(row_dots_wgsl::rows_times_table(&odd, &[random([5, 6], &mut rng, &device)], false).is_none());
+}
+
+/// f16 weights on wgpu: words of two halves, widened by the shader. Against the matmul on the
+/// same weights rounded to f16 on the host, at row counts past one launch's 8 (prefill), and
+/// the embedding lookup from a chunked f16 table.
+#[test]
+fn f16_row_dots_match_the_matmul_on_rounded_weights() {
+    let Some(device) = wgpu() else { return };
+    let mut rng = StdRng::seed_from_u64(10);
+    let rounded = |t: &Tensor<2>| -> (Vec<f32>, Tensor<2>) {
+        let [r, c] = t.dims();
+        let values: Vec<f32> = read(t.clone()).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        (values.clone(), Tensor::from_data(TensorData::new(values, [r, c]), &device))
+    };
+    for rows in [1, 3, 8, 11, 20] {
+        for (inputs, outputs) in [(8, 4), (64, 68), (768, 260)] {
+            let (x, b) = (random([rows, inputs], &mut rng, &device), random([outputs], &mut rng, &device));
+            let (values, w) = rounded(&random([inputs, outputs], &mut rng, &device));
+            let packed = row_dots_wgsl::pack_f16(&values, inputs, outputs, &device);
+            let ours = read(row_dots_wgsl::in_row_blocks(&x, |x| row_dots_wgsl::rows_times_weight(x, &packed, &b, true)).expect("outputs a multiple of 4"));
+            let twin = read(x.matmul(w) + b.unsqueeze::<2>());
+            let error = relative_error(&ours, &twin);
+            assert!(error <= 1e-5, "f16 weight {inputs}x{outputs}, {rows} rows: relative error {error}");
+        }
+        for (width, chunks) in [(4, vec![1]), (64, vec![400, 400, 201]), (768, vec![500, 17])] {
+            let x = random([rows, width], &mut rng, &device);
+            let parts: Vec<(Vec<f32>, Tensor<2>)> = chunks.iter().map(|&n| rounded(&random([n, width], &mut rng, &device))).collect();
+            let packed: Vec<Tensor<2>> = parts.iter().zip(&chunks).map(|((v, _), &n)| row_dots_wgsl::pack_f16(v, n, width, &device)).collect();
+            let ours = read(row_dots_wgsl::in_row_blocks(&x, |x| row_dots_wgsl::rows_times_table(x, &packed, true)).expect("width a multiple of 4"));
+            let table = Tensor::cat(parts.into_iter().map(|(_, t)| t).collect(), 0);
+            let twin = read(x.matmul(table.clone().transpose()));
+            let error = relative_error(&ours, &twin);
+            assert!(error <= 1e-5, "f16 table width {width}, chunks {chunks:?}, {rows} rows: relative error {error}");
+            // The lookup: rows from every chunk, repeats, first and last.
+            let last = chunks.iter().sum::<usize>() as u32 - 1;
+            let ids = [0, last, 3.min(last), (chunks[0] as u32).min(last), 3.min(last)];
+            let got = read(row_dots_wgsl::half_table_rows(&packed, chunks[0], &ids, &device));
+            let picked = Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]), &device);
+            assert_eq!(got, read(table.select(0, picked)), "f16 table rows, width {width}, chunks {chunks:?}");
+        }
+    }
 }

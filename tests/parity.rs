@@ -10,7 +10,8 @@ use burn::tensor::activation::log_softmax;
 use common::{Case, cases, check_row, max_abs_diff, unpad};
 use inferlab::engine::f16_drift::f16_drift;
 use inferlab::engine::generate::{GenerateOptions, StopReason, generate, generate_batch_greedy};
-use inferlab::engine::gpt2::Logits;
+use inferlab::engine::gpt2::{Gpt2Loader, Logits};
+use inferlab::engine::weights::Gpt2Weights;
 use inferlab::engine::kv::{KvCache, KvMode};
 use inferlab::engine::readback;
 use inferlab::engine::step::Step;
@@ -270,18 +271,32 @@ fn window_drift_is_zero_until_the_ring_wraps() {
     }
 }
 
-/// f16 weights (`--dtype f16`, CPU only) against transformers' f32 logits, and the f32
-/// model's greedy text scored teacher-forced by both: the figures `bench decode --dtype f16`
-/// prints, here on every fixture model and prompt.
+/// f16 weights (`--dtype f16`: the CPU's row dots, and wgpu's WGSL row dots on words of two
+/// halves) against transformers' f32 logits, and the f32 model's greedy text scored
+/// teacher-forced by both: the figures `bench decode --dtype f16` prints, here on every
+/// fixture model and prompt. On wgpu the browser's way too: weights rounded as they load
+/// (`Gpt2Loader`) must give the very same logits as a loaded model rounded afterwards.
 #[test]
 fn f16_weights_stay_close_to_transformers() {
-    for case in cases().into_iter().filter(|c| c.label.ends_with("on cpu")) {
-        let f16 = load(&case.dir, case.loaded.model.device()).unwrap().model.into_f16_weights().unwrap();
+    for case in cases().into_iter().filter(|c| !c.label.ends_with("on cuda")) {
+        let device = case.loaded.model.device().clone();
+        let f16 = load(&case.dir, &device).unwrap().model.into_f16_weights().unwrap();
+        let on_load = {
+            let config = case.loaded.model.config.clone();
+            let weights = Gpt2Weights::from_safetensors(&std::fs::read(case.dir.join("model.safetensors")).unwrap(), &config).unwrap();
+            let mut loader = Gpt2Loader::new(config, &device, true).unwrap();
+            for (name, data) in weights.tensors {
+                loader.put(&name, data);
+            }
+            loader.finish().unwrap()
+        };
         for prompt in &case.golden.prompts {
             let label = format!("{} / {} in f16", case.label, prompt.name);
             let mut cache = KvCache::Stateless { window: None };
             let logits = f16.forward(&Step::single(&prompt.input_ids, 0), &mut cache, Logits::Last).unwrap();
             let last = pollster::block_on(readback::floats(logits)).unwrap();
+            let logits = on_load.forward(&Step::single(&prompt.input_ids, 0), &mut KvCache::Stateless { window: None }, Logits::Last).unwrap();
+            assert_eq!(pollster::block_on(readback::floats(logits)).unwrap(), last, "{label}: rounded on load vs after");
             let diff = max_abs_diff(&last, &case.golden_tensor(&prompt.last_logits.tensor));
             let text = [prompt.input_ids.clone(), prompt.greedy.new_ids.clone()].concat();
             let drift = pollster::block_on(f16_drift(&case.loaded.model, &f16, &text)).unwrap();

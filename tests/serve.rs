@@ -416,8 +416,8 @@ fn start_up_errors_are_clear() {
     assert!(err.contains("without CUDA") || err.contains("cuda"), "{err}");
     let err = run(&["--model", "random:gpt2", "--port", "0"]);
     assert!(err.contains("--tokenizer"), "{err}");
-    let err = run(&["--model", tiny.to_str().unwrap(), "--device", "wgpu", "--dtype", "f16", "--port", "0"]);
-    assert!(err.contains("--dtype f16 runs on --device cpu"), "{err}");
+    let err = run(&["--model", tiny.to_str().unwrap(), "--device", "cuda", "--dtype", "f16", "--port", "0"]);
+    assert!(err.contains("CUDA keeps f32"), "{err}");
     let err = run(&["--model", tiny.to_str().unwrap(), "--policy", "adaptive"]);
     assert!(err.contains("adaptive"), "{err}");
 }

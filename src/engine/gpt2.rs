@@ -13,7 +13,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::config::{Activation, Gpt2Config};
 use super::error::{EngineError, Result};
 use super::kernels::row_dots::{self, HalfTable};
-use super::kernels::{Path, cpu_gelu, row_dots_wgsl};
+use super::kernels::{self, Path, cpu_gelu, row_dots_wgsl};
 use super::kv::{KvCache, KvMode};
 use super::step::Step;
 use super::vocab_table::VocabTable;
@@ -43,6 +43,9 @@ enum DenseWeight {
     /// `Wᵀ` in f16 only (CPU, [`Gpt2::into_f16_weights`]): the kernel reads it for few rows,
     /// the matmul gets it widened per call.
     F16(HalfTable),
+    /// `W` in f16 on the wgpu device, two halves per word ([`row_dots_wgsl::pack_f16`]): the
+    /// WGSL row dots read it at every row count, kernels on or off (nothing else can).
+    PackedF16(Tensor<2>),
 }
 
 impl DenseWeight {
@@ -56,6 +59,36 @@ impl DenseWeight {
         });
         Self::F32 { w: Tensor::from_data(weight, device), wt }
     }
+
+    /// Rounds an f32 `[in, out]` weight to f16: `Wᵀ` on the CPU, packed `W` on wgpu (the
+    /// devices [`check_f16`] lets through).
+    fn half(weight: TensorData, device: &Device) -> Self {
+        let [inputs, outputs] = [weight.shape()[0], weight.shape()[1]];
+        let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
+        if kernels::is_wgpu(device) {
+            return Self::PackedF16(row_dots_wgsl::pack_f16(values, inputs, outputs, device));
+        }
+        let transposed: Vec<f32> = (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect();
+        Self::F16(HalfTable::from_f32(&transposed, outputs, inputs))
+    }
+}
+
+/// Whether `device` runs f16 weights for `config`: the CPU (its row dots widen them), or wgpu
+/// when every width is a multiple of 4 (the WGSL row dots read vec4s); not CUDA yet.
+fn check_f16(config: &Gpt2Config, device: &Device) -> Result<()> {
+    if row_dots::runs_on(device) {
+        return Ok(());
+    }
+    if !kernels::is_wgpu(device) {
+        return Err(EngineError::Request("f16 weights run on the CPU and wgpu devices; CUDA keeps f32 for now".into()));
+    }
+    if config.n_embd % 4 != 0 || config.n_inner % 4 != 0 {
+        return Err(EngineError::Request(format!(
+            "f16 weights on wgpu need n_embd and n_inner to be multiples of 4 (the kernels read vec4s); this model has {} and {}",
+            config.n_embd, config.n_inner
+        )));
+    }
+    Ok(())
 }
 
 impl Dense {
@@ -63,12 +96,15 @@ impl Dense {
     /// `x @ W + b`; few-row steps take the row-dots kernel of the CPU or of WGSL.
     fn forward(&self, x: Tensor<2>, path: Path) -> Tensor<2> {
         let cpu = path == Path::Cpu;
-        if let (Path::Wgsl, DenseWeight::F32 { w, .. }) = (path, &self.weight)
-            && let Some(y) = row_dots_wgsl::rows_times_weight(&x, w, &self.bias)
-        {
-            return y;
-        }
         let y = match &self.weight {
+            DenseWeight::PackedF16(w) => {
+                return row_dots_wgsl::in_row_blocks(&x, |x| row_dots_wgsl::rows_times_weight(x, w, &self.bias, true))
+                    .expect("check_f16 admitted only widths the kernel reads");
+            }
+            DenseWeight::F32 { w, .. } if path == Path::Wgsl => match row_dots_wgsl::rows_times_weight(&x, w, &self.bias, false) {
+                Some(y) => return y,
+                None => x.matmul(w.clone()),
+            },
             DenseWeight::F32 { w, wt } => {
                 let few_rows = wt.as_ref().filter(|_| cpu).and_then(|wt| row_dots::rows_times_table(&x, wt));
                 few_rows.unwrap_or_else(|| x.matmul(w.clone()))
@@ -81,13 +117,11 @@ impl Dense {
         y + self.bias.clone().unsqueeze::<2>()
     }
 
-    /// Rounds the weight to f16, keeping `Wᵀ` only.
+    /// Rounds the weight to f16 (a read-back: native only; the browser rounds on load).
     fn into_f16(self) -> Self {
-        let DenseWeight::F32 { w, wt } = self.weight else { return self };
-        let wt = wt.unwrap_or_else(|| w.transpose());
-        let [outputs, inputs] = wt.dims();
-        let values: Vec<f32> = wt.into_data().iter::<f32>().collect();
-        Self { weight: DenseWeight::F16(HalfTable::from_f32(&values, outputs, inputs)), bias: self.bias }
+        let DenseWeight::F32 { w, .. } = self.weight else { return self };
+        let device = w.device();
+        Self { weight: DenseWeight::half(w.into_data(), &device), bias: self.bias }
     }
 }
 
@@ -131,7 +165,7 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// Uploads checked weights to `device`.
     pub fn new(config: Gpt2Config, weights: Gpt2Weights, device: &Device) -> Result<Self> {
-        let mut loader = Gpt2Loader::new(config, device);
+        let mut loader = Gpt2Loader::new(config, device, false)?;
         for (name, data) in weights.tensors {
             loader.put(&name, data);
         }
@@ -143,14 +177,12 @@ impl Gpt2 {
     }
 
     /// Holds the linear layers' and the token table's weights in f16, rounded once: half the
-    /// memory, and half the bytes each decode step streams (`--dtype f16`). CPU only: the
-    /// row-dots kernel widens them in registers; wgpu and CUDA would need f16 kernels of
-    /// their own (shader-f16, CUDA's half types), so they are refused. LayerNorms, biases,
-    /// positions, activations and the KV cache stay f32.
+    /// memory, and half the bytes each decode step streams (`--dtype f16`). The CPU's and the
+    /// WGSL row dots widen them in registers and sum in f32 (WGSL by `unpack2x16float`, so no
+    /// `shader-f16` is needed); CUDA would need kernels of its own and is refused. LayerNorms,
+    /// biases, positions, activations and the KV cache stay f32.
     pub fn into_f16_weights(self) -> Result<Self> {
-        if !row_dots::runs_on(&self.device) {
-            return Err(EngineError::Request("f16 weights run on the CPU device only for now (--device cpu); wgpu and CUDA keep f32".into()));
-        }
+        check_f16(&self.config, &self.device)?;
         let blocks = self
             .blocks
             .into_iter()
@@ -167,7 +199,7 @@ impl Gpt2 {
 
     /// Turns the hand-written kernels on or off (to measure them): WGSL attention and KV
     /// writes on wgpu; few-query attention, row dots for the linear layers and the head, and
-    /// the one-pass GELU on the CPU.
+    /// the one-pass GELU on the CPU. f16 weights on wgpu keep their row dots either way.
     pub fn set_kernels(&mut self, enabled: bool) {
         self.kernels = enabled;
     }
@@ -281,6 +313,8 @@ impl Gpt2 {
 pub struct Gpt2Loader {
     config: Gpt2Config,
     device: Device,
+    /// Round the linear layers and the token table to f16 as they arrive.
+    half: bool,
     tables: HashMap<String, VocabTable>,
     dense: HashMap<String, DenseWeight>,
     vectors: HashMap<String, Tensor<1>>,
@@ -293,8 +327,13 @@ fn take<T>(parts: &mut HashMap<String, T>, name: &str) -> Result<T> {
 }
 
 impl Gpt2Loader {
-    pub fn new(config: Gpt2Config, device: &Device) -> Self {
-        Self { config, device: device.clone(), tables: HashMap::new(), dense: HashMap::new(), vectors: HashMap::new(), matrices: HashMap::new() }
+    /// A loader of f32 weights, or (`half`) of weights rounded to f16 on arrival: the
+    /// browser's way to `--dtype f16`, since a tab cannot read a GPU buffer back synchronously.
+    pub fn new(config: Gpt2Config, device: &Device, half: bool) -> Result<Self> {
+        if half {
+            check_f16(&config, device)?;
+        }
+        Ok(Self { config, device: device.clone(), half, tables: HashMap::new(), dense: HashMap::new(), vectors: HashMap::new(), matrices: HashMap::new() })
     }
 
     /// Uploads one parameter, already checked against the config.
@@ -302,9 +341,15 @@ impl Gpt2Loader {
         let device = &self.device;
         match (name, data.shape().len()) {
             (_, 1) => drop(self.vectors.insert(name.into(), Tensor::from_data(data, device))),
-            ("wte.weight" | "lm_head.weight", _) => drop(self.tables.insert(name.into(), VocabTable::new(data, device))),
+            ("wte.weight" | "lm_head.weight", _) => {
+                let table = if self.half { VocabTable::half(data, device) } else { VocabTable::new(data, device) };
+                drop(self.tables.insert(name.into(), table))
+            }
             ("wpe.weight", _) => drop(self.matrices.insert(name.into(), Tensor::from_data(data, device))),
-            _ => drop(self.dense.insert(name.into(), DenseWeight::new(data, device))),
+            _ => {
+                let weight = if self.half { DenseWeight::half(data, device) } else { DenseWeight::new(data, device) };
+                drop(self.dense.insert(name.into(), weight))
+            }
         }
     }
 

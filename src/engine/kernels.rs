@@ -42,14 +42,18 @@ pub enum Path {
     Twin,
 }
 
+/// Whether `device` is wgpu's, where the WGSL kernels run. A CUDA tensor is a `CubeTensor`
+/// too, but WGSL does not run there.
+pub fn is_wgpu(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Cube(CubeDevice::Wgpu(_)))
+}
+
 impl Path {
     /// The WGSL kernels on the wgpu device, the CPU kernels on the CPU (unless disabled, e.g.
-    /// to measure them); tensor ops everywhere else. A CUDA tensor is a `CubeTensor` too, but
-    /// WGSL does not run there.
+    /// to measure them); tensor ops everywhere else.
     pub fn choose(device: &Device, kernels_enabled: bool) -> Self {
-        let wgpu = matches!(device.as_dispatch(), DispatchDevice::Cube(CubeDevice::Wgpu(_)));
         match kernels_enabled {
-            true if wgpu => Self::Wgsl,
+            true if is_wgpu(device) => Self::Wgsl,
             true if row_dots::runs_on(device) => Self::Cpu,
             _ => Self::Twin,
         }
@@ -123,7 +127,7 @@ const PREFILL_WORKGROUP: usize = 64;
 const DECODE_MAX_QUERIES: usize = 8;
 
 /// A WGSL file and its template values. The values are part of the kernel id, so every
-/// variant (head width, workgroup size, tile) compiles to a pipeline of its own.
+/// variant (head width, workgroup size, tile, f16 weights) compiles to a pipeline of its own.
 struct WgslKernel {
     name: &'static str,
     source: &'static str,
@@ -132,7 +136,12 @@ struct WgslKernel {
 
 impl KernelSource for WgslKernel {
     fn source(&self) -> SourceTemplate {
-        let template = SourceTemplate::new(self.source).register("elem", "f32");
+        // Weights as f32 vec4s, or (`half` = 1) as two u32 words of two f16 each.
+        let (word, widen) = match self.values.contains(&("half", 1)) {
+            true => ("vec2<u32>", "vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y))"),
+            false => ("vec4<f32>", "v"),
+        };
+        let template = SourceTemplate::new(self.source).register("elem", "f32").register("weight_word", word).register("widen", widen);
         self.values.iter().fold(template, |t, (name, value)| t.register(*name, value.to_string()))
     }
     fn id(&self) -> KernelId {

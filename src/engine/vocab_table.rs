@@ -14,49 +14,69 @@ use super::kernels::{Path, row_dots_wgsl};
 const MAX_CHUNK_BYTES: usize = 128 << 20;
 
 pub struct VocabTable {
-    /// Row blocks of the f32 table, in order; all but the last have `rows_per_chunk` rows.
-    /// Empty once the table is f16.
+    /// Row blocks of the table, in order; all but the last have `rows_per_chunk` rows. f32,
+    /// or f16 pairs packed in words on wgpu (`packed`). Empty when the CPU holds it in `half`.
     chunks: Vec<Tensor<2>>,
     rows_per_chunk: usize,
-    /// The whole table in f16 instead ([`VocabTable::into_f16`]; CPU only, one piece).
+    packed: bool,
+    /// The whole table in f16 instead (the CPU, one piece: no binding limit there).
     half: Option<HalfTable>,
 }
 
 impl VocabTable {
     /// Uploads a `[vocab, width]` f32 table.
     pub fn new(data: TensorData, device: &Device) -> Self {
-        Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, device)
+        Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, false, device)
     }
 
-    fn with_chunk_bytes(data: TensorData, chunk_bytes: usize, device: &Device) -> Self {
+    /// Uploads a `[vocab, width]` f32 table rounded to f16: one [`HalfTable`] on the CPU,
+    /// packed chunks on wgpu (`Gpt2::into_f16_weights` admits no other device).
+    pub fn half(data: TensorData, device: &Device) -> Self {
+        if row_dots::runs_on(device) {
+            let [vocab, width] = [data.shape()[0], data.shape()[1]];
+            let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
+            return Self { chunks: vec![], rows_per_chunk: vocab, packed: false, half: Some(HalfTable::from_f32(values, vocab, width)) };
+        }
+        Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, true, device)
+    }
+
+    fn with_chunk_bytes(data: TensorData, chunk_bytes: usize, packed: bool, device: &Device) -> Self {
         let [vocab, width] = [data.shape()[0], data.shape()[1]];
-        let rows_per_chunk = (chunk_bytes / (width * 4)).clamp(1, vocab);
+        let value_bytes = if packed { 2 } else { 4 };
+        let rows_per_chunk = (chunk_bytes / (width * value_bytes)).clamp(1, vocab);
         let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
         let chunks = (0..vocab)
             .step_by(rows_per_chunk)
             .map(|lo| {
                 let hi = (lo + rows_per_chunk).min(vocab);
-                let part = TensorData::new(values[lo * width..hi * width].to_vec(), [hi - lo, width]);
-                Tensor::from_data(part, device)
+                let part = &values[lo * width..hi * width];
+                match packed {
+                    true => row_dots_wgsl::pack_f16(part, hi - lo, width, device),
+                    false => Tensor::from_data(TensorData::new(part.to_vec(), [hi - lo, width]), device),
+                }
             })
             .collect();
-        Self { chunks, rows_per_chunk, half: None }
+        Self { chunks, rows_per_chunk, packed, half: None }
     }
 
-    /// The table rounded to f16, in one piece (no binding limit on the CPU).
+    /// The table rounded to f16 (a read-back: native only; the browser rounds on load).
     pub fn into_f16(self) -> Self {
-        if self.half.is_some() {
+        if self.half.is_some() || self.packed {
             return self;
         }
+        let device = self.chunks[0].device();
         let [vocab, width] = [self.chunks.iter().map(|c| c.dims()[0]).sum(), self.chunks[0].dims()[1]];
         let values: Vec<f32> = self.chunks.into_iter().flat_map(|c| c.into_data().iter::<f32>().collect::<Vec<f32>>()).collect();
-        Self { chunks: vec![], rows_per_chunk: vocab, half: Some(HalfTable::from_f32(&values, vocab, width)) }
+        Self::half(TensorData::new(values, [vocab, width]), &device)
     }
 
     /// Rows for `ids` (all `< vocab`), `[ids.len(), width]`.
     pub fn lookup(&self, ids: &[u32], device: &Device) -> Tensor<2> {
         if let Some(half) = &self.half {
             return half.select(ids, device);
+        }
+        if self.packed {
+            return row_dots_wgsl::half_table_rows(&self.chunks, self.rows_per_chunk, ids, device);
         }
         let chunk_ids = |lo: usize, rows: usize| -> Vec<i64> {
             ids.iter().map(|&id| (id as usize).saturating_sub(lo).min(rows - 1) as i64).collect()
@@ -91,8 +111,12 @@ impl VocabTable {
             let kernel = if path == Path::Cpu { row_dots::rows_times_half(&h, half) } else { None };
             return kernel.unwrap_or_else(|| h.clone().matmul(half.to_tensor(&h.device()).transpose()));
         }
+        if self.packed {
+            return row_dots_wgsl::in_row_blocks(&h, |h| row_dots_wgsl::rows_times_table(h, &self.chunks, true))
+                .expect("check_f16 admitted only widths the kernel reads");
+        }
         if path == Path::Wgsl
-            && let Some(logits) = row_dots_wgsl::rows_times_table(&h, &self.chunks)
+            && let Some(logits) = row_dots_wgsl::rows_times_table(&h, &self.chunks, false)
         {
             return logits;
         }
@@ -120,7 +144,7 @@ mod tests {
         let data = || TensorData::new(values.clone(), [vocab, width]);
         let whole = VocabTable::new(data(), &device);
         // 3 rows (48 bytes) per chunk: 4 chunks, the last one short.
-        let chunked = VocabTable::with_chunk_bytes(data(), 3 * width * 4, &device);
+        let chunked = VocabTable::with_chunk_bytes(data(), 3 * width * 4, false, &device);
         assert_eq!(chunked.chunks.len(), 4);
         let ids = [0, 10, 3, 2, 9, 5, 5];
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();

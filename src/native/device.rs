@@ -11,8 +11,8 @@ use clap::ValueEnum;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
     F32,
-    /// f16 weights for the linear layers and the token table (CPU only): half the memory and
-    /// half the bytes per decode step; all else stays f32.
+    /// f16 weights for the linear layers and the token table (CPU and wgpu): half the memory
+    /// and half the bytes per decode step; all else stays f32.
     F16,
 }
 
@@ -26,8 +26,8 @@ impl Dtype {
 
     /// Refuses a pairing the engine cannot run, before anything loads.
     pub fn check(self, device: DeviceArg) -> Result<()> {
-        if self == Self::F16 && device != DeviceArg::Cpu {
-            bail!("--dtype f16 runs on --device cpu only for now (its kernel widens f16 weights on the CPU); wgpu and CUDA keep f32");
+        if self == Self::F16 && device == DeviceArg::Cuda {
+            bail!("--dtype f16 runs on --device cpu and --device wgpu for now (their kernels widen f16 weights); CUDA keeps f32");
         }
         Ok(())
     }

@@ -37,6 +37,8 @@ pub struct ModelFiles {
     pub weights: Weights,
     /// Every file came from a cache.
     pub from_cache: bool,
+    /// Round the weights to f16 as they are uploaded.
+    pub f16: bool,
 }
 
 pub enum Weights {
@@ -51,12 +53,13 @@ pub struct PendingLoad {
     name: String,
     tokenizer: Tokenizer,
     demo: bool,
-    draft: bool,
+    f16: bool,
+    pub draft: bool,
 }
 
 impl PendingLoad {
     /// Parses the config (None: the demo's shape, gpt2-tiny) and the tokenizer.
-    pub fn begin(name: String, config: Option<&[u8]>, tokenizer: &[u8], demo: bool, draft: bool, post: &dyn Fn(&FromWorker)) -> Result<Self, String> {
+    pub fn begin(name: String, config: Option<&[u8]>, tokenizer: &[u8], demo: bool, f16: bool, draft: bool, post: &dyn Fn(&FromWorker)) -> Result<Self, String> {
         post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
         let config = match config {
             Some(bytes) => Gpt2Config::from_json(std::str::from_utf8(bytes).map_err(|_| "config.json is not UTF-8 text".to_string())?),
@@ -64,7 +67,7 @@ impl PendingLoad {
         }
         .map_err(|e| e.to_string())?;
         let tokenizer = Tokenizer::from_bytes(tokenizer).map_err(|e| e.to_string())?;
-        Ok(Self { config, name, tokenizer, demo, draft })
+        Ok(Self { config, name, tokenizer, demo, f16, draft })
     }
 }
 
@@ -99,15 +102,16 @@ impl Session {
     /// `Loaded` / `DraftLoaded`. Files that fail their checks leave the old model in place; a
     /// device error in the warm-up step, after the old model's buffers went, leaves none.
     pub fn install(&mut self, files: ModelFiles, draft: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
-        let ModelFiles { name, config, tokenizer, weights: raw, from_cache } = files;
-        let load = PendingLoad::begin(name, config.as_deref(), &tokenizer, matches!(raw, Weights::Random(_)), draft, post)?;
+        let ModelFiles { name, config, tokenizer, weights: raw, from_cache, f16 } = files;
+        let load = PendingLoad::begin(name, config.as_deref(), &tokenizer, matches!(raw, Weights::Random(_)), f16, draft, post)?;
         post(&FromWorker::Loading { stage: "checking weights and uploading them to the device".into() });
         let weights = match &raw {
             Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &load.config).map_err(|e| e.to_string())?,
             Weights::Random(seed) => Gpt2Weights::random(&load.config, *seed),
         };
         drop(raw);
-        let mut loader = self.make_room(&load);
+        let mut loader = self.loader(&load)?;
+        self.unload(load.draft);
         for (name, data) in weights.tensors {
             loader.put(&name, data);
         }
@@ -115,11 +119,16 @@ impl Session {
         self.end_load(load, model, from_cache, started, post)
     }
 
-    /// Frees the old model of `load`'s slot, once the new one's weights passed their checks,
-    /// and returns a loader that uploads the new one's tensors to this session's device.
-    pub fn make_room(&mut self, load: &PendingLoad) -> Gpt2Loader {
-        *self.slot(load.draft) = None;
-        Gpt2Loader::new(load.config.clone(), &self.device)
+    /// A loader that uploads `load`'s tensors to this session's device, or why the device
+    /// cannot hold the asked dtype.
+    pub fn loader(&self, load: &PendingLoad) -> Result<Gpt2Loader, String> {
+        Gpt2Loader::new(load.config.clone(), &self.device, load.f16).map_err(|e| e.to_string())
+    }
+
+    /// Frees the target's (or the draft's) model: called once the new one's weights have
+    /// passed their checks, before they take device memory.
+    pub fn unload(&mut self, draft: bool) {
+        *self.slot(draft) = None;
     }
 
     /// The last step of a load: warms `model` up, installs it and reports `Loaded` /
@@ -127,8 +136,8 @@ impl Session {
     pub fn end_load(&mut self, load: PendingLoad, model: Gpt2, from_cache: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
         post(&FromWorker::Loading { stage: "a first step (the device compiles its kernels)".into() });
         model.warm_up().map_err(|e| e.to_string())?;
-        let PendingLoad { config, name, tokenizer, demo, draft } = load;
-        let info = ModelInfo { name, params: param_count(&config), config, from_cache, demo };
+        let PendingLoad { config, name, tokenizer, demo, f16, draft } = load;
+        let info = ModelInfo { name, params: param_count(&config), config, f16, from_cache, demo };
         *self.slot(draft) = Some(Loaded { info: info.clone(), model, tokenizer });
         if draft {
             post(&FromWorker::DraftLoaded { info });

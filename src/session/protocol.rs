@@ -22,9 +22,18 @@ use crate::engine::window_drift::DriftStep;
 pub enum ModelSource {
     /// `{hub}/{repo}/resolve/main/{file}`, kept in Cache Storage (natively: a local folder if
     /// `repo` names one, else the hub's files, kept in the native cache).
-    Hub { hub: String, repo: String },
+    /// `f16`: weights rounded to f16 as they arrive (half the GPU memory).
+    Hub {
+        hub: String,
+        repo: String,
+        #[serde(default)]
+        f16: bool,
+    },
     /// config.json, model.safetensors and tokenizer.json picked or dropped by the user.
-    Files,
+    Files {
+        #[serde(default)]
+        f16: bool,
+    },
     /// gpt2-tiny's shape with seeded random weights, made in the worker: no download.
     Demo { seed: u64 },
 }
@@ -107,6 +116,9 @@ pub struct ModelInfo {
     pub name: String,
     pub config: Gpt2Config,
     pub params: u64,
+    /// Linear layers and token table held in f16.
+    #[serde(default)]
+    pub f16: bool,
     /// Every file came from Cache Storage.
     pub from_cache: bool,
     /// Meaningless text: random weights.

@@ -122,18 +122,18 @@ impl Worker {
             post(&FromWorker::Progress { file: p.file.into(), loaded: p.loaded, total: p.total, mb_per_s: p.mb_per_s, from_cache: p.from_cache })
         };
         match source {
-            ModelSource::Hub { hub, repo } => {
+            ModelSource::Hub { hub, repo, f16 } => {
                 let url = |file| loader::hub_url(&hub, &repo, file);
                 let (config, config_cached) = loader::fetch_hub_file(&url(MODEL_FILES[0]), MODEL_FILES[0], progress).await?;
                 let (tokenizer, tokenizer_cached) = loader::fetch_hub_file(&url(MODEL_FILES[1]), MODEL_FILES[1], progress).await?;
-                let load = PendingLoad::begin(repo.clone(), Some(&config), &tokenizer, false, draft, &post)?;
-                let mut weights = Streamed::new(&load);
+                let load = PendingLoad::begin(repo.clone(), Some(&config), &tokenizer, false, f16, draft, &post)?;
+                let mut weights = Streamed::new(&self.session, &load)?;
                 let weights_cached =
                     loader::stream_hub_file(&url(MODEL_FILES[2]), MODEL_FILES[2], progress, |chunk| weights.feed(&self.session, &load, chunk)).await?;
                 let model = weights.finish()?;
                 self.session.borrow_mut().end_load(load, model, config_cached && tokenizer_cached && weights_cached, started, &post)
             }
-            ModelSource::Files => {
+            ModelSource::Files { f16 } => {
                 let mut found: [Option<&File>; 3] = [None, None, None];
                 for file in &picked {
                     let slot = match file.name().as_str() {
@@ -149,15 +149,15 @@ impl Worker {
                 let config = loader::read_file(config.ok_or_else(|| missing(0))?).await?;
                 let tokenizer = loader::read_file(tokenizer.ok_or_else(|| missing(1))?).await?;
                 let safetensors = safetensors.ok_or_else(|| missing(2))?;
-                let load = PendingLoad::begin("local files".to_string(), Some(&config), &tokenizer, false, draft, &post)?;
-                let mut weights = Streamed::new(&load);
+                let load = PendingLoad::begin("local files".to_string(), Some(&config), &tokenizer, false, f16, draft, &post)?;
+                let mut weights = Streamed::new(&self.session, &load)?;
                 loader::stream_file(safetensors, progress, |chunk| weights.feed(&self.session, &load, chunk)).await?;
                 let model = weights.finish()?;
                 self.session.borrow_mut().end_load(load, model, false, started, &post)
             }
             ModelSource::Demo { seed } => {
                 let (tokenizer, _) = loader::fetch_hub_file(DEMO_TOKENIZER, DEMO_TOKENIZER, |_| {}).await?;
-                let files = ModelFiles { name: "demo (gpt2-tiny shape, random weights)".to_string(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false };
+                let files = ModelFiles { name: "demo (gpt2-tiny shape, random weights)".to_string(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false, f16: false };
                 self.session.borrow_mut().install(files, draft, started, &post)
             }
         }
@@ -168,26 +168,29 @@ impl Worker {
 /// uploaded as it completes. The old model stays until the header has passed its checks.
 struct Streamed {
     stream: SafetensorsStream,
-    loader: Option<Gpt2Loader>,
+    loader: Gpt2Loader,
+    unloaded: bool,
 }
 
 impl Streamed {
-    fn new(load: &PendingLoad) -> Self {
-        Self { stream: SafetensorsStream::new(&load.config), loader: None }
+    fn new(session: &RefCell<Session>, load: &PendingLoad) -> Result<Self, String> {
+        Ok(Self { stream: SafetensorsStream::new(&load.config), loader: session.borrow().loader(load)?, unloaded: false })
     }
 
     fn feed(&mut self, session: &RefCell<Session>, load: &PendingLoad, chunk: &[u8]) -> Result<(), String> {
-        let loader = &mut self.loader;
+        let Self { stream, loader, unloaded } = self;
         let mut put = |name: &str, data| {
-            loader.get_or_insert_with(|| session.borrow_mut().make_room(load)).put(name, data);
+            if !std::mem::replace(unloaded, true) {
+                session.borrow_mut().unload(load.draft);
+            }
+            loader.put(name, data);
             Ok(())
         };
-        self.stream.feed(chunk, &mut put).map_err(|e| e.to_string())
+        stream.feed(chunk, &mut put).map_err(|e| e.to_string())
     }
 
     fn finish(self) -> Result<Gpt2, String> {
         self.stream.finish().map_err(|e| e.to_string())?;
-        let loader = self.loader.ok_or("model.safetensors holds no tensors")?;
-        loader.finish().map_err(|e| e.to_string())
+        self.loader.finish().map_err(|e| e.to_string())
     }
 }

@@ -4,20 +4,53 @@
 //! dimension, so a one-row step pays for a whole tile and its barriers; on the CPU-backed
 //! WebGPU of headless Chromium (SwiftShader) that made the head of even a tiny model cost
 //! hundreds of milliseconds per token. The WGSL twin of the CPU's `row_dots`.
+//!
+//! Weights are f32, or f16 (`half`): two halves per u32 word, widened in the shader by
+//! `unpack2x16float`, which is core WGSL, so it runs where `shader-f16` is missing (SwiftShader).
+//! burn holds such a weight as an f32 tensor whose words are bit patterns, never computed on
+//! by burn: only these kernels read it ([`pack_f16`]). f16 weights take these kernels at every
+//! row count, [`MAX_ROWS`] rows per launch.
 
 use burn::backend::wgpu::{CubeBackend, CubeTensor};
-use burn::tensor::{DType, Shape, Tensor};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use half::f16;
 
 use super::{WgslKernel, grid, to_cube};
 
-/// Most rows per call; longer steps (prefill) take the matmul.
+/// Most rows per launch; longer f32 steps (prefill) take the matmul.
 pub const MAX_ROWS: usize = 8;
 const WORKGROUP: usize = 64;
+
+/// Rounds a row-major `[rows, cols]` f32 matrix (cols even) to f16 and packs each pair of
+/// neighbours into one word: the `[rows, cols / 2]` carrier tensor the kernels read.
+pub fn pack_f16(values: &[f32], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+    assert!(values.len() == rows * cols && cols % 2 == 0, "a [{rows}, {cols}] matrix with an even width");
+    let words: Vec<f32> = values
+        .chunks_exact(2)
+        .map(|pair| f32::from_bits(u32::from(f16::from_f32(pair[0]).to_bits()) | u32::from(f16::from_f32(pair[1]).to_bits()) << 16))
+        .collect();
+    Tensor::from_data(TensorData::new(words, [rows, cols / 2]), device)
+}
+
+/// Values per word of a weight tensor.
+fn per_word(half: bool) -> usize {
+    if half { 2 } else { 1 }
+}
+
+/// `f` over row blocks of at most [`MAX_ROWS`], concatenated: f16 weights have no matmul.
+pub fn in_row_blocks(x: &Tensor<2>, f: impl Fn(&Tensor<2>) -> Option<Tensor<2>>) -> Option<Tensor<2>> {
+    let [rows, width] = x.dims();
+    if rows <= MAX_ROWS {
+        return f(x);
+    }
+    let blocks = (0..rows).step_by(MAX_ROWS).map(|lo| f(&x.clone().slice([lo..(lo + MAX_ROWS).min(rows), 0..width]))).collect::<Option<Vec<_>>>()?;
+    Some(Tensor::cat(blocks, 0))
+}
 
 /// `x @ tableᵀ` over a table kept in row chunks (the token table, `[vocab, width]` in pieces):
 /// `[rows, width]` → `[rows, Σ chunk rows]`. `None` when the step has too many rows or the
 /// width is not a multiple of 4 (the kernel reads vec4).
-pub fn rows_times_table(x: &Tensor<2>, chunks: &[Tensor<2>]) -> Option<Tensor<2>> {
+pub fn rows_times_table(x: &Tensor<2>, chunks: &[Tensor<2>], half: bool) -> Option<Tensor<2>> {
     let [rows, width] = x.dims();
     if rows > MAX_ROWS || width % 4 != 0 {
         return None;
@@ -35,6 +68,7 @@ pub fn rows_times_table(x: &Tensor<2>, chunks: &[Tensor<2>]) -> Option<Tensor<2>
             source: include_str!("../../../shaders/row_dots_table.wgsl"),
             values: vec![
                 ("workgroup", WORKGROUP),
+                ("half", usize::from(half)),
                 ("rows", rows),
                 ("outputs", outputs),
                 ("width_vec4s", width / 4),
@@ -49,11 +83,12 @@ pub fn rows_times_table(x: &Tensor<2>, chunks: &[Tensor<2>]) -> Option<Tensor<2>
     Some(Tensor::from_primitive::<CubeBackend>(out))
 }
 
-/// `x @ w + bias` for a layer's `w` `[inputs, outputs]`: `[rows, inputs]` → `[rows, outputs]`.
-/// `None` when the step has too many rows or `outputs` is not a multiple of 4.
-pub fn rows_times_weight(x: &Tensor<2>, w: &Tensor<2>, bias: &Tensor<1>) -> Option<Tensor<2>> {
+/// `x @ w + bias` for a layer's `w` `[inputs, outputs]` (f16: `[inputs, outputs / 2]` words):
+/// `[rows, inputs]` → `[rows, outputs]`. `None` when the step has too many rows or `outputs`
+/// is not a multiple of 4.
+pub fn rows_times_weight(x: &Tensor<2>, w: &Tensor<2>, bias: &Tensor<1>, half: bool) -> Option<Tensor<2>> {
     let [rows, inputs] = x.dims();
-    let outputs = w.dims()[1];
+    let outputs = w.dims()[1] * per_word(half);
     if rows > MAX_ROWS || outputs % 4 != 0 {
         return None;
     }
@@ -63,7 +98,7 @@ pub fn rows_times_weight(x: &Tensor<2>, w: &Tensor<2>, bias: &Tensor<1>) -> Opti
     WgslKernel {
         name: "row_dots_weight",
         source: include_str!("../../../shaders/row_dots_weight.wgsl"),
-        values: vec![("workgroup", WORKGROUP), ("rows", rows), ("inputs", inputs), ("output_vec4s", outputs / 4)],
+        values: vec![("workgroup", WORKGROUP), ("half", usize::from(half)), ("rows", rows), ("inputs", inputs), ("output_vec4s", outputs / 4)],
     }
     .launch(
         &client,
@@ -72,4 +107,34 @@ pub fn rows_times_weight(x: &Tensor<2>, w: &Tensor<2>, bias: &Tensor<1>) -> Opti
     );
     let out = CubeTensor::new_contiguous(client, x.device.clone(), Shape::new([rows, outputs]), out, DType::F32);
     Some(Tensor::from_primitive::<CubeBackend>(out))
+}
+
+/// The rows of `ids` from an f16 token table kept in chunks of `rows_per_chunk` rows (words
+/// as [`pack_f16`] makes them): `[ids.len(), width]` f32. Each chunk's launch writes the rows
+/// it holds.
+pub fn half_table_rows(chunks: &[Tensor<2>], rows_per_chunk: usize, ids: &[u32], device: &Device) -> Tensor<2> {
+    let width = chunks[0].dims()[1] * 2;
+    let tokens = ids.len();
+    // Ids ride as f32: exact below 2^24, and vocabularies are far smaller.
+    let ids = to_cube(Tensor::<1>::from_data(TensorData::new(ids.iter().map(|&id| id as f32).collect::<Vec<f32>>(), [tokens]), device));
+    let client = ids.client.clone();
+    let out = client.empty(tokens * width * std::mem::size_of::<f32>());
+    for (c, chunk) in chunks.iter().enumerate() {
+        let table = to_cube(chunk.clone());
+        WgslKernel {
+            name: "table_rows",
+            source: include_str!("../../../shaders/table_rows.wgsl"),
+            values: vec![
+                ("workgroup", WORKGROUP),
+                ("half", 1),
+                ("tokens", tokens),
+                ("width_vec4s", width / 4),
+                ("first", c * rows_per_chunk),
+                ("rows", chunk.dims()[0]),
+            ],
+        }
+        .launch(&client, grid((tokens * width / 4).div_ceil(WORKGROUP)), vec![table.handle.clone().binding(), ids.handle.clone().binding(), out.clone().binding()]);
+    }
+    let out = CubeTensor::new_contiguous(client, ids.device.clone(), Shape::new([tokens, width]), out, DType::F32);
+    Tensor::from_primitive::<CubeBackend>(out)
 }

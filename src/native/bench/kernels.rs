@@ -167,7 +167,7 @@ fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDots
             let x = Tensor::<2>::random([rows, inputs], Distribution::Normal(0.0, 1.0), device);
             let kernel_ms = time(device, reps, || match &table {
                 Table::Head(head) => drop(head.project(x.clone(), path)),
-                Table::Layer { w, bias, .. } if path == Path::Wgsl => drop(row_dots_wgsl::rows_times_weight(&x, w, bias).expect("up to 8 rows")),
+                Table::Layer { w, bias, .. } if path == Path::Wgsl => drop(row_dots_wgsl::rows_times_weight(&x, w, bias, false).expect("up to 8 rows")),
                 Table::Layer { wt, .. } => drop(row_dots::rows_times_table(&x, wt).expect("row dots run on the CPU device")),
             })?;
             let twin_ms = time(device, reps, || {
