@@ -18,6 +18,8 @@ cd "$(dirname "$0")/.."
 MODEL=${MODEL:-gpt2-tiny}
 # ENGINES=inferlab: our app alone (no ONNX export); scripts/largest_in_tab.sh uses it.
 ENGINES=${ENGINES:-inferlab,transformers.js}
+# WEIGHTS=f16: inferlab's weights rounded to f16 as they load (half the GPU memory).
+WEIGHTS=${WEIGHTS:-f32}
 ROUNDS=${ROUNDS:-3}
 NEW=${NEW:-24}
 HF_PYTHON=${HF_PYTHON:-python3}
@@ -65,6 +67,6 @@ fi
 
 # The ONNX Runtime postinstall fetches native binaries for Node.js, which the page does not use.
 (cd scripts/compare_browser && [ -d node_modules ] || npm ci --no-audit --no-fund --ignore-scripts)
-INFERLAB_DIST="$INFERLAB_DIST" COMPARE_MODELS="$models" COMPARE_MODEL="$MODEL" COMPARE_ENGINES="$ENGINES" COMPARE_ROUNDS="$ROUNDS" \
+INFERLAB_DIST="$INFERLAB_DIST" COMPARE_MODELS="$models" COMPARE_MODEL="$MODEL" COMPARE_ENGINES="$ENGINES" COMPARE_WEIGHTS="$WEIGHTS" COMPARE_ROUNDS="$ROUNDS" \
   COMPARE_NEW_TOKENS="$NEW" COMPARE_JSON="$OUT/compare_browser.json" node scripts/compare_browser/compare_browser.mjs
 echo "JSON: $OUT/compare_browser.json"

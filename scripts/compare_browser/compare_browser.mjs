@@ -11,7 +11,7 @@
 //
 //   node compare_browser.mjs   (env: INFERLAB_DIST, COMPARE_MODELS=dir with <model>/{…, onnx/model.onnx},
 //                               COMPARE_MODEL=gpt2-tiny, COMPARE_ROUNDS=3, COMPARE_NEW_TOKENS=24,
-//                               COMPARE_ENGINES=inferlab,transformers.js, COMPARE_TIMEOUT_S=600,
+//                               COMPARE_ENGINES=inferlab,transformers.js, COMPARE_WEIGHTS=f32|f16, COMPARE_TIMEOUT_S=600,
 //                               COMPARE_JSON=out.json, CHROMIUM)
 import { chromium } from 'playwright-core';
 import { createServer } from 'node:http';
@@ -27,6 +27,8 @@ const model = process.env.COMPARE_MODEL ?? 'gpt2-tiny';
 const rounds = Number(process.env.COMPARE_ROUNDS ?? 3);
 const maxNew = Number(process.env.COMPARE_NEW_TOKENS ?? 24);
 const engineNames = (process.env.COMPARE_ENGINES ?? 'inferlab,transformers.js').split(',');
+// inferlab's weights: f32, or f16 (rounded as they load).
+const weights = process.env.COMPARE_WEIGHTS ?? 'f32';
 const SLOW = Number(process.env.COMPARE_TIMEOUT_S ?? 600) * 1000;
 
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
@@ -92,7 +94,7 @@ const testid = (id) => `[data-testid="${id}"]`;
 
 /** inferlab: the Playground page, its own figures (the worker's step times). */
 async function runInferlab(page) {
-  await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${model}&page=playground`);
+  await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${model}&page=playground&weights=${weights}`);
   const load_ms = await page.waitForFunction(() => {
     const s = document.querySelector('[data-testid="model-status"]')?.textContent ?? '';
     if (s.startsWith('failed')) throw new Error(s);
@@ -173,7 +175,7 @@ const summary = (rs) => ({
 const ours = runs.inferlab.length ? summary(runs.inferlab) : null;
 const theirs = runs['transformers.js'].length ? summary(runs['transformers.js']) : null;
 const report = {
-  model, prompt: prompt.text, prompt_tokens: prompt.input_ids.length, new_tokens: maxNew, rounds,
+  model, weights, prompt: prompt.text, prompt_tokens: prompt.input_ids.length, new_tokens: maxNew, rounds,
   browser: 'headless chromium (WebGPU on SwiftShader)',
   ...(ours && { inferlab: { ...ours, runs: runs.inferlab } }),
   ...(theirs && { transformers_js: { ...theirs, runs: runs['transformers.js'] } }),
@@ -187,7 +189,7 @@ const report = {
 };
 if (process.env.COMPARE_JSON) writeFileSync(process.env.COMPARE_JSON, JSON.stringify(report, null, 2));
 const row = (name, s) => `| ${name.padEnd(15)} | ${s.load_ms.toFixed(0).padStart(8)} | ${s.first_ttft_ms.toFixed(0).padStart(10)} | ${s.ttft_ms.toFixed(1).padStart(8)} | ${s.decode_tokens_per_s.toFixed(2).padStart(9)} | ${s.gpu_process_rss_mb.toFixed(0).padStart(7)} | ${s.tab_rss_mb.toFixed(0).padStart(6)} |`;
-console.log(`${model}, prompt ${prompt.input_ids.length} tokens, ${maxNew} new, greedy; medians of ${rounds} rounds, fresh profile each`);
+console.log(`${model} (inferlab: ${weights} weights), prompt ${prompt.input_ids.length} tokens, ${maxNew} new, greedy; medians of ${rounds} rounds, fresh profile each`);
 console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s | GPU MB | tab MB |');
 console.log('|-----------------|----------|------------|----------|-----------|---------|--------|');
 if (ours) console.log(row('inferlab', ours));

@@ -153,6 +153,18 @@ try {
     assert.equal(hub.hits.get(`/${MODEL}/resolve/main/model.safetensors`), downloads, 'no second download');
   });
 
+  await test('f16 weights (?weights=f16): rounded as they stream in, the golden greedy ids', async () => {
+    await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${MODEL}&page=playground&weights=f16`);
+    const status = await waitReady(page);
+    assert.match(status, /f16 weights/);
+    assert.equal(await byId(page, 'weights-dtype').inputValue(), 'f16');
+    const ids = await generateGreedy(page, prompt.text, prompt.greedy.new_ids.length);
+    assert.deepEqual(ids, prompt.greedy.new_ids);
+    // The pages after this one check f32 goldens.
+    await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${MODEL}&page=playground`);
+    assert.doesNotMatch(await waitReady(page), /f16/);
+  });
+
   await test('KV page: both series, the same tokens and a speedup > 1', async () => {
     // A long prompt (the longest golden one, 4 times: ~220 of gpt2-tiny's 256 positions):
     // recomputing it every step is what the cache saves. Short ones are dominated by
