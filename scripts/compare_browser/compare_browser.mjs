@@ -115,7 +115,9 @@ async function runInferlab(page) {
     };
   };
   const rss_mb = chromiumRssMb();
-  return { load_ms, rss_mb, cold: await generate(), warm: await generate() };
+  const cold = await generate();
+  const warm = await generate();
+  return { load_ms, rss_mb, rss_after_mb: chromiumRssMb(), cold, warm };
 }
 
 /** transformers.js: the same measures from its streamer's arrival times. */
@@ -132,7 +134,9 @@ async function runTransformersJs(page) {
     return { ids, ttft_ms: step_ms[0], decode_tokens_per_s: (step_ms.length - 1) * 1000 / decode };
   };
   const rss_mb = chromiumRssMb();
-  return { load_ms, rss_mb, cold: await generate(), warm: await generate() };
+  const cold = await generate();
+  const warm = await generate();
+  return { load_ms, rss_mb, rss_after_mb: chromiumRssMb(), cold, warm };
 }
 
 const engines = { inferlab: runInferlab, 'transformers.js': runTransformersJs };
@@ -170,6 +174,7 @@ const summary = (rs) => ({
   decode_tokens_per_s: median(rs.map((r) => r.warm.decode_tokens_per_s)),
   gpu_process_rss_mb: median(rs.map((r) => r.rss_mb.gpu)),
   tab_rss_mb: median(rs.map((r) => r.rss_mb.renderer)),
+  tab_rss_after_mb: median(rs.map((r) => r.rss_after_mb.renderer)),
   tokens: rs[0].warm.ids.length,
 });
 const ours = runs.inferlab.length ? summary(runs.inferlab) : null;
@@ -188,10 +193,10 @@ const report = {
   ...(ours && { inferlab_ttft_over_step: ours.ttft_ms * ours.decode_tokens_per_s / 1000 }),
 };
 if (process.env.COMPARE_JSON) writeFileSync(process.env.COMPARE_JSON, JSON.stringify(report, null, 2));
-const row = (name, s) => `| ${name.padEnd(15)} | ${s.load_ms.toFixed(0).padStart(8)} | ${s.first_ttft_ms.toFixed(0).padStart(10)} | ${s.ttft_ms.toFixed(1).padStart(8)} | ${s.decode_tokens_per_s.toFixed(2).padStart(9)} | ${s.gpu_process_rss_mb.toFixed(0).padStart(7)} | ${s.tab_rss_mb.toFixed(0).padStart(6)} |`;
+const row = (name, s) => `| ${name.padEnd(15)} | ${s.load_ms.toFixed(0).padStart(8)} | ${s.first_ttft_ms.toFixed(0).padStart(10)} | ${s.ttft_ms.toFixed(1).padStart(8)} | ${s.decode_tokens_per_s.toPrecision(3).padStart(9)} | ${s.gpu_process_rss_mb.toFixed(0).padStart(7)} | ${s.tab_rss_mb.toFixed(0).padStart(6)} | ${s.tab_rss_after_mb.toFixed(0).padStart(6)} |`;
 console.log(`${model} (inferlab: ${weights} weights), prompt ${prompt.input_ids.length} tokens, ${maxNew} new, greedy; medians of ${rounds} rounds, fresh profile each`);
-console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s | GPU MB | tab MB |');
-console.log('|-----------------|----------|------------|----------|-----------|---------|--------|');
+console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s | GPU MB | tab MB | tab MB after |');
+console.log('|-----------------|----------|------------|----------|-----------|---------|--------|--------|');
 if (ours) console.log(row('inferlab', ours));
 if (theirs) console.log(row('transformers.js', theirs));
 if (ours && theirs) console.log(`inferlab / transformers.js: decode ${report.decode_speedup.toFixed(2)}x, TTFT ${report.ttft_speedup.toFixed(2)}x, load ${report.load_speedup.toFixed(2)}x`);

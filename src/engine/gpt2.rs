@@ -53,9 +53,7 @@ impl DenseWeight {
     fn new(weight: TensorData, device: &Device) -> Self {
         let wt = row_dots::runs_on(device).then(|| {
             let [inputs, outputs] = [weight.shape()[0], weight.shape()[1]];
-            let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
-            let transposed: Vec<f32> = (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect();
-            Tensor::from_data(TensorData::new(transposed, [outputs, inputs]), device)
+            Tensor::from_data(TensorData::new(transposed(&weight), [outputs, inputs]), device)
         });
         Self::F32 { w: Tensor::from_data(weight, device), wt }
     }
@@ -64,13 +62,19 @@ impl DenseWeight {
     /// devices [`check_f16`] lets through).
     fn half(weight: TensorData, device: &Device) -> Self {
         let [inputs, outputs] = [weight.shape()[0], weight.shape()[1]];
-        let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
         if kernels::is_wgpu(device) {
+            let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
             return Self::PackedF16(row_dots_wgsl::pack_f16(values, inputs, outputs, device));
         }
-        let transposed: Vec<f32> = (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect();
-        Self::F16(HalfTable::from_f32(&transposed, outputs, inputs))
+        Self::F16(HalfTable::from_f32(&transposed(&weight), outputs, inputs))
     }
+}
+
+/// `Wᵀ` of an f32 `[in, out]` weight, rows contiguous: what the CPU's row dots stream.
+fn transposed(weight: &TensorData) -> Vec<f32> {
+    let [inputs, outputs] = [weight.shape()[0], weight.shape()[1]];
+    let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
+    (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect()
 }
 
 /// Whether `device` runs f16 weights for `config`: the CPU (its row dots widen them), or wgpu
@@ -92,7 +96,6 @@ fn check_f16(config: &Gpt2Config, device: &Device) -> Result<()> {
 }
 
 impl Dense {
-
     /// `x @ W + b`; few-row steps take the row-dots kernel of the CPU or of WGSL.
     fn forward(&self, x: Tensor<2>, path: Path) -> Tensor<2> {
         let cpu = path == Path::Cpu;

@@ -78,7 +78,11 @@ pub fn PlaygroundPage() -> impl IntoView {
             </div>
             <div class="stats">
                 <span>"TTFT " <b data-testid="ttft">{move || run().done.map(|d| format!("{:.0} ms", d.ttft_ms)).unwrap_or_else(|| "…".into())}</b></span>
-                <span>"tok/s " <b data-testid="tok-s">{move || format!("{:.1}", live_tok_s())}</b></span>
+                <span>"tok/s " <b data-testid="tok-s">{move || match live_tok_s() {
+                    // Big models in a tab run under one token a second: keep three digits.
+                    v if v < 1.0 => format!("{v:.3}"),
+                    v => format!("{v:.1}"),
+                }}</b></span>
                 <span>"tokens " <b data-testid="token-count">{move || run().ids.len()}</b></span>
                 <span data-testid="stop-reason">{move || run().done.map(|d| format!("stopped: {}", d.stop_reason.replace('_', " ")))}</span>
             </div>
