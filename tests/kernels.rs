@@ -228,7 +228,7 @@ fn row_dots_kernels_match_the_matmul() {
 }
 
 /// f16 weights on wgpu: words of two halves, widened by the shader. Against the matmul on the
-/// same weights rounded to f16 on the host, at row counts past one launch's 8 (prefill), and
+/// same weights rounded to f16 on the host; the widening for a prefill's matmul, exact; and
 /// the embedding lookup from a chunked f16 table.
 #[test]
 fn f16_row_dots_match_the_matmul_on_rounded_weights() {
@@ -239,12 +239,13 @@ fn f16_row_dots_match_the_matmul_on_rounded_weights() {
         let values: Vec<f32> = read(t.clone()).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
         (values.clone(), Tensor::from_data(TensorData::new(values, [r, c]), &device))
     };
-    for rows in [1, 3, 8, 11, 20] {
+    for rows in [1, 3, 8] {
         for (inputs, outputs) in [(8, 4), (64, 68), (768, 260)] {
             let (x, b) = (random([rows, inputs], &mut rng, &device), random([outputs], &mut rng, &device));
             let (values, w) = rounded(&random([inputs, outputs], &mut rng, &device));
             let packed = row_dots_wgsl::pack_f16(&values, inputs, outputs, &device);
-            let ours = read(row_dots_wgsl::in_row_blocks(&x, |x| row_dots_wgsl::rows_times_weight(x, &packed, &b, true)).expect("outputs a multiple of 4"));
+            assert_eq!(read(row_dots_wgsl::widen_f16(&packed)), values, "widened f16 weight {inputs}x{outputs}");
+            let ours = read(row_dots_wgsl::rows_times_weight(&x, &packed, &b, true).expect("up to 8 rows, outputs a multiple of 4"));
             let twin = read(x.matmul(w) + b.unsqueeze::<2>());
             let error = relative_error(&ours, &twin);
             assert!(error <= 1e-5, "f16 weight {inputs}x{outputs}, {rows} rows: relative error {error}");
@@ -253,7 +254,7 @@ fn f16_row_dots_match_the_matmul_on_rounded_weights() {
             let x = random([rows, width], &mut rng, &device);
             let parts: Vec<(Vec<f32>, Tensor<2>)> = chunks.iter().map(|&n| rounded(&random([n, width], &mut rng, &device))).collect();
             let packed: Vec<Tensor<2>> = parts.iter().zip(&chunks).map(|((v, _), &n)| row_dots_wgsl::pack_f16(v, n, width, &device)).collect();
-            let ours = read(row_dots_wgsl::in_row_blocks(&x, |x| row_dots_wgsl::rows_times_table(x, &packed, true)).expect("width a multiple of 4"));
+            let ours = read(row_dots_wgsl::rows_times_table(&x, &packed, true).expect("up to 8 rows, width a multiple of 4"));
             let table = Tensor::cat(parts.into_iter().map(|(_, t)| t).collect(), 0);
             let twin = read(x.matmul(table.clone().transpose()));
             let error = relative_error(&ours, &twin);

@@ -44,7 +44,8 @@ enum DenseWeight {
     /// the matmul gets it widened per call.
     F16(HalfTable),
     /// `W` in f16 on the wgpu device, two halves per word ([`row_dots_wgsl::pack_f16`]): the
-    /// WGSL row dots read it at every row count, kernels on or off (nothing else can).
+    /// WGSL row dots read it for few rows, kernels on or off (nothing else reads it); longer
+    /// steps get it widened per call.
     PackedF16(Tensor<2>),
 }
 
@@ -100,10 +101,10 @@ impl Dense {
     fn forward(&self, x: Tensor<2>, path: Path) -> Tensor<2> {
         let cpu = path == Path::Cpu;
         let y = match &self.weight {
-            DenseWeight::PackedF16(w) => {
-                return row_dots_wgsl::in_row_blocks(&x, |x| row_dots_wgsl::rows_times_weight(x, w, &self.bias, true))
-                    .expect("check_f16 admitted only widths the kernel reads");
-            }
+            DenseWeight::PackedF16(w) => match row_dots_wgsl::rows_times_weight(&x, w, &self.bias, true) {
+                Some(y) => return y,
+                None => x.matmul(row_dots_wgsl::widen_f16(w)),
+            },
             DenseWeight::F32 { w, .. } if path == Path::Wgsl => match row_dots_wgsl::rows_times_weight(&x, w, &self.bias, false) {
                 Some(y) => return y,
                 None => x.matmul(w.clone()),

@@ -42,8 +42,8 @@ impl VocabTable {
 
     fn with_chunk_bytes(data: TensorData, chunk_bytes: usize, packed: bool, device: &Device) -> Self {
         let [vocab, width] = [data.shape()[0], data.shape()[1]];
-        let value_bytes = if packed { 2 } else { 4 };
-        let rows_per_chunk = (chunk_bytes / (width * value_bytes)).clamp(1, vocab);
+        // Sized as f32 even when packed: scoring many rows widens a chunk to f32 for the matmul.
+        let rows_per_chunk = (chunk_bytes / (width * 4)).clamp(1, vocab);
         let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
         let chunks = (0..vocab)
             .step_by(rows_per_chunk)
@@ -111,12 +111,8 @@ impl VocabTable {
             let kernel = if path == Path::Cpu { row_dots::rows_times_half(&h, half) } else { None };
             return kernel.unwrap_or_else(|| h.clone().matmul(half.to_tensor(&h.device()).transpose()));
         }
-        if self.packed {
-            return row_dots_wgsl::in_row_blocks(&h, |h| row_dots_wgsl::rows_times_table(h, &self.chunks, true))
-                .expect("check_f16 admitted only widths the kernel reads");
-        }
-        if path == Path::Wgsl
-            && let Some(logits) = row_dots_wgsl::rows_times_table(&h, &self.chunks, false)
+        if (path == Path::Wgsl || self.packed)
+            && let Some(logits) = row_dots_wgsl::rows_times_table(&h, &self.chunks, self.packed)
         {
             return logits;
         }
@@ -125,7 +121,8 @@ impl VocabTable {
             .iter()
             .map(|c| {
                 let kernel = if path == Path::Cpu { row_dots::rows_times_table(&h, c) } else { None };
-                kernel.unwrap_or_else(|| h.clone().matmul(c.clone().transpose()))
+                let c = if self.packed { row_dots_wgsl::widen_f16(c) } else { c.clone() };
+                kernel.unwrap_or_else(|| h.clone().matmul(c.transpose()))
             })
             .collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(parts, 1) }

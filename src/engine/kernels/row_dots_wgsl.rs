@@ -8,8 +8,8 @@
 //! Weights are f32, or f16 (`half`): two halves per u32 word, widened in the shader by
 //! `unpack2x16float`, which is core WGSL, so it runs where `shader-f16` is missing (SwiftShader).
 //! burn holds such a weight as an f32 tensor whose words are bit patterns, never computed on
-//! by burn: only these kernels read it ([`pack_f16`]). f16 weights take these kernels at every
-//! row count, [`MAX_ROWS`] rows per launch.
+//! by burn: only these kernels read it ([`pack_f16`]); a longer step (prefill) multiplies by
+//! the weight widened to f32 for that call ([`widen_f16`]).
 
 use burn::backend::wgpu::{CubeBackend, CubeTensor};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
@@ -17,7 +17,7 @@ use half::f16;
 
 use super::{WgslKernel, grid, to_cube};
 
-/// Most rows per launch; longer f32 steps (prefill) take the matmul.
+/// Most rows per launch; longer steps (prefill) take the matmul.
 pub const MAX_ROWS: usize = 8;
 const WORKGROUP: usize = 64;
 
@@ -37,14 +37,17 @@ fn per_word(half: bool) -> usize {
     if half { 2 } else { 1 }
 }
 
-/// `f` over row blocks of at most [`MAX_ROWS`], concatenated: f16 weights have no matmul.
-pub fn in_row_blocks(x: &Tensor<2>, f: impl Fn(&Tensor<2>) -> Option<Tensor<2>>) -> Option<Tensor<2>> {
-    let [rows, width] = x.dims();
-    if rows <= MAX_ROWS {
-        return f(x);
-    }
-    let blocks = (0..rows).step_by(MAX_ROWS).map(|lo| f(&x.clone().slice([lo..(lo + MAX_ROWS).min(rows), 0..width]))).collect::<Option<Vec<_>>>()?;
-    Some(Tensor::cat(blocks, 0))
+/// An f16 weight's words ([`pack_f16`]) widened to f32, `[rows, cols / 2]` → `[rows, cols]`: a
+/// prefill's rows multiply by it with the matmul, once per call.
+pub fn widen_f16(words: &Tensor<2>) -> Tensor<2> {
+    let [rows, half_cols] = words.dims();
+    let words = to_cube(words.clone());
+    let client = words.client.clone();
+    let out = client.empty(rows * half_cols * 2 * std::mem::size_of::<f32>());
+    WgslKernel { name: "widen_f16", source: include_str!("../../../shaders/widen_f16.wgsl"), values: vec![("workgroup", WORKGROUP), ("words", rows * half_cols)] }
+        .launch(&client, grid((rows * half_cols).div_ceil(WORKGROUP)), vec![words.handle.clone().binding(), out.clone().binding()]);
+    let out = CubeTensor::new_contiguous(client, words.device.clone(), Shape::new([rows, half_cols * 2]), out, DType::F32);
+    Tensor::from_primitive::<CubeBackend>(out)
 }
 
 /// `x @ tableᵀ` over a table kept in row chunks (the token table, `[vocab, width]` in pieces):
