@@ -23,7 +23,7 @@ use burn::tensor::{DType, Device, Shape, Tensor};
 use cubecl::CubeCount;
 use cubecl::prelude::KernelId;
 use cubecl::client::Client;
-use cubecl::server::{BufferBinding, KernelArguments};
+use cubecl::server::{BufferBinding, Handle, KernelArguments};
 
 pub mod cpu_attention;
 pub mod cpu_gelu;
@@ -164,6 +164,12 @@ impl WgslKernel {
     }
 }
 
+/// The f32 tensor of `dims` over `buffer`, the output a kernel filled, on `like`'s device.
+fn f32_tensor<const D: usize>(like: &CubeTensor, dims: [usize; D], buffer: Handle) -> Tensor<D> {
+    let out = CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::new(dims), buffer, DType::F32);
+    Tensor::from_primitive::<CubeBackend>(out)
+}
+
 fn to_cube<const D: usize>(t: Tensor<D>) -> CubeTensor {
     into_contiguous(t.try_into_primitive::<CubeBackend>().expect("Path::Wgsl is only chosen for wgpu tensors"))
 }
@@ -242,8 +248,7 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
             .launch(&client, (b * h * t, 1), bindings)
         }
     }
-    let out = CubeTensor::new_contiguous(client, q.device.clone(), Shape::new([b, h, t, d]), out, DType::F32);
-    Tensor::from_primitive::<CubeBackend>(out)
+    f32_tensor(&q, [b, h, t, d], out)
 }
 
 /// Queries per workgroup and key rows per tile of the prefill kernel, as large as the

@@ -51,12 +51,6 @@ impl SafetensorsStream {
         Self { config: config.clone(), state: State::Header, pending: vec![], seen: 0 }
     }
 
-    /// Whether the header has arrived and passed its checks: from here on the file can only
-    /// fail by ending early.
-    pub fn header_checked(&self) -> bool {
-        matches!(self.state, State::Body { .. })
-    }
-
     /// Takes the next bytes of the file; `put` gets each parameter (by [`parameters`] name, as
     /// f32) as soon as all its bytes are in.
     pub fn feed(&mut self, mut bytes: &[u8], put: &mut dyn FnMut(&str, TensorData) -> Result<()>) -> Result<()> {

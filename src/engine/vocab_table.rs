@@ -121,8 +121,10 @@ impl VocabTable {
             .iter()
             .map(|c| {
                 let kernel = if path == Path::Cpu { row_dots::rows_times_table(&h, c) } else { None };
-                let c = if self.packed { row_dots_wgsl::widen_f16(c) } else { c.clone() };
-                kernel.unwrap_or_else(|| h.clone().matmul(c.transpose()))
+                kernel.unwrap_or_else(|| {
+                    let c = if self.packed { row_dots_wgsl::widen_f16(c) } else { c.clone() };
+                    h.clone().matmul(c.transpose())
+                })
             })
             .collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(parts, 1) }

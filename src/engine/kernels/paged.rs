@@ -4,10 +4,10 @@
 //! scatter into the pool; a gather of each sequence's keys into a padded batch, attended with
 //! the position-masked attention of the contiguous cache).
 
-use burn::backend::wgpu::{CubeBackend, CubeTensor};
-use burn::tensor::{DType, IndexingUpdateOp, Shape, Tensor};
+use burn::backend::wgpu::CubeBackend;
+use burn::tensor::{IndexingUpdateOp, Tensor};
 
-use super::{Path, WgslKernel, attention as padded_attention, decode_workgroup, grid, to_cube};
+use super::{Path, WgslKernel, attention as padded_attention, decode_workgroup, f32_tensor, grid, to_cube};
 use crate::engine::kv::paged::PagedPlan;
 use crate::engine::step_uploads::words;
 
@@ -123,6 +123,5 @@ fn attention_wgsl(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &Pag
             params.binding(),
         ],
     );
-    let out = CubeTensor::new_contiguous(client, q.device.clone(), Shape::new([n, e]), out, DType::F32);
-    Tensor::from_primitive::<CubeBackend>(out)
+    f32_tensor(&q, [n, e], out)
 }

@@ -11,11 +11,10 @@
 //! by burn: only these kernels read it ([`pack_f16`]); a longer step (prefill) multiplies by
 //! the weight widened to f32 for that call ([`widen_f16`]).
 
-use burn::backend::wgpu::{CubeBackend, CubeTensor};
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use half::f16;
 
-use super::{WgslKernel, grid, to_cube};
+use super::{WgslKernel, f32_tensor, grid, to_cube};
 
 /// Most rows per launch; longer steps (prefill) take the matmul.
 pub const MAX_ROWS: usize = 8;
@@ -46,8 +45,7 @@ pub fn widen_f16(words: &Tensor<2>) -> Tensor<2> {
     let out = client.empty(rows * half_cols * 2 * std::mem::size_of::<f32>());
     WgslKernel { name: "widen_f16", source: include_str!("../../../shaders/widen_f16.wgsl"), values: vec![("workgroup", WORKGROUP), ("words", rows * half_cols)] }
         .launch(&client, grid((rows * half_cols).div_ceil(WORKGROUP)), vec![words.handle.clone().binding(), out.clone().binding()]);
-    let out = CubeTensor::new_contiguous(client, words.device.clone(), Shape::new([rows, half_cols * 2]), out, DType::F32);
-    Tensor::from_primitive::<CubeBackend>(out)
+    f32_tensor(&words, [rows, half_cols * 2], out)
 }
 
 /// `x @ tableᵀ` over a table kept in row chunks (the token table, `[vocab, width]` in pieces):
@@ -82,8 +80,7 @@ pub fn rows_times_table(x: &Tensor<2>, chunks: &[Tensor<2>], half: bool) -> Opti
         .launch(&client, grid(outputs.div_ceil(WORKGROUP)), vec![table.handle.clone().binding(), x.handle.clone().binding(), out.clone().binding()]);
         offset += outputs;
     }
-    let out = CubeTensor::new_contiguous(client, x.device.clone(), Shape::new([rows, total]), out, DType::F32);
-    Some(Tensor::from_primitive::<CubeBackend>(out))
+    Some(f32_tensor(&x, [rows, total], out))
 }
 
 /// `x @ w + bias` for a layer's `w` `[inputs, outputs]` (f16: `[inputs, outputs / 2]` words):
@@ -108,8 +105,7 @@ pub fn rows_times_weight(x: &Tensor<2>, w: &Tensor<2>, bias: &Tensor<1>, half: b
         grid((outputs / 4).div_ceil(WORKGROUP)),
         vec![w.handle.clone().binding(), x.handle.clone().binding(), bias.handle.clone().binding(), out.clone().binding()],
     );
-    let out = CubeTensor::new_contiguous(client, x.device.clone(), Shape::new([rows, outputs]), out, DType::F32);
-    Some(Tensor::from_primitive::<CubeBackend>(out))
+    Some(f32_tensor(&x, [rows, outputs], out))
 }
 
 /// The rows of `ids` from an f16 token table kept in chunks of `rows_per_chunk` rows (words
@@ -138,6 +134,5 @@ pub fn half_table_rows(chunks: &[Tensor<2>], rows_per_chunk: usize, ids: &[u32],
         }
         .launch(&client, grid((tokens * width / 4).div_ceil(WORKGROUP)), vec![table.handle.clone().binding(), ids.handle.clone().binding(), out.clone().binding()]);
     }
-    let out = CubeTensor::new_contiguous(client, ids.device.clone(), Shape::new([tokens, width]), out, DType::F32);
-    Tensor::from_primitive::<CubeBackend>(out)
+    f32_tensor(&ids, [tokens, width], out)
 }
