@@ -10,8 +10,8 @@
 // token), key_pos[j] <= p, and p - key_pos[j] < window (window 0 = unlimited).
 
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;          // [B, H, T, D/4]
-@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;          // [B, H, C, D/4]
-@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;          // [B, H, C, D/4]
+@group(0) @binding(1) var<storage, read_write> k: array<{{ kv_word }}>;      // [B, H, C, D/4]
+@group(0) @binding(2) var<storage, read_write> v: array<{{ kv_word }}>;      // [B, H, C, D/4]
 @group(0) @binding(3) var<storage, read_write> key_pos: array<i32>;          // [B, L]
 @group(0) @binding(4) var<storage, read_write> query_pos: array<i32>;        // [B, T]
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;        // [B, H, T, D/4]

@@ -11,8 +11,8 @@
 // No score matrix is ever written.
 
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;             // [N, H·D/4]
-@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;             // [slots, H·D/4]
-@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;             // [slots, H·D/4]
+@group(0) @binding(1) var<storage, read_write> k: array<{{ kv_word }}>;         // [slots, H·D/4]
+@group(0) @binding(2) var<storage, read_write> v: array<{{ kv_word }}>;         // [slots, H·D/4]
 @group(0) @binding(3) var<storage, read_write> token_segment: array<u32>;       // [N]
 @group(0) @binding(4) var<storage, read_write> token_position: array<i32>;      // [N]
 @group(0) @binding(5) var<storage, read_write> table_offsets: array<u32>;       // [segments]

@@ -4,12 +4,14 @@
 // block; each invocation keeps its output accumulator and online-softmax state (running max
 // m, running sum l) in registers, its (pre-scaled) query in workgroup memory. Rows are read
 // as vec4, so head_dim must be a multiple of 4. No [T, L] matrix is ever materialised.
+// K and V come as f32 vec4s, or (an f16 cache) as pairs of words of two f16 halves each,
+// widened as a tile is loaded.
 //
 // Masking by position, as in attention_decode.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> q: array<{{ elem }}>;         // [B, H, T, D]
-@group(0) @binding(1) var<storage, read_write> k: array<{{ elem }}>;         // [B, H, C, D]
-@group(0) @binding(2) var<storage, read_write> v: array<{{ elem }}>;         // [B, H, C, D]
+@group(0) @binding(1) var<storage, read_write> k: array<{{ kv_word }}>;      // [B, H, C, D/4]
+@group(0) @binding(2) var<storage, read_write> v: array<{{ kv_word }}>;      // [B, H, C, D/4]
 @group(0) @binding(3) var<storage, read_write> key_pos: array<i32>;          // [B, L]
 @group(0) @binding(4) var<storage, read_write> query_pos: array<i32>;        // [B, T]
 @group(0) @binding(5) var<storage, read_write> out: array<{{ elem }}>;       // [B, H, T, D]
@@ -28,15 +30,12 @@ var<workgroup> q_block: array<vec4<f32>, {{ block_vec4s }}>; // WORKGROUP × D/4
 var<workgroup> pos_tile: array<i32, TILE>;
 var<workgroup> key_count: u32;
 
-// (WGSL cannot pass storage pointers to functions: one reader per buffer.)
 fn q4(at: u32) -> vec4<f32> {
     return vec4<f32>(f32(q[at]), f32(q[at + 1u]), f32(q[at + 2u]), f32(q[at + 3u]));
 }
-fn k4(at: u32) -> vec4<f32> {
-    return vec4<f32>(f32(k[at]), f32(k[at + 1u]), f32(k[at + 2u]), f32(k[at + 3u]));
-}
-fn v4(at: u32) -> vec4<f32> {
-    return vec4<f32>(f32(v[at]), f32(v[at + 1u]), f32(v[at + 2u]), f32(v[at + 3u]));
+// Four K or V values (an f32 vec4, or two words of two f16) as f32.
+fn kv4(v: {{ kv_word }}) -> vec4<f32> {
+    return {{ kv_widen }};
 }
 
 @compute @workgroup_size({{ workgroup }})
@@ -63,7 +62,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             q_block[lid * D4 + i] = q4(q_off + 4u * i) * scale;
         }
     }
-    let kv_off = bh * c_len * D;
+    let kv_off = bh * c_len * D4;
 
     var m = MASKED;
     var l = 0.0;
@@ -75,8 +74,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let keys_here = min(TILE, l_len - first);
         for (var e = lid; e < TILE * D4; e = e + WORKGROUP) {
             if e / D4 < keys_here {
-                k_tile[e] = k4(kv_off + first * D + 4u * e);
-                v_tile[e] = v4(kv_off + first * D + 4u * e);
+                k_tile[e] = kv4(k[kv_off + first * D4 + e]);
+                v_tile[e] = kv4(v[kv_off + first * D4 + e]);
             }
         }
         for (var r = lid; r < TILE; r = r + WORKGROUP) {

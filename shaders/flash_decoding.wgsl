@@ -5,10 +5,16 @@
 // rescaled by exp(m_old − m_new) when the max grows — with no barrier in the key loop. At the
 // end the workgroup merges its partials once in workgroup memory:
 // out = Σ_i exp(m_i − M)·acc_i / Σ_i exp(m_i − M)·l_i with M = max_i m_i.
-// The kernel that includes this declares D4 and WORKGROUP, the bindings k, v and out, and the
-// workgroup arrays query, maxes, sums and partial.
+// The kernel that includes this declares D4 and WORKGROUP, the bindings k, v (four values per
+// element: an f32 vec4, or two words of two f16) and out, and the workgroup arrays query,
+// maxes, sums and partial.
 
 const MASKED: f32 = -3.0e38;
+
+// Four K or V values as f32.
+fn kv4(v: {{ kv_word }}) -> vec4<f32> {
+    return {{ kv_widen }};
+}
 
 struct Partial {
     m: f32,
@@ -26,7 +32,7 @@ fn empty_partial() -> Partial {
 fn absorb(p: ptr<function, Partial>, row: u32, scale: f32) {
     var dot4 = vec4<f32>(0.0);
     for (var i = 0u; i < D4; i = i + 1u) {
-        dot4 = dot4 + query[i] * k[row + i];
+        dot4 = dot4 + query[i] * kv4(k[row + i]);
     }
     let score = (dot4.x + dot4.y + dot4.z + dot4.w) * scale;
     let m_new = max((*p).m, score);
@@ -34,7 +40,7 @@ fn absorb(p: ptr<function, Partial>, row: u32, scale: f32) {
     let weight = exp(score - m_new);
     (*p).l = (*p).l * correction + weight;
     for (var i = 0u; i < D4; i = i + 1u) {
-        (*p).acc[i] = (*p).acc[i] * correction + weight * v[row + i];
+        (*p).acc[i] = (*p).acc[i] * correction + weight * kv4(v[row + i]);
     }
     (*p).m = m_new;
 }

@@ -7,9 +7,10 @@
 
 mod common;
 
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorData};
 use inferlab::engine::kernels::{self, Path, Slots, row_dots_wgsl};
 use inferlab::engine::kv::blocks::BlockManager;
+use inferlab::engine::kv::dtype::KvDtype;
 use inferlab::engine::kv::paged::{PagedKv, Segment};
 use inferlab::engine::step_uploads::StepUploads;
 use inferlab::engine::kv::mask::{KeyMeta, StepMask};
@@ -133,9 +134,23 @@ fn append_kernel_matches_its_twin() {
     }
 }
 
+/// `t`'s values rounded to f16, as f32, and packed as an f16 cache holds them on wgpu (rows of
+/// words of two halves, half as wide).
+fn f16_pair<const D: usize>(t: &Tensor<D>) -> (Tensor<D>, Tensor<D>) {
+    let (dims, device) = (t.dims(), t.device());
+    let values: Vec<f32> = read(t.clone()).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let width = dims[D - 1];
+    let mut packed_dims = dims;
+    packed_dims[D - 1] /= 2;
+    let packed = row_dots_wgsl::pack_f16(&values, values.len() / width, width, &device).reshape(packed_dims);
+    (Tensor::from_data(TensorData::new(values, dims), &device), packed)
+}
+
 /// A ragged paged step: segments `(start, len)` whose blocks are handed out round-robin, so
-/// every table jumps around the pool.
-fn paged_case(device: &Device, rng: &mut StdRng, heads: usize, head_dim: usize, block_size: usize, shape: &[(usize, usize)]) {
+/// every table jumps around the pool. With an f16 cache the kernels write and read packed
+/// pools, the twins' writes take f32 pools of the rounded values, and the twins' attention
+/// widens the packed pools.
+fn paged_case(device: &Device, rng: &mut StdRng, heads: usize, head_dim: usize, block_size: usize, shape: &[(usize, usize)], kv: KvDtype) {
     let e = heads * head_dim;
     let contexts: Vec<usize> = shape.iter().map(|&(start, len)| start + len).collect();
     let num_blocks = contexts.iter().map(|c| c.div_ceil(block_size)).sum::<usize>() + 2;
@@ -157,18 +172,32 @@ fn paged_case(device: &Device, rng: &mut StdRng, heads: usize, head_dim: usize, 
     let n: usize = shape.iter().map(|s| s.1).sum();
     let positions: Vec<usize> = shape.iter().flat_map(|&(start, len)| start..start + len).collect();
     let step = Step { batch: 1, len: n, ids: vec![0; n], positions, real: vec![true; n] };
-    let mut cache = PagedKv::new(1, e, num_blocks, block_size, device).unwrap();
+    let mut cache = PagedKv::new(1, e, num_blocks, block_size, kv, device).unwrap();
     cache.schedule(segments);
     let plan = cache.prepare(&step).unwrap();
     let slots = num_blocks * block_size;
     let seed = rng.random_range(0..1000);
-    let pools = || (random([slots, e], &mut StdRng::seed_from_u64(seed), device), random([slots, e], &mut StdRng::seed_from_u64(seed + 1), device));
+    let pool = |seed| random([slots, e], &mut StdRng::seed_from_u64(seed), device);
     let (q, k, v) = (random([n, e], rng, device), random([n, e], rng, device), random([n, e], rng, device));
-    let label = format!("heads {heads} head_dim {head_dim} block {block_size} segments {shape:?}");
-    let (wk, wv) = kernels::paged::write(pools(), (k.clone(), v.clone()), &plan, Path::Wgsl);
-    let (tk, tv) = kernels::paged::write(pools(), (k, v), &plan, Path::Twin);
-    assert_eq!(read(wk.clone()), read(tk.clone()), "{label}: key pool");
-    assert_eq!(read(wv.clone()), read(tv.clone()), "{label}: value pool");
+    let label = format!("heads {heads} head_dim {head_dim} block {block_size} segments {shape:?} {kv} cache");
+    let ((wk, wv), (tk, tv)) = match kv {
+        KvDtype::F32 => {
+            let pools = || (pool(seed), pool(seed + 1));
+            (kernels::paged::write(pools(), (k.clone(), v.clone()), &plan, Path::Wgsl), kernels::paged::write(pools(), (k, v), &plan, Path::Twin))
+        }
+        KvDtype::F16 => {
+            let ((k32, k16), (v32, v16)) = (f16_pair(&pool(seed)), f16_pair(&pool(seed + 1)));
+            let (wk, wv) = kernels::paged::write((k16, v16), (k.clone(), v.clone()), &plan, Path::Wgsl);
+            let (tk, tv) = kernels::paged::write((k32, v32), (f16_pair(&k).0, f16_pair(&v).0), &plan, Path::Twin);
+            assert_eq!(read(kernels::kv_values(wk.clone(), e)), read(tk), "{label}: key pool");
+            assert_eq!(read(kernels::kv_values(wv.clone(), e)), read(tv), "{label}: value pool");
+            ((wk.clone(), wv.clone()), (wk, wv))
+        }
+    };
+    if kv == KvDtype::F32 {
+        assert_eq!(read(wk.clone()), read(tk.clone()), "{label}: key pool");
+        assert_eq!(read(wv.clone()), read(tv.clone()), "{label}: value pool");
+    }
     let scale = 1.0 / (head_dim as f32).sqrt();
     let ours = read(kernels::paged::attention(q.clone(), wk, wv, &plan, heads, scale, Path::Wgsl));
     let twin = read(kernels::paged::attention(q, tk, tv, &plan, heads, scale, Path::Twin));
@@ -189,7 +218,7 @@ fn paged_kernels_match_their_twins() {
     for &(heads, head_dim) in &[(2, 16), (12, 64), (3, 32)] {
         for block_size in [1, 16, 32] {
             for shape in shapes {
-                paged_case(&device, &mut rng, heads, head_dim, block_size, shape);
+                paged_case(&device, &mut rng, heads, head_dim, block_size, shape, KvDtype::F32);
             }
         }
     }
@@ -267,4 +296,63 @@ fn f16_row_dots_match_the_matmul_on_rounded_weights() {
             assert_eq!(got, read(table.select(0, picked)), "f16 table rows, width {width}, chunks {chunks:?}");
         }
     }
+}
+
+/// The f16 KV cache on wgpu (packed halves, only the kernels write and read them): appends
+/// store exactly the rows rounded to f16; decode, prefill and paged attention over packed keys
+/// and values equal the twins, which widen them first.
+#[test]
+fn f16_kv_kernels_match_their_twins() {
+    let Some(device) = wgpu() else { return };
+    let mut rng = StdRng::seed_from_u64(11);
+    for &(heads, head_dim, capacity, len, ring) in &[(1, 32, 8, 1, false), (12, 64, 100, 9, false), (3, 32, 7, 20, true)] {
+        let slots = Slots { base: if ring { 5 } else { capacity - len }, ring, first: if ring { len - len.min(capacity) } else { 0 } };
+        let (old, old_packed) = f16_pair(&random([2, heads, capacity, head_dim], &mut rng, &device));
+        let new = random([2, heads, len, head_dim], &mut rng, &device);
+        let rounded = f16_pair(&new).0;
+        let (pk, pv) = kernels::append((old_packed.clone(), old_packed), (new.clone(), new), slots, &StepUploads::default(), Path::Wgsl);
+        let want = read(kernels::append((old.clone(), old), (rounded.clone(), rounded), slots, &StepUploads::default(), Path::Twin).0);
+        assert_eq!(read(kernels::kv_values(pk, head_dim)), want, "keys: capacity {capacity} len {len} {slots:?}");
+        assert_eq!(read(kernels::kv_values(pv, head_dim)), want, "values: capacity {capacity} len {len} {slots:?}");
+    }
+    let cases = [
+        Case { batch: 3, heads: 4, head_dim: 64, keys: 100, queries: 1, window: None, ring: false },
+        Case { batch: 3, heads: 4, head_dim: 64, keys: 100, queries: 33, window: None, ring: false },
+        Case { batch: 1, heads: 3, head_dim: 32, keys: 64, queries: 9, window: Some(5), ring: true },
+    ];
+    for case in cases {
+        let (b, h, d, slots) = (case.batch, case.heads, case.head_dim, case.keys + 3);
+        let q = random([b, h, case.queries, d], &mut rng, &device);
+        let (k, v) = (f16_pair(&random([b, h, slots, d], &mut rng, &device)).1, f16_pair(&random([b, h, slots, d], &mut rng, &device)).1);
+        let mask = case.mask();
+        let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, 0.125, Path::Wgsl));
+        let twin = read(kernels::attention(q, k, v, &mask, 0.125, Path::Twin));
+        let error = relative_error(&ours, &twin);
+        assert!(error <= 1e-5, "f16 cache, {} queries over {} keys: relative error {error}", case.queries, case.keys);
+    }
+    for shape in [&[(0, 9), (37, 1), (15, 1), (3, 20)][..], &[(100, 1), (0, 33)]] {
+        paged_case(&device, &mut rng, 12, 64, 16, shape, KvDtype::F16);
+    }
+}
+
+/// The f16 KV cache on the CPU (burn's f16 tensors): appends round the rows to f16, and the
+/// CPU attention kernel, widening rows as it reads them, equals the twin, which casts.
+#[test]
+fn f16_kv_on_the_cpu_matches_its_twin() {
+    let device = Device::flex();
+    let mut rng = StdRng::seed_from_u64(12);
+    let case = Case { batch: 2, heads: 3, head_dim: 16, keys: 9, queries: 3, window: None, ring: false };
+    let (b, h, d) = (case.batch, case.heads, case.head_dim);
+    let cache = KvDtype::F16.zeros([b, h, 12, d], &device).unwrap();
+    let new = random([b, h, case.keys, d], &mut rng, &device);
+    let slots = Slots { base: 0, ring: false, first: 0 };
+    let (k, v) = kernels::append((cache.clone(), cache), (new.clone(), new.clone()), slots, &StepUploads::default(), Path::Cpu);
+    assert_eq!(k.dtype(), DType::F16, "the cache stays f16");
+    assert_eq!(read(k.clone().narrow(2, 0, case.keys)), read(f16_pair(&new).0), "rows rounded to f16 as they are stored");
+    let q = random([b, h, case.queries, d], &mut rng, &device);
+    let mask = case.mask();
+    let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, 0.25, Path::Cpu));
+    let twin = read(kernels::attention(q, k, v, &mask, 0.25, Path::Twin));
+    let error = relative_error(&ours, &twin);
+    assert!(error <= 1e-5, "f16 cache on the CPU: relative error {error}");
 }

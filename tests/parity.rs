@@ -12,6 +12,7 @@ use inferlab::engine::f16_drift::f16_drift;
 use inferlab::engine::generate::{GenerateOptions, StopReason, generate, generate_batch_greedy};
 use inferlab::engine::gpt2::{Gpt2Loader, Logits};
 use inferlab::engine::weights::Gpt2Weights;
+use inferlab::engine::kv::dtype::KvDtype;
 use inferlab::engine::kv::{KvCache, KvMode};
 use inferlab::engine::readback;
 use inferlab::engine::step::Step;
@@ -64,7 +65,7 @@ fn cached_prefill_then_decode_gives_the_same_logits() {
         let prompt = &case.golden.prompts.iter().max_by_key(|p| p.input_ids.len()).expect("prompts").input_ids;
         let reference = all_logits(&case, prompt);
         let model = &case.loaded.model;
-        let mut cache = KvCache::new(KvMode::Contiguous, &model.config, 1, prompt.len(), model.device()).unwrap();
+        let mut cache = model.cache(KvMode::Contiguous, 1, prompt.len()).unwrap();
         // Prefill half, then one token at a time: each step's logits equal the uncached ones.
         let half = prompt.len() / 2;
         model.forward(&Step::single(&prompt[..half], 0), &mut cache, Logits::Last).unwrap();
@@ -88,7 +89,7 @@ fn paged_cache_matches_transformers_logits() {
             let ids = &prompt.input_ids;
             for block_size in [1, 16, 32] {
                 let label = format!("{} / {} / paged:{block_size}", case.label, prompt.name);
-                let mut cache = KvCache::new(KvMode::Paged { block_size }, &model.config, 1, ids.len(), model.device()).unwrap();
+                let mut cache = model.cache(KvMode::Paged { block_size }, 1, ids.len()).unwrap();
                 let half = ids.len().div_ceil(2);
                 let logits = model.forward(&Step::single(&ids[..half], 0), &mut cache, Logits::All).unwrap();
                 let mut rows: Vec<Vec<f32>> = pollster::block_on(readback::floats(logits)).unwrap().chunks(vocab).map(<[f32]>::to_vec).collect();
@@ -198,11 +199,11 @@ fn kv_cache_holds_what_transformers_caches() {
     for case in cases() {
         let pkv = &case.golden.past_key_values;
         let model = &case.loaded.model;
-        let mut cache = KvCache::new(KvMode::Contiguous, &model.config, 1, 64, model.device()).unwrap();
+        let mut cache = model.cache(KvMode::Contiguous, 1, 64).unwrap();
         model.forward(&Step::single(&pkv.input_ids, 0), &mut cache, Logits::Last).unwrap();
         let KvCache::Contiguous(contiguous) = &cache else { unreachable!("a contiguous cache was made") };
         for (layer, golden) in pkv.layers.iter().enumerate() {
-            let (k, v) = contiguous.layer(layer);
+            let (k, v) = contiguous.layer(layer, model.config.head_dim());
             assert_eq!(k.dims().to_vec(), golden.key_shape, "{}: layer {layer} key shape", case.label);
             for (name, t, sum, l2) in [("key", k, golden.key_sum, golden.key_l2), ("value", v, golden.value_sum, golden.value_l2)] {
                 let values = pollster::block_on(readback::floats(t)).unwrap();
@@ -224,7 +225,7 @@ fn sliding_window_equals_windowed_recompute() {
         let model = &case.loaded.model;
         let prompt = &case.golden.prompts.iter().max_by_key(|p| p.input_ids.len()).expect("prompts").input_ids;
         for window in [1, 3, 8, 17] {
-            let mut cache = KvCache::new(KvMode::Sliding { window }, &model.config, 1, prompt.len(), model.device()).unwrap();
+            let mut cache = model.cache(KvMode::Sliding { window }, 1, prompt.len()).unwrap();
             let mut fed = 0;
             for chunk in [20, 1, 1, 9, 1, 1, 1].into_iter().chain(std::iter::repeat(1)) {
                 if fed >= prompt.len() {
@@ -305,6 +306,38 @@ fn f16_weights_stay_close_to_transformers() {
             assert!(diff <= 2e-2, "{label}: last-position logits differ by {diff}");
             assert!(drift.mean_abs_logprob_change <= 5e-3 && drift.max_abs_logprob_change <= 2e-2, "{label}: {drift:?}");
             // The f32 (= transformers') greedy text is f16's own greedy choice at every step.
+            assert_eq!(drift.top1_agreement, 1.0, "{label}: {drift:?}");
+        }
+    }
+}
+
+/// An f16 KV cache (half its memory; keys and values rounded as they are stored) against
+/// transformers' f32 run, on every fixture model and prompt, on the CPU (burn's f16 tensors)
+/// and on wgpu (packed halves read by the WGSL kernels): greedy text through the contiguous,
+/// sliding and paged caches, last-position logits, and the teacher-forced drift that `bench
+/// decode --kv-dtype f16` prints.
+#[test]
+fn f16_kv_cache_stays_close_to_transformers() {
+    for case in cases().into_iter().filter(|c| !c.label.ends_with("on cuda")) {
+        let mut model = load(&case.dir, case.loaded.model.device()).unwrap().model;
+        model.set_kv_dtype(KvDtype::F16).unwrap();
+        for prompt in &case.golden.prompts {
+            let label = format!("{} / {} with an f16 KV cache", case.label, prompt.name);
+            let golden = &prompt.greedy.new_ids;
+            let total = prompt.input_ids.len() + golden.len();
+            for kv in [KvMode::Contiguous, KvMode::Sliding { window: total }, KvMode::Paged { block_size: 16 }] {
+                let options = GenerateOptions { max_new_tokens: golden.len(), kv, ..GenerateOptions::default() };
+                let out = pollster::block_on(generate(&model, &prompt.input_ids, &options, None, |_| ControlFlow::Continue(()))).unwrap();
+                assert_eq!(&out.new_ids, golden, "{label}: greedy with kv {kv}");
+            }
+            let ids = &prompt.input_ids;
+            let logits = model.forward(&Step::single(ids, 0), &mut model.cache(KvMode::Contiguous, 1, ids.len()).unwrap(), Logits::Last).unwrap();
+            let diff = max_abs_diff(&pollster::block_on(readback::floats(logits)).unwrap(), &case.golden_tensor(&prompt.last_logits.tensor));
+            let text = [prompt.input_ids.clone(), golden.clone()].concat();
+            let drift = pollster::block_on(f16_drift(&case.loaded.model, &model, &text)).unwrap();
+            eprintln!("{label}: last logits within {diff:.2e}; {drift:?}");
+            assert!(diff <= 1e-2, "{label}: last-position logits differ by {diff}");
+            assert!(drift.mean_abs_logprob_change <= 2e-3 && drift.max_abs_logprob_change <= 1e-2, "{label}: {drift:?}");
             assert_eq!(drift.top1_agreement, 1.0, "{label}: {drift:?}");
         }
     }

@@ -173,7 +173,7 @@ pub async fn beam_search(
     let k = options.num_beams;
     let start = Instant::now();
     // Room for every beam's row; the prompt is computed once in row 0 and then shared.
-    let mut cache = KvCache::new(kv, config, k, prompt.len() + max_new, model.device())?;
+    let mut cache = model.cache(kv, k, prompt.len() + max_new)?;
     cache.reorder(&[0], model.device())?;
     let mut step = Step::single(&prompt, 0);
     let mut running = vec![Beam {

@@ -1,7 +1,10 @@
-//! What f16 weights cost in accuracy: a text is scored teacher-forced by the f32 model and by
-//! its f16 copy ([`Gpt2::into_f16_weights`]), and at every position the two next-token
-//! distributions are compared: the log-probability each gives the token that actually comes
-//! next, the logits themselves, and whether the top choice is the same.
+//! What f16 costs in accuracy: a text is scored teacher-forced by the f32 model and by its f16
+//! copy (weights: [`Gpt2::into_f16_weights`]; KV cache: [`Gpt2::set_kv_dtype`]), and at every
+//! position the two next-token distributions are compared: the log-probability each gives the
+//! token that actually comes next, the logits themselves, and whether the top choice is the
+//! same. Each model scores through a cache of its own KV dtype, so an f16 cache's rounding
+//! counts: its prefill stores the keys and values first and attends over what was stored, as
+//! every decode step does.
 
 use burn::tensor::Tensor;
 use serde::Serialize;
@@ -9,7 +12,7 @@ use serde::Serialize;
 use super::beam::log_softmax;
 use super::error::{EngineError, Result};
 use super::gpt2::{Gpt2, Logits};
-use super::kv::KvCache;
+use super::kv::KvMode;
 use super::readback;
 use super::sampling::argmax;
 use super::step::Step;
@@ -28,7 +31,7 @@ pub struct F16Drift {
     pub top1_agreement: f64,
 }
 
-/// Scores `ids` (at least two, within the context) with both models, each in one prefill.
+/// Scores `ids` (at least two, within the context) with both models, each in one cached prefill.
 pub async fn f16_drift(f32_model: &Gpt2, f16_model: &Gpt2, ids: &[u32]) -> Result<F16Drift> {
     if ids.len() < 2 {
         return Err(EngineError::Request("scoring needs at least two tokens".into()));
@@ -36,7 +39,7 @@ pub async fn f16_drift(f32_model: &Gpt2, f16_model: &Gpt2, ids: &[u32]) -> Resul
     let vocab = f32_model.config.vocab_size;
     let logits = |model: &Gpt2| -> Result<Tensor<3>> {
         let step = Step::single(ids, 0);
-        model.forward(&step, &mut KvCache::Stateless { window: None }, Logits::All)
+        model.forward(&step, &mut model.cache(KvMode::Contiguous, 1, ids.len())?, Logits::All)
     };
     let (a, b) = (readback::floats(logits(f32_model)?).await?, readback::floats(logits(f16_model)?).await?);
     let (mut total, mut max_change, mut max_logit, mut agree) = (0.0, 0.0f64, 0.0f64, 0usize);

@@ -10,7 +10,7 @@ use web_time::Instant;
 
 use super::error::{EngineError, Result};
 use super::gpt2::{Gpt2, Logits};
-use super::kv::{KvCache, KvMode};
+use super::kv::KvMode;
 use super::readback;
 use super::sampling::{Sampler, SamplingParams};
 use super::step::Step;
@@ -133,7 +133,7 @@ pub async fn generate(
         return Err(EngineError::Request("stop strings need a tokenizer".into()));
     }
     let mut sampler = Sampler::new(options.sampling.clone())?;
-    let mut cache = KvCache::new(options.kv, config, 1, prompt.len() + max_new, model.device())?;
+    let mut cache = model.cache(options.kv, 1, prompt.len() + max_new)?;
 
     let start = Instant::now();
     let mut sequence = prompt.clone();
@@ -226,7 +226,7 @@ pub async fn generate_batch_greedy(
             "a {padded_len}-token prompt plus {max_new_tokens} new tokens exceeds the context of {n_positions}"
         )));
     }
-    let mut cache = KvCache::new(KvMode::Contiguous, &model.config, prompts.len(), padded_len + max_new_tokens, model.device())?;
+    let mut cache = model.cache(KvMode::Contiguous, prompts.len(), padded_len + max_new_tokens)?;
     let mut step = Step::left_padded(prompts, pad_id);
     let mut next_pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
     let mut done = vec![false; prompts.len()];

@@ -14,6 +14,7 @@ use super::config::{Activation, Gpt2Config};
 use super::error::{EngineError, Result};
 use super::kernels::row_dots::{self, HalfTable};
 use super::kernels::{self, Path, cpu_gelu, row_dots_wgsl};
+use super::kv::dtype::KvDtype;
 use super::kv::{KvCache, KvMode};
 use super::step::Step;
 use super::vocab_table::VocabTable;
@@ -164,6 +165,8 @@ pub struct Gpt2 {
     ln_f: LayerNorm,
     /// Whether the WGSL kernels run where they can (the wgpu device); off = tensor ops only.
     kernels: bool,
+    /// What the KV caches made for this model hold.
+    kv_dtype: KvDtype,
 }
 
 impl Gpt2 {
@@ -201,6 +204,25 @@ impl Gpt2 {
         Ok(Self { blocks, wte: self.wte.into_f16(), lm_head: self.lm_head.map(VocabTable::into_f16), ..self })
     }
 
+    /// Makes the KV caches of later generations hold f16 (half their memory, and half the bytes
+    /// each attention reads) or f32. Keys and values are rounded once, as they are stored.
+    pub fn set_kv_dtype(&mut self, dtype: KvDtype) -> Result<()> {
+        if dtype == KvDtype::F16 && self.config.head_dim() % 2 != 0 {
+            return Err(EngineError::Request(format!("an f16 KV cache packs head rows in pairs; this model's heads are {} wide", self.config.head_dim())));
+        }
+        self.kv_dtype = dtype;
+        Ok(())
+    }
+
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv_dtype
+    }
+
+    /// A cache of `mode` for `batch` rows of `capacity` tokens, holding this model's KV dtype.
+    pub fn cache(&self, mode: KvMode, batch: usize, capacity: usize) -> Result<KvCache> {
+        KvCache::new(mode, &self.config, batch, capacity, self.kv_dtype, &self.device)
+    }
+
     /// Turns the hand-written kernels on or off (to measure them): WGSL attention and KV
     /// writes on wgpu; few-query attention, row dots for the linear layers and the head, and
     /// the one-pass GELU on the CPU. f16 weights on wgpu keep their row dots either way.
@@ -221,7 +243,7 @@ impl Gpt2 {
         if row_dots::runs_on(&self.device) {
             return Ok(());
         }
-        let mut cache = KvCache::new(KvMode::Contiguous, &self.config, 1, 2, &self.device)?;
+        let mut cache = self.cache(KvMode::Contiguous, 1, 2)?;
         for position in 0..2 {
             let logits = self.forward(&Step::single(&[0], position), &mut cache, Logits::Last)?;
             drop(logits.argmax(2));
@@ -380,6 +402,7 @@ impl Gpt2Loader {
             ln_f: norm("ln_f", &mut self.vectors)?,
             blocks,
             kernels: true,
+            kv_dtype: KvDtype::F32,
             device: self.device,
             config: self.config,
         })

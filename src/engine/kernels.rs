@@ -70,13 +70,31 @@ pub struct Slots {
 }
 
 /// Writes new K/V rows `[batch, heads, len, head_dim]` into the cache buffers
-/// `[batch, heads, slots, head_dim]` and returns the updated buffers. `uploads` is the step's
-/// (its mask's), so the layers of a step share one parameter buffer.
+/// `[batch, heads, slots, head_dim]` (f32 or f16; packed f16 words `[.., head_dim / 2]` on
+/// wgpu, see [`KvDtype`](super::kv::dtype::KvDtype)) and returns the updated buffers. `uploads`
+/// is the step's (its mask's), so the layers of a step share one parameter buffer.
 pub fn append(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots, uploads: &StepUploads, path: Path) -> (Tensor<4>, Tensor<4>) {
+    // Packed words are written by their kernel whatever the path: tensor ops cannot pack.
+    let packed = cache.0.dims()[3] != new.0.dims()[3];
     match path {
-        Path::Twin | Path::Cpu => (append_twin(cache.0, new.0, slots), append_twin(cache.1, new.1, slots)),
-        Path::Wgsl => append_wgsl(cache, new, slots, uploads),
+        Path::Twin | Path::Cpu if !packed => {
+            let dtype = cache.0.dtype();
+            (append_twin(cache.0, new.0.cast(dtype), slots), append_twin(cache.1, new.1.cast(dtype), slots))
+        }
+        _ => append_wgsl(cache, new, slots, uploads),
     }
+}
+
+/// A cache buffer as f32 values whose rows are `width` wide: f16 tensors cast, packed f16 words
+/// (wgpu) widened by their kernel. For the tensor ops; the attention kernels read either kind.
+pub fn kv_values<const D: usize>(t: Tensor<D>, width: usize) -> Tensor<D> {
+    let mut dims = t.dims();
+    if dims[D - 1] == width {
+        return t.cast(DType::F32);
+    }
+    let rows = dims[..D - 1].iter().product();
+    dims[D - 1] = width;
+    row_dots_wgsl::widen_f16(&t.reshape([rows, width / 2])).reshape(dims)
 }
 
 /// `softmax(q·kᵀ·scale + mask)·v` over the first `mask.keys` slots of `k` and `v`.
@@ -107,7 +125,9 @@ fn append_twin(mut cache: Tensor<4>, new: Tensor<4>, slots: Slots) -> Tensor<4> 
 
 fn attention_twin(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32) -> Tensor<4> {
     let device = q.device();
-    let (k, v) = (k.narrow(2, 0, mask.keys), v.narrow(2, 0, mask.keys));
+    let d = q.dims()[3];
+    // Widened whole, then narrowed: the widening kernel's size stays the buffer's.
+    let (k, v) = (kv_values(k, d).narrow(2, 0, mask.keys), kv_values(v, d).narrow(2, 0, mask.keys));
     let scores = q.matmul(k.swap_dims(2, 3)) * scale;
     let scores = match mask.bias(&device) {
         Some(bias) => scores + bias,
@@ -136,12 +156,24 @@ struct WgslKernel {
 
 impl KernelSource for WgslKernel {
     fn source(&self) -> SourceTemplate {
-        // Weights as f32 vec4s, or (`half` = 1) as two u32 words of two f16 each.
-        let (word, widen) = match self.values.contains(&("half", 1)) {
+        // Four weights, or (`half` = 1) four K/V values, as an f32 vec4, or as two u32 words of
+        // two f16 each (`kv_half` = 1); a K/V word as the append kernel stores it.
+        let words = |half: bool| match half {
             true => ("vec2<u32>", "vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y))"),
             false => ("vec4<f32>", "v"),
         };
-        let template = SourceTemplate::new(self.source).register("elem", "f32").register("weight_word", word).register("widen", widen);
+        let ((word, widen), kv_half) = (words(self.values.contains(&("half", 1))), self.values.contains(&("kv_half", 1)));
+        let (kv_word, kv_widen) = words(kv_half);
+        let (kv_elem, kv_pack) = if kv_half { ("u32", "pack2x16float(a)") } else { ("f32", "a.x") };
+        let template = SourceTemplate::new(self.source)
+            .register("elem", "f32")
+            .register("weight_word", word)
+            .register("widen", widen)
+            .register("kv_word", kv_word)
+            .register("kv_widen", kv_widen)
+            .register("kv_elem", kv_elem)
+            .register("kv_pack", kv_pack)
+            .register("kv_per_word", if kv_half { "2" } else { "1" });
         self.values.iter().fold(template, |t, (name, value)| t.register(*name, value.to_string()))
     }
     fn id(&self) -> KernelId {
@@ -176,19 +208,19 @@ fn to_cube<const D: usize>(t: Tensor<D>) -> CubeTensor {
 
 fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots, uploads: &StepUploads) -> (Tensor<4>, Tensor<4>) {
     let [b, h, t, d] = new.0.dims();
-    let capacity = cache.0.dims()[2];
+    let [_, _, capacity, row_words] = cache.0.dims();
     let (cache_k, cache_v) = (to_cube(cache.0), to_cube(cache.1));
     let (new_k, new_v) = (to_cube(new.0), to_cube(new.1));
     let client = cache_k.client.clone();
     let params = [b * h, t, d, capacity, slots.base, usize::from(slots.ring), slots.first].map(|v| v as u32);
     let params = uploads.params(&client, &params);
-    let groups = (b * h * t * d).div_ceil(APPEND_WORKGROUP);
+    let groups = (b * h * t * row_words).div_ceil(APPEND_WORKGROUP);
     // The cache buffers are written in place: the cache owns them, and every kernel that read
     // them earlier was queued before this one on the same stream.
     let kernel = WgslKernel {
         name: "kv_append",
         source: include_str!("../../shaders/kv_append.wgsl"),
-        values: vec![("workgroup", APPEND_WORKGROUP)],
+        values: vec![("workgroup", APPEND_WORKGROUP), ("kv_half", usize::from(row_words != d))],
     };
     kernel.launch(
         &client,
@@ -206,7 +238,8 @@ fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots
 
 fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32) -> Tensor<4> {
     let [b, h, t, d] = q.dims();
-    let capacity = k.dims()[2];
+    let [_, _, capacity, row_words] = k.dims();
+    let kv_half = usize::from(row_words != d);
     let (q, k, v) = (to_cube(q), to_cube(k), to_cube(v));
     let client = q.client.clone();
     let key_pos = mask.uploads.buffer(&client, "key_pos", || words(&mask.key_pos));
@@ -231,6 +264,7 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
             source: include_str!("../../shaders/attention_prefill.wgsl"),
             values: vec![
                 ("workgroup", workgroup),
+                ("kv_half", kv_half),
                 ("head_dim", d),
                 ("tile", tile),
                 ("tile_vec4s", tile * d / 4),
@@ -243,7 +277,7 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
             WgslKernel {
                 name: "attention_decode",
                 source: concat!(include_str!("../../shaders/attention_decode.wgsl"), include_str!("../../shaders/flash_decoding.wgsl")),
-                values: vec![("workgroup", workgroup), ("head_dim", d), ("partial_vec4s", workgroup * d / 4)],
+                values: vec![("workgroup", workgroup), ("kv_half", kv_half), ("head_dim", d), ("partial_vec4s", workgroup * d / 4)],
             }
             .launch(&client, (b * h * t, 1), bindings)
         }

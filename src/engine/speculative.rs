@@ -20,7 +20,7 @@ use self::drafters::{Draft, Drafter};
 use super::error::{EngineError, Result};
 use super::generate::{GenerateOptions, StopReason, argmax_rows, fit_context};
 use super::gpt2::{Gpt2, Logits};
-use super::kv::{KvCache, KvMode};
+use super::kv::KvMode;
 use super::readback;
 use super::sampling::{Sampler, SamplingParams};
 use super::step::Step;
@@ -167,7 +167,7 @@ pub async fn speculative_generate<D: Drafter>(
     let (prompt, max_new, _) =
         fit_context(prompt, options.max_new_tokens, config.n_positions, false)?;
     let mut sampler = Sampler::new(options.sampling.clone())?;
-    let mut cache = KvCache::new(kv, config, 1, prompt.len() + max_new, target.device())?;
+    let mut cache = target.cache(kv, 1, prompt.len() + max_new)?;
 
     // The target's cache always holds the sequence but its last token, which the next pass
     // feeds together with the draft.

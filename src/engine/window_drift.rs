@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use super::error::{EngineError, Result};
 use super::gpt2::{Gpt2, Logits};
-use super::kv::{KvCache, KvMode};
+use super::kv::KvMode;
 use super::readback;
 use super::sampling::argmax;
 use super::step::Step;
@@ -51,8 +51,8 @@ pub async fn window_drift(
         )));
     }
     let capacity = prompt.len() + new_tokens;
-    let mut full = KvCache::new(KvMode::Contiguous, &model.config, 1, capacity, model.device())?;
-    let mut sliding = KvCache::new(KvMode::Sliding { window }, &model.config, 1, capacity, model.device())?;
+    let mut full = model.cache(KvMode::Contiguous, 1, capacity)?;
+    let mut sliding = model.cache(KvMode::Sliding { window }, 1, capacity)?;
     let mut steps = Vec::with_capacity(new_tokens);
     let mut step = Step::single(prompt, 0);
     let mut position = prompt.len() - 1;

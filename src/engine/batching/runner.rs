@@ -30,7 +30,7 @@ impl<'a> ModelRunner<'a> {
     /// A runner with a pool of `num_blocks` blocks of `block_size` tokens on the model's device.
     pub fn new(model: &'a Gpt2, num_blocks: usize, block_size: usize) -> Result<Self> {
         let c = &model.config;
-        let cache = KvCache::Paged(PagedKv::new(c.n_layer, c.n_embd, num_blocks, block_size, model.device())?);
+        let cache = KvCache::Paged(PagedKv::new(c.n_layer, c.n_embd, num_blocks, block_size, model.kv_dtype(), model.device())?);
         Ok(Self { model, cache, samplers: HashMap::new() })
     }
 

@@ -14,8 +14,9 @@ use crate::engine::kv::mask::StepMask;
 /// prefill is the twin's, whose matmuls then have work enough.
 pub const MAX_QUERIES: usize = 16;
 
-/// q `[batch, heads, queries, head_dim]`, k and v `[batch, heads, slots, head_dim]` on the
-/// CPU device, any strides with contiguous head rows; None where the twin must run.
+/// q `[batch, heads, queries, head_dim]`, k and v `[batch, heads, slots, head_dim]` (f32, or
+/// an f16 cache's, widened row by row) on the CPU device, any strides with contiguous head
+/// rows; None where the twin must run.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: &StepMask, scale: f32) -> Option<Tensor<4>> {
     use burn::backend::flex::Flex;
@@ -41,18 +42,19 @@ pub fn attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: &StepMask, s
     out.par_chunks_mut(t * d).enumerate().for_each(|(bh, out)| {
         let (row, head) = (bh / h, bh % h);
         let mut weights = vec![0f32; keys_seen];
+        let mut wide = vec![0f32; d];
         for (query, out) in out.chunks_exact_mut(d).enumerate() {
             let qv = &q[(bh * t + query) * d..][..d];
             let bias = &bias[(row * t + query) * keys_seen..][..keys_seen];
             for (key, (w, b)) in weights.iter_mut().zip(bias).enumerate() {
-                *w = row_dots::dot(keys.row(row, head, key), qv) * scale + b;
+                *w = row_dots::dot(keys.row(row, head, key, &mut wide), qv) * scale + b;
             }
             let max = weights.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
             weights.iter_mut().for_each(|w| *w = (*w - max).exp());
             let total: f32 = weights.iter().sum();
             for (key, w) in weights.iter().enumerate() {
                 let p = w / total;
-                out.iter_mut().zip(values.row(row, head, key)).for_each(|(o, v)| *o += p * v);
+                out.iter_mut().zip(values.row(row, head, key, &mut wide)).for_each(|(o, v)| *o += p * v);
             }
         }
     });
@@ -71,9 +73,16 @@ pub fn attention(_q: &Tensor<4>, _k: &Tensor<4>, _v: &Tensor<4>, _mask: &StepMas
 /// heads and positions swapped.
 #[cfg(not(target_arch = "wasm32"))]
 struct Rows<'a> {
-    data: &'a [f32],
+    data: Values<'a>,
     strides: [usize; 3],
     width: usize,
+}
+
+/// An f32 tensor's values, or an f16 cache's (burn's f16 dtype).
+#[cfg(not(target_arch = "wasm32"))]
+enum Values<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -84,13 +93,31 @@ impl<'a> Rows<'a> {
         if sd != 1 || [sb, sh, sk].iter().any(|&s| s < 0) {
             return None;
         }
-        let data = &t.storage::<f32>()[layout.start_offset()..];
+        let start = layout.start_offset();
+        let data = match t.dtype() {
+            burn::tensor::DType::F32 => Values::F32(&t.storage::<f32>()[start..]),
+            burn::tensor::DType::F16 => Values::F16(&t.storage::<half::f16>()[start..]),
+            _ => return None,
+        };
         Some(Self { data, strides: [sb as usize, sh as usize, sk as usize], width })
     }
 
-    fn row(&self, batch: usize, head: usize, slot: usize) -> &'a [f32] {
+    /// The row as f32: in place, or (f16) widened into `wide`.
+    fn row<'b>(&self, batch: usize, head: usize, slot: usize, wide: &'b mut [f32]) -> &'b [f32]
+    where
+        'a: 'b,
+    {
+        use half::slice::HalfFloatSliceExt;
+
         let [sb, sh, sk] = self.strides;
-        &self.data[batch * sb + head * sh + slot * sk..][..self.width]
+        let at = batch * sb + head * sh + slot * sk;
+        match self.data {
+            Values::F32(data) => &data[at..][..self.width],
+            Values::F16(data) => {
+                data[at..][..self.width].convert_to_f32_slice(wide);
+                wide
+            }
+        }
     }
 }
 

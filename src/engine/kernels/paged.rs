@@ -7,22 +7,25 @@
 use burn::backend::wgpu::CubeBackend;
 use burn::tensor::{IndexingUpdateOp, Tensor};
 
-use super::{Path, WgslKernel, attention as padded_attention, decode_workgroup, f32_tensor, grid, to_cube};
+use super::{Path, WgslKernel, attention as padded_attention, decode_workgroup, f32_tensor, grid, kv_values, to_cube};
 use crate::engine::kv::paged::PagedPlan;
 use crate::engine::step_uploads::words;
 
 /// Invocations per workgroup of the append kernel.
 const APPEND_WORKGROUP: usize = 256;
 
-/// Writes the step's new rows `[tokens, n_embd]` into their pool slots; returns the pools.
+/// Writes the step's new rows `[tokens, n_embd]` into their pool slots (f32, f16, or packed f16
+/// words `[slots, n_embd / 2]` on wgpu, which only their kernel writes); returns the pools.
 pub fn write(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: &PagedPlan, path: Path) -> (Tensor<2>, Tensor<2>) {
+    let packed = pools.0.dims()[1] != new.0.dims()[1];
     match path {
-        Path::Twin | Path::Cpu => {
+        Path::Twin | Path::Cpu if !packed => {
             let slots = plan.slot_tensor();
-            let put = |pool: Tensor<2>, rows| pool.select_assign(0, slots.clone(), rows, IndexingUpdateOp::Assign);
+            let dtype = pools.0.dtype();
+            let put = |pool: Tensor<2>, rows: Tensor<2>| pool.select_assign(0, slots.clone(), rows.cast(dtype), IndexingUpdateOp::Assign);
             (put(pools.0, new.0), put(pools.1, new.1))
         }
-        Path::Wgsl => write_wgsl(pools, new, plan),
+        _ => write_wgsl(pools, new, plan),
     }
 }
 
@@ -42,6 +45,11 @@ fn attention_gathered(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: 
     let e = q.dims()[1];
     let d = e / heads;
     let device = plan.device();
+    // Packed f16 words are widened first (the whole pool: a fixed size for the widening kernel).
+    let (pool_k, pool_v) = match pool_k.dims()[1] == e {
+        true => (pool_k, pool_v),
+        false => (kv_values(pool_k, e), kv_values(pool_v, e)),
+    };
     let outputs: Vec<Tensor<2>> = plan
         .groups
         .iter()
@@ -59,6 +67,7 @@ fn attention_gathered(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: 
 
 fn write_wgsl(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: &PagedPlan) -> (Tensor<2>, Tensor<2>) {
     let [n, e] = new.0.dims();
+    let kv_half = usize::from(pools.0.dims()[1] != e);
     let (pool_k, pool_v) = (to_cube(pools.0), to_cube(pools.1));
     let (new_k, new_v) = (to_cube(new.0), to_cube(new.1));
     let client = pool_k.client.clone();
@@ -66,13 +75,13 @@ fn write_wgsl(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: 
         words(&plan.slot_mapping.iter().map(|&s| s as u32).collect::<Vec<u32>>())
     });
     let params = plan.uploads.params(&client, &[n as u32, e as u32]);
-    let groups = (n * e).div_ceil(APPEND_WORKGROUP);
+    let groups = (n * e / (1 + kv_half)).div_ceil(APPEND_WORKGROUP);
     // The pools are written in place: the cache owns them, and every kernel that read them
     // earlier was queued before this one on the same stream.
     WgslKernel {
         name: "kv_append_paged",
         source: include_str!("../../../shaders/kv_append_paged.wgsl"),
-        values: vec![("workgroup", APPEND_WORKGROUP)],
+        values: vec![("workgroup", APPEND_WORKGROUP), ("kv_half", kv_half)],
     }
     .launch(
         &client,
@@ -92,6 +101,7 @@ fn write_wgsl(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: 
 fn attention_wgsl(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &PagedPlan, heads: usize, scale: f32) -> Tensor<2> {
     let [n, e] = q.dims();
     let d = e / heads;
+    let kv_half = usize::from(pool_k.dims()[1] != e);
     let (q, pool_k, pool_v) = (to_cube(q), to_cube(pool_k), to_cube(pool_v));
     let client = q.client.clone();
     let segment = plan.uploads.buffer(&client, "token_segment", || words(&plan.token_segment));
@@ -106,7 +116,7 @@ fn attention_wgsl(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &Pag
     WgslKernel {
         name: "attention_paged",
         source: concat!(include_str!("../../../shaders/attention_paged.wgsl"), include_str!("../../../shaders/flash_decoding.wgsl")),
-        values: vec![("workgroup", workgroup), ("head_dim", d), ("block_size", plan.block_size), ("partial_vec4s", workgroup * d / 4)],
+        values: vec![("workgroup", workgroup), ("kv_half", kv_half), ("head_dim", d), ("block_size", plan.block_size), ("partial_vec4s", workgroup * d / 4)],
     }
     .launch(
         &client,

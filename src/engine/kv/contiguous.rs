@@ -4,6 +4,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::dtype::KvDtype;
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kernels::{self, Path, Slots};
@@ -29,16 +30,17 @@ impl ContiguousKv {
         heads: usize,
         head_dim: usize,
         capacity: usize,
+        dtype: KvDtype,
         device: &Device,
-    ) -> Self {
-        let zeros = || Tensor::<4>::zeros([batch, heads, capacity, head_dim], device);
-        Self {
-            layers: (0..n_layer).map(|_| Some((zeros(), zeros()))).collect(),
+    ) -> Result<Self> {
+        let zeros = || dtype.zeros([batch, heads, capacity, head_dim], device);
+        Ok(Self {
+            layers: (0..n_layer).map(|_| Ok(Some((zeros()?, zeros()?)))).collect::<Result<_>>()?,
             capacity,
             len: 0,
             step_start: 0,
             meta: KeyMeta::default(),
-        }
+        })
     }
 
     /// Reserves the step's slots; its queries see every filled slot, their own included.
@@ -113,14 +115,13 @@ impl ContiguousKv {
         self.meta = self.meta.gathered(parents);
     }
 
-    /// Keys and values of one layer's filled slots (as transformers' `past_key_values`).
-    pub fn layer(&self, layer: usize) -> (Tensor<4>, Tensor<4>) {
+    /// Keys and values of one layer's filled slots (as transformers' `past_key_values`), f32
+    /// rows `head_dim` wide.
+    pub fn layer(&self, layer: usize, head_dim: usize) -> (Tensor<4>, Tensor<4>) {
         let (k, v) = self.layers[layer]
             .as_ref()
             .expect("cache buffers are in place between steps");
-        (
-            k.clone().narrow(2, 0, self.len),
-            v.clone().narrow(2, 0, self.len),
-        )
+        let filled = |t: &Tensor<4>| kernels::kv_values(t.clone(), head_dim).narrow(2, 0, self.len);
+        (filled(k), filled(v))
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod contiguous;
+pub mod dtype;
 pub mod mask;
 pub mod memory;
 pub mod paged;
@@ -13,6 +14,7 @@ use std::str::FromStr;
 use burn::tensor::{Device, Tensor};
 
 use self::contiguous::ContiguousKv;
+use self::dtype::KvDtype;
 use self::mask::{KeyMeta, StepMask};
 use self::paged::{PagedKv, PagedPlan};
 use self::sliding::SlidingKv;
@@ -95,21 +97,23 @@ pub enum StepPlan {
 }
 
 impl KvCache {
-    /// A cache for `batch` rows of at most `capacity` tokens each (the contiguous buffer size).
+    /// A cache for `batch` rows of at most `capacity` tokens each (the contiguous buffer size),
+    /// holding `dtype` values.
     pub fn new(
         mode: KvMode,
         config: &Gpt2Config,
         batch: usize,
         capacity: usize,
+        dtype: KvDtype,
         device: &Device,
     ) -> Result<Self> {
         let (l, h, d) = (config.n_layer, config.n_head, config.head_dim());
         Ok(match mode {
             KvMode::Contiguous => {
-                Self::Contiguous(ContiguousKv::new(l, batch, h, d, capacity, device))
+                Self::Contiguous(ContiguousKv::new(l, batch, h, d, capacity, dtype, device)?)
             }
             KvMode::Sliding { window } => {
-                Self::Sliding(SlidingKv::new(l, batch, h, d, window, device)?)
+                Self::Sliding(SlidingKv::new(l, batch, h, d, window, dtype, device)?)
             }
             KvMode::Paged { block_size } => Self::Paged(PagedKv::for_rows(
                 l,
@@ -117,6 +121,7 @@ impl KvCache {
                 batch,
                 capacity,
                 block_size,
+                dtype,
                 device,
             )?),
             KvMode::None => Self::Stateless { window: None },

@@ -14,6 +14,7 @@ use std::cell::OnceCell;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::blocks::{BlockCopy, BlockId, BlockManager};
+use super::dtype::KvDtype;
 use super::mask::StepMask;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kernels::{Path, paged as kernels};
@@ -64,6 +65,7 @@ impl PagedKv {
         n_embd: usize,
         num_blocks: usize,
         block_size: usize,
+        dtype: KvDtype,
         device: &Device,
     ) -> Result<Self> {
         if block_size == 0 || num_blocks == 0 {
@@ -71,9 +73,9 @@ impl PagedKv {
                 "a paged KV cache needs blocks of at least 1 token and at least 1 block (got {num_blocks} × {block_size})"
             )));
         }
-        let zeros = || Tensor::<2>::zeros([num_blocks * block_size, n_embd], device);
+        let zeros = || dtype.zeros([num_blocks * block_size, n_embd], device);
         Ok(Self {
-            layers: (0..n_layer).map(|_| Some((zeros(), zeros()))).collect(),
+            layers: (0..n_layer).map(|_| Ok(Some((zeros()?, zeros()?)))).collect::<Result<_>>()?,
             block_size,
             scheduled: None,
             rows: None,
@@ -88,10 +90,11 @@ impl PagedKv {
         batch: usize,
         capacity: usize,
         block_size: usize,
+        dtype: KvDtype,
         device: &Device,
     ) -> Result<Self> {
         let per_row = capacity.max(1).div_ceil(block_size.max(1));
-        let mut cache = Self::new(n_layer, n_embd, batch * per_row, block_size, device)?;
+        let mut cache = Self::new(n_layer, n_embd, batch * per_row, block_size, dtype, device)?;
         cache.rows = Some(RowTables {
             capacity: per_row * block_size,
             blocks: BlockManager::new(batch * per_row, block_size)?,

@@ -10,6 +10,7 @@
 
 use burn::tensor::{Device, Tensor};
 
+use super::dtype::KvDtype;
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kernels::{self, Path, Slots};
@@ -29,13 +30,13 @@ pub struct SlidingKv {
 }
 
 impl SlidingKv {
-    pub fn new(n_layer: usize, batch: usize, heads: usize, head_dim: usize, window: usize, device: &Device) -> Result<Self> {
+    pub fn new(n_layer: usize, batch: usize, heads: usize, head_dim: usize, window: usize, dtype: KvDtype, device: &Device) -> Result<Self> {
         if window == 0 {
             return Err(EngineError::Request("the sliding window must hold at least one token".into()));
         }
-        let zeros = || Tensor::<4>::zeros([batch, heads, window, head_dim], device);
+        let zeros = || dtype.zeros([batch, heads, window, head_dim], device);
         Ok(Self {
-            layers: (0..n_layer).map(|_| Some((zeros(), zeros()))).collect(),
+            layers: (0..n_layer).map(|_| Ok(Some((zeros()?, zeros()?)))).collect::<Result<_>>()?,
             window,
             seen: 0,
             slots: KeyMeta { keys: window, positions: vec![0; batch * window], real: vec![false; batch * window] },
@@ -62,9 +63,10 @@ impl SlidingKv {
 
     pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, uploads: &StepUploads, path: Path) -> (Tensor<4>, Tensor<4>) {
         let ring = self.layers[layer].take().expect("each layer is updated once per step");
-        let keys = self
-            .concat
-            .then(|| (Tensor::cat(vec![ring.0.clone(), k.clone()], 2), Tensor::cat(vec![ring.1.clone(), v.clone()], 2)));
+        // The chunk attends over ring and chunk as f32 (an f16 ring widened first).
+        let d = k.dims()[3];
+        let joined = |ring: &Tensor<4>, new: &Tensor<4>| Tensor::cat(vec![kernels::kv_values(ring.clone(), d), new.clone()], 2);
+        let keys = self.concat.then(|| (joined(&ring.0, &k), joined(&ring.1, &v)));
         let ring = kernels::append(ring, (k, v), self.writes, uploads, path);
         self.layers[layer] = Some(ring.clone());
         keys.unwrap_or(ring)

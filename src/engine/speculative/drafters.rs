@@ -128,6 +128,7 @@ impl<'m> ModelDrafter<'m> {
             },
             1,
             capacity,
+            model.kv_dtype(),
             model.device(),
         )?;
         Ok(Self {
