@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::bench;
 use super::decoding::{self, BeamArgs, DraftArgs};
-use super::device::{DeviceArg, Dtype};
+use super::device::{DeviceArg, Precision};
 use super::hub::DEFAULT_HUB;
 use super::model_dir;
 use crate::engine::generate::{GenerateOptions, fit_context, generate};
@@ -99,8 +99,8 @@ struct GenerateArgs {
     ignore_eos: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: Dtype,
+    #[command(flatten)]
+    precision: Precision,
     /// KV cache: contiguous, sliding:W, paged or none [default: contiguous; paged for beam
     /// search, whose beams then share blocks copy-on-write].
     #[arg(long)]
@@ -188,11 +188,11 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
             "--stop applies to plain decoding; it cannot be combined with --draft or --num-beams"
         );
     }
-    args.dtype.check(args.device)?;
+    args.precision.check(args.device)?;
     let device = args.device.init()?;
     let dir = model_dir::resolve(&args.model.model, &args.model.hub_url)?;
     let mut loaded = model_dir::load(&dir, &device)?;
-    loaded.model = args.dtype.apply(loaded.model)?;
+    loaded.model = args.precision.apply(loaded.model)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
     let config = &model.config;
 

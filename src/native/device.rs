@@ -1,11 +1,15 @@
-//! `--device cpu|wgpu|cuda` → a burn device, and `--dtype f32|f16` → how it holds the weights.
+//! `--device cpu|wgpu|cuda` → a burn device; `--dtype f32|f16` → how it holds the weights, and
+//! `--kv-dtype f32|f16` → how the KV cache holds keys and values.
 //!
 //! `cpu` is burn's `flex` device (pure Rust gemm with SIMD and rayon): measured here it beat
 //! `ndarray` and wgpu-on-lavapipe for both 768² matmuls and decode-sized mat-vecs.
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
+
+use crate::engine::gpt2::Gpt2;
+use crate::engine::kv::dtype::KvDtype;
 
 /// The weights' type (`--dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,11 +37,50 @@ impl Dtype {
     }
 
     /// `model` with its weights in this type.
-    pub fn apply(self, model: crate::engine::gpt2::Gpt2) -> Result<crate::engine::gpt2::Gpt2> {
+    pub fn apply(self, model: Gpt2) -> Result<Gpt2> {
         Ok(match self {
             Self::F32 => model,
             Self::F16 => model.into_f16_weights()?,
         })
+    }
+}
+
+/// `--dtype` and `--kv-dtype`: what the weights and what the KV cache are held in.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Precision {
+    /// The weights' type: f16 for the linear layers and the token table (CPU and wgpu) halves
+    /// their memory and the bytes each decode step reads; all else stays f32.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
+    /// The KV cache's type: f16 halves its memory and the bytes each attention reads (every
+    /// device); keys and values are rounded as they are stored.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub kv_dtype: Dtype,
+}
+
+impl Precision {
+    /// Refuses a pairing the engine cannot run, before anything loads.
+    pub fn check(self, device: DeviceArg) -> Result<()> {
+        self.dtype.check(device)
+    }
+
+    /// `model` with its weights and its KV caches in these types.
+    pub fn apply(self, model: Gpt2) -> Result<Gpt2> {
+        let mut model = self.dtype.apply(model)?;
+        model.set_kv_dtype(self.kv())?;
+        Ok(model)
+    }
+
+    pub fn kv(self) -> KvDtype {
+        match self.kv_dtype {
+            Dtype::F32 => KvDtype::F32,
+            Dtype::F16 => KvDtype::F16,
+        }
+    }
+
+    /// Anything held in f16.
+    pub fn any_f16(self) -> bool {
+        self.dtype == Dtype::F16 || self.kv_dtype == Dtype::F16
     }
 }
 

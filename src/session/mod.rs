@@ -17,6 +17,7 @@ use web_time::Instant;
 use crate::engine::config::Gpt2Config;
 use crate::engine::generate::{GenerateOptions, fit_context, generate};
 use crate::engine::gpt2::{Gpt2, Gpt2Loader};
+use crate::engine::kv::dtype::KvDtype;
 use crate::engine::kv::memory::param_count;
 use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
 use crate::engine::simulate;
@@ -37,8 +38,16 @@ pub struct ModelFiles {
     pub weights: Weights,
     /// Every file came from a cache.
     pub from_cache: bool,
+    pub precision: Precision,
+}
+
+/// What a model is held in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Precision {
     /// Round the weights to f16 as they are uploaded.
     pub f16: bool,
+    /// KV caches of f16.
+    pub kv_f16: bool,
 }
 
 pub enum Weights {
@@ -53,13 +62,13 @@ pub struct PendingLoad {
     name: String,
     tokenizer: Tokenizer,
     demo: bool,
-    f16: bool,
+    precision: Precision,
     pub draft: bool,
 }
 
 impl PendingLoad {
     /// Parses the config (None: the demo's shape, gpt2-tiny) and the tokenizer.
-    pub fn begin(name: String, config: Option<&[u8]>, tokenizer: &[u8], demo: bool, f16: bool, draft: bool, post: &dyn Fn(&FromWorker)) -> Result<Self, String> {
+    pub fn begin(name: String, config: Option<&[u8]>, tokenizer: &[u8], demo: bool, precision: Precision, draft: bool, post: &dyn Fn(&FromWorker)) -> Result<Self, String> {
         post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
         let config = match config {
             Some(bytes) => Gpt2Config::from_json(std::str::from_utf8(bytes).map_err(|_| "config.json is not UTF-8 text".to_string())?),
@@ -67,7 +76,7 @@ impl PendingLoad {
         }
         .map_err(|e| e.to_string())?;
         let tokenizer = Tokenizer::from_bytes(tokenizer).map_err(|e| e.to_string())?;
-        Ok(Self { config, name, tokenizer, demo, f16, draft })
+        Ok(Self { config, name, tokenizer, demo, precision, draft })
     }
 }
 
@@ -102,8 +111,8 @@ impl Session {
     /// `Loaded` / `DraftLoaded`. Files that fail their checks leave the old model in place; a
     /// device error in the warm-up step, after the old model's buffers went, leaves none.
     pub fn install(&mut self, files: ModelFiles, draft: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
-        let ModelFiles { name, config, tokenizer, weights: raw, from_cache, f16 } = files;
-        let load = PendingLoad::begin(name, config.as_deref(), &tokenizer, matches!(raw, Weights::Random(_)), f16, draft, post)?;
+        let ModelFiles { name, config, tokenizer, weights: raw, from_cache, precision } = files;
+        let load = PendingLoad::begin(name, config.as_deref(), &tokenizer, matches!(raw, Weights::Random(_)), precision, draft, post)?;
         post(&FromWorker::Loading { stage: "checking weights and uploading them to the device".into() });
         let weights = match &raw {
             Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &load.config).map_err(|e| e.to_string())?,
@@ -122,7 +131,7 @@ impl Session {
     /// A loader that uploads `load`'s tensors to this session's device, or why the device
     /// cannot hold the asked dtype.
     pub fn loader(&self, load: &PendingLoad) -> Result<Gpt2Loader, String> {
-        Gpt2Loader::new(load.config.clone(), &self.device, load.f16).map_err(|e| e.to_string())
+        Gpt2Loader::new(load.config.clone(), &self.device, load.precision.f16).map_err(|e| e.to_string())
     }
 
     /// Frees the target's (or the draft's) model: called once the new one's weights have
@@ -133,11 +142,12 @@ impl Session {
 
     /// The last step of a load: warms `model` up, installs it and reports `Loaded` /
     /// `DraftLoaded`.
-    pub fn end_load(&mut self, load: PendingLoad, model: Gpt2, from_cache: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
+    pub fn end_load(&mut self, load: PendingLoad, mut model: Gpt2, from_cache: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
+        let PendingLoad { config, name, tokenizer, demo, precision, draft } = load;
+        model.set_kv_dtype(if precision.kv_f16 { KvDtype::F16 } else { KvDtype::F32 }).map_err(|e| e.to_string())?;
         post(&FromWorker::Loading { stage: "a first step (the device compiles its kernels)".into() });
         model.warm_up().map_err(|e| e.to_string())?;
-        let PendingLoad { config, name, tokenizer, demo, f16, draft } = load;
-        let info = ModelInfo { name, params: param_count(&config), config, f16, from_cache, demo };
+        let info = ModelInfo { name, params: param_count(&config), config, f16: precision.f16, kv_f16: precision.kv_f16, from_cache, demo };
         *self.slot(draft) = Some(Loaded { info: info.clone(), model, tokenizer });
         if draft {
             post(&FromWorker::DraftLoaded { info });

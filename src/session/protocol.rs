@@ -22,17 +22,22 @@ use crate::engine::window_drift::DriftStep;
 pub enum ModelSource {
     /// `{hub}/{repo}/resolve/main/{file}`, kept in Cache Storage (natively: a local folder if
     /// `repo` names one, else the hub's files, kept in the native cache).
-    /// `f16`: weights rounded to f16 as they arrive (half the GPU memory).
+    /// `f16`: weights rounded to f16 as they arrive (half the GPU memory); `kv_f16`: KV caches
+    /// in f16 (half their memory).
     Hub {
         hub: String,
         repo: String,
         #[serde(default)]
         f16: bool,
+        #[serde(default)]
+        kv_f16: bool,
     },
     /// config.json, model.safetensors and tokenizer.json picked or dropped by the user.
     Files {
         #[serde(default)]
         f16: bool,
+        #[serde(default)]
+        kv_f16: bool,
     },
     /// gpt2-tiny's shape with seeded random weights, made in the worker: no download.
     Demo { seed: u64 },
@@ -119,6 +124,9 @@ pub struct ModelInfo {
     /// Linear layers and token table held in f16.
     #[serde(default)]
     pub f16: bool,
+    /// KV caches hold f16.
+    #[serde(default)]
+    pub kv_f16: bool,
     /// Every file came from Cache Storage.
     pub from_cache: bool,
     /// Meaningless text: random weights.

@@ -40,6 +40,8 @@ pub fn App() -> impl IntoView {
     let repo = RwSignal::new(query("model").unwrap_or_else(|| OFFERED[0].to_string()));
     // `?weights=f16`: the linear layers and token table rounded to f16 on load.
     let f16 = RwSignal::new(query("weights").as_deref() == Some("f16"));
+    // `?kv_dtype=f16`: KV caches of f16.
+    let kv_f16 = RwSignal::new(query("kv_dtype").as_deref() == Some("f16"));
     let page = RwSignal::new(match query("page").as_deref() {
         Some("kv") => Page::Kv,
         Some("batching") => Page::Batching,
@@ -50,7 +52,7 @@ pub fn App() -> impl IntoView {
     let preload = query("model");
     let engine = Engine::start(move |engine| {
         if let Some(repo) = preload {
-            engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get_untracked(), repo, f16: f16.get_untracked() }), &[]);
+            engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get_untracked(), repo, f16: f16.get_untracked(), kv_f16: kv_f16.get_untracked() }), &[]);
         }
     });
     provide_context(engine);
@@ -69,7 +71,7 @@ pub fn App() -> impl IntoView {
             <EngineSwitch/>
             <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}{tab(Page::Speculative, "Speculative", "tab-speculative")}{tab(Page::Beam, "Beam search", "tab-beam")}</nav>
         </header>
-        <ModelPanel hub repo f16/>
+        <ModelPanel hub repo f16 kv_f16/>
         <DemoOffer/>
         <ErrorBanner/>
         {move || match page.get() {
@@ -146,13 +148,13 @@ fn megabytes(bytes: u64) -> String {
 
 /// Choose and load a model; shows progress and the model's status.
 #[component]
-fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>) -> impl IntoView {
+fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>, kv_f16: RwSignal<bool>) -> impl IntoView {
     let engine = expect_context::<Engine>();
-    let load_hub = move |_| engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get(), repo: repo.get(), f16: f16.get() }), &[]);
+    let load_hub = move |_| engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get(), repo: repo.get(), f16: f16.get(), kv_f16: kv_f16.get() }), &[]);
     let load_demo = move |_| engine.send(&ToWorker::Load(ModelSource::Demo { seed: 0 }), &[]);
     let load_files = move |files: Vec<File>| {
         if !files.is_empty() {
-            engine.send(&ToWorker::Load(ModelSource::Files { f16: f16.get() }), &files);
+            engine.send(&ToWorker::Load(ModelSource::Files { f16: f16.get(), kv_f16: kv_f16.get() }), &files);
         }
     };
     let on_pick = move |ev: ev::Event| {
@@ -170,13 +172,14 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>
         ModelStatus::Loading { stage } => format!("loading: {stage}"),
         ModelStatus::Failed(e) => format!("failed: {e}"),
         ModelStatus::Ready(info) => format!(
-            "{} · {} layers × {} heads × {} · {:.1} M params{}{}{} · ready",
+            "{} · {} layers × {} heads × {} · {:.1} M params{}{}{}{} · ready",
             info.name,
             info.config.n_layer,
             info.config.n_head,
             info.config.n_embd,
             info.params as f64 / 1e6,
             if info.f16 { " · f16 weights" } else { "" },
+            if info.kv_f16 { " · f16 KV cache" } else { "" },
             if info.demo { " · random weights: meaningless text" } else { "" },
             if info.from_cache { " · from cache" } else { "" },
         ),
@@ -230,6 +233,12 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>
                 }}</button>
                 <label title="Rounds the linear layers and the token table to f16 as they load: half the GPU memory (the kernels widen them to f32; no shader-f16 needed). The demo model stays f32.">"Weights "
                     <select on:change=move |ev| f16.set(event_target_value(&ev) == "f16") prop:value=move || if f16.get() { "f16" } else { "f32" } data-testid="weights-dtype">
+                        <option value="f32">"f32"</option>
+                        <option value="f16">"f16"</option>
+                    </select>
+                </label>
+                <label title="Holds the KV cache in f16 (keys and values rounded as they are stored): half its memory and half the bytes each attention step reads. The demo model stays f32.">"KV cache "
+                    <select on:change=move |ev| kv_f16.set(event_target_value(&ev) == "f16") prop:value=move || if kv_f16.get() { "f16" } else { "f32" } data-testid="kv-dtype">
                         <option value="f32">"f32"</option>
                         <option value="f16">"f16"</option>
                     </select>

@@ -192,6 +192,35 @@ try {
     await page.screenshot({ path: join(artifacts, 'kv-cache.png'), fullPage: true });
   });
 
+  await test('f16 KV cache (?kv_dtype=f16): the golden greedy ids, and the KV page shows half the f32 bytes', async () => {
+    await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${MODEL}&page=playground&kv_dtype=f16`);
+    const status = await waitReady(page);
+    assert.match(status, /f16 KV cache/);
+    assert.doesNotMatch(status, /f16 weights/);
+    assert.equal(await byId(page, 'kv-dtype').inputValue(), 'f16');
+    // Keys and values rounded to f16 as the kernels store them: transformers' greedy ids still.
+    const ids = await generateGreedy(page, prompt.text, prompt.greedy.new_ids.length);
+    assert.deepEqual(ids, prompt.greedy.new_ids);
+    const [, layers, , width] = status.match(/(\d+) layers × (\d+) heads × (\d+)/).map(Number);
+    const tokens = 6;
+    await byId(page, 'tab-kv').click();
+    await byId(page, 'kv-prompt').fill(prompt.text);
+    await byId(page, 'kv-tokens').fill(String(tokens));
+    await byId(page, 'kv-run').click();
+    await byId(page, 'kv-cache-bytes').waitFor({ timeout: SLOW });
+    assert.match(await byId(page, 'kv-same').textContent(), /same tokens/);
+    assert.equal(await byId(page, 'kv-cache-dtype').textContent(), 'f16');
+    const promptTokens = Number(await byId(page, 'kv-prompt-tokens').textContent());
+    const bytes = Number(await byId(page, 'kv-cache-bytes').getAttribute('data-bytes'));
+    const f32 = 2 * layers * width * (promptTokens + tokens) * 4;
+    console.log(`     KV cache ${bytes} bytes in f16 (${f32} in f32): "${await byId(page, 'kv-cache-bytes').textContent()}"`);
+    assert.equal(bytes, f32 / 2);
+    assert.match(await byId(page, 'memory-kv-dtype').textContent(), /f16/);
+    // The pages after this one check f32 goldens.
+    await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${MODEL}&page=playground`);
+    assert.doesNotMatch(await waitReady(page), /f16/);
+  });
+
   await test('Batching page: every element, continuous beats static, a real run equals solo greedy', async () => {
     await byId(page, 'tab-batching').click();
     // The step cost is measured on the loaded model when the page opens.

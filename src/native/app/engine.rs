@@ -19,7 +19,7 @@ use web_time::Instant;
 use crate::native::hub;
 use crate::native::model_dir;
 use crate::session::protocol::{FromWorker, ModelInfo, ModelSource, ToWorker};
-use crate::session::{DEMO_TOKENIZER, ModelFiles, Session, Weights};
+use crate::session::{DEMO_TOKENIZER, ModelFiles, Precision, Session, Weights};
 
 /// The page currently connected: its number and where its messages go (as JSON).
 struct Page {
@@ -150,7 +150,7 @@ impl Engine {
     /// The model's files: a local folder if `repo` names one, else the hub's, through the cache.
     fn fetch(&self, source: ModelSource, post: &dyn Fn(&FromWorker)) -> Result<ModelFiles> {
         match source {
-            ModelSource::Hub { hub: hub_url, repo, f16 } => {
+            ModelSource::Hub { hub: hub_url, repo, f16, kv_f16 } => {
                 let folder = Path::new(&repo).is_dir();
                 let from_cache = !folder && hub::MODEL_FILES.iter().all(|f| hub::repo_dir(&hub::cache_root(), &repo).join(f).is_file());
                 if !folder && !from_cache && hub::is_repo_id(&repo) {
@@ -159,13 +159,13 @@ impl Engine {
                 let dir = model_dir::resolve(&repo, &hub_url)?;
                 post(&FromWorker::Loading { stage: format!("reading {}", dir.display()) });
                 let read = |file| model_dir::read(&dir, file);
-                Ok(ModelFiles { name: repo.clone(), config: Some(read("config.json")?), tokenizer: read("tokenizer.json")?, weights: Weights::Safetensors(read("model.safetensors")?), from_cache, f16 })
+                Ok(ModelFiles { name: repo.clone(), config: Some(read("config.json")?), tokenizer: read("tokenizer.json")?, weights: Weights::Safetensors(read("model.safetensors")?), from_cache, precision: Precision { f16, kv_f16 } })
             }
             ModelSource::Files { .. } => anyhow::bail!("the native engine cannot take files picked in the page: type the folder that holds them in the Model box and load it"),
             ModelSource::Demo { seed } => {
                 let path = self.dist.join(DEMO_TOKENIZER);
                 let tokenizer = std::fs::read(&path).with_context(|| format!("cannot read the demo model's tokenizer {}", path.display()))?;
-                Ok(ModelFiles { name: "demo (gpt2-tiny shape, random weights)".into(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false, f16: false })
+                Ok(ModelFiles { name: "demo (gpt2-tiny shape, random weights)".into(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false, precision: Precision::default() })
             }
         }
     }

@@ -14,7 +14,7 @@ use super::BenchModel;
 use crate::engine::f16_drift::f16_drift;
 use crate::engine::generate::{GenerateOptions, decode_tokens_per_s, generate, generate_batch_greedy};
 use crate::engine::kv::memory;
-use crate::native::device::{DeviceArg, Dtype};
+use crate::native::device::{DeviceArg, Precision};
 
 /// Most rows a benchmark batch may have: past it the request is absurd on any device here.
 const MAX_BATCH: usize = 1024;
@@ -33,28 +33,29 @@ pub struct DecodeArgs {
     new_tokens: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// The weights' type: f16 halves what each decode step reads (CPU only); its accuracy
-    /// against f32 is measured on the same run's text.
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: Dtype,
+    /// f16 weights and/or KV cache: their accuracy against f32 is measured on the same run's
+    /// text (`f16_drift`).
+    #[command(flatten)]
+    precision: Precision,
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: DecodeArgs) -> Result<()> {
-    args.dtype.check(args.device)?;
+    args.precision.check(args.device)?;
     if !(1..=MAX_BATCH).contains(&args.batch) || args.prompt_tokens == 0 || args.new_tokens < 2 {
         bail!("--batch must be in 1..={MAX_BATCH}, --prompt-tokens at least 1 and --new-tokens at least 2 (one prefill, one decode step)");
     }
     let device = args.device.init()?;
     let (model, name) = args.model.load(&device)?;
-    let model = args.dtype.apply(model)?;
+    let model = args.precision.apply(model)?;
     let c = model.config.clone();
     if args.prompt_tokens + args.new_tokens > c.n_positions {
         bail!("--prompt-tokens {} + --new-tokens {} exceed the model's context of {} tokens", args.prompt_tokens, args.new_tokens, c.n_positions);
     }
     let tokens = args.prompt_tokens + args.new_tokens;
-    let needed = memory::param_count(&c) * 4 + memory::kv_bytes(&c, tokens, args.batch, 4) + memory::activation_bytes(&c, args.prompt_tokens, args.batch, 4);
+    let kv_bytes = memory::kv_bytes(&c, tokens, args.batch, args.precision.kv().bytes_per_value());
+    let needed = memory::param_count(&c) * 4 + kv_bytes + memory::activation_bytes(&c, args.prompt_tokens, args.batch, 4);
     if args.device == DeviceArg::Cpu
         && let Some(available) = available_memory()
         && needed > available
@@ -78,9 +79,9 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     let per_token_ms = steps[1..].iter().sum::<f64>() / (steps.len() - 1) as f64;
     let threads = crate::native::device::rayon_threads();
     // f16's accuracy: the f32 model's own greedy text, scored teacher-forced by both.
-    let drift = match args.dtype {
-        Dtype::F32 => None,
-        Dtype::F16 => {
+    let drift = match args.precision.any_f16() {
+        false => None,
+        true => {
             let (reference, _) = args.model.load(&device)?;
             let options = GenerateOptions { max_new_tokens: args.new_tokens, ..GenerateOptions::default() };
             let out = pollster::block_on(generate(&reference, &prompts[0], &options, None, |_| ControlFlow::Continue(())))?;
@@ -90,7 +91,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     };
     if args.json {
         let mut out = json!({
-            "model": name, "device": args.device.name(), "dtype": args.dtype.name(), "threads": threads,
+            "model": name, "device": args.device.name(), "dtype": args.precision.dtype.name(), "kv_dtype": args.precision.kv_dtype.name(), "kv_cache_bytes": kv_bytes, "threads": threads,
             "batch": args.batch, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
             "decode_tokens_per_s": decode_tokens_per_s, "ttft_ms": steps[0], "per_token_ms": per_token_ms, "step_ms": steps,
         });
@@ -99,13 +100,13 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         }
         println!("{}", serde_json::to_string(&out)?);
     } else {
-        let dtype = args.dtype.name();
-        println!("bench decode · {name} · {} · {dtype} · batch {} · prompt {} + {} new tokens", args.device.name(), args.batch, args.prompt_tokens, args.new_tokens);
+        let (dtype, kv_dtype) = (args.precision.dtype.name(), args.precision.kv_dtype.name());
+        println!("bench decode · {name} · {} · {dtype} weights · {kv_dtype} KV cache ({:.1} MiB) · batch {} · prompt {} + {} new tokens", args.device.name(), kv_bytes as f64 / f64::from(1 << 20), args.batch, args.prompt_tokens, args.new_tokens);
         println!("  time to first token {:>9.1} ms (the prefill step)", steps[0]);
         println!("  decode step         {per_token_ms:>9.2} ms ({:.1} tokens/s over {} rows)", decode_tokens_per_s, args.batch);
         if let Some(d) = &drift {
             println!(
-                "  f16 vs f32 over {} positions: log-prob of the next token moves {:.2e} on average ({:.2e} at most), logits {:.2e} at most, same top token {:.1}%",
+                "  f16 vs all-f32 over {} positions: log-prob of the next token moves {:.2e} on average ({:.2e} at most), logits {:.2e} at most, same top token {:.1}%",
                 d.positions, d.mean_abs_logprob_change, d.max_abs_logprob_change, d.max_abs_logit_diff, d.top1_agreement * 100.0
             );
         }

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::BenchModel;
 use crate::engine::generate::{GenerateOptions, Generation, generate};
 use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode, memory};
-use crate::native::device::DeviceArg;
+use crate::native::device::{DeviceArg, Precision};
 
 #[derive(Args)]
 pub struct KvArgs {
@@ -28,13 +28,17 @@ pub struct KvArgs {
     prompt_tokens: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
+    #[command(flatten)]
+    precision: Precision,
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: KvArgs) -> Result<()> {
+    args.precision.check(args.device)?;
     let device = args.device.init()?;
     let (model, name) = args.model.load(&device)?;
+    let model = args.precision.apply(model)?;
     let config = model.config.clone();
     if args.new_tokens == 0 || args.prompt_tokens == 0 {
         bail!("--new-tokens and --prompt-tokens must be at least 1");
@@ -74,6 +78,8 @@ pub fn run(args: KvArgs) -> Result<()> {
         let out = json!({
             "device": args.device.name(),
             "model": name,
+            "dtype": args.precision.dtype.name(),
+            "kv_dtype": args.precision.kv_dtype.name(),
             "prompt_tokens": args.prompt_tokens,
             "new_tokens": args.new_tokens,
             "with_cache_ms": with.total_ms,
@@ -88,7 +94,14 @@ pub fn run(args: KvArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!("bench kv · {name} · {} · prompt {} + {} new tokens", args.device.name(), args.prompt_tokens, args.new_tokens);
+    println!(
+        "bench kv · {name} · {} · {} weights · {} KV cache · prompt {} + {} new tokens",
+        args.device.name(),
+        args.precision.dtype.name(),
+        args.precision.kv_dtype.name(),
+        args.prompt_tokens,
+        args.new_tokens
+    );
     println!("  with cache    {:>10.1} ms total", with.total_ms);
     println!("  without cache {:>10.1} ms total", without.total_ms);
     println!("  paged cache   {:>10.1} ms total   (decode speed {:.2}× the contiguous cache's)", paged.total_ms, paged_vs_contiguous);

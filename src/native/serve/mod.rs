@@ -25,7 +25,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::batch::SchedulerArgs;
 use super::cli::ModelArgs;
-use super::device::{DeviceArg, DeviceSpec, Dtype};
+use super::device::{DeviceArg, DeviceSpec, Precision};
 use super::model_dir;
 use crate::engine::batching::scheduler::{Policy, SchedulerConfig};
 use crate::engine::config::Gpt2Config;
@@ -51,10 +51,8 @@ pub struct ServeArgs {
     port: u16,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// The weights' type: f16 (CPU replicas only) halves their memory and what each decode
-    /// step reads.
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: Dtype,
+    #[command(flatten)]
+    precision: Precision,
     /// One engine replica per listed device, e.g. cuda:0,cuda:1 (or cpu,cpu); overrides --device.
     #[arg(long, value_delimiter = ',')]
     devices: Option<Vec<DeviceSpec>>,
@@ -145,7 +143,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         bail!("--devices lists no device");
     }
     for spec in &specs {
-        args.dtype.check(spec.kind)?;
+        args.precision.check(spec.kind)?;
     }
     let devices: Vec<Device> = specs.iter().map(|s| s.init().with_context(|| format!("device {s}"))).collect::<Result<_>>()?;
     let model = ModelInfo {
@@ -170,8 +168,8 @@ async fn serve(args: ServeArgs, source: Arc<Source>, model: ModelInfo, config: S
     let mut replicas = vec![];
     for (i, (spec, device)) in specs.iter().zip(devices).enumerate() {
         let source = source.clone();
-        let (seed, dtype) = (args.seed, args.dtype);
-        let load = move || dtype.apply(source.load(&device, seed)?);
+        let (seed, precision) = (args.seed, args.precision);
+        let load = move || precision.apply(source.load(&device, seed)?);
         let replica = engine::spawn(format!("engine-{i}-{spec}"), load, config.clone(), queued.clone(), loaded.clone())?;
         replicas.push((replica.inbox, replica.gauges));
     }

@@ -62,7 +62,11 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
         let (a, b) = (with.done.as_ref()?, without.done.as_ref()?);
         let speedup = decode_tokens_per_s(&with.step_ms) / decode_tokens_per_s(&without.step_ms).max(1e-9);
         let ms_per_token = |steps: &[f64]| 1000.0 / decode_tokens_per_s(steps).max(1e-9);
-        Some((a.total_ms, b.total_ms, speedup, with.ids == without.ids, with.prompt_ids.len(), ms_per_token(&with.step_ms), ms_per_token(&without.step_ms)))
+        // What the cache held at the end, in the loaded model's KV dtype.
+        let ModelStatus::Ready(info) = engine.status.get() else { return None };
+        let bytes = if info.kv_f16 { 2 } else { 4 };
+        let kv = (kv_bytes(&info.config, with.prompt_ids.len() + with.ids.len(), 1, bytes), if info.kv_f16 { "f16" } else { "f32" });
+        Some((a.total_ms, b.total_ms, speedup, with.ids == without.ids, with.prompt_ids.len(), ms_per_token(&with.step_ms), ms_per_token(&without.step_ms), kv))
     };
     let ready = move || matches!(engine.status.get(), ModelStatus::Ready(_));
     view! {
@@ -78,12 +82,14 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
             "other work on the machine."</p>
         <div class="stats">
             {move || match totals() {
-                Some((with, without, speedup, same, prompt_tokens, with_step, without_step)) => view! {
+                Some((with, without, speedup, same, prompt_tokens, with_step, without_step, (kv, kv_dtype))) => view! {
                     <span>"prompt " <b data-testid="kv-prompt-tokens">{prompt_tokens}</b>" tokens"</span>
                     <span>"with cache " <b>{format!("{with:.0} ms")}</b>" (" <b data-testid="kv-with-ms">{format!("{with_step:.3}")}</b>" ms/token)"</span>
                     <span>"without " <b>{format!("{without:.0} ms")}</b>" (" <b data-testid="kv-without-ms">{format!("{without_step:.3}")}</b>" ms/token)"</span>
                     <span>"decode speedup (tokens 2…N) " <b data-testid="kv-speedup">{format!("{speedup:.2}")}</b>"×"</span>
                     <span data-testid="kv-same">{if same { "same tokens in both runs" } else { "the runs chose different tokens" }}</span>
+                    <span title="2 (K and V) × layers × embedding width × tokens × bytes per value: the KV dtype is chosen beside the weights'">
+                        "cache held " <b data-testid="kv-cache-bytes" data-bytes=kv.to_string()>{if kv < 1_000_000 { format!("{:.1} kB", kv as f64 / 1e3) } else { format!("{:.2} MB", kv as f64 / 1e6) }}</b>" of " <b data-testid="kv-cache-dtype">{kv_dtype}</b></span>
                 }.into_any(),
                 None => view! { <span>"Totals appear when both runs are done."</span> }.into_any(),
             }}
@@ -144,6 +150,11 @@ fn MemoryModel() -> impl IntoView {
             <LineChart title="f32 (4 bytes per value)" x_label="sequence length (tokens)" y_label="MB" series=chart(4) testid="memory-f32"/>
             <LineChart title="f16 (2 bytes per value)" x_label="sequence length (tokens)" y_label="MB" series=chart(2) testid="memory-f16"/>
         </div>
+        <p class="hint" data-testid="memory-kv-dtype">{move || match engine.status.get() {
+            ModelStatus::Ready(info) if info.kv_f16 => "The loaded model keeps its KV cache in f16: the right-hand chart, half the left-hand one.",
+            ModelStatus::Ready(_) => "The loaded model keeps its KV cache in f32: the left-hand chart. Choose an f16 KV cache beside the weights' type to halve it.",
+            _ => "",
+        }}</p>
     }
 }
 
