@@ -9,21 +9,20 @@
 use burn::tensor::Tensor;
 
 use crate::engine::kv::mask::StepMask;
+#[cfg(not(target_arch = "wasm32"))]
+use super::row_dots::{self, Weight};
 
 /// Most queries per sequence the kernel takes (decode, speculative verification); a prompt's
 /// prefill is the twin's, whose matmuls then have work enough.
 pub const MAX_QUERIES: usize = 16;
 
 /// q `[batch, heads, queries, head_dim]`, k and v `[batch, heads, slots, head_dim]` (f32, or
-/// an f16 cache's, widened row by row) on the CPU device, any strides with contiguous head
-/// rows; None where the twin must run.
+/// an f16 cache's, widened as they are read) on the CPU device, any strides with contiguous
+/// head rows; None where the twin must run.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: &StepMask, scale: f32) -> Option<Tensor<4>> {
     use burn::backend::flex::Flex;
-    use burn::tensor::TensorData;
-    use rayon::prelude::*;
-
-    use super::row_dots;
+    use burn::tensor::{DType, TensorData};
 
     let [b, h, t, d] = q.dims();
     let slots = k.dims()[2];
@@ -31,35 +30,61 @@ pub fn attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: &StepMask, s
         return None;
     }
     let (kf, vf) = (k.clone().try_into_primitive::<Flex>().ok()?, v.clone().try_into_primitive::<Flex>().ok()?);
-    let (keys, values) = (Rows::of(&kf, d)?, Rows::of(&vf, d)?);
     // A few query rows: read out in order, whatever their layout.
     let q: Vec<f32> = q.clone().into_data().iter::<f32>().collect();
     // The mask as the twin's bias, `[batch, queries, keys]` (the mask itself stays on this thread).
     let keys_seen = mask.keys;
     let bias: Vec<f32> =
         (0..b).flat_map(|row| (0..t).flat_map(move |query| (0..keys_seen).map(move |key| mask.bias_at(row, query, key)))).collect();
-    let mut out = vec![0f32; b * h * t * d];
-    out.par_chunks_mut(t * d).enumerate().for_each(|(bh, out)| {
-        let (row, head) = (bh / h, bh % h);
-        let mut weights = vec![0f32; keys_seen];
-        let mut wide = vec![0f32; d];
-        for (query, out) in out.chunks_exact_mut(d).enumerate() {
-            let qv = &q[(bh * t + query) * d..][..d];
-            let bias = &bias[(row * t + query) * keys_seen..][..keys_seen];
-            for (key, (w, b)) in weights.iter_mut().zip(bias).enumerate() {
-                *w = row_dots::dot(keys.row(row, head, key, &mut wide), qv) * scale + b;
-            }
-            let max = weights.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
-            weights.iter_mut().for_each(|w| *w = (*w - max).exp());
-            let total: f32 = weights.iter().sum();
-            for (key, w) in weights.iter().enumerate() {
-                let p = w / total;
-                out.iter_mut().zip(values.row(row, head, key, &mut wide)).for_each(|(o, v)| *o += p * v);
-            }
-        }
-    });
+    let job = Job { q: &q, bias: &bias, heads: h, queries: t, width: d, keys: keys_seen, scale };
+    let out = match (kf.dtype(), vf.dtype()) {
+        (DType::F32, DType::F32) => job.run(Rows::of(&kf, kf.storage::<f32>(), d)?, Rows::of(&vf, vf.storage::<f32>(), d)?),
+        (DType::F16, DType::F16) => job.run(Rows::of(&kf, kf.storage::<half::f16>(), d)?, Rows::of(&vf, vf.storage::<half::f16>(), d)?),
+        _ => return None,
+    };
     let device = k.device();
     Some(Tensor::from_data(TensorData::new(out, [b, h, t, d]), &device))
+}
+
+/// One attention call's queries, bias and sizes.
+#[cfg(not(target_arch = "wasm32"))]
+struct Job<'a> {
+    q: &'a [f32],
+    bias: &'a [f32],
+    heads: usize,
+    queries: usize,
+    width: usize,
+    keys: usize,
+    scale: f32,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Job<'_> {
+    /// `[batch, heads, queries, width]` outputs, one task per (sequence, head).
+    fn run<E: Weight>(&self, keys: Rows<'_, E>, values: Rows<'_, E>) -> Vec<f32> {
+        use rayon::prelude::*;
+
+        let (h, t, d, keys_seen) = (self.heads, self.queries, self.width, self.keys);
+        let mut out = vec![0f32; self.q.len()];
+        out.par_chunks_mut(t * d).enumerate().for_each(|(bh, out)| {
+            let (row, head) = (bh / h, bh % h);
+            let mut weights = vec![0f32; keys_seen];
+            for (query, out) in out.chunks_exact_mut(d).enumerate() {
+                let qv = &self.q[(bh * t + query) * d..][..d];
+                let bias = &self.bias[(row * t + query) * keys_seen..][..keys_seen];
+                for (key, (w, b)) in weights.iter_mut().zip(bias).enumerate() {
+                    *w = row_dots::dot(keys.row(row, head, key), qv) * self.scale + b;
+                }
+                let max = weights.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
+                weights.iter_mut().for_each(|w| *w = (*w - max).exp());
+                let total: f32 = weights.iter().sum();
+                for (key, w) in weights.iter().enumerate() {
+                    row_dots::add_scaled(out, w / total, values.row(row, head, key));
+                }
+            }
+        });
+        out
+    }
 }
 
 /// The browser's engine runs on WebGPU: always the twin.
@@ -72,52 +97,27 @@ pub fn attention(_q: &Tensor<4>, _k: &Tensor<4>, _v: &Tensor<4>, _mask: &StepMas
 /// the contiguous cache's buffers, or the paged cache's gathered `[rows, len, heads, d]` with
 /// heads and positions swapped.
 #[cfg(not(target_arch = "wasm32"))]
-struct Rows<'a> {
-    data: Values<'a>,
+struct Rows<'a, E> {
+    data: &'a [E],
     strides: [usize; 3],
     width: usize,
 }
 
-/// An f32 tensor's values, or an f16 cache's (burn's f16 dtype).
 #[cfg(not(target_arch = "wasm32"))]
-enum Values<'a> {
-    F32(&'a [f32]),
-    F16(&'a [half::f16]),
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl<'a> Rows<'a> {
-    fn of(t: &'a burn::backend::flex::FlexTensor, width: usize) -> Option<Self> {
+impl<'a, E> Rows<'a, E> {
+    /// `t`'s rows, its elements being `storage`.
+    fn of(t: &burn::backend::flex::FlexTensor, storage: &'a [E], width: usize) -> Option<Self> {
         let layout = t.layout();
         let &[sb, sh, sk, sd] = layout.strides() else { return None };
         if sd != 1 || [sb, sh, sk].iter().any(|&s| s < 0) {
             return None;
         }
-        let start = layout.start_offset();
-        let data = match t.dtype() {
-            burn::tensor::DType::F32 => Values::F32(&t.storage::<f32>()[start..]),
-            burn::tensor::DType::F16 => Values::F16(&t.storage::<half::f16>()[start..]),
-            _ => return None,
-        };
-        Some(Self { data, strides: [sb as usize, sh as usize, sk as usize], width })
+        Some(Self { data: &storage[layout.start_offset()..], strides: [sb as usize, sh as usize, sk as usize], width })
     }
 
-    /// The row as f32: in place, or (f16) widened into `wide`.
-    fn row<'b>(&self, batch: usize, head: usize, slot: usize, wide: &'b mut [f32]) -> &'b [f32]
-    where
-        'a: 'b,
-    {
-        use half::slice::HalfFloatSliceExt;
-
+    fn row(&self, batch: usize, head: usize, slot: usize) -> &'a [E] {
         let [sb, sh, sk] = self.strides;
-        let at = batch * sb + head * sh + slot * sk;
-        match self.data {
-            Values::F32(data) => &data[at..][..self.width],
-            Values::F16(data) => {
-                data[at..][..self.width].convert_to_f32_slice(wide);
-                wide
-            }
-        }
+        &self.data[batch * sb + head * sh + slot * sk..][..self.width]
     }
 }
 

@@ -131,9 +131,9 @@ pub fn rows_times_half(_h: &Tensor<2>, _table: &HalfTable) -> Option<Tensor<2>> 
     None
 }
 
-/// A table's element: f32, or f16 widened on load.
+/// A table's (or an f16 KV cache's) element: f32, or f16 widened on load.
 #[cfg(not(target_arch = "wasm32"))]
-trait Weight: Copy + Sync {
+pub(super) trait Weight: Copy + Sync {
     fn widen(self) -> f32;
 
     /// Eight elements from `p` as f32 lanes. Safety: eight elements are readable at `p`,
@@ -185,12 +185,24 @@ fn dots<E: Weight>(table: &[E], x: &[f32], k: usize, out: &mut [f32]) {
 
 /// One dot product `w · x` (attention's scores), the same way.
 #[cfg(not(target_arch = "wasm32"))]
-pub(super) fn dot(w: &[f32], x: &[f32]) -> f32 {
+pub(super) fn dot<E: Weight>(w: &[E], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if simd() {
-        return avx2::Avx2::dots::<f32, 1>(w, [x])[0];
+        return avx2::Avx2::dots::<E, 1>(w, [x])[0];
     }
-    portable::Portable::dots::<f32, 1>(w, [x])[0]
+    portable::Portable::dots::<E, 1>(w, [x])[0]
+}
+
+/// `out += p · v` (attention's weighted sum of value rows), `v` widened as it is read.
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) fn add_scaled<E: Weight>(out: &mut [f32], p: f32, v: &[E]) {
+    assert_eq!(out.len(), v.len(), "a value row as wide as the output");
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the CPU has the features (just checked); the lengths are equal.
+        return unsafe { avx2::add_scaled(out, p, v) };
+    }
+    out.iter_mut().zip(v).for_each(|(o, v)| *o += p * v.widen());
 }
 
 /// Whether the CPU has AVX2, FMA and F16C (the standard library caches the answers).
@@ -277,6 +289,22 @@ mod avx2 {
             // rows are as long as `w`, which is all `dots` reads of them.
             unsafe { dots(w, xs) }
         }
+    }
+
+    /// `out += p · v` eight lanes at a time. Safety: the CPU has AVX2, FMA and F16C, and
+    /// `v` is as long as `out`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn add_scaled<E: Weight>(out: &mut [f32], p: f32, v: &[E]) {
+        let full = out.len() / 8 * 8;
+        let scale = _mm256_set1_ps(p);
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 <= full`, within both slices.
+            unsafe {
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(scale, E::load8(v.as_ptr().add(i)), _mm256_loadu_ps(o)));
+            }
+        }
+        out[full..].iter_mut().zip(&v[full..]).for_each(|(o, v)| *o += p * v.widen());
     }
 
     /// Bytes ahead of the sums that are fetched into L1 (a few table rows): with the hardware
