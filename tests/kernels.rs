@@ -356,3 +356,21 @@ fn f16_kv_on_the_cpu_matches_its_twin() {
     let error = relative_error(&ours, &twin);
     assert!(error <= 1e-5, "f16 cache on the CPU: relative error {error}");
 }
+
+/// Beam search reorders cache rows (`select`) and the paged cache copies blocks (`select` and
+/// `select_assign`): an f16 cache's packed words must come through them bit for bit, also
+/// where a word reads as an f32 denormal (its high half zero or a tiny f16) or as zero.
+#[test]
+fn packed_f16_words_survive_gathers() {
+    let Some(device) = wgpu() else { return };
+    let halves = |high: f32, low: f32| u32::from(half::f16::from_f32(high).to_bits()) << 16 | u32::from(half::f16::from_f32(low).to_bits());
+    let words = [halves(0.0, 1.5), halves(1e-7, -2.0), halves(-0.0, 0.25), halves(3.0, 0.0), halves(1e-5, 1e-6), halves(-1.0, 7.0), halves(0.0, 6e-8), halves(2.5, -1.5)];
+    let t = Tensor::<2>::from_data(TensorData::new(words.map(f32::from_bits).to_vec(), [4, 2]), &device);
+    let bits = |t: Tensor<2>| read(t).iter().map(|w| w.to_bits()).collect::<Vec<u32>>();
+    let order = [3usize, 0, 2, 1];
+    let index = Tensor::<1, Int>::from_data(TensorData::new(order.map(|i| i as i64).to_vec(), [4]), &device);
+    let want: Vec<u32> = order.iter().flat_map(|&r| words[r * 2..r * 2 + 2].to_vec()).collect();
+    assert_eq!(bits(t.clone().select(0, index.clone())), want, "select");
+    let assigned = Tensor::<2>::zeros([4, 2], &device).select_assign(0, index, t.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 0, 2, 1], [4]), &device)), burn::tensor::IndexingUpdateOp::Assign);
+    assert_eq!(bits(assigned), words.to_vec(), "select_assign");
+}
