@@ -146,6 +146,19 @@ fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
+/// An f32 / f16 select for what a model is held in, applied at its next load.
+#[component]
+fn F16Choice(label: &'static str, title: &'static str, testid: &'static str, on: RwSignal<bool>) -> impl IntoView {
+    view! {
+        <label title=title>{label}
+            <select on:change=move |ev| on.set(event_target_value(&ev) == "f16") prop:value=move || if on.get() { "f16" } else { "f32" } data-testid=testid>
+                <option value="f32">"f32"</option>
+                <option value="f16">"f16"</option>
+            </select>
+        </label>
+    }
+}
+
 /// Choose and load a model; shows progress and the model's status.
 #[component]
 fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>, kv_f16: RwSignal<bool>) -> impl IntoView {
@@ -231,18 +244,10 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>
                     EngineKind::Tab => "Load from hub",
                     EngineKind::Native => "Load folder or hub repo",
                 }}</button>
-                <label title="Rounds the linear layers and the token table to f16 as they load: half the GPU memory (the kernels widen them to f32; no shader-f16 needed). The demo model stays f32.">"Weights "
-                    <select on:change=move |ev| f16.set(event_target_value(&ev) == "f16") prop:value=move || if f16.get() { "f16" } else { "f32" } data-testid="weights-dtype">
-                        <option value="f32">"f32"</option>
-                        <option value="f16">"f16"</option>
-                    </select>
-                </label>
-                <label title="Holds the KV cache in f16 (keys and values rounded as they are stored): half its memory and half the bytes each attention step reads. The demo model stays f32.">"KV cache "
-                    <select on:change=move |ev| kv_f16.set(event_target_value(&ev) == "f16") prop:value=move || if kv_f16.get() { "f16" } else { "f32" } data-testid="kv-dtype">
-                        <option value="f32">"f32"</option>
-                        <option value="f16">"f16"</option>
-                    </select>
-                </label>
+                <F16Choice label="Weights " testid="weights-dtype" on=f16
+                    title="Rounds the linear layers and the token table to f16 as they load: half the GPU memory (the kernels widen them to f32; no shader-f16 needed). The demo model stays f32."/>
+                <F16Choice label="KV cache " testid="kv-dtype" on=kv_f16
+                    title="Holds the KV cache in f16 (keys and values rounded as they are stored): half its memory and half the bytes each attention step reads. The demo model stays f32."/>
                 <button on:click=load_demo disabled=busy data-testid="load-demo">"Demo model (offline)"</button>
                 <label class="file">"Local files "
                     <input type="file" multiple accept=".json,.safetensors" on:change=on_pick disabled=busy data-testid="file-input"/>
