@@ -244,7 +244,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         let text = tokenizer.decode(&run.new_ids)?;
         if args.json {
             let extra = json!({ "stop_reason": run.stop_reason, "speculative": report });
-            print_generation_json(&prompt, &run.new_ids, &text, args.device, kv, extra)?;
+            print_generation_json(&prompt, &run.new_ids, &text, args.device, args.precision, kv, extra)?;
         } else {
             println!("{text}");
             eprintln!(
@@ -265,7 +265,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         let (best, beams) = decoding::beams(model, tokenizer, &prompt, &options, kv)?;
         if args.json {
             let text = tokenizer.decode(&best)?;
-            print_generation_json(&prompt, &best, &text, args.device, kv, json!({ "beams": beams }))?;
+            print_generation_json(&prompt, &best, &text, args.device, args.precision, kv, json!({ "beams": beams }))?;
         } else {
             for (rank, beam) in beams.as_array().into_iter().flatten().enumerate() {
                 println!(
@@ -321,7 +321,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
             "tokens_per_s": generation.tokens_per_s(),
             "stop_reason": generation.stop_reason,
         });
-        print_generation_json(&prompt, &generation.new_ids, &text, args.device, kv, extra)?;
+        print_generation_json(&prompt, &generation.new_ids, &text, args.device, args.precision, kv, extra)?;
     } else {
         if text.len() > printed {
             print!("{}", &text[printed..]);
@@ -341,13 +341,15 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
 }
 
 /// Prints `generate --json`'s object: the fields every mode shares, then the mode's own.
-fn print_generation_json(prompt: &[u32], generated: &[u32], text: &str, device: DeviceArg, kv: KvMode, extra: Value) -> Result<()> {
+fn print_generation_json(prompt: &[u32], generated: &[u32], text: &str, device: DeviceArg, precision: Precision, kv: KvMode, extra: Value) -> Result<()> {
     let mut out = json!({
         "prompt_ids": prompt,
         "generated_ids": generated,
         "text": text,
         "device": device.name(),
+        "dtype": precision.dtype.name(),
         "kv": kv.to_string(),
+        "kv_dtype": precision.kv_dtype.name(),
     });
     if let (Value::Object(out), Value::Object(extra)) = (&mut out, extra) {
         out.extend(extra);
