@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CPU decode speed side by side, in one run, on the very same weights: inferlab
-# (`bench decode`, burn's flex device, f32 and f16 weights), HF transformers
-# (scripts/hf_decode_bench.py) and llama.cpp (llama-cpp-python, GGUF f32 and f16 made by the
-# converter in llama.cpp's source). The ratio column is to inferlab in f32.
+# (`bench decode`, burn's flex device, f32, f16 and int8 weights), HF transformers
+# (scripts/hf_decode_bench.py) and llama.cpp (llama-cpp-python, GGUF f32, f16 and q8_0 made by
+# the converter in llama.cpp's source). The ratio column is to inferlab in f32.
 # Greedy decoding with each one's KV cache, warm-up excluded, the same threads for all.
 # Prints every run's JSON, then one table (tok/s over all rows, ratio to inferlab) and writes
 # it as JSON to $OUT/compare_cpu.json.
@@ -48,7 +48,7 @@ if [ ! -d "$src" ]; then
   tar -xzf "$WORK/llama_cpp_python-$LLAMA_CPP_PYTHON.tar.gz" -C "$WORK"
   mv "$WORK/llama_cpp_python-$LLAMA_CPP_PYTHON" "$src"
 fi
-for type in f32 f16; do
+for type in f32 f16 q8_0; do
   if [ ! -f "$WORK/$SHAPE-$type.gguf" ]; then
     echo "== GGUF $type"
     PYTHONPATH="$src/vendor/llama.cpp/gguf-py" "$HF_PYTHON" "$src/vendor/llama.cpp/convert_hf_to_gguf.py" "$model" --outtype "$type" --outfile "$WORK/$SHAPE-$type.gguf" >"$OUT/convert-$type.log" 2>&1 ||
@@ -60,9 +60,10 @@ echo "== runs ($THREADS threads each, prompt $PROMPT, $NEW new tokens)"
 for batch in $BATCHES; do
   "$BIN" bench decode --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --device cpu --json >"$OUT/inferlab-b$batch.json"
   "$BIN" bench decode --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --device cpu --dtype f16 --json >"$OUT/inferlab-f16-b$batch.json"
+  "$BIN" bench decode --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --device cpu --dtype int8 --json >"$OUT/inferlab-int8-b$batch.json"
   "$HF_PYTHON" scripts/hf_decode_bench.py --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" >"$OUT/hf-b$batch.json"
   if [ "$batch" = 1 ]; then
-    for type in f32 f16; do
+    for type in f32 f16 q8_0; do
       "$HF_PYTHON" scripts/llama_decode_bench.py --gguf "$WORK/$SHAPE-$type.gguf" --threads "$THREADS" --prompt-tokens "$PROMPT" --new-tokens "$NEW" >"$OUT/llama-$type-b1.json"
     done
   fi

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::{Activation, Gpt2Config};
 use super::error::{EngineError, Result};
-use super::kernels::row_dots::{self, HalfTable};
+use super::kernels::row_dots::{self, CompactTable};
 use super::kernels::{self, Path, cpu_gelu, row_dots_wgsl};
 use super::kv::dtype::KvDtype;
 use super::kv::{KvCache, KvMode};
@@ -41,9 +41,9 @@ enum DenseWeight {
     /// thread (`kernels/row_dots.rs`). That doubles the blocks' weights in memory on the CPU;
     /// GPUs keep `W` only.
     F32 { w: Tensor<2>, wt: Option<Tensor<2>> },
-    /// `Wᵀ` in f16 only (CPU, [`Gpt2::into_f16_weights`]): the kernel reads it for few rows,
-    /// the matmul gets it widened per call.
-    F16(HalfTable),
+    /// `Wᵀ` in f16 or int8 only (CPU, [`Gpt2::into_f16_weights`], [`Gpt2::into_int8_weights`]):
+    /// the kernel reads it for few rows, the matmul gets it widened per call.
+    Compact(CompactTable),
     /// `W` in f16 on the wgpu device, two halves per word ([`row_dots_wgsl::pack_f16`]): the
     /// WGSL row dots read it for few rows, kernels on or off (nothing else reads it); longer
     /// steps get it widened per call.
@@ -68,7 +68,13 @@ impl DenseWeight {
             let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
             return Self::PackedF16(row_dots_wgsl::pack_f16(values, inputs, outputs, device));
         }
-        Self::F16(HalfTable::from_f32(&transposed(&weight), outputs, inputs))
+        Self::Compact(CompactTable::f16(&transposed(&weight), outputs, inputs))
+    }
+
+    /// Quantizes an f32 `[in, out]` weight to int8 with a scale per output: `Wᵀ` on the CPU.
+    fn int8(weight: TensorData) -> Self {
+        let [inputs, outputs] = [weight.shape()[0], weight.shape()[1]];
+        Self::Compact(CompactTable::int8(&transposed(&weight), outputs, inputs))
     }
 }
 
@@ -114,19 +120,21 @@ impl Dense {
                 let few_rows = wt.as_ref().filter(|_| cpu).and_then(|wt| row_dots::rows_times_table(&x, wt));
                 few_rows.unwrap_or_else(|| x.matmul(w.clone()))
             }
-            DenseWeight::F16(wt) => {
-                let few_rows = if cpu { row_dots::rows_times_half(&x, wt) } else { None };
+            DenseWeight::Compact(wt) => {
+                let few_rows = if cpu { row_dots::rows_times_compact(&x, wt) } else { None };
                 few_rows.unwrap_or_else(|| x.clone().matmul(wt.to_tensor(&x.device()).transpose()))
             }
         };
         y + self.bias.clone().unsqueeze::<2>()
     }
 
-    /// Rounds the weight to f16 (a read-back: native only; the browser rounds on load).
-    fn into_f16(self) -> Self {
+    /// Rounds the weight to f16, or (`int8`, the CPU only) quantizes it: a read-back, native
+    /// only (the browser rounds on load).
+    fn into_compact(self, int8: bool) -> Self {
         let DenseWeight::F32 { w, .. } = self.weight else { return self };
         let device = w.device();
-        Self { weight: DenseWeight::half(w.into_data(), &device), bias: self.bias }
+        let weight = if int8 { DenseWeight::int8(w.into_data()) } else { DenseWeight::half(w.into_data(), &device) };
+        Self { weight, bias: self.bias }
     }
 }
 
@@ -190,18 +198,34 @@ impl Gpt2 {
     /// biases, positions, activations and the KV cache stay f32.
     pub fn into_f16_weights(self) -> Result<Self> {
         check_f16(&self.config, &self.device)?;
+        Ok(self.into_compact(false))
+    }
+
+    /// Quantizes the linear layers' and the token table's weights to int8, one scale per
+    /// output (per token for the table), symmetric: a quarter of f32's bytes per decode step.
+    /// The CPU's row dots widen them in registers, sum in f32 and scale each finished dot;
+    /// the CPU only, for now. LayerNorms, biases, positions and activations stay f32.
+    pub fn into_int8_weights(self) -> Result<Self> {
+        if !row_dots::runs_on(&self.device) {
+            return Err(EngineError::Request("int8 weights run on the CPU for now (its row dots dequantize them); use f16 on GPUs".into()));
+        }
+        Ok(self.into_compact(true))
+    }
+
+    /// The linear layers and the token table in f16 or (`int8`) int8.
+    fn into_compact(self, int8: bool) -> Self {
         let blocks = self
             .blocks
             .into_iter()
             .map(|b| Block {
-                c_attn: b.c_attn.into_f16(),
-                attn_proj: b.attn_proj.into_f16(),
-                c_fc: b.c_fc.into_f16(),
-                mlp_proj: b.mlp_proj.into_f16(),
+                c_attn: b.c_attn.into_compact(int8),
+                attn_proj: b.attn_proj.into_compact(int8),
+                c_fc: b.c_fc.into_compact(int8),
+                mlp_proj: b.mlp_proj.into_compact(int8),
                 ..b
             })
             .collect();
-        Ok(Self { blocks, wte: self.wte.into_f16(), lm_head: self.lm_head.map(VocabTable::into_f16), ..self })
+        Self { blocks, wte: self.wte.into_compact(int8), lm_head: self.lm_head.map(|t| t.into_compact(int8)), ..self }
     }
 
     /// Makes the KV caches of later generations hold f16 (half their memory, and half the bytes

@@ -7,7 +7,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::kernels::row_dots::{self, HalfTable};
+use super::kernels::row_dots::{self, CompactTable};
 use super::kernels::{Path, row_dots_wgsl};
 
 /// Largest chunk, in bytes: WebGPU's default `maxStorageBufferBindingSize`.
@@ -15,12 +15,12 @@ const MAX_CHUNK_BYTES: usize = 128 << 20;
 
 pub struct VocabTable {
     /// Row blocks of the table, in order; all but the last have `rows_per_chunk` rows. f32,
-    /// or f16 pairs packed in words on wgpu (`packed`). Empty when the CPU holds it in `half`.
+    /// or f16 pairs packed in words on wgpu (`packed`). Empty when the CPU holds it `compact`.
     chunks: Vec<Tensor<2>>,
     rows_per_chunk: usize,
     packed: bool,
-    /// The whole table in f16 instead (the CPU, one piece: no binding limit there).
-    half: Option<HalfTable>,
+    /// The whole table in f16 or int8 instead (the CPU, one piece: no binding limit there).
+    compact: Option<CompactTable>,
 }
 
 impl VocabTable {
@@ -29,15 +29,20 @@ impl VocabTable {
         Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, false, device)
     }
 
-    /// Uploads a `[vocab, width]` f32 table rounded to f16: one [`HalfTable`] on the CPU,
+    /// Uploads a `[vocab, width]` f32 table rounded to f16: one [`CompactTable`] on the CPU,
     /// packed chunks on wgpu (`Gpt2::into_f16_weights` admits no other device).
     pub fn half(data: TensorData, device: &Device) -> Self {
         if row_dots::runs_on(device) {
-            let [vocab, width] = [data.shape()[0], data.shape()[1]];
-            let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
-            return Self { chunks: vec![], rows_per_chunk: vocab, packed: false, half: Some(HalfTable::from_f32(values, vocab, width)) };
+            return Self::compact(&data, CompactTable::f16);
         }
         Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, true, device)
+    }
+
+    /// The table as one compact table on the CPU, made by `make` from its f32 values.
+    fn compact(data: &TensorData, make: fn(&[f32], usize, usize) -> CompactTable) -> Self {
+        let [vocab, width] = [data.shape()[0], data.shape()[1]];
+        let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
+        Self { chunks: vec![], rows_per_chunk: vocab, packed: false, compact: Some(make(values, vocab, width)) }
     }
 
     fn with_chunk_bytes(data: TensorData, chunk_bytes: usize, packed: bool, device: &Device) -> Self {
@@ -56,24 +61,26 @@ impl VocabTable {
                 }
             })
             .collect();
-        Self { chunks, rows_per_chunk, packed, half: None }
+        Self { chunks, rows_per_chunk, packed, compact: None }
     }
 
-    /// The table rounded to f16 (a read-back: native only; the browser rounds on load).
-    pub fn into_f16(self) -> Self {
-        if self.half.is_some() || self.packed {
+    /// The table rounded to f16, or (`int8`, the CPU only) quantized to int8 per row: a
+    /// read-back, native only (the browser rounds on load).
+    pub fn into_compact(self, int8: bool) -> Self {
+        if self.compact.is_some() || self.packed {
             return self;
         }
         let device = self.chunks[0].device();
         let [vocab, width] = [self.chunks.iter().map(|c| c.dims()[0]).sum(), self.chunks[0].dims()[1]];
         let values: Vec<f32> = self.chunks.into_iter().flat_map(|c| c.into_data().iter::<f32>().collect::<Vec<f32>>()).collect();
-        Self::half(TensorData::new(values, [vocab, width]), &device)
+        let data = TensorData::new(values, [vocab, width]);
+        if int8 { Self::compact(&data, CompactTable::int8) } else { Self::half(data, &device) }
     }
 
     /// Rows for `ids` (all `< vocab`), `[ids.len(), width]`.
     pub fn lookup(&self, ids: &[u32], device: &Device) -> Tensor<2> {
-        if let Some(half) = &self.half {
-            return half.select(ids, device);
+        if let Some(compact) = &self.compact {
+            return compact.select(ids, device);
         }
         if self.packed {
             return row_dots_wgsl::half_table_rows(&self.chunks, self.rows_per_chunk, ids, device);
@@ -107,9 +114,9 @@ impl VocabTable {
     /// all of it per call (2 rows cost 1.8× one row that way on burn's flex device). On wgpu
     /// they take the WGSL row dots, all chunks into one output.
     pub fn project(&self, h: Tensor<2>, path: Path) -> Tensor<2> {
-        if let Some(half) = &self.half {
-            let kernel = if path == Path::Cpu { row_dots::rows_times_half(&h, half) } else { None };
-            return kernel.unwrap_or_else(|| h.clone().matmul(half.to_tensor(&h.device()).transpose()));
+        if let Some(compact) = &self.compact {
+            let kernel = if path == Path::Cpu { row_dots::rows_times_compact(&h, compact) } else { None };
+            return kernel.unwrap_or_else(|| h.clone().matmul(compact.to_tensor(&h.device()).transpose()));
         }
         if (path == Path::Wgsl || self.packed)
             && let Some(logits) = row_dots_wgsl::rows_times_table(&h, &self.chunks, self.packed)

@@ -18,6 +18,8 @@ pub enum Dtype {
     /// f16 weights for the linear layers and the token table (CPU and wgpu): half the memory
     /// and half the bytes per decode step; all else stays f32.
     F16,
+    /// int8 weights for the same, a scale per output (CPU): a quarter of f32's bytes.
+    Int8,
 }
 
 impl Dtype {
@@ -25,6 +27,7 @@ impl Dtype {
         match self {
             Self::F32 => "f32",
             Self::F16 => "f16",
+            Self::Int8 => "int8",
         }
     }
 
@@ -32,6 +35,9 @@ impl Dtype {
     pub fn check(self, device: DeviceArg) -> Result<()> {
         if self == Self::F16 && device == DeviceArg::Cuda {
             bail!("--dtype f16 runs on --device cpu and --device wgpu for now (their kernels widen f16 weights); CUDA keeps f32");
+        }
+        if self == Self::Int8 && device != DeviceArg::Cpu {
+            bail!("--dtype int8 runs on --device cpu for now (its row dots dequantize int8 weights); use --dtype f16 on wgpu");
         }
         Ok(())
     }
@@ -41,6 +47,7 @@ impl Dtype {
         Ok(match self {
             Self::F32 => model,
             Self::F16 => model.into_f16_weights()?,
+            Self::Int8 => model.into_int8_weights()?,
         })
     }
 }
@@ -49,11 +56,12 @@ impl Dtype {
 #[derive(Debug, Clone, Copy, Args)]
 pub struct Precision {
     /// The weights' type: f16 for the linear layers and the token table (CPU and wgpu) halves
-    /// their memory and the bytes each decode step reads; all else stays f32.
+    /// their memory and the bytes each decode step reads, int8 (CPU) quarters them; all else
+    /// stays f32.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: Dtype,
     /// The KV cache's type: f16 halves its memory and the bytes each attention reads (every
-    /// device); keys and values are rounded as they are stored.
+    /// device; f32 or f16); keys and values are rounded as they are stored.
     #[arg(long, value_enum, default_value = "f32")]
     pub kv_dtype: Dtype,
 }
@@ -61,6 +69,9 @@ pub struct Precision {
 impl Precision {
     /// Refuses a pairing the engine cannot run, before anything loads.
     pub fn check(self, device: DeviceArg) -> Result<()> {
+        if self.kv_dtype == Dtype::Int8 {
+            bail!("--kv-dtype takes f32 or f16");
+        }
         self.dtype.check(device)
     }
 
@@ -73,14 +84,14 @@ impl Precision {
 
     pub fn kv(self) -> KvDtype {
         match self.kv_dtype {
-            Dtype::F32 => KvDtype::F32,
             Dtype::F16 => KvDtype::F16,
+            Dtype::F32 | Dtype::Int8 => KvDtype::F32,
         }
     }
 
-    /// Anything held in f16.
-    pub fn any_f16(self) -> bool {
-        self.dtype == Dtype::F16 || self.kv_dtype == Dtype::F16
+    /// Anything held below f32.
+    pub fn reduced(self) -> bool {
+        self.dtype != Dtype::F32 || self.kv_dtype != Dtype::F32
     }
 }
 

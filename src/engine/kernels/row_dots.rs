@@ -11,8 +11,9 @@
 //! so a batch of 8 costs the memory traffic of one row plus the arithmetic. On x86-64 with
 //! AVX2, FMA and F16C (checked at run time) the loops are fused 8-lane multiply-adds.
 //!
-//! Tables are f32 tensors, or f16 ([`HalfTable`], `--dtype f16` on the CPU): half the bytes
-//! to stream per step, widened to f32 in registers, summed in f32. Its tensor-op twins are
+//! Tables are f32 tensors, or compact ([`CompactTable`]): f16 (`--dtype f16`), half the bytes to
+//! stream per step, or int8 with a scale per row (`--dtype int8`), a quarter; either widened to
+//! f32 in registers and summed in f32. Its tensor-op twins are
 //! the matmuls in `vocab_table.rs` and `gpt2.rs`, used on every other device and row count,
 //! and as its test oracle.
 
@@ -30,39 +31,79 @@ pub fn runs_on(device: &Device) -> bool {
     cfg!(not(target_arch = "wasm32")) && !matches!(device.as_dispatch(), DispatchDevice::Cube(_))
 }
 
-/// A `[rows, k]` table of f16 weights for the kernel: half the bytes of f32 per step, and
-/// half the memory. Kept as a plain slice, which is all the kernel reads; the twin gets it
-/// widened per call.
-pub struct HalfTable {
-    values: Vec<f16>,
+/// A `[rows, k]` table held below f32 for the kernel, which reads it as a plain slice (the
+/// twin gets it widened per call): f16, half the bytes of f32 per step; or int8 with one scale
+/// per row, a quarter. A row is one output (a column of `W`, a token of the head), so its
+/// scale multiplies the finished dot product once.
+pub struct CompactTable {
+    values: Compact,
     rows: usize,
     k: usize,
 }
 
-impl HalfTable {
+enum Compact {
+    F16(Vec<f16>),
+    /// Symmetric per row: `scale = max |row| / 127`, `value = round(x / scale)`.
+    Int8 { values: Vec<i8>, scales: Vec<f32> },
+}
+
+impl CompactTable {
     /// Rounds a row-major `[rows, k]` f32 table to the nearest f16.
-    pub fn from_f32(values: &[f32], rows: usize, k: usize) -> Self {
+    pub fn f16(values: &[f32], rows: usize, k: usize) -> Self {
         assert_eq!(values.len(), rows * k, "a [{rows}, {k}] table");
         let mut half = vec![f16::ZERO; values.len()];
         half.convert_from_f32_slice(values);
-        Self { values: half, rows, k }
+        Self { values: Compact::F16(half), rows, k }
+    }
+
+    /// Quantizes a row-major `[rows, k]` f32 table to int8, one scale per row.
+    pub fn int8(values: &[f32], rows: usize, k: usize) -> Self {
+        assert_eq!(values.len(), rows * k, "a [{rows}, {k}] table");
+        let mut quantized = vec![0i8; values.len()];
+        let scales = values
+            .chunks_exact(k)
+            .zip(quantized.chunks_exact_mut(k))
+            .map(|(row, out)| {
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                out.iter_mut().zip(row).for_each(|(q, v)| *q = (v / scale).round().clamp(-127.0, 127.0) as i8);
+                scale
+            })
+            .collect();
+        Self { values: Compact::Int8 { values: quantized, scales }, rows, k }
     }
 
     pub fn dims(&self) -> [usize; 2] {
         [self.rows, self.k]
     }
 
-    /// The table widened to f32: the twin's operand (a prompt's many rows), made per call
-    /// (in SIMD where the CPU has F16C: 8 elements per instruction).
+    /// Rows `first..` widened to f32 into `out` (a whole number of rows).
+    fn widen_rows(&self, first: usize, out: &mut [f32]) {
+        let at = first * self.k;
+        match &self.values {
+            Compact::F16(values) => values[at..][..out.len()].convert_to_f32_slice(out),
+            Compact::Int8 { values, scales } => {
+                for (r, (out, row)) in out.chunks_exact_mut(self.k).zip(values[at..].chunks_exact(self.k)).enumerate() {
+                    let scale = scales[first + r];
+                    out.iter_mut().zip(row).for_each(|(o, &q)| *o = f32::from(q) * scale);
+                }
+            }
+        }
+    }
+
+    /// The table widened to f32: the twin's operand (a prompt's many rows), made per call.
     pub fn to_tensor(&self, device: &Device) -> Tensor<2> {
-        let mut values = vec![0f32; self.values.len()];
-        self.values.convert_to_f32_slice(&mut values);
+        let mut values = vec![0f32; self.rows * self.k];
+        self.widen_rows(0, &mut values);
         Tensor::from_data(TensorData::new(values, [self.rows, self.k]), device)
     }
 
     /// Rows `ids` (all `< rows`) widened to f32, `[ids.len(), k]`: an embedding lookup.
     pub fn select(&self, ids: &[u32], device: &Device) -> Tensor<2> {
-        let values: Vec<f32> = ids.iter().flat_map(|&id| self.values[id as usize * self.k..][..self.k].iter().map(|v| v.to_f32())).collect();
+        let mut values = vec![0f32; ids.len() * self.k];
+        for (out, &id) in values.chunks_exact_mut(self.k).zip(ids) {
+            self.widen_rows(id as usize, out);
+        }
         Tensor::from_data(TensorData::new(values, [ids.len(), self.k]), device)
     }
 }
@@ -76,17 +117,21 @@ pub fn rows_times_table(h: &Tensor<2>, table: &Tensor<2>) -> Option<Tensor<2>> {
     if !tf.is_contiguous() {
         return None;
     }
-    rows_times(h, &tf.storage::<f32>()[tf.layout().start_offset()..][..rows * k], rows, k)
+    rows_times(h, &tf.storage::<f32>()[tf.layout().start_offset()..][..rows * k], None, rows, k)
 }
 
-/// [`rows_times_table`] for an f16 table.
+/// [`rows_times_table`] for a compact table.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn rows_times_half(h: &Tensor<2>, table: &HalfTable) -> Option<Tensor<2>> {
-    rows_times(h, &table.values, table.rows, table.k)
+pub fn rows_times_compact(h: &Tensor<2>, table: &CompactTable) -> Option<Tensor<2>> {
+    match &table.values {
+        Compact::F16(values) => rows_times(h, values, None, table.rows, table.k),
+        Compact::Int8 { values, scales } => rows_times(h, values, Some(scales), table.rows, table.k),
+    }
 }
 
+/// `h · tᵀ`, each table row's dots times its scale, if any.
 #[cfg(not(target_arch = "wasm32"))]
-fn rows_times<E: Weight>(h: &Tensor<2>, t: &[E], rows: usize, k: usize) -> Option<Tensor<2>> {
+fn rows_times<E: Weight>(h: &Tensor<2>, t: &[E], scales: Option<&[f32]>, rows: usize, k: usize) -> Option<Tensor<2>> {
     use rayon::prelude::*;
 
     /// Table rows per task, about: enough work per task.
@@ -110,6 +155,9 @@ fn rows_times<E: Weight>(h: &Tensor<2>, t: &[E], rows: usize, k: usize) -> Optio
     by_row.par_chunks_mut(per_task * m).enumerate().for_each(|(task, block)| {
         let first = task * per_task;
         dots(&t[first * k..][..block.len() / m * k], x, k, block);
+        if let Some(scales) = scales {
+            block.chunks_exact_mut(m).zip(&scales[first..]).for_each(|(dots, scale)| dots.iter_mut().for_each(|d| *d *= scale));
+        }
     });
     let out = if m == 1 {
         by_row
@@ -131,7 +179,7 @@ pub fn rows_times_table(_h: &Tensor<2>, _table: &Tensor<2>) -> Option<Tensor<2>>
 
 /// The browser's engine runs on WebGPU: always the twin.
 #[cfg(target_arch = "wasm32")]
-pub fn rows_times_half(_h: &Tensor<2>, _table: &HalfTable) -> Option<Tensor<2>> {
+pub fn rows_times_compact(_h: &Tensor<2>, _table: &CompactTable) -> Option<Tensor<2>> {
     None
 }
 
@@ -158,6 +206,22 @@ impl Weight for f32 {
     unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
         // SAFETY: the caller's promise.
         unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Weight for i8 {
+    fn widen(self) -> f32 {
+        f32::from(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load8(p: *const i8) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's promise: 8 bytes readable, AVX2 present.
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))) }
     }
 }
 
@@ -366,18 +430,34 @@ mod tests {
             dots_by::<f32, portable::Portable>(&read(table.clone()), &x, k, &mut by_row);
             let turned: Vec<f32> = (0..m).flat_map(|r| by_row.chunks_exact(m).map(move |row| row[r])).collect();
             assert!(close(&turned, &want), "{m} rows, portable");
-            // f16 weights: the same as the matmul with the table rounded to f16, both ways.
-            let half = HalfTable::from_f32(&read(table.clone()), rows, k);
-            let want = read(h.clone().matmul(half.to_tensor(&device).transpose()));
-            assert!(close(&read(rows_times_half(&h, &half).expect("flex rows")), &want), "{m} rows, f16");
-            dots_by::<f16, portable::Portable>(&half.values, &x, k, &mut by_row);
-            let turned: Vec<f32> = (0..m).flat_map(|r| by_row.chunks_exact(m).map(move |row| row[r])).collect();
-            assert!(close(&turned, &want), "{m} rows, f16, portable");
+            // Compact tables: the same as the matmul with the table widened back, both ways.
+            for compact in [CompactTable::f16(&read(table.clone()), rows, k), CompactTable::int8(&read(table.clone()), rows, k)] {
+                let want = read(h.clone().matmul(compact.to_tensor(&device).transpose()));
+                assert!(close(&read(rows_times_compact(&h, &compact).expect("flex rows")), &want), "{m} rows, compact");
+                match &compact.values {
+                    Compact::F16(values) => dots_by::<f16, portable::Portable>(values, &x, k, &mut by_row),
+                    Compact::Int8 { values, scales } => {
+                        dots_by::<i8, portable::Portable>(values, &x, k, &mut by_row);
+                        by_row.chunks_exact_mut(m).zip(scales).for_each(|(dots, s)| dots.iter_mut().for_each(|d| *d *= s));
+                    }
+                }
+                let turned: Vec<f32> = (0..m).flat_map(|r| by_row.chunks_exact(m).map(move |row| row[r])).collect();
+                assert!(close(&turned, &want), "{m} rows, compact, portable");
+            }
         }
-        let half = HalfTable::from_f32(&read(table.clone()), rows, k);
-        let picked = read(half.select(&[5, 0, 5], &device));
-        assert_eq!(&picked[..k], &read(half.to_tensor(&device).slice([5..6, 0..k]))[..]);
-        assert_eq!(picked[..k], picked[2 * k..]);
+        let values = read(table.clone());
+        // int8 keeps every value within half a step of its row's scale.
+        let int8 = CompactTable::int8(&values, rows, k);
+        let widened = read(int8.to_tensor(&device));
+        for (row, (got, want)) in widened.chunks_exact(k).zip(values.chunks_exact(k)).enumerate() {
+            let step = want.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() <= step * 0.5 + 1e-7), "row {row} off by more than half a step");
+        }
+        for compact in [CompactTable::f16(&values, rows, k), int8] {
+            let picked = read(compact.select(&[5, 0, 5], &device));
+            assert_eq!(&picked[..k], &read(compact.to_tensor(&device).slice([5..6, 0..k]))[..]);
+            assert_eq!(picked[..k], picked[2 * k..]);
+        }
         // Too many rows, or a transposed view: the twin's job.
         assert!(rows_times_table(&Tensor::<2>::ones([MAX_ROWS + 1, k], &device), &table).is_none());
         assert!(rows_times_table(&Tensor::<2>::ones([1, rows], &device), &table.clone().transpose()).is_none());

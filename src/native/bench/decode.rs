@@ -14,7 +14,7 @@ use super::BenchModel;
 use crate::engine::f16_drift::f16_drift;
 use crate::engine::generate::{GenerateOptions, decode_tokens_per_s, generate, generate_batch_greedy};
 use crate::engine::kv::memory;
-use crate::native::device::{DeviceArg, Precision};
+use crate::native::device::{DeviceArg, Dtype, Precision};
 
 /// Most rows a benchmark batch may have: past it the request is absurd on any device here.
 const MAX_BATCH: usize = 1024;
@@ -79,7 +79,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     let per_token_ms = steps[1..].iter().sum::<f64>() / (steps.len() - 1) as f64;
     let threads = crate::native::device::rayon_threads();
     // f16's accuracy: the f32 model's own greedy text, scored teacher-forced by both.
-    let drift = match args.precision.any_f16() {
+    let drift = match args.precision.reduced() {
         false => None,
         true => {
             let (reference, _) = args.model.load(&device)?;
@@ -96,7 +96,8 @@ pub fn run(args: DecodeArgs) -> Result<()> {
             "decode_tokens_per_s": decode_tokens_per_s, "ttft_ms": steps[0], "per_token_ms": per_token_ms, "step_ms": steps,
         });
         if let Some(drift) = &drift {
-            out["f16_drift"] = serde_json::to_value(drift)?;
+            let key = if args.precision.dtype == Dtype::Int8 { "int8_drift" } else { "f16_drift" };
+            out[key] = serde_json::to_value(drift)?;
         }
         println!("{}", serde_json::to_string(&out)?);
     } else {
@@ -106,7 +107,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         println!("  decode step         {per_token_ms:>9.2} ms ({:.1} tokens/s over {} rows)", decode_tokens_per_s, args.batch);
         if let Some(d) = &drift {
             println!(
-                "  f16 vs all-f32 over {} positions: log-prob of the next token moves {:.2e} on average ({:.2e} at most), logits {:.2e} at most, same top token {:.1}%",
+                "  vs all-f32 over {} positions: log-prob of the next token moves {:.2e} on average ({:.2e} at most), logits {:.2e} at most, same top token {:.1}%",
                 d.positions, d.mean_abs_logprob_change, d.max_abs_logprob_change, d.max_abs_logit_diff, d.top1_agreement * 100.0
             );
         }
