@@ -100,6 +100,12 @@ fn bench_decode_reports_speed_over_every_row() {
     assert!(drift["mean_abs_logprob_change"].as_f64().unwrap() < 5e-3, "{drift}");
     assert!(drift["max_abs_logit_diff"].as_f64().unwrap() > 0.0, "f16 rounding moves the logits: {drift}");
     assert_eq!(drift["top1_agreement"], 1.0);
+    // int8 weights and an f16 KV cache: their accuracy under its own name, the cache's size.
+    let (stdout, _) = inferlab(&["bench", "decode", "--model", tiny.to_str().unwrap(), "--new-tokens", "6", "--dtype", "int8", "--kv-dtype", "f16", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((json["dtype"].as_str(), json["kv_dtype"].as_str()), (Some("int8"), Some("f16")));
+    assert_eq!(json["kv_cache_bytes"], 2 * 2 * 64 * (8 + 6) * 2, "K and V × layers × width × tokens × 2 bytes");
+    assert!(json["f16_drift"].is_null() && json["int8_drift"]["positions"] == 8 + 6 - 1, "{json}");
 }
 
 #[test]
