@@ -99,9 +99,10 @@ pub fn kv_values<const D: usize>(t: Tensor<D>, width: usize) -> Tensor<D> {
 
 /// `softmax(q·kᵀ·scale + mask)·v` over the first `mask.keys` slots of `k` and `v`.
 ///
-/// q `[batch, heads, queries, head_dim]`, k and v `[batch, heads, slots, head_dim]` with
-/// slots ≥ keys. Returns `[batch, heads, queries, head_dim]`. The WGSL kernels read rows as
-/// vec4: a head width that is not a multiple of 4 takes the tensor ops.
+/// q `[batch, heads, queries, head_dim]`, k and v `[batch, heads, slots, head_dim]` (f32 or
+/// f16; packed f16 words `[.., head_dim / 2]` on wgpu) with slots ≥ keys. Returns `[batch,
+/// heads, queries, head_dim]`. The WGSL kernels read rows as vec4: a head width that is not a
+/// multiple of 4 takes the tensor ops.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32, path: Path) -> Tensor<4> {
     match path {
         Path::Wgsl if q.dims()[3] % 4 == 0 => attention_wgsl(q, k, v, mask, scale),
