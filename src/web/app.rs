@@ -246,7 +246,7 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>
                 }}</button>
                 <F16Choice label="Weights " testid="weights-dtype" on=f16
                     title="Rounds the linear layers and the token table to f16 as they load: half the GPU memory (the kernels widen them to f32; no shader-f16 needed). The demo model stays f32."/>
-                <F16Choice label="KV cache " testid="kv-dtype" on=kv_f16
+                <F16Choice label="KV dtype " testid="kv-dtype" on=kv_f16
                     title="Holds the KV cache in f16 (keys and values rounded as they are stored): half its memory and half the bytes each attention step reads. The demo model stays f32."/>
                 <button on:click=load_demo disabled=busy data-testid="load-demo">"Demo model (offline)"</button>
                 <label class="file">"Local files "

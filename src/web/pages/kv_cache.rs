@@ -152,7 +152,7 @@ fn MemoryModel() -> impl IntoView {
         </div>
         <p class="hint" data-testid="memory-kv-dtype">{move || match engine.status.get() {
             ModelStatus::Ready(info) if info.kv_f16 => "The loaded model keeps its KV cache in f16: the right-hand chart, half the left-hand one.",
-            ModelStatus::Ready(_) => "The loaded model keeps its KV cache in f32: the left-hand chart. Choose an f16 KV cache beside the weights' type to halve it.",
+            ModelStatus::Ready(_) => "The loaded model keeps its KV cache in f32: the left-hand chart. Choose the f16 KV dtype beside the weights' type (it applies at the next load) to halve it.",
             _ => "",
         }}</p>
     }
