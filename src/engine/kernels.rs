@@ -75,9 +75,8 @@ pub struct Slots {
 /// is the step's (its mask's), so the layers of a step share one parameter buffer.
 pub fn append(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots, uploads: &StepUploads, path: Path) -> (Tensor<4>, Tensor<4>) {
     // Packed words are written by their kernel whatever the path: tensor ops cannot pack.
-    let packed = cache.0.dims()[3] != new.0.dims()[3];
     match path {
-        Path::Twin | Path::Cpu if !packed => {
+        Path::Twin | Path::Cpu if !packed(&cache.0, new.0.dims()[3]) => {
             let dtype = cache.0.dtype();
             (append_twin(cache.0, new.0.cast(dtype), slots), append_twin(cache.1, new.1.cast(dtype), slots))
         }
@@ -85,13 +84,19 @@ pub fn append(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots:
     }
 }
 
+/// Whether a cache buffer whose rows hold `width` values holds them as packed f16 words (wgpu's
+/// f16 cache, half as wide).
+pub(crate) fn packed<const D: usize>(buffer: &Tensor<D>, width: usize) -> bool {
+    buffer.dims()[D - 1] != width
+}
+
 /// A cache buffer as f32 values whose rows are `width` wide: f16 tensors cast, packed f16 words
 /// (wgpu) widened by their kernel. For the tensor ops; the attention kernels read either kind.
 pub fn kv_values<const D: usize>(t: Tensor<D>, width: usize) -> Tensor<D> {
-    let mut dims = t.dims();
-    if dims[D - 1] == width {
+    if !packed(&t, width) {
         return t.cast(DType::F32);
     }
+    let mut dims = t.dims();
     let rows = dims[..D - 1].iter().product();
     dims[D - 1] = width;
     row_dots_wgsl::widen_f16(&t.reshape([rows, width / 2])).reshape(dims)
@@ -210,6 +215,7 @@ fn to_cube<const D: usize>(t: Tensor<D>) -> CubeTensor {
 fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots, uploads: &StepUploads) -> (Tensor<4>, Tensor<4>) {
     let [b, h, t, d] = new.0.dims();
     let [_, _, capacity, row_words] = cache.0.dims();
+    let kv_half = usize::from(packed(&cache.0, d));
     let (cache_k, cache_v) = (to_cube(cache.0), to_cube(cache.1));
     let (new_k, new_v) = (to_cube(new.0), to_cube(new.1));
     let client = cache_k.client.clone();
@@ -221,7 +227,7 @@ fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots
     let kernel = WgslKernel {
         name: "kv_append",
         source: include_str!("../../shaders/kv_append.wgsl"),
-        values: vec![("workgroup", APPEND_WORKGROUP), ("kv_half", usize::from(row_words != d))],
+        values: vec![("workgroup", APPEND_WORKGROUP), ("kv_half", kv_half)],
     };
     kernel.launch(
         &client,
@@ -239,8 +245,8 @@ fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots
 
 fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32) -> Tensor<4> {
     let [b, h, t, d] = q.dims();
-    let [_, _, capacity, row_words] = k.dims();
-    let kv_half = usize::from(row_words != d);
+    let capacity = k.dims()[2];
+    let kv_half = usize::from(packed(&k, d));
     let (q, k, v) = (to_cube(q), to_cube(k), to_cube(v));
     let client = q.client.clone();
     let key_pos = mask.uploads.buffer(&client, "key_pos", || words(&mask.key_pos));

@@ -60,38 +60,28 @@ pub struct Precision {
     /// stays f32.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: Dtype,
-    /// The KV cache's type: f16 halves its memory and the bytes each attention reads (every
-    /// device; f32 or f16); keys and values are rounded as they are stored.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub kv_dtype: Dtype,
+    /// The KV cache's type, f32 or f16: f16 halves its memory and the bytes each attention
+    /// reads (every device); keys and values are rounded as they are stored.
+    #[arg(long, default_value = "f32")]
+    pub kv_dtype: KvDtype,
 }
 
 impl Precision {
     /// Refuses a pairing the engine cannot run, before anything loads.
     pub fn check(self, device: DeviceArg) -> Result<()> {
-        if self.kv_dtype == Dtype::Int8 {
-            bail!("--kv-dtype takes f32 or f16");
-        }
         self.dtype.check(device)
     }
 
     /// `model` with its weights and its KV caches in these types.
     pub fn apply(self, model: Gpt2) -> Result<Gpt2> {
         let mut model = self.dtype.apply(model)?;
-        model.set_kv_dtype(self.kv())?;
+        model.set_kv_dtype(self.kv_dtype)?;
         Ok(model)
-    }
-
-    pub fn kv(self) -> KvDtype {
-        match self.kv_dtype {
-            Dtype::F16 => KvDtype::F16,
-            Dtype::F32 | Dtype::Int8 => KvDtype::F32,
-        }
     }
 
     /// Anything held below f32.
     pub fn reduced(self) -> bool {
-        self.dtype != Dtype::F32 || self.kv_dtype != Dtype::F32
+        self.dtype != Dtype::F32 || self.kv_dtype != KvDtype::F32
     }
 }
 

@@ -7,7 +7,7 @@
 use burn::backend::wgpu::CubeBackend;
 use burn::tensor::{IndexingUpdateOp, Tensor};
 
-use super::{Path, WgslKernel, attention as padded_attention, decode_workgroup, f32_tensor, grid, kv_values, to_cube};
+use super::{Path, WgslKernel, attention as padded_attention, decode_workgroup, f32_tensor, grid, kv_values, packed, to_cube};
 use crate::engine::kv::paged::PagedPlan;
 use crate::engine::step_uploads::words;
 
@@ -17,9 +17,8 @@ const APPEND_WORKGROUP: usize = 256;
 /// Writes the step's new rows `[tokens, n_embd]` into their pool slots (f32, f16, or packed f16
 /// words `[slots, n_embd / 2]` on wgpu, which only their kernel writes); returns the pools.
 pub fn write(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: &PagedPlan, path: Path) -> (Tensor<2>, Tensor<2>) {
-    let packed = pools.0.dims()[1] != new.0.dims()[1];
     match path {
-        Path::Twin | Path::Cpu if !packed => {
+        Path::Twin | Path::Cpu if !packed(&pools.0, new.0.dims()[1]) => {
             let slots = plan.slot_tensor();
             let dtype = pools.0.dtype();
             let put = |pool: Tensor<2>, rows: Tensor<2>| pool.select_assign(0, slots.clone(), rows.cast(dtype), IndexingUpdateOp::Assign);
@@ -46,9 +45,9 @@ fn attention_gathered(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: 
     let d = e / heads;
     let device = plan.device();
     // Packed f16 words are widened first (the whole pool: a fixed size for the widening kernel).
-    let (pool_k, pool_v) = match pool_k.dims()[1] == e {
-        true => (pool_k, pool_v),
-        false => (kv_values(pool_k, e), kv_values(pool_v, e)),
+    let (pool_k, pool_v) = match packed(&pool_k, e) {
+        true => (kv_values(pool_k, e), kv_values(pool_v, e)),
+        false => (pool_k, pool_v),
     };
     let outputs: Vec<Tensor<2>> = plan
         .groups
@@ -67,7 +66,7 @@ fn attention_gathered(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: 
 
 fn write_wgsl(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: &PagedPlan) -> (Tensor<2>, Tensor<2>) {
     let [n, e] = new.0.dims();
-    let kv_half = usize::from(pools.0.dims()[1] != e);
+    let kv_half = usize::from(packed(&pools.0, e));
     let (pool_k, pool_v) = (to_cube(pools.0), to_cube(pools.1));
     let (new_k, new_v) = (to_cube(new.0), to_cube(new.1));
     let client = pool_k.client.clone();
@@ -101,7 +100,7 @@ fn write_wgsl(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: 
 fn attention_wgsl(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &PagedPlan, heads: usize, scale: f32) -> Tensor<2> {
     let [n, e] = q.dims();
     let d = e / heads;
-    let kv_half = usize::from(pool_k.dims()[1] != e);
+    let kv_half = usize::from(packed(&pool_k, e));
     let (q, pool_k, pool_v) = (to_cube(q), to_cube(pool_k), to_cube(pool_v));
     let client = q.client.clone();
     let segment = plan.uploads.buffer(&client, "token_segment", || words(&plan.token_segment));

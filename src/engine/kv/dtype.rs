@@ -15,20 +15,25 @@ use std::fmt;
 use std::str::FromStr;
 
 use burn::tensor::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kernels::is_wgpu;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// `--kv-dtype f32|f16` parses to it (`FromStr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvDtype {
-    #[default]
     F32,
     F16,
 }
 
 impl KvDtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
     pub fn bytes_per_value(self) -> usize {
         match self {
             Self::F32 => 4,
@@ -64,9 +69,6 @@ impl FromStr for KvDtype {
 
 impl fmt::Display for KvDtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-        })
+        f.write_str(self.name())
     }
 }

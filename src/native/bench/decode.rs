@@ -54,7 +54,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         bail!("--prompt-tokens {} + --new-tokens {} exceed the model's context of {} tokens", args.prompt_tokens, args.new_tokens, c.n_positions);
     }
     let tokens = args.prompt_tokens + args.new_tokens;
-    let kv_bytes = memory::kv_bytes(&c, tokens, args.batch, args.precision.kv().bytes_per_value());
+    let kv_bytes = memory::kv_bytes(&c, tokens, args.batch, args.precision.kv_dtype.bytes_per_value());
     let needed = memory::param_count(&c) * 4 + kv_bytes + memory::activation_bytes(&c, args.prompt_tokens, args.batch, 4);
     if args.device == DeviceArg::Cpu
         && let Some(available) = available_memory()
