@@ -7,8 +7,9 @@
 //! burn's flex device runs them through its gemm: single-threaded below 192³ multiply-adds
 //! (every block layer at batch 1), and at 7–9 GB/s even threaded (the head: 15–19 ms for a
 //! 134 MB chunk, where this kernel takes 8.9 ms), measured on this 2-core machine. Here each
-//! weight row is read once from memory and met by up to eight input rows at a time from L1,
-//! so a batch of 8 costs the memory traffic of one row plus the arithmetic. On x86-64 with
+//! weight row is read once from memory and met by every input row while it sits in L1 (four
+//! input rows at a time, against two weight rows, from batch 4 up), so a batch of 8 costs the
+//! memory traffic of one row plus the arithmetic. On x86-64 with
 //! AVX2, FMA and F16C (checked at run time) the loops are fused 8-lane multiply-adds.
 //!
 //! Tables are f32 tensors, or compact ([`CompactTable`]): f16 (`--dtype f16`), half the bytes to
@@ -374,8 +375,9 @@ mod portable {
     }
 }
 
-/// AVX2 + FMA: each row's sums in an 8-lane register, fused multiply-adds; eight rows keep
-/// eight multiply-adds in flight, which hides their latency. Written with the intrinsics
+/// AVX2 + FMA: each (table row, input row) pair's sums in an 8-lane register, fused
+/// multiply-adds; a 2×4 block keeps eight multiply-adds in flight, which hides their latency
+/// (one row alone, at batch 1, waits on memory anyway). Written with the intrinsics
 /// because the dev profile (opt-level 1, for quick rebuilds) leaves the portable loops
 /// unvectorized.
 #[cfg(target_arch = "x86_64")]
@@ -453,17 +455,12 @@ mod avx2 {
         // Summed with loops, not closures: a closure reading `sums` kept them in memory,
         // stored back on every step of the loop (opt-level 1, dev), and a call per dot
         // product (50,257 at the head) cost 5% of a batch-1 step.
-        let mut lanes = [[[0f32; 8]; N]; T];
-        for t in 0..T {
-            for n in 0..N {
-                // SAFETY: `lanes[t][n]` has room for the eight floats stored.
-                unsafe { _mm256_storeu_ps(lanes[t][n].as_mut_ptr(), sums[t][n]) };
-            }
-        }
         let mut dots = [[0f32; N]; T];
         for t in 0..T {
             for n in 0..N {
-                let l = &lanes[t][n];
+                let mut l = [0f32; 8];
+                // SAFETY: `l` has room for the eight floats stored.
+                unsafe { _mm256_storeu_ps(l.as_mut_ptr(), sums[t][n]) };
                 dots[t][n] = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
                 for i in full..ws[t].len() {
                     dots[t][n] += ws[t][i].widen() * xs[n][i];
@@ -487,7 +484,8 @@ mod tests {
         let table = Tensor::<2>::from_data(TensorData::new((0..rows * k).map(|i| (i as f32 * 0.61).cos()).collect::<Vec<f32>>(), [rows, k]), &device);
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
         let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
-        // One row, a group of four, four and three ones, eight, four and one, the most.
+        // One row, a group of four, four and three ones, three fours and one, the most (from
+        // four rows up, table rows in pairs; 1037 rows leave one for the single-row blocks).
         for m in [1, 4, 7, 13, MAX_ROWS] {
             let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.05).sin() - 0.3).collect();
             let h = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
