@@ -27,6 +27,8 @@ use cubecl::server::{BufferBinding, Handle, KernelArguments};
 
 pub mod cpu_attention;
 pub mod cpu_gelu;
+#[cfg(not(target_arch = "wasm32"))]
+mod cpu_team;
 pub mod paged;
 pub mod row_dots;
 pub mod row_dots_wgsl;

@@ -62,11 +62,9 @@ struct Job<'a> {
 impl Job<'_> {
     /// `[batch, heads, queries, width]` outputs, one task per (sequence, head).
     fn run<E: Weight>(&self, keys: Rows<'_, E>, values: Rows<'_, E>) -> Vec<f32> {
-        use rayon::prelude::*;
-
         let (h, t, d, keys_seen) = (self.heads, self.queries, self.width, self.keys);
         let mut out = vec![0f32; self.q.len()];
-        out.par_chunks_mut(t * d).enumerate().for_each(|(bh, out)| {
+        super::cpu_team::for_each_chunk(&mut out, t * d, |bh, out| {
             let (row, head) = (bh / h, bh % h);
             let mut weights = vec![0f32; keys_seen];
             for (query, out) in out.chunks_exact_mut(d).enumerate() {

@@ -12,7 +12,8 @@ use burn::tensor::Tensor;
 #[cfg(not(target_arch = "wasm32"))]
 pub fn gelu_tanh(x: &Tensor<2>) -> Option<Tensor<2>> {
     use burn::tensor::TensorData;
-    use rayon::prelude::*;
+    /// Values per piece of work.
+    const CHUNK: usize = 4096;
 
     let xf = x.clone().try_into_primitive::<burn::backend::flex::Flex>().ok()?;
     if !xf.is_contiguous() {
@@ -21,7 +22,8 @@ pub fn gelu_tanh(x: &Tensor<2>) -> Option<Tensor<2>> {
     let n = x.dims().iter().product();
     let input = &xf.storage::<f32>()[xf.layout().start_offset()..][..n];
     let mut out = vec![0f32; n];
-    out.par_chunks_mut(4096).zip(input.par_chunks(4096)).for_each(|(out, input)| {
+    super::cpu_team::for_each_chunk(&mut out, CHUNK, |i, out| {
+        let input = &input[i * CHUNK..][..out.len()];
         #[cfg(target_arch = "x86_64")]
         if super::row_dots::simd() {
             // SAFETY: the CPU has the features (just checked); the chunks are as long.

@@ -1,8 +1,9 @@
 //! A few rows against a row-major matrix on the CPU: `out[r][j] = h[r] · table[j]`, one pass
-//! over the matrix's rows, shared out to the worker threads. Decode steps are made of these:
-//! the output head (`wte`, 154 MB in f32: `logits[v] = wte[v] · h`) and every linear layer
-//! (`x @ W` = rows of `Wᵀ · x`, with `Wᵀ` laid out once at load), each reading its whole
-//! weight once per step however many rows (sequences, or speculative positions) it carries.
+//! over the matrix's rows, shared out to the CPU team's threads (`cpu_team.rs`). Decode steps
+//! are made of these: the output head (`wte`, 154 MB in f32: `logits[v] = wte[v] · h`) and
+//! every linear layer (`x @ W` = rows of `Wᵀ · x`, with `Wᵀ` laid out once at load), each
+//! reading its whole weight once per step however many rows (sequences, or speculative
+//! positions) it carries.
 //!
 //! burn's flex device runs them through its gemm: single-threaded below 192³ multiply-adds
 //! (every block layer at batch 1), and at 7–9 GB/s even threaded (the head: 15–19 ms for a
@@ -133,10 +134,7 @@ pub fn rows_times_compact(h: &Tensor<2>, table: &CompactTable) -> Option<Tensor<
 /// `h · tᵀ`, each table row's dots times its scale, if any.
 #[cfg(not(target_arch = "wasm32"))]
 fn rows_times<E: Weight>(h: &Tensor<2>, t: &[E], scales: Option<&[f32]>, rows: usize, k: usize) -> Option<Tensor<2>> {
-    use rayon::prelude::*;
-
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use super::cpu_team;
 
     /// Table rows per piece of work, about.
     const ROWS_PER_PIECE: usize = 64;
@@ -150,38 +148,22 @@ fn rows_times<E: Weight>(h: &Tensor<2>, t: &[E], scales: Option<&[f32]>, rows: u
         return None;
     }
     let x = &hf.storage::<f32>()[hf.layout().start_offset()..][..m * k];
-    // Pieces handed out from a counter: the calling thread starts at once, and a worker that
-    // wakes late takes what is left. Halves fixed in advance (rayon's split) kept the caller
-    // waiting for a late worker's half: batch 8 decodes ~6% faster this way.
     let pieces = (rows / ROWS_PER_PIECE).max(1);
     let per_piece = rows.div_ceil(pieces);
     // Computed table-row-major (`[rows, m]`, each piece's block contiguous), then turned.
     let mut by_row = vec![0f32; rows * m];
-    let blocks: Vec<Mutex<&mut [f32]>> = by_row.chunks_mut(per_piece * m).map(Mutex::new).collect();
-    let next = AtomicUsize::new(0);
-    let work = || loop {
-        let piece = next.fetch_add(1, Ordering::Relaxed);
-        let Some(block) = blocks.get(piece) else { break };
+    cpu_team::for_each_chunk(&mut by_row, per_piece * m, |piece, block| {
         let first = piece * per_piece;
-        // Uncontended: the counter hands each piece to one thread.
-        let mut block = block.lock().expect("a piece's lock is never poisoned");
-        dots(&t[first * k..][..block.len() / m * k], x, k, &mut block);
+        dots(&t[first * k..][..block.len() / m * k], x, k, block);
         if let Some(scales) = scales {
             block.chunks_exact_mut(m).zip(&scales[first..]).for_each(|(dots, scale)| dots.iter_mut().for_each(|d| *d *= scale));
         }
-    };
-    rayon::scope(|s| {
-        for _ in 1..rayon::current_num_threads() {
-            s.spawn(|_| work());
-        }
-        work();
     });
-    drop(blocks);
     let out = if m == 1 {
         by_row
     } else {
         let mut out = vec![0f32; m * rows];
-        out.par_chunks_mut(rows).enumerate().for_each(|(r, line)| {
+        cpu_team::for_each_chunk(&mut out, rows, |r, line| {
             line.iter_mut().zip(by_row.chunks_exact(m)).for_each(|(o, row)| *o = row[r]);
         });
         out
