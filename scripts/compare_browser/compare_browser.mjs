@@ -7,7 +7,7 @@
 // first pays for compiling shaders, the second is the warm figure (TTFT and decode tok/s after the
 // first token). Both engines' ids must equal each other's and the fixture's HF greedy ids. After
 // load it reads the resident memory of chromium's GPU process (the weights, in SwiftShader) and
-// of the tab. COMPARE_ENGINES=inferlab runs inferlab alone (scripts/largest_in_tab.sh).
+// of the tab, and their peaks during the load (sampled every 200 ms). COMPARE_ENGINES=inferlab runs inferlab alone (scripts/largest_in_tab.sh).
 //
 //   node compare_browser.mjs   (env: INFERLAB_DIST, COMPARE_MODELS=dir with <model>/{…, onnx/model.onnx},
 //                               COMPARE_MODEL=gpt2-tiny, COMPARE_ROUNDS=3, COMPARE_NEW_TOKENS=24,
@@ -90,10 +90,20 @@ function chromiumRssMb() {
   return rss;
 }
 
+/** Starts sampling chromiumRssMb() every 200 ms; the returned function stops it and gives the
+ * peaks (the tab's memory peaks while the weights stream in, then falls). */
+function samplePeakRss() {
+  const peak = { gpu: 0, renderer: 0 };
+  const sample = () => { const r = chromiumRssMb(); peak.gpu = Math.max(peak.gpu, r.gpu); peak.renderer = Math.max(peak.renderer, r.renderer); };
+  const timer = setInterval(sample, 200);
+  return () => { clearInterval(timer); sample(); return peak; };
+}
+
 const testid = (id) => `[data-testid="${id}"]`;
 
 /** inferlab: the Playground page, its own figures (the worker's step times). */
 async function runInferlab(page) {
+  const peak = samplePeakRss();
   await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${model}&page=playground&weights=${weights}`);
   const load_ms = await page.waitForFunction(() => {
     const s = document.querySelector('[data-testid="model-status"]')?.textContent ?? '';
@@ -114,14 +124,16 @@ async function runInferlab(page) {
       decode_tokens_per_s: parseFloat(await page.textContent(testid('tok-s'))),
     };
   };
+  const peak_mb = peak();
   const rss_mb = chromiumRssMb();
   const cold = await generate();
   const warm = await generate();
-  return { load_ms, rss_mb, rss_after_mb: chromiumRssMb(), cold, warm };
+  return { load_ms, peak_mb, rss_mb, rss_after_mb: chromiumRssMb(), cold, warm };
 }
 
 /** transformers.js: the same measures from its streamer's arrival times. */
 async function runTransformersJs(page) {
+  const peak = samplePeakRss();
   await page.goto(`${tjs.url}/transformers_js.html?hub=${encodeURIComponent(hub.url)}&model=${model}`);
   const load_ms = await page.waitForFunction(() => {
     const s = document.getElementById('status')?.textContent ?? '';
@@ -133,10 +145,11 @@ async function runTransformersJs(page) {
     const decode = step_ms.slice(1).reduce((a, b) => a + b, 0);
     return { ids, ttft_ms: step_ms[0], decode_tokens_per_s: (step_ms.length - 1) * 1000 / decode };
   };
+  const peak_mb = peak();
   const rss_mb = chromiumRssMb();
   const cold = await generate();
   const warm = await generate();
-  return { load_ms, rss_mb, rss_after_mb: chromiumRssMb(), cold, warm };
+  return { load_ms, peak_mb, rss_mb, rss_after_mb: chromiumRssMb(), cold, warm };
 }
 
 const engines = { inferlab: runInferlab, 'transformers.js': runTransformersJs };
@@ -175,6 +188,8 @@ const summary = (rs) => ({
   gpu_process_rss_mb: median(rs.map((r) => r.rss_mb.gpu)),
   tab_rss_mb: median(rs.map((r) => r.rss_mb.renderer)),
   tab_rss_after_mb: median(rs.map((r) => r.rss_after_mb.renderer)),
+  gpu_process_peak_mb: median(rs.map((r) => r.peak_mb.gpu)),
+  tab_peak_mb: median(rs.map((r) => r.peak_mb.renderer)),
   tokens: rs[0].warm.ids.length,
 });
 const ours = runs.inferlab.length ? summary(runs.inferlab) : null;
@@ -193,10 +208,10 @@ const report = {
   ...(ours && { inferlab_ttft_over_step: ours.ttft_ms * ours.decode_tokens_per_s / 1000 }),
 };
 if (process.env.COMPARE_JSON) writeFileSync(process.env.COMPARE_JSON, JSON.stringify(report, null, 2));
-const row = (name, s) => `| ${name.padEnd(15)} | ${s.load_ms.toFixed(0).padStart(8)} | ${s.first_ttft_ms.toFixed(0).padStart(10)} | ${s.ttft_ms.toFixed(1).padStart(8)} | ${s.decode_tokens_per_s.toPrecision(3).padStart(9)} | ${s.gpu_process_rss_mb.toFixed(0).padStart(7)} | ${s.tab_rss_mb.toFixed(0).padStart(6)} | ${s.tab_rss_after_mb.toFixed(0).padStart(6)} |`;
+const row = (name, s) => `| ${name.padEnd(15)} | ${s.load_ms.toFixed(0).padStart(8)} | ${s.first_ttft_ms.toFixed(0).padStart(10)} | ${s.ttft_ms.toFixed(1).padStart(8)} | ${s.decode_tokens_per_s.toPrecision(3).padStart(9)} | ${s.gpu_process_rss_mb.toFixed(0).padStart(7)} | ${s.tab_rss_mb.toFixed(0).padStart(6)} | ${s.tab_rss_after_mb.toFixed(0).padStart(6)} | ${s.tab_peak_mb.toFixed(0).padStart(7)} |`;
 console.log(`${model} (inferlab: ${weights} weights), prompt ${prompt.input_ids.length} tokens, ${maxNew} new, greedy; medians of ${rounds} rounds, fresh profile each`);
-console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s | GPU MB | tab MB | tab MB after |');
-console.log('|-----------------|----------|------------|----------|-----------|---------|--------|--------|');
+console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s | GPU MB | tab MB | tab MB after | tab peak MB |');
+console.log('|-----------------|----------|------------|----------|-----------|---------|--------|--------|---------|');
 if (ours) console.log(row('inferlab', ours));
 if (theirs) console.log(row('transformers.js', theirs));
 if (ours && theirs) console.log(`inferlab / transformers.js: decode ${report.decode_speedup.toFixed(2)}x, TTFT ${report.ttft_speedup.toFixed(2)}x, load ${report.load_speedup.toFixed(2)}x`);

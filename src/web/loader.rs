@@ -4,7 +4,7 @@
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Cache, ReadableStream, ReadableStreamDefaultReader, Response, WorkerGlobalScope};
+use web_sys::{ByteLengthQueuingStrategy, Cache, QueuingStrategyInit, ReadableStream, ReadableStreamDefaultReader, Response, WorkerGlobalScope};
 use web_time::Instant;
 
 /// The files a GPT-2 checkpoint needs, in loading order.
@@ -98,7 +98,11 @@ pub async fn stream_hub_file(
 
 /// The copy of a download that goes into Cache Storage, fed each chunk after we took it. Not
 /// `Response.clone()`: that tees the body, and the cache, the faster reader, would make the
-/// slower one (us, uploading to the GPU) queue the whole file in memory.
+/// slower one (us, uploading to the GPU) queue the whole file in memory. The other way round,
+/// a download faster than Cache Storage writes (a local hub: ~115 MB/s of writes in headless
+/// chromium here) queued ~1 GB of gpt2-medium's chunks in the tab, and the load then waited
+/// 12 s for the cache: so the download waits while the copy holds more than
+/// [`COPY_QUEUE_BYTES`].
 struct CacheCopy {
     controller: JsValue,
     stored: JsFuture,
@@ -113,7 +117,8 @@ impl CacheCopy {
         // ReadableStream's constructor calls `start` at once, handing over its controller.
         let start = wasm_bindgen::closure::Closure::once_into_js(move |c: JsValue| *slot.borrow_mut() = c);
         Reflect::set(&source, &"start".into(), &start).ok()?;
-        let stream = ReadableStream::new_with_underlying_source(&source).ok()?;
+        let strategy = ByteLengthQueuingStrategy::new(&QueuingStrategyInit::new(COPY_QUEUE_BYTES)).ok()?;
+        let stream = ReadableStream::new_with_underlying_source_and_strategy(&source, strategy.unchecked_ref()).ok()?;
         let init = web_sys::ResponseInit::new();
         init.set_headers_headers(&response.headers());
         let copy = Response::new_with_opt_readable_stream_and_init(Some(&stream), &init).ok()?;
@@ -132,6 +137,24 @@ impl CacheCopy {
         self.call("enqueue", chunk);
     }
 
+    /// Waits while the copy holds more than [`COPY_QUEUE_BYTES`] that Cache Storage has not
+    /// taken yet (its `desiredSize` below 0; none once it closed or failed). A cache that takes
+    /// nothing for a minute is given up: the load goes on, uncached.
+    async fn wait_for_room(&self) {
+        const TICK_MS: i32 = 10;
+        let behind = || Reflect::get(&self.controller, &"desiredSize".into()).ok().and_then(|v| v.as_f64()).is_some_and(|room| room < 0.0);
+        for _ in 0..60_000 / TICK_MS {
+            if !behind() {
+                return;
+            }
+            let tick = js_sys::Promise::new(&mut |resolve, _| {
+                let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, TICK_MS);
+            });
+            let _ = JsFuture::from(tick).await;
+        }
+        self.call("error", &"Cache Storage took nothing for a minute".into());
+    }
+
     /// Closes the copy (stored) or, when the download failed or was refused, errors it (the
     /// cache keeps nothing). A failed put (quota) only costs the next reload a download.
     async fn end(self, complete: bool) {
@@ -143,6 +166,9 @@ impl CacheCopy {
         let _ = self.stored.await;
     }
 }
+
+/// Bytes of a download that may wait in memory for Cache Storage.
+const COPY_QUEUE_BYTES: f64 = 32e6;
 
 /// Reads a stream chunk by chunk so the page can show bytes, % and MB/s.
 async fn read_stream(
@@ -171,6 +197,9 @@ async fn read_stream(
             if let Err(e) = on_chunk(&value) {
                 let _ = reader.cancel();
                 return Err(e);
+            }
+            if let Some(copy) = copy {
+                copy.wait_for_room().await;
             }
         }
         let seconds = start.elapsed().as_secs_f64();
