@@ -1,4 +1,4 @@
-//! GPT-2's tanh GELU on the CPU in one pass, shared out to the worker threads. burn's
+//! GPT-2's tanh GELU on the CPU in one pass, shared out to the CPU team's threads. burn's
 //! `gelu_approximate` (the twin, and the oracle) composes it from eight tensor ops, each a
 //! full pass that allocates its result, one of them a `powf`: at batch 8 that took ~6% of a
 //! gpt2 decode step on this machine, for the MLP's 8 × 3072 activations per layer. With AVX2

@@ -10,8 +10,8 @@
 //! 134 MB chunk, where this kernel takes 8.9 ms), measured on this 2-core machine. Here each
 //! weight row is read once from memory and met by every input row while it sits in L1 (four
 //! input rows at a time, against two weight rows, from batch 4 up), so a batch of 8 costs the
-//! memory traffic of one row plus the arithmetic. On x86-64 with
-//! AVX2, FMA and F16C (checked at run time) the loops are fused 8-lane multiply-adds.
+//! memory traffic of one row plus the arithmetic. On x86-64 with AVX2, FMA and F16C (checked
+//! at run time) the loops are fused 8-lane multiply-adds.
 //!
 //! Tables are f32 tensors, or compact ([`CompactTable`]): f16 (`--dtype f16`), half the bytes to
 //! stream per step, or int8 with a scale per row (`--dtype int8`), a quarter; either widened to
@@ -362,9 +362,8 @@ mod portable {
 /// One row alone (batch 1) keeps four running sums: with one, each multiply-add waited on the
 /// last (4 cycles per 8 weights), which capped int8 weights at ~12 GB/s on two cores; four
 /// took int8 batch-1 decode from 122 to 163 tok/s and f16 from 107 to 113 (f32 waits on
-/// memory either way). Written with the intrinsics
-/// because the dev profile (opt-level 1, for quick rebuilds) leaves the portable loops
-/// unvectorized.
+/// memory either way). Written with the intrinsics because the dev profile (opt-level 1, for
+/// quick rebuilds) leaves the portable loops unvectorized.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
