@@ -3,7 +3,9 @@
 //
 // w: [INPUTS, OUTPUTS / 4] (vec4); x: [ROWS, INPUTS]; bias: [OUTPUTS / 4]; y: [ROWS, OUTPUTS / 4].
 // With f16 weights (`--dtype f16`) a vec4 of W is two u32 words of two halves each, widened
-// by unpack2x16float: core WGSL, no shader-f16 needed.
+// by unpack2x16float; with int8 (`--dtype int8`) one u32 word of four, widened by
+// unpack4x8snorm and multiplied by each output's scale on the way out: core WGSL, no
+// shader-f16 needed.
 // One invocation per 4 adjacent outputs: neighbouring invocations read neighbouring words of
 // each W row, every W element is read once for all ROWS inputs, the sums stay in registers and
 // the bias is added on the way out. No workgroup memory, no barriers (see row_dots_table.wgsl).
@@ -12,6 +14,7 @@
 @group(0) @binding(1) var<storage, read_write> x: array<{{ elem }}>;
 @group(0) @binding(2) var<storage, read_write> bias: array<vec4<{{ elem }}>>;
 @group(0) @binding(3) var<storage, read_write> y: array<vec4<{{ elem }}>>;
+{{ scales }}
 
 const WORKGROUP: u32 = {{ workgroup }}u;
 const ROWS: u32 = {{ rows }}u;
@@ -20,6 +23,10 @@ const OUT4: u32 = {{ output_vec4s }}u;
 
 fn widen(v: {{ weight_word }}) -> vec4<f32> {
     return {{ widen }};
+}
+
+fn scale(i: u32) -> f32 {
+    return {{ scale }};
 }
 
 @compute @workgroup_size({{ workgroup }})
@@ -36,7 +43,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
     let b = bias[n];
+    let s = vec4<f32>(scale(4u * n), scale(4u * n + 1u), scale(4u * n + 2u), scale(4u * n + 3u));
     for (var r = 0u; r < ROWS; r++) {
-        y[r * OUT4 + n] = acc[r] + b;
+        y[r * OUT4 + n] = acc[r] * s + b;
     }
 }

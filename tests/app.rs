@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{fixtures_root, golden, model_dirs};
 use inferlab::engine::sampling::SamplingParams;
+use inferlab::engine::weight_dtype::WeightDtype;
 use inferlab::session::protocol::{FromWorker, ModelSource, Run, ToWorker};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
@@ -131,7 +132,7 @@ fn error(socket: &mut Socket) -> String {
 }
 
 fn load_folder(socket: &mut Socket, dir: &std::path::Path) {
-    send(socket, &ToWorker::Load(ModelSource::Hub { hub: "http://127.0.0.1:9".into(), repo: dir.to_str().unwrap().into(), f16: false, kv_f16: false }));
+    send(socket, &ToWorker::Load(ModelSource::Hub { hub: "http://127.0.0.1:9".into(), repo: dir.to_str().unwrap().into(), weights: WeightDtype::F32, kv_f16: false }));
     until(socket, |m| matches!(m, FromWorker::Loaded { .. }));
 }
 
@@ -179,10 +180,10 @@ fn bad_messages_get_clear_errors_and_the_engine_carries_on() {
     send(&mut socket, &ToWorker::Generate { run: Run::Playground, prompt: "hi".into(), max_new_tokens: 4, sampling: SamplingParams::default(), kv: "contiguous".into() });
     assert!(error(&mut socket).contains("no model is loaded"));
     let missing = fixtures_root().join("no-such-model");
-    send(&mut socket, &ToWorker::Load(ModelSource::Hub { hub: "http://127.0.0.1:9".into(), repo: missing.to_str().unwrap().into(), f16: false, kv_f16: false }));
+    send(&mut socket, &ToWorker::Load(ModelSource::Hub { hub: "http://127.0.0.1:9".into(), repo: missing.to_str().unwrap().into(), weights: WeightDtype::F32, kv_f16: false }));
     let message = error(&mut socket);
     assert!(message.contains("no-such-model") && message.contains("neither a model folder nor a hub repo id"), "{message}");
-    send(&mut socket, &ToWorker::Load(ModelSource::Files { f16: false, kv_f16: false }));
+    send(&mut socket, &ToWorker::Load(ModelSource::Files { weights: WeightDtype::F32, kv_f16: false }));
     assert!(error(&mut socket).contains("type the folder"));
     // Everything above was refused; the engine still loads and generates.
     let dir = fixtures_root().join("gpt2-tiny");

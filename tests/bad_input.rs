@@ -177,7 +177,8 @@ fn absurd_parameters() {
     assert_fails(&inferlab(&["bench", "kv", "--random", "gpt2", "--new-tokens", "2000"]), &["context"]);
     assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--batch", "0"]), &["--batch"]);
     assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--device", "cuda", "--dtype", "f16"]), &["f16", "CUDA keeps f32"]);
-    assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2-tiny", "--device", "wgpu", "--dtype", "int8"]), &["int8", "--device cpu"]);
+    assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--device", "cuda", "--dtype", "int8"]), &["int8", "CUDA keeps f32"]);
+    assert_fails(&generate(&tiny(), &["--prompt", "hi", "--dtype", "int4"]), &["--dtype", "unknown weight dtype \"int4\"; use f32, f16 or int8"]);
     assert_fails(&generate(&tiny(), &["--prompt", "hi", "--kv-dtype", "int8"]), &["--kv-dtype", "unknown KV cache dtype \"int8\"; use f32 or f16"]);
     // 1,024 rows of gpt2's full context: ~77 GB of KV cache, more than any machine here has.
     assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--batch", "1024", "--prompt-tokens", "24", "--new-tokens", "1000"]), &["MiB", "lower --batch"]);

@@ -8,7 +8,9 @@
 mod common;
 
 use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorData};
-use inferlab::engine::kernels::{self, Path, Slots, row_dots_wgsl};
+use inferlab::engine::kernels::row_dots::quantize_int8;
+use inferlab::engine::kernels::row_dots_wgsl::{self, Packed};
+use inferlab::engine::kernels::{self, Path, Slots};
 use inferlab::engine::kv::blocks::BlockManager;
 use inferlab::engine::kv::dtype::KvDtype;
 use inferlab::engine::kv::paged::{PagedKv, Segment};
@@ -142,7 +144,7 @@ fn f16_pair<const D: usize>(t: &Tensor<D>) -> (Tensor<D>, Tensor<D>) {
     let width = dims[D - 1];
     let mut packed_dims = dims;
     packed_dims[D - 1] /= 2;
-    let packed = row_dots_wgsl::pack_f16(&values, values.len() / width, width, &device).reshape(packed_dims);
+    let packed = Packed::f16(&values, values.len() / width, width, &device).words.reshape(packed_dims);
     (Tensor::from_data(TensorData::new(values, dims), &device), packed)
 }
 
@@ -232,7 +234,7 @@ fn row_dots_kernels_match_the_matmul() {
         // A layer: x @ W + b, W [inputs, outputs].
         for (inputs, outputs) in [(8, 4), (64, 68), (768, 260), (3072, 20)] {
             let (x, w, b) = (random([rows, inputs], &mut rng, &device), random([inputs, outputs], &mut rng, &device), random([outputs], &mut rng, &device));
-            let ours = read(row_dots_wgsl::rows_times_weight(&x, &w, &b, false).expect("up to 8 rows, outputs a multiple of 4"));
+            let ours = read(row_dots_wgsl::rows_times_weight(&x, &Packed::plain(w.clone()), &b).expect("up to 8 rows, outputs a multiple of 4"));
             let twin = read(x.matmul(w) + b.unsqueeze::<2>());
             let error = relative_error(&ours, &twin);
             assert!(error <= 1e-5, "weight {inputs}x{outputs}, {rows} rows: relative error {error}");
@@ -241,7 +243,8 @@ fn row_dots_kernels_match_the_matmul() {
         for (width, chunks) in [(4, vec![1]), (64, vec![400, 400, 201]), (36, vec![1000]), (768, vec![500, 17])] {
             let x = random([rows, width], &mut rng, &device);
             let parts: Vec<Tensor<2>> = chunks.iter().map(|&n| random([n, width], &mut rng, &device)).collect();
-            let ours = read(row_dots_wgsl::rows_times_table(&x, &parts, false).expect("up to 8 rows, width a multiple of 4"));
+            let packed: Vec<Packed> = parts.iter().cloned().map(Packed::plain).collect();
+            let ours = read(row_dots_wgsl::rows_times_table(&x, &packed).expect("up to 8 rows, width a multiple of 4"));
             let twin = read(x.matmul(Tensor::cat(parts, 0).transpose()));
             let error = relative_error(&ours, &twin);
             assert!(error <= 1e-5, "table width {width}, chunks {chunks:?}, {rows} rows: relative error {error}");
@@ -249,51 +252,80 @@ fn row_dots_kernels_match_the_matmul() {
     }
     // Shapes the kernels leave to the matmul.
     let x = random([9, 8], &mut rng, &device);
-    assert!(row_dots_wgsl::rows_times_weight(&x, &random([8, 4], &mut rng, &device), &random([4], &mut rng, &device), false).is_none());
-    assert!(row_dots_wgsl::rows_times_table(&x, &[random([5, 8], &mut rng, &device)], false).is_none());
+    let plain = |shape: [usize; 2], rng: &mut StdRng| Packed::plain(random(shape, rng, &device));
+    assert!(row_dots_wgsl::rows_times_weight(&x, &plain([8, 4], &mut rng), &random([4], &mut rng, &device)).is_none());
+    assert!(row_dots_wgsl::rows_times_table(&x, &[plain([5, 8], &mut rng)]).is_none());
     let odd = random([2, 6], &mut rng, &device);
-    assert!(row_dots_wgsl::rows_times_weight(&odd, &random([6, 6], &mut rng, &device), &random([6], &mut rng, &device), false).is_none());
-    assert!(row_dots_wgsl::rows_times_table(&odd, &[random([5, 6], &mut rng, &device)], false).is_none());
+    assert!(row_dots_wgsl::rows_times_weight(&odd, &plain([6, 6], &mut rng), &random([6], &mut rng, &device)).is_none());
+    assert!(row_dots_wgsl::rows_times_table(&odd, &[plain([5, 6], &mut rng)]).is_none());
 }
 
-/// f16 weights on wgpu: words of two halves, widened by the shader. Against the matmul on the
-/// same weights rounded to f16 on the host; the widening for a prefill's matmul, exact; and
-/// the embedding lookup from a chunked f16 table.
+/// f16 and int8 weights on wgpu: words of two halves, or of four int8 values with a scale per
+/// output, widened by the shader. Against the matmul on the values the words stand for,
+/// computed on the host (f16: rounded; int8: `q · scale` from the same quantizer as the CPU's);
+/// the widening for a prefill's matmul; and the embedding lookup from a chunked table.
 #[test]
-fn f16_row_dots_match_the_matmul_on_rounded_weights() {
+fn packed_row_dots_match_the_matmul_on_their_values() {
     let Some(device) = wgpu() else { return };
     let mut rng = StdRng::seed_from_u64(10);
-    let rounded = |t: &Tensor<2>| -> (Vec<f32>, Tensor<2>) {
-        let [r, c] = t.dims();
-        let values: Vec<f32> = read(t.clone()).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
-        (values.clone(), Tensor::from_data(TensorData::new(values, [r, c]), &device))
-    };
-    for rows in [1, 3, 8] {
-        for (inputs, outputs) in [(8, 4), (64, 68), (768, 260)] {
-            let (x, b) = (random([rows, inputs], &mut rng, &device), random([outputs], &mut rng, &device));
-            let (values, w) = rounded(&random([inputs, outputs], &mut rng, &device));
-            let packed = row_dots_wgsl::pack_f16(&values, inputs, outputs, &device);
-            assert_eq!(read(row_dots_wgsl::widen_f16(&packed)), values, "widened f16 weight {inputs}x{outputs}");
-            let ours = read(row_dots_wgsl::rows_times_weight(&x, &packed, &b, true).expect("up to 8 rows, outputs a multiple of 4"));
-            let twin = read(x.matmul(w) + b.unsqueeze::<2>());
-            let error = relative_error(&ours, &twin);
-            assert!(error <= 1e-5, "f16 weight {inputs}x{outputs}, {rows} rows: relative error {error}");
+    // What a row-major [rows, cols] matrix's words hold, as f32 on the host: f16-rounded, or
+    // int8 times a scale per row (`per_row`) or per column.
+    let held = |half: bool, values: &[f32], rows: usize, cols: usize, per_row: bool| -> Vec<f32> {
+        if half {
+            return values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
         }
-        for (width, chunks) in [(4, vec![1]), (64, vec![400, 400, 201]), (768, vec![500, 17])] {
-            let x = random([rows, width], &mut rng, &device);
-            let parts: Vec<(Vec<f32>, Tensor<2>)> = chunks.iter().map(|&n| rounded(&random([n, width], &mut rng, &device))).collect();
-            let packed: Vec<Tensor<2>> = parts.iter().zip(&chunks).map(|((v, _), &n)| row_dots_wgsl::pack_f16(v, n, width, &device)).collect();
-            let ours = read(row_dots_wgsl::rows_times_table(&x, &packed, true).expect("up to 8 rows, width a multiple of 4"));
-            let table = Tensor::cat(parts.into_iter().map(|(_, t)| t).collect(), 0);
-            let twin = read(x.matmul(table.clone().transpose()));
-            let error = relative_error(&ours, &twin);
-            assert!(error <= 1e-5, "f16 table width {width}, chunks {chunks:?}, {rows} rows: relative error {error}");
-            // The lookup: rows from every chunk, repeats, first and last.
-            let last = chunks.iter().sum::<usize>() as u32 - 1;
-            let ids = [0, last, 3.min(last), (chunks[0] as u32).min(last), 3.min(last)];
-            let got = read(row_dots_wgsl::half_table_rows(&packed, chunks[0], &ids, &device));
-            let picked = Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]), &device);
-            assert_eq!(got, read(table.select(0, picked)), "f16 table rows, width {width}, chunks {chunks:?}");
+        // Each output's line (a row, or a column) quantized as the packers do.
+        let transpose = |v: &[f32], rows: usize, cols: usize| -> Vec<f32> { (0..cols).flat_map(|c| (0..rows).map(move |r| v[r * cols + c])).collect() };
+        let (lines, len) = if per_row { (values.to_vec(), cols) } else { (transpose(values, rows, cols), rows) };
+        let (q, scales) = quantize_int8(&lines, lines.len() / len, len);
+        let held: Vec<f32> = q.iter().enumerate().map(|(i, &q)| f32::from(q) * scales[i / len]).collect();
+        if per_row { held } else { transpose(&held, cols, rows) }
+    };
+    for half in [true, false] {
+        let dtype = if half { "f16" } else { "int8" };
+        // Widened int8 is `q / 127 · max`, the host's `q · (max / 127)`: equal to rounding.
+        let widened_close = |got: Vec<f32>, want: &[f32], what: &str| {
+            let error = relative_error(&got, want);
+            assert!(if half { error == 0.0 } else { error <= 1e-6 }, "{dtype} {what}: widened, relative error {error}");
+        };
+        for rows in [1, 3, 8] {
+            for (inputs, outputs) in [(8, 4), (64, 68), (768, 260)] {
+                let (x, b) = (random([rows, inputs], &mut rng, &device), random([outputs], &mut rng, &device));
+                let values = read(random([inputs, outputs], &mut rng, &device));
+                let packed = match half {
+                    true => Packed::f16(&values, inputs, outputs, &device),
+                    false => Packed::int8_per_column(&values, inputs, outputs, &device),
+                };
+                let held = held(half, &values, inputs, outputs, false);
+                widened_close(read(packed.widen()), &held, &format!("weight {inputs}x{outputs}"));
+                let ours = read(row_dots_wgsl::rows_times_weight(&x, &packed, &b).expect("up to 8 rows, outputs a multiple of 4"));
+                let twin = read(x.matmul(Tensor::from_data(TensorData::new(held, [inputs, outputs]), &device)) + b.unsqueeze::<2>());
+                let error = relative_error(&ours, &twin);
+                assert!(error <= 1e-5, "{dtype} weight {inputs}x{outputs}, {rows} rows: relative error {error}");
+            }
+            for (width, chunks) in [(4, vec![1]), (64, vec![400, 400, 201]), (768, vec![500, 17])] {
+                let x = random([rows, width], &mut rng, &device);
+                let parts: Vec<Vec<f32>> = chunks.iter().map(|&n| read(random([n, width], &mut rng, &device))).collect();
+                let packed: Vec<Packed> = parts
+                    .iter()
+                    .zip(&chunks)
+                    .map(|(v, &n)| if half { Packed::f16(v, n, width, &device) } else { Packed::int8_per_row(v, n, width, &device) })
+                    .collect();
+                let held: Vec<f32> = parts.iter().zip(&chunks).flat_map(|(v, &n)| held(half, v, n, width, true)).collect();
+                let total = chunks.iter().sum::<usize>();
+                widened_close(packed.iter().flat_map(|p| read(p.widen())).collect(), &held, &format!("table width {width}"));
+                let table = Tensor::<2>::from_data(TensorData::new(held, [total, width]), &device);
+                let ours = read(row_dots_wgsl::rows_times_table(&x, &packed).expect("up to 8 rows, width a multiple of 4"));
+                let twin = read(x.matmul(table.clone().transpose()));
+                let error = relative_error(&ours, &twin);
+                assert!(error <= 1e-5, "{dtype} table width {width}, chunks {chunks:?}, {rows} rows: relative error {error}");
+                // The lookup: rows from every chunk, repeats, first and last.
+                let last = total as u32 - 1;
+                let ids = [0, last, 3.min(last), (chunks[0] as u32).min(last), 3.min(last)];
+                let got = read(row_dots_wgsl::packed_table_rows(&packed, chunks[0], &ids, &device));
+                let picked = Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]), &device);
+                widened_close(got, &read(table.select(0, picked)), &format!("table rows, width {width}, chunks {chunks:?}"));
+            }
         }
     }
 }

@@ -1,11 +1,10 @@
 //! What f16 (or int8) costs in accuracy: a text is scored teacher-forced by the f32 model and
-//! by its reduced copy (weights: [`Gpt2::into_f16_weights`], [`Gpt2::into_int8_weights`]; KV
-//! cache: [`Gpt2::set_kv_dtype`]), and at every
-//! position the two next-token distributions are compared: the log-probability each gives the
-//! token that actually comes next, the logits themselves, and whether the top choice is the
-//! same. Each model scores through a cache of its own KV dtype, so an f16 cache's rounding
-//! counts: its prefill stores the keys and values first and attends over what was stored, as
-//! every decode step does.
+//! by its reduced copy (weights: [`Gpt2::into_weight_dtype`]; KV cache:
+//! [`Gpt2::set_kv_dtype`]), and at every position the two next-token distributions are
+//! compared: the log-probability each gives the token that actually comes next, the logits
+//! themselves, and whether the top choice is the same. Each model scores through a cache of
+//! its own KV dtype, so an f16 cache's rounding counts: its prefill stores the keys and values
+//! first and attends over what was stored, as every decode step does.
 
 use burn::tensor::Tensor;
 use serde::Serialize;

@@ -13,11 +13,13 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::config::{Activation, Gpt2Config};
 use super::error::{EngineError, Result};
 use super::kernels::row_dots::{self, CompactTable};
-use super::kernels::{self, Path, cpu_gelu, row_dots_wgsl};
+use super::kernels::row_dots_wgsl::{self, Packed};
+use super::kernels::{self, Path, cpu_gelu};
 use super::kv::dtype::KvDtype;
 use super::kv::{KvCache, KvMode};
 use super::step::Step;
 use super::vocab_table::VocabTable;
+use super::weight_dtype::WeightDtype;
 use super::weights::Gpt2Weights;
 
 /// Which positions get logits: the last of each row (generation), all (scoring, tests), or
@@ -41,13 +43,13 @@ enum DenseWeight {
     /// thread (`kernels/row_dots.rs`). That doubles the blocks' weights in memory on the CPU;
     /// GPUs keep `W` only.
     F32 { w: Tensor<2>, wt: Option<Tensor<2>> },
-    /// `Wᵀ` in f16 or int8 only (CPU, [`Gpt2::into_f16_weights`], [`Gpt2::into_int8_weights`]):
-    /// the kernel reads it for few rows, the matmul gets it widened per call.
+    /// `Wᵀ` in f16 or int8 only (CPU, [`Gpt2::into_weight_dtype`]): the kernel reads it for
+    /// few rows, the matmul gets it widened per call.
     Compact(CompactTable),
-    /// `W` in f16 on the wgpu device, two halves per word ([`row_dots_wgsl::pack_f16`]): the
-    /// WGSL row dots read it for few rows, kernels on or off (nothing else reads it); longer
-    /// steps get it widened per call.
-    PackedF16(Tensor<2>),
+    /// `W` in f16 or int8 on the wgpu device, in packed words ([`Packed`]): the WGSL row dots
+    /// read it for few rows, kernels on or off (nothing else reads it); longer steps get it
+    /// widened per call.
+    Packed(Packed),
 }
 
 impl DenseWeight {
@@ -60,21 +62,19 @@ impl DenseWeight {
         Self::F32 { w: Tensor::from_data(weight, device), wt }
     }
 
-    /// Rounds an f32 `[in, out]` weight to f16: `Wᵀ` on the CPU, packed `W` on wgpu (the
-    /// devices [`check_f16`] lets through).
-    fn half(weight: TensorData, device: &Device) -> Self {
+    /// Uploads an f32 `[in, out]` weight held in `dtype`: f32 as [`DenseWeight::new`]; f16
+    /// or int8 (a scale per output) as `Wᵀ` on the CPU, packed `W` on wgpu (the devices
+    /// [`WeightDtype::check`] lets through).
+    fn upload(weight: TensorData, dtype: WeightDtype, device: &Device) -> Self {
         let [inputs, outputs] = [weight.shape()[0], weight.shape()[1]];
-        if kernels::is_wgpu(device) {
-            let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
-            return Self::PackedF16(row_dots_wgsl::pack_f16(values, inputs, outputs, device));
+        let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
+        match dtype {
+            WeightDtype::F32 => Self::new(weight, device),
+            WeightDtype::F16 if kernels::is_wgpu(device) => Self::Packed(Packed::f16(values, inputs, outputs, device)),
+            WeightDtype::Int8 if kernels::is_wgpu(device) => Self::Packed(Packed::int8_per_column(values, inputs, outputs, device)),
+            WeightDtype::F16 => Self::Compact(CompactTable::f16(&transposed(&weight), outputs, inputs)),
+            WeightDtype::Int8 => Self::Compact(CompactTable::int8(&transposed(&weight), outputs, inputs)),
         }
-        Self::Compact(CompactTable::f16(&transposed(&weight), outputs, inputs))
-    }
-
-    /// Quantizes an f32 `[in, out]` weight to int8 with a scale per output: `Wᵀ` on the CPU.
-    fn int8(weight: TensorData) -> Self {
-        let [inputs, outputs] = [weight.shape()[0], weight.shape()[1]];
-        Self::Compact(CompactTable::int8(&transposed(&weight), outputs, inputs))
     }
 }
 
@@ -85,34 +85,16 @@ fn transposed(weight: &TensorData) -> Vec<f32> {
     (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect()
 }
 
-/// Whether `device` runs f16 weights for `config`: the CPU (its row dots widen them), or wgpu
-/// when every width is a multiple of 4 (the WGSL row dots read vec4s); not CUDA yet.
-fn check_f16(config: &Gpt2Config, device: &Device) -> Result<()> {
-    if row_dots::runs_on(device) {
-        return Ok(());
-    }
-    if !kernels::is_wgpu(device) {
-        return Err(EngineError::Request("f16 weights run on the CPU and wgpu devices; CUDA keeps f32 for now".into()));
-    }
-    if config.n_embd % 4 != 0 || config.n_inner % 4 != 0 {
-        return Err(EngineError::Request(format!(
-            "f16 weights on wgpu need n_embd and n_inner to be multiples of 4 (the kernels read vec4s); this model has {} and {}",
-            config.n_embd, config.n_inner
-        )));
-    }
-    Ok(())
-}
-
 impl Dense {
     /// `x @ W + b`; few-row steps take the row-dots kernel of the CPU or of WGSL.
     fn forward(&self, x: Tensor<2>, path: Path) -> Tensor<2> {
         let cpu = path == Path::Cpu;
         let y = match &self.weight {
-            DenseWeight::PackedF16(w) => match row_dots_wgsl::rows_times_weight(&x, w, &self.bias, true) {
+            DenseWeight::Packed(w) => match row_dots_wgsl::rows_times_weight(&x, w, &self.bias) {
                 Some(y) => return y,
-                None => x.matmul(row_dots_wgsl::widen_f16(w)),
+                None => x.matmul(w.widen()),
             },
-            DenseWeight::F32 { w, .. } if path == Path::Wgsl => match row_dots_wgsl::rows_times_weight(&x, w, &self.bias, false) {
+            DenseWeight::F32 { w, .. } if path == Path::Wgsl => match row_dots_wgsl::rows_times_weight(&x, &Packed::plain(w.clone()), &self.bias) {
                 Some(y) => return y,
                 None => x.matmul(w.clone()),
             },
@@ -128,13 +110,12 @@ impl Dense {
         y + self.bias.clone().unsqueeze::<2>()
     }
 
-    /// Rounds the weight to f16, or (`int8`, the CPU only) quantizes it: a read-back, native
-    /// only (the browser rounds on load).
-    fn into_compact(self, int8: bool) -> Self {
+    /// The weight held in `dtype` from now on (an f32 one only): a read-back, native only (the
+    /// browser converts on load).
+    fn into_reduced(self, dtype: WeightDtype) -> Self {
         let DenseWeight::F32 { w, .. } = self.weight else { return self };
         let device = w.device();
-        let weight = if int8 { DenseWeight::int8(w.into_data()) } else { DenseWeight::half(w.into_data(), &device) };
-        Self { weight, bias: self.bias }
+        Self { weight: DenseWeight::upload(w.into_data(), dtype, &device), bias: self.bias }
     }
 }
 
@@ -180,7 +161,7 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// Uploads checked weights to `device`.
     pub fn new(config: Gpt2Config, weights: Gpt2Weights, device: &Device) -> Result<Self> {
-        let mut loader = Gpt2Loader::new(config, device, false)?;
+        let mut loader = Gpt2Loader::new(config, device, WeightDtype::F32)?;
         for (name, data) in weights.tensors {
             loader.put(&name, data);
         }
@@ -191,41 +172,27 @@ impl Gpt2 {
         &self.device
     }
 
-    /// Holds the linear layers' and the token table's weights in f16, rounded once: half the
-    /// memory, and half the bytes each decode step streams (`--dtype f16`). The CPU's and the
-    /// WGSL row dots widen them in registers and sum in f32 (WGSL by `unpack2x16float`, so no
-    /// `shader-f16` is needed); CUDA would need kernels of its own and is refused. LayerNorms,
-    /// biases, positions, activations and the KV cache stay f32.
-    pub fn into_f16_weights(self) -> Result<Self> {
-        check_f16(&self.config, &self.device)?;
-        Ok(self.into_compact(false))
-    }
-
-    /// Quantizes the linear layers' and the token table's weights to int8, one scale per
-    /// output (per token for the table), symmetric: a quarter of f32's bytes per decode step.
-    /// The CPU's row dots widen them in registers, sum in f32 and scale each finished dot;
-    /// the CPU only, for now. LayerNorms, biases, positions and activations stay f32.
-    pub fn into_int8_weights(self) -> Result<Self> {
-        if !row_dots::runs_on(&self.device) {
-            return Err(EngineError::Request("int8 weights run on the CPU for now (its row dots dequantize them); use f16 on GPUs".into()));
-        }
-        Ok(self.into_compact(true))
-    }
-
-    /// The linear layers and the token table in f16 or (`int8`) int8.
-    fn into_compact(self, int8: bool) -> Self {
+    /// Holds the linear layers' and the token table's weights (f32 ones) in `dtype`, converted
+    /// once: f16 halves their memory and the bytes each decode step streams, int8 (symmetric,
+    /// one scale per output, per token for the table) quarters them. The CPU's and the WGSL row
+    /// dots widen them in registers, sum in f32 and scale each finished int8 dot (WGSL by
+    /// `unpack2x16float` / `unpack4x8snorm`, so no `shader-f16` is needed); CUDA would need
+    /// kernels of its own and is refused. LayerNorms, biases, positions, activations and the KV
+    /// cache stay f32.
+    pub fn into_weight_dtype(self, dtype: WeightDtype) -> Result<Self> {
+        dtype.check(&self.config, &self.device)?;
         let blocks = self
             .blocks
             .into_iter()
             .map(|b| Block {
-                c_attn: b.c_attn.into_compact(int8),
-                attn_proj: b.attn_proj.into_compact(int8),
-                c_fc: b.c_fc.into_compact(int8),
-                mlp_proj: b.mlp_proj.into_compact(int8),
+                c_attn: b.c_attn.into_reduced(dtype),
+                attn_proj: b.attn_proj.into_reduced(dtype),
+                c_fc: b.c_fc.into_reduced(dtype),
+                mlp_proj: b.mlp_proj.into_reduced(dtype),
                 ..b
             })
             .collect();
-        Self { blocks, wte: self.wte.into_compact(int8), lm_head: self.lm_head.map(|t| t.into_compact(int8)), ..self }
+        Ok(Self { blocks, wte: self.wte.into_reduced(dtype), lm_head: self.lm_head.map(|t| t.into_reduced(dtype)), ..self })
     }
 
     /// Makes the KV caches of later generations hold f16 (half their memory, and half the bytes
@@ -249,7 +216,7 @@ impl Gpt2 {
 
     /// Turns the hand-written kernels on or off (to measure them): WGSL attention and KV
     /// writes on wgpu; few-query attention, row dots for the linear layers and the head, and
-    /// the one-pass GELU on the CPU. f16 weights on wgpu keep their row dots either way.
+    /// the one-pass GELU on the CPU. f16 and int8 weights on wgpu keep their row dots either way.
     pub fn set_kernels(&mut self, enabled: bool) {
         self.kernels = enabled;
     }
@@ -363,8 +330,8 @@ impl Gpt2 {
 pub struct Gpt2Loader {
     config: Gpt2Config,
     device: Device,
-    /// Round the linear layers and the token table to f16 as they arrive.
-    half: bool,
+    /// What the linear layers and the token table are converted to as they arrive.
+    dtype: WeightDtype,
     tables: HashMap<String, VocabTable>,
     dense: HashMap<String, DenseWeight>,
     vectors: HashMap<String, Tensor<1>>,
@@ -377,13 +344,11 @@ fn take<T>(parts: &mut HashMap<String, T>, name: &str) -> Result<T> {
 }
 
 impl Gpt2Loader {
-    /// A loader of f32 weights, or (`half`) of weights rounded to f16 on arrival: the
-    /// browser's way to `--dtype f16`, since a tab cannot read a GPU buffer back synchronously.
-    pub fn new(config: Gpt2Config, device: &Device, half: bool) -> Result<Self> {
-        if half {
-            check_f16(&config, device)?;
-        }
-        Ok(Self { config, device: device.clone(), half, tables: HashMap::new(), dense: HashMap::new(), vectors: HashMap::new(), matrices: HashMap::new() })
+    /// A loader of weights held in `dtype`, converted on arrival: the browser's way to
+    /// `--dtype f16|int8`, since a tab cannot read a GPU buffer back synchronously.
+    pub fn new(config: Gpt2Config, device: &Device, dtype: WeightDtype) -> Result<Self> {
+        dtype.check(&config, device)?;
+        Ok(Self { config, device: device.clone(), dtype, tables: HashMap::new(), dense: HashMap::new(), vectors: HashMap::new(), matrices: HashMap::new() })
     }
 
     /// Uploads one parameter, already checked against the config.
@@ -392,12 +357,12 @@ impl Gpt2Loader {
         match (name, data.shape().len()) {
             (_, 1) => drop(self.vectors.insert(name.into(), Tensor::from_data(data, device))),
             ("wte.weight" | "lm_head.weight", _) => {
-                let table = if self.half { VocabTable::half(data, device) } else { VocabTable::new(data, device) };
+                let table = VocabTable::upload(data, self.dtype, device);
                 drop(self.tables.insert(name.into(), table))
             }
             ("wpe.weight", _) => drop(self.matrices.insert(name.into(), Tensor::from_data(data, device))),
             _ => {
-                let weight = if self.half { DenseWeight::half(data, device) } else { DenseWeight::new(data, device) };
+                let weight = DenseWeight::upload(data, self.dtype, device);
                 drop(self.dense.insert(name.into(), weight))
             }
         }

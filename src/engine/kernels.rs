@@ -155,7 +155,7 @@ const PREFILL_WORKGROUP: usize = 64;
 const DECODE_MAX_QUERIES: usize = 8;
 
 /// A WGSL file and its template values. The values are part of the kernel id, so every
-/// variant (head width, workgroup size, tile, f16 weights) compiles to a pipeline of its own.
+/// variant (head width, workgroup size, tile, f16 or int8 weights) compiles to a pipeline of its own.
 struct WgslKernel {
     name: &'static str,
     source: &'static str,
@@ -164,19 +164,31 @@ struct WgslKernel {
 
 impl KernelSource for WgslKernel {
     fn source(&self) -> SourceTemplate {
-        // Four weights, or (`half` = 1) four K/V values, as an f32 vec4, or as two u32 words of
-        // two f16 each (`kv_half` = 1); a K/V word as the append kernel stores it.
-        let words = |half: bool| match half {
-            true => ("vec2<u32>", "vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y))"),
-            false => ("vec4<f32>", "v"),
+        // Four weights as an f32 vec4, as two u32 words of two f16 each (`per_word` = 2), or as
+        // one u32 word of four int8 (`per_word` = 4) whose scales are bound at `scales_at`;
+        // four K/V values likewise, f32 or two f16 words (`kv_half` = 1), and a K/V word as
+        // the append kernel stores it.
+        const F32S: (&str, &str) = ("vec4<f32>", "v");
+        const HALVES: (&str, &str) = ("vec2<u32>", "vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y))");
+        let value = |name: &str| self.values.iter().find(|(n, _)| *n == name).map(|&(_, v)| v);
+        let (word, widen) = match value("per_word") {
+            Some(2) => HALVES,
+            Some(4) => ("u32", "unpack4x8snorm(v)"),
+            _ => F32S,
         };
-        let ((word, widen), kv_half) = (words(self.values.contains(&("half", 1))), self.values.contains(&("kv_half", 1)));
-        let (kv_word, kv_widen) = words(kv_half);
+        let (scales, scale) = match value("scales_at") {
+            Some(at) => (format!("@group(0) @binding({at}) var<storage, read_write> scales: array<f32>;"), "scales[i]"),
+            None => (String::new(), "1.0"),
+        };
+        let kv_half = value("kv_half") == Some(1);
+        let (kv_word, kv_widen) = if kv_half { HALVES } else { F32S };
         let (kv_elem, kv_pack) = if kv_half { ("u32", "pack2x16float(a)") } else { ("f32", "a.x") };
         let template = SourceTemplate::new(self.source)
             .register("elem", "f32")
             .register("weight_word", word)
             .register("widen", widen)
+            .register("scales", scales)
+            .register("scale", scale)
             .register("kv_word", kv_word)
             .register("kv_widen", kv_widen)
             .register("kv_elem", kv_elem)

@@ -19,5 +19,6 @@ pub mod step;
 pub mod step_uploads;
 pub mod tokenizer;
 pub mod vocab_table;
+pub mod weight_dtype;
 pub mod weights;
 pub mod window_drift;

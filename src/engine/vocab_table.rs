@@ -8,44 +8,37 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::kernels::row_dots::{self, CompactTable};
+use super::kernels::row_dots_wgsl::Packed;
 use super::kernels::{Path, row_dots_wgsl};
+use super::weight_dtype::WeightDtype;
 
 /// Largest chunk, in bytes: WebGPU's default `maxStorageBufferBindingSize`.
 const MAX_CHUNK_BYTES: usize = 128 << 20;
 
 pub struct VocabTable {
     /// Row blocks of the table, in order; all but the last have `rows_per_chunk` rows. f32,
-    /// or f16 pairs packed in words on wgpu (`packed`). Empty when the CPU holds it `compact`.
-    chunks: Vec<Tensor<2>>,
+    /// or on wgpu f16 or int8 in packed words. Empty when the CPU holds it `compact`.
+    chunks: Vec<Packed>,
     rows_per_chunk: usize,
-    packed: bool,
     /// The whole table in f16 or int8 instead (the CPU, one piece: no binding limit there).
     compact: Option<CompactTable>,
 }
 
 impl VocabTable {
-    /// Uploads a `[vocab, width]` f32 table.
-    pub fn new(data: TensorData, device: &Device) -> Self {
-        Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, false, device)
-    }
-
-    /// Uploads a `[vocab, width]` f32 table rounded to f16: one [`CompactTable`] on the CPU,
-    /// packed chunks on wgpu (`Gpt2::into_f16_weights` admits no other device).
-    pub fn half(data: TensorData, device: &Device) -> Self {
-        if row_dots::runs_on(device) {
-            return Self::compact(&data, CompactTable::f16);
+    /// Uploads a `[vocab, width]` f32 table held in `dtype`: f32 chunks; f16 or int8 (a scale
+    /// per token) as one [`CompactTable`] on the CPU, packed chunks on wgpu
+    /// (`WeightDtype::check` admits no other device).
+    pub fn upload(data: TensorData, dtype: WeightDtype, device: &Device) -> Self {
+        if dtype != WeightDtype::F32 && row_dots::runs_on(device) {
+            let [vocab, width] = [data.shape()[0], data.shape()[1]];
+            let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
+            let make = if dtype == WeightDtype::Int8 { CompactTable::int8 } else { CompactTable::f16 };
+            return Self { chunks: vec![], rows_per_chunk: vocab, compact: Some(make(values, vocab, width)) };
         }
-        Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, true, device)
+        Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, dtype, device)
     }
 
-    /// The table as one compact table on the CPU, made by `make` from its f32 values.
-    fn compact(data: &TensorData, make: fn(&[f32], usize, usize) -> CompactTable) -> Self {
-        let [vocab, width] = [data.shape()[0], data.shape()[1]];
-        let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
-        Self { chunks: vec![], rows_per_chunk: vocab, packed: false, compact: Some(make(values, vocab, width)) }
-    }
-
-    fn with_chunk_bytes(data: TensorData, chunk_bytes: usize, packed: bool, device: &Device) -> Self {
+    fn with_chunk_bytes(data: TensorData, chunk_bytes: usize, dtype: WeightDtype, device: &Device) -> Self {
         let [vocab, width] = [data.shape()[0], data.shape()[1]];
         // Sized as f32 even when packed: scoring many rows widens a chunk to f32 for the matmul.
         let rows_per_chunk = (chunk_bytes / (width * 4)).clamp(1, vocab);
@@ -53,28 +46,33 @@ impl VocabTable {
         let chunks = (0..vocab)
             .step_by(rows_per_chunk)
             .map(|lo| {
-                let hi = (lo + rows_per_chunk).min(vocab);
-                let part = &values[lo * width..hi * width];
-                match packed {
-                    true => row_dots_wgsl::pack_f16(part, hi - lo, width, device),
-                    false => Tensor::from_data(TensorData::new(part.to_vec(), [hi - lo, width]), device),
+                let rows = (lo + rows_per_chunk).min(vocab) - lo;
+                let part = &values[lo * width..][..rows * width];
+                match dtype {
+                    WeightDtype::F32 => Packed::plain(Tensor::from_data(TensorData::new(part.to_vec(), [rows, width]), device)),
+                    WeightDtype::F16 => Packed::f16(part, rows, width, device),
+                    WeightDtype::Int8 => Packed::int8_per_row(part, rows, width, device),
                 }
             })
             .collect();
-        Self { chunks, rows_per_chunk, packed, compact: None }
+        Self { chunks, rows_per_chunk, compact: None }
     }
 
-    /// The table rounded to f16, or (`int8`, the CPU only) quantized to int8 per row: a
-    /// read-back, native only (the browser rounds on load).
-    pub fn into_compact(self, int8: bool) -> Self {
-        if self.compact.is_some() || self.packed {
+    /// Whether the chunks hold packed words, which only the WGSL kernels read.
+    fn packed(&self) -> bool {
+        self.chunks.first().is_some_and(|c| !c.is_plain())
+    }
+
+    /// The table held in `dtype` from now on (f32 ones only): a read-back, native only (the
+    /// browser converts on load).
+    pub fn into_reduced(self, dtype: WeightDtype) -> Self {
+        if self.compact.is_some() || self.packed() || dtype == WeightDtype::F32 {
             return self;
         }
-        let device = self.chunks[0].device();
+        let device = self.chunks[0].words.device();
         let [vocab, width] = [self.chunks.iter().map(|c| c.dims()[0]).sum(), self.chunks[0].dims()[1]];
-        let values: Vec<f32> = self.chunks.into_iter().flat_map(|c| c.into_data().iter::<f32>().collect::<Vec<f32>>()).collect();
-        let data = TensorData::new(values, [vocab, width]);
-        if int8 { Self::compact(&data, CompactTable::int8) } else { Self::half(data, &device) }
+        let values: Vec<f32> = self.chunks.into_iter().flat_map(|c| c.words.into_data().iter::<f32>().collect::<Vec<f32>>()).collect();
+        Self::upload(TensorData::new(values, [vocab, width]), dtype, &device)
     }
 
     /// Rows for `ids` (all `< vocab`), `[ids.len(), width]`.
@@ -82,15 +80,15 @@ impl VocabTable {
         if let Some(compact) = &self.compact {
             return compact.select(ids, device);
         }
-        if self.packed {
-            return row_dots_wgsl::half_table_rows(&self.chunks, self.rows_per_chunk, ids, device);
+        if self.packed() {
+            return row_dots_wgsl::packed_table_rows(&self.chunks, self.rows_per_chunk, ids, device);
         }
         let chunk_ids = |lo: usize, rows: usize| -> Vec<i64> {
             ids.iter().map(|&id| (id as usize).saturating_sub(lo).min(rows - 1) as i64).collect()
         };
         if let [only] = self.chunks.as_slice() {
             let local = Tensor::<1, Int>::from_data(TensorData::new(chunk_ids(0, only.dims()[0]), [ids.len()]), device);
-            return only.clone().select(0, local);
+            return only.words.clone().select(0, local);
         }
         // Each chunk serves the ids in its range; the others' rows are zeroed and the parts summed.
         self.chunks
@@ -103,7 +101,7 @@ impl VocabTable {
                 let inside: Vec<f32> =
                     ids.iter().map(|&id| f32::from((lo..lo + rows).contains(&(id as usize)))).collect();
                 let inside = Tensor::<2>::from_data(TensorData::new(inside, [ids.len(), 1]), device);
-                chunk.clone().select(0, local) * inside
+                chunk.words.clone().select(0, local) * inside
             })
             .reduce(|a, b| a + b)
             .expect("a vocabulary has at least one row")
@@ -118,8 +116,8 @@ impl VocabTable {
             let kernel = if path == Path::Cpu { row_dots::rows_times_compact(&h, compact) } else { None };
             return kernel.unwrap_or_else(|| h.clone().matmul(compact.to_tensor(&h.device()).transpose()));
         }
-        if (path == Path::Wgsl || self.packed)
-            && let Some(logits) = row_dots_wgsl::rows_times_table(&h, &self.chunks, self.packed)
+        if (path == Path::Wgsl || self.packed())
+            && let Some(logits) = row_dots_wgsl::rows_times_table(&h, &self.chunks)
         {
             return logits;
         }
@@ -127,11 +125,8 @@ impl VocabTable {
             .chunks
             .iter()
             .map(|c| {
-                let kernel = if path == Path::Cpu { row_dots::rows_times_table(&h, c) } else { None };
-                kernel.unwrap_or_else(|| {
-                    let c = if self.packed { row_dots_wgsl::widen_f16(c) } else { c.clone() };
-                    h.clone().matmul(c.transpose())
-                })
+                let kernel = if path == Path::Cpu { row_dots::rows_times_table(&h, &c.words) } else { None };
+                kernel.unwrap_or_else(|| h.clone().matmul(c.widen().transpose()))
             })
             .collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(parts, 1) }
@@ -148,9 +143,9 @@ mod tests {
         let (vocab, width) = (11, 4);
         let values: Vec<f32> = (0..vocab * width).map(|i| (i as f32 * 0.37).sin()).collect();
         let data = || TensorData::new(values.clone(), [vocab, width]);
-        let whole = VocabTable::new(data(), &device);
+        let whole = VocabTable::upload(data(), WeightDtype::F32, &device);
         // 3 rows (48 bytes) per chunk: 4 chunks, the last one short.
-        let chunked = VocabTable::with_chunk_bytes(data(), 3 * width * 4, false, &device);
+        let chunked = VocabTable::with_chunk_bytes(data(), 3 * width * 4, WeightDtype::F32, &device);
         assert_eq!(chunked.chunks.len(), 4);
         let ids = [0, 10, 3, 2, 9, 5, 5];
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();

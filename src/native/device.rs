@@ -1,4 +1,4 @@
-//! `--device cpu|wgpu|cuda` → a burn device; `--dtype f32|f16` → how it holds the weights, and
+//! `--device cpu|wgpu|cuda` → a burn device; `--dtype f32|f16|int8` → how it holds the weights, and
 //! `--kv-dtype f32|f16` → how the KV cache holds keys and values.
 //!
 //! `cpu` is burn's `flex` device (pure Rust gemm with SIMD and rayon): measured here it beat
@@ -10,56 +10,16 @@ use clap::{Args, ValueEnum};
 
 use crate::engine::gpt2::Gpt2;
 use crate::engine::kv::dtype::KvDtype;
-
-/// The weights' type (`--dtype`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Dtype {
-    F32,
-    /// f16 weights for the linear layers and the token table (CPU and wgpu): half the memory
-    /// and half the bytes per decode step; all else stays f32.
-    F16,
-    /// int8 weights for the same, a scale per output (CPU): a quarter of f32's bytes.
-    Int8,
-}
-
-impl Dtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::Int8 => "int8",
-        }
-    }
-
-    /// Refuses a pairing the engine cannot run, before anything loads.
-    pub fn check(self, device: DeviceArg) -> Result<()> {
-        if self == Self::F16 && device == DeviceArg::Cuda {
-            bail!("--dtype f16 runs on --device cpu and --device wgpu for now (their kernels widen f16 weights); CUDA keeps f32");
-        }
-        if self == Self::Int8 && device != DeviceArg::Cpu {
-            bail!("--dtype int8 runs on --device cpu for now (its row dots dequantize int8 weights); use --dtype f16 on wgpu");
-        }
-        Ok(())
-    }
-
-    /// `model` with its weights in this type.
-    pub fn apply(self, model: Gpt2) -> Result<Gpt2> {
-        Ok(match self {
-            Self::F32 => model,
-            Self::F16 => model.into_f16_weights()?,
-            Self::Int8 => model.into_int8_weights()?,
-        })
-    }
-}
+use crate::engine::weight_dtype::WeightDtype;
 
 /// `--dtype` and `--kv-dtype`: what the weights and what the KV cache are held in.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct Precision {
-    /// The weights' type: f16 for the linear layers and the token table (CPU and wgpu) halves
-    /// their memory and the bytes each decode step reads, int8 (CPU) quarters them; all else
-    /// stays f32.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: Dtype,
+    /// The weights' type, f32, f16 or int8: f16 for the linear layers and the token table (CPU
+    /// and wgpu) halves their memory and the bytes each decode step reads, int8 (a scale per
+    /// output) quarters them; all else stays f32.
+    #[arg(long, default_value = "f32")]
+    pub dtype: WeightDtype,
     /// The KV cache's type, f32 or f16: f16 halves its memory and the bytes each attention
     /// reads (every device); keys and values are rounded as they are stored.
     #[arg(long, default_value = "f32")]
@@ -69,19 +29,22 @@ pub struct Precision {
 impl Precision {
     /// Refuses a pairing the engine cannot run, before anything loads.
     pub fn check(self, device: DeviceArg) -> Result<()> {
-        self.dtype.check(device)
+        if self.dtype != WeightDtype::F32 && device == DeviceArg::Cuda {
+            bail!("--dtype {} runs on --device cpu and --device wgpu for now (their kernels widen {0} weights); CUDA keeps f32", self.dtype);
+        }
+        Ok(())
     }
 
     /// `model` with its weights and its KV caches in these types.
     pub fn apply(self, model: Gpt2) -> Result<Gpt2> {
-        let mut model = self.dtype.apply(model)?;
+        let mut model = model.into_weight_dtype(self.dtype)?;
         model.set_kv_dtype(self.kv_dtype)?;
         Ok(model)
     }
 
     /// Anything held below f32.
     pub fn reduced(self) -> bool {
-        self.dtype != Dtype::F32 || self.kv_dtype != KvDtype::F32
+        self.dtype != WeightDtype::F32 || self.kv_dtype != KvDtype::F32
     }
 }
 

@@ -22,6 +22,7 @@ use crate::engine::kv::memory::param_count;
 use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
 use crate::engine::simulate;
 use crate::engine::tokenizer::Tokenizer;
+use crate::engine::weight_dtype::WeightDtype;
 use crate::engine::weights::Gpt2Weights;
 use crate::engine::window_drift::window_drift;
 use protocol::{FromWorker, ModelInfo, ToWorker};
@@ -44,8 +45,8 @@ pub struct ModelFiles {
 /// What a model is held in.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Precision {
-    /// Round the weights to f16 as they are uploaded.
-    pub f16: bool,
+    /// What the weights are converted to as they are uploaded.
+    pub weights: WeightDtype,
     /// KV caches of f16.
     pub kv_f16: bool,
 }
@@ -131,7 +132,7 @@ impl Session {
     /// A loader that uploads `load`'s tensors to this session's device, or why the device
     /// cannot hold the asked dtype.
     pub fn loader(&self, load: &PendingLoad) -> Result<Gpt2Loader, String> {
-        Gpt2Loader::new(load.config.clone(), &self.device, load.precision.f16).map_err(|e| e.to_string())
+        Gpt2Loader::new(load.config.clone(), &self.device, load.precision.weights).map_err(|e| e.to_string())
     }
 
     /// Frees the target's (or the draft's) model: called once the new one's weights have
@@ -147,7 +148,7 @@ impl Session {
         model.set_kv_dtype(if precision.kv_f16 { KvDtype::F16 } else { KvDtype::F32 }).map_err(|e| e.to_string())?;
         post(&FromWorker::Loading { stage: "a first step (the device compiles its kernels)".into() });
         model.warm_up().map_err(|e| e.to_string())?;
-        let info = ModelInfo { name, params: param_count(&config), config, f16: precision.f16, kv_f16: precision.kv_f16, from_cache, demo };
+        let info = ModelInfo { name, params: param_count(&config), config, weights: precision.weights, kv_f16: precision.kv_f16, from_cache, demo };
         *self.slot(draft) = Some(Loaded { info: info.clone(), model, tokenizer });
         if draft {
             post(&FromWorker::DraftLoaded { info });

@@ -15,6 +15,7 @@ use crate::engine::speculative::drafters::DraftSpec;
 use crate::engine::speculative::report::SpeculativeReport;
 use crate::engine::speculative::{Pass, SpeculativeOptions};
 use crate::engine::sampling::SamplingParams;
+use crate::engine::weight_dtype::WeightDtype;
 use crate::engine::window_drift::DriftStep;
 
 /// Where a model comes from.
@@ -22,20 +23,20 @@ use crate::engine::window_drift::DriftStep;
 pub enum ModelSource {
     /// `{hub}/{repo}/resolve/main/{file}`, kept in Cache Storage (natively: a local folder if
     /// `repo` names one, else the hub's files, kept in the native cache).
-    /// `f16`: weights rounded to f16 as they arrive (half the GPU memory); `kv_f16`: KV caches
-    /// in f16 (half their memory).
+    /// `weights`: what the weights are converted to as they arrive (f16 halves the GPU memory,
+    /// int8 quarters it); `kv_f16`: KV caches in f16 (half their memory).
     Hub {
         hub: String,
         repo: String,
         #[serde(default)]
-        f16: bool,
+        weights: WeightDtype,
         #[serde(default)]
         kv_f16: bool,
     },
     /// config.json, model.safetensors and tokenizer.json picked or dropped by the user.
     Files {
         #[serde(default)]
-        f16: bool,
+        weights: WeightDtype,
         #[serde(default)]
         kv_f16: bool,
     },
@@ -121,9 +122,9 @@ pub struct ModelInfo {
     pub name: String,
     pub config: Gpt2Config,
     pub params: u64,
-    /// Linear layers and token table held in f16.
+    /// What the linear layers and the token table are held in.
     #[serde(default)]
-    pub f16: bool,
+    pub weights: WeightDtype,
     /// KV caches hold f16.
     #[serde(default)]
     pub kv_f16: bool,

@@ -2,6 +2,9 @@
 //! Batching, Speculative and Beam search pages. The URL drives it for links and tests: `?hub=URL&model=REPO` preloads a
 //! model, `?page=playground|kv|batching|speculative|beam` picks the page.
 
+use std::fmt::Display;
+use std::str::FromStr;
+
 use leptos::ev;
 use leptos::prelude::*;
 use web_sys::{File, HtmlInputElement};
@@ -13,6 +16,8 @@ use super::pages::beam::BeamPage;
 use super::pages::kv_cache::KvCachePage;
 use super::pages::playground::PlaygroundPage;
 use super::pages::speculative::SpeculativePage;
+use crate::engine::kv::dtype::KvDtype;
+use crate::engine::weight_dtype::WeightDtype;
 use crate::session::protocol::{ModelSource, ToWorker};
 
 /// The hub used when the URL and the settings name none.
@@ -38,10 +43,10 @@ enum Page {
 pub fn App() -> impl IntoView {
     let hub = RwSignal::new(query("hub").unwrap_or_else(|| DEFAULT_HUB.to_string()));
     let repo = RwSignal::new(query("model").unwrap_or_else(|| OFFERED[0].to_string()));
-    // `?weights=f16`: the linear layers and token table rounded to f16 on load.
-    let f16 = RwSignal::new(query("weights").as_deref() == Some("f16"));
+    // `?weights=f16|int8`: the linear layers and token table converted on load.
+    let weights = RwSignal::new(query("weights").and_then(|w| w.parse().ok()).unwrap_or_default());
     // `?kv_dtype=f16`: KV caches of f16.
-    let kv_f16 = RwSignal::new(query("kv_dtype").as_deref() == Some("f16"));
+    let kv_dtype = RwSignal::new(query("kv_dtype").and_then(|d| d.parse().ok()).unwrap_or(KvDtype::F32));
     let page = RwSignal::new(match query("page").as_deref() {
         Some("kv") => Page::Kv,
         Some("batching") => Page::Batching,
@@ -52,7 +57,7 @@ pub fn App() -> impl IntoView {
     let preload = query("model");
     let engine = Engine::start(move |engine| {
         if let Some(repo) = preload {
-            engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get_untracked(), repo, f16: f16.get_untracked(), kv_f16: kv_f16.get_untracked() }), &[]);
+            engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get_untracked(), repo, weights: weights.get_untracked(), kv_f16: kv_dtype.get_untracked() == KvDtype::F16 }), &[]);
         }
     });
     provide_context(engine);
@@ -71,7 +76,7 @@ pub fn App() -> impl IntoView {
             <EngineSwitch/>
             <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}{tab(Page::Speculative, "Speculative", "tab-speculative")}{tab(Page::Beam, "Beam search", "tab-beam")}</nav>
         </header>
-        <ModelPanel hub repo f16 kv_f16/>
+        <ModelPanel hub repo weights kv_dtype/>
         <DemoOffer/>
         <ErrorBanner/>
         {move || match page.get() {
@@ -146,14 +151,16 @@ fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-/// An f32 / f16 select for what a model is held in, applied at its next load.
+/// A select of the types a model's weights or KV cache can be held in, applied at its next load.
 #[component]
-fn F16Choice(label: &'static str, title: &'static str, testid: &'static str, on: RwSignal<bool>) -> impl IntoView {
+fn DtypeChoice<T>(label: &'static str, title: &'static str, testid: &'static str, options: &'static [T], value: RwSignal<T>) -> impl IntoView
+where
+    T: Copy + FromStr + Display + Send + Sync + 'static,
+{
     view! {
         <label title=title>{label}
-            <select on:change=move |ev| on.set(event_target_value(&ev) == "f16") prop:value=move || if on.get() { "f16" } else { "f32" } data-testid=testid>
-                <option value="f32">"f32"</option>
-                <option value="f16">"f16"</option>
+            <select on:change=move |ev| if let Ok(v) = event_target_value(&ev).parse() { value.set(v) } prop:value=move || value.get().to_string() data-testid=testid>
+                {options.iter().map(|o| view! { <option value=o.to_string()>{o.to_string()}</option> }).collect_view()}
             </select>
         </label>
     }
@@ -161,13 +168,14 @@ fn F16Choice(label: &'static str, title: &'static str, testid: &'static str, on:
 
 /// Choose and load a model; shows progress and the model's status.
 #[component]
-fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>, kv_f16: RwSignal<bool>) -> impl IntoView {
+fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, weights: RwSignal<WeightDtype>, kv_dtype: RwSignal<KvDtype>) -> impl IntoView {
     let engine = expect_context::<Engine>();
-    let load_hub = move |_| engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get(), repo: repo.get(), f16: f16.get(), kv_f16: kv_f16.get() }), &[]);
+    let kv_f16 = move || kv_dtype.get() == KvDtype::F16;
+    let load_hub = move |_| engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get(), repo: repo.get(), weights: weights.get(), kv_f16: kv_f16() }), &[]);
     let load_demo = move |_| engine.send(&ToWorker::Load(ModelSource::Demo { seed: 0 }), &[]);
     let load_files = move |files: Vec<File>| {
         if !files.is_empty() {
-            engine.send(&ToWorker::Load(ModelSource::Files { f16: f16.get(), kv_f16: kv_f16.get() }), &files);
+            engine.send(&ToWorker::Load(ModelSource::Files { weights: weights.get(), kv_f16: kv_f16() }), &files);
         }
     };
     let on_pick = move |ev: ev::Event| {
@@ -191,7 +199,7 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>
             info.config.n_head,
             info.config.n_embd,
             info.params as f64 / 1e6,
-            if info.f16 { " · f16 weights" } else { "" },
+            if info.weights == WeightDtype::F32 { String::new() } else { format!(" · {} weights", info.weights) },
             if info.kv_f16 { " · f16 KV cache" } else { "" },
             if info.demo { " · random weights: meaningless text" } else { "" },
             if info.from_cache { " · from cache" } else { "" },
@@ -244,9 +252,9 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, f16: RwSignal<bool>
                     EngineKind::Tab => "Load from hub",
                     EngineKind::Native => "Load folder or hub repo",
                 }}</button>
-                <F16Choice label="Weights " testid="weights-dtype" on=f16
-                    title="Rounds the linear layers and the token table to f16 as they load: half the GPU memory (the kernels widen them to f32; no shader-f16 needed). The demo model stays f32."/>
-                <F16Choice label="KV dtype " testid="kv-dtype" on=kv_f16
+                <DtypeChoice label="Weights " testid="weights-dtype" options=&[WeightDtype::F32, WeightDtype::F16, WeightDtype::Int8] value=weights
+                    title="Converts the linear layers and the token table as they load: f16 halves their GPU memory, int8 (a scale per output) quarters it; the kernels widen them to f32 (no shader-f16 needed). The demo model stays f32."/>
+                <DtypeChoice label="KV dtype " testid="kv-dtype" options=&[KvDtype::F32, KvDtype::F16] value=kv_dtype
                     title="Holds the KV cache in f16 (keys and values rounded as they are stored): half its memory and half the bytes each attention step reads. The demo model stays f32."/>
                 <button on:click=load_demo disabled=busy data-testid="load-demo">"Demo model (offline)"</button>
                 <label class="file">"Local files "

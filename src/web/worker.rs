@@ -122,18 +122,18 @@ impl Worker {
             post(&FromWorker::Progress { file: p.file.into(), loaded: p.loaded, total: p.total, mb_per_s: p.mb_per_s, from_cache: p.from_cache })
         };
         match source {
-            ModelSource::Hub { hub, repo, f16, kv_f16 } => {
+            ModelSource::Hub { hub, repo, weights, kv_f16 } => {
                 let url = |file| loader::hub_url(&hub, &repo, file);
                 let (config, config_cached) = loader::fetch_hub_file(&url(MODEL_FILES[0]), MODEL_FILES[0], progress).await?;
                 let (tokenizer, tokenizer_cached) = loader::fetch_hub_file(&url(MODEL_FILES[1]), MODEL_FILES[1], progress).await?;
-                let load = PendingLoad::begin(repo.clone(), Some(&config), &tokenizer, false, Precision { f16, kv_f16 }, draft, &post)?;
+                let load = PendingLoad::begin(repo.clone(), Some(&config), &tokenizer, false, Precision { weights, kv_f16 }, draft, &post)?;
                 let mut weights = Streamed::new(&self.session, &load)?;
                 let weights_cached =
                     loader::stream_hub_file(&url(MODEL_FILES[2]), MODEL_FILES[2], progress, |chunk| weights.feed(&self.session, &load, chunk)).await?;
                 let model = weights.finish()?;
                 self.session.borrow_mut().end_load(load, model, config_cached && tokenizer_cached && weights_cached, started, &post)
             }
-            ModelSource::Files { f16, kv_f16 } => {
+            ModelSource::Files { weights, kv_f16 } => {
                 let mut found: [Option<&File>; 3] = [None, None, None];
                 for file in &picked {
                     let slot = match file.name().as_str() {
@@ -149,7 +149,7 @@ impl Worker {
                 let config = loader::read_file(config.ok_or_else(|| missing(0))?).await?;
                 let tokenizer = loader::read_file(tokenizer.ok_or_else(|| missing(1))?).await?;
                 let safetensors = safetensors.ok_or_else(|| missing(2))?;
-                let load = PendingLoad::begin("local files".to_string(), Some(&config), &tokenizer, false, Precision { f16, kv_f16 }, draft, &post)?;
+                let load = PendingLoad::begin("local files".to_string(), Some(&config), &tokenizer, false, Precision { weights, kv_f16 }, draft, &post)?;
                 let mut weights = Streamed::new(&self.session, &load)?;
                 loader::stream_file(safetensors, progress, |chunk| weights.feed(&self.session, &load, chunk)).await?;
                 let model = weights.finish()?;

@@ -45,7 +45,7 @@ pub struct CompactTable {
 
 enum Compact {
     F16(Vec<f16>),
-    /// Symmetric per row: `scale = max |row| / 127`, `value = round(x / scale)`.
+    /// Symmetric per row ([`quantize_int8`]).
     Int8 { values: Vec<i8>, scales: Vec<f32> },
 }
 
@@ -60,18 +60,7 @@ impl CompactTable {
 
     /// Quantizes a row-major `[rows, k]` f32 table to int8, one scale per row.
     pub fn int8(values: &[f32], rows: usize, k: usize) -> Self {
-        assert_eq!(values.len(), rows * k, "a [{rows}, {k}] table");
-        let mut quantized = vec![0i8; values.len()];
-        let scales = values
-            .chunks_exact(k)
-            .zip(quantized.chunks_exact_mut(k))
-            .map(|(row, out)| {
-                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                out.iter_mut().zip(row).for_each(|(q, v)| *q = (v / scale).round().clamp(-127.0, 127.0) as i8);
-                scale
-            })
-            .collect();
+        let (quantized, scales) = quantize_int8(values, rows, k);
         Self { values: Compact::Int8 { values: quantized, scales }, rows, k }
     }
 
@@ -108,6 +97,25 @@ impl CompactTable {
         }
         Tensor::from_data(TensorData::new(values, [ids.len(), self.k]), device)
     }
+}
+
+/// A row-major `[rows, k]` f32 table quantized to int8, symmetric per row: `scale = max |row| /
+/// 127`, `value = round(x / scale)` (an all-zero row gets scale 1). The CPU's and the WGSL
+/// kernels' int8 weights both come from here, so they hold the very same values.
+pub fn quantize_int8(values: &[f32], rows: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(values.len(), rows * k, "a [{rows}, {k}] table");
+    let mut quantized = vec![0i8; values.len()];
+    let scales = values
+        .chunks_exact(k)
+        .zip(quantized.chunks_exact_mut(k))
+        .map(|(row, out)| {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            out.iter_mut().zip(row).for_each(|(q, v)| *q = (v / scale).round().clamp(-127.0, 127.0) as i8);
+            scale
+        })
+        .collect();
+    (quantized, scales)
 }
 
 /// `h · tableᵀ`, `[m, rows]`, for `h` of 1 to [`MAX_ROWS`] rows against a `[rows, k]` table

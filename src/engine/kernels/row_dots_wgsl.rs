@@ -5,39 +5,148 @@
 //! WebGPU of headless Chromium (SwiftShader) that made the head of even a tiny model cost
 //! hundreds of milliseconds per token. The WGSL twin of the CPU's `row_dots`.
 //!
-//! Weights are f32, or f16 (`half`): two halves per u32 word, widened in the shader by
-//! `unpack2x16float`, which is core WGSL, so it runs where `shader-f16` is missing (SwiftShader).
-//! burn holds such a weight as an f32 tensor whose words are bit patterns, never computed on
-//! by burn: only these kernels read it ([`pack_f16`]); a longer step (prefill) multiplies by
-//! the weight widened to f32 for that call ([`widen_f16`]).
+//! Weights are f32, f16 or int8 ([`Packing`]): f16 as two halves per u32 word, widened in the
+//! shader by `unpack2x16float`; int8 as four values per word, widened by `unpack4x8snorm` and
+//! multiplied by a scale per output. Both are core WGSL, so they run where `shader-f16` is
+//! missing (SwiftShader). burn holds such a weight as an f32 tensor whose words are bit
+//! patterns, never computed on by burn: only these kernels read it; a longer step (prefill)
+//! multiplies by the weight widened to f32 for that call ([`Packed::widen`]).
 
 use burn::tensor::{Device, Tensor, TensorData};
+use cubecl::server::BufferBinding;
 use half::f16;
 
+use super::row_dots::quantize_int8;
 use super::{WgslKernel, f32_tensor, grid, to_cube};
 
 /// Most rows per launch; longer steps (prefill) take the matmul.
 pub const MAX_ROWS: usize = 8;
 const WORKGROUP: usize = 64;
 
-/// Rounds a row-major `[rows, cols]` f32 matrix (cols even) to f16 and packs each pair of
-/// neighbours into one word: the `[rows, cols / 2]` carrier tensor the kernels read.
-pub fn pack_f16(values: &[f32], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
-    assert!(values.len() == rows * cols && cols % 2 == 0, "a [{rows}, {cols}] matrix with an even width");
-    let words: Vec<f32> = values
-        .chunks_exact(2)
-        .map(|pair| f32::from_bits(u32::from(f16::from_f32(pair[0]).to_bits()) | u32::from(f16::from_f32(pair[1]).to_bits()) << 16))
-        .collect();
-    Tensor::from_data(TensorData::new(words, [rows, cols / 2]), device)
+/// How a weight's words hold its values.
+#[derive(Clone)]
+pub enum Packing {
+    /// One f32 value per word.
+    F32,
+    /// Two f16 halves per u32 word.
+    F16,
+    /// Four int8 values per u32 word (symmetric, [`quantize_int8`]) and a scale per output:
+    /// per column of a layer's `W`, per row (token) of a table. A scale here is the largest
+    /// |value| of its output, since `unpack4x8snorm` gives `q / 127`.
+    Int8 { scales: Tensor<1>, per_row: bool },
 }
 
-/// Values per word of a weight tensor.
-fn per_word(half: bool) -> usize {
-    if half { 2 } else { 1 }
+/// A `[rows, cols]` weight as the kernels read it: `words` is `[rows, cols / values per word]`.
+#[derive(Clone)]
+pub struct Packed {
+    pub words: Tensor<2>,
+    pub packing: Packing,
 }
 
-/// An f16 weight's words ([`pack_f16`]) widened to f32, `[rows, cols / 2]` → `[rows, cols]`: a
-/// prefill's rows multiply by it with the matmul, once per call.
+impl Packed {
+    /// f32 values as they are.
+    pub fn plain(values: Tensor<2>) -> Self {
+        Self { words: values, packing: Packing::F32 }
+    }
+
+    /// A row-major `[rows, cols]` f32 matrix (cols even) rounded to f16, each pair of
+    /// neighbours in one word.
+    pub fn f16(values: &[f32], rows: usize, cols: usize, device: &Device) -> Self {
+        assert!(values.len() == rows * cols && cols % 2 == 0, "a [{rows}, {cols}] matrix with an even width");
+        let half = |v: f32| u32::from(f16::from_f32(v).to_bits());
+        let words = values.chunks_exact(2).map(|pair| f32::from_bits(half(pair[0]) | half(pair[1]) << 16)).collect();
+        Self { words: Tensor::from_data(TensorData::new(words, [rows, cols / 2]), device), packing: Packing::F16 }
+    }
+
+    /// A layer's row-major `W` `[inputs, outputs]` (outputs a multiple of 4) quantized to int8
+    /// with a scale per output, as the CPU quantizes its `Wᵀ`; four neighbouring outputs per word.
+    pub fn int8_per_column(values: &[f32], inputs: usize, outputs: usize, device: &Device) -> Self {
+        let transposed: Vec<f32> = (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect();
+        let (q, scales) = quantize_int8(&transposed, outputs, inputs);
+        let words = (0..inputs).flat_map(|i| (0..outputs / 4).map(move |n| (i, n))).map(|(i, n)| word((0..4).map(|j| q[(4 * n + j) * inputs + i])));
+        Self::int8(words.collect(), [inputs, outputs / 4], &scales, false, device)
+    }
+
+    /// A row-major `[rows, cols]` table (cols a multiple of 4) quantized to int8 with a scale
+    /// per row; four neighbours per word.
+    pub fn int8_per_row(values: &[f32], rows: usize, cols: usize, device: &Device) -> Self {
+        let (q, scales) = quantize_int8(values, rows, cols);
+        let words = q.chunks_exact(4).map(|four| word(four.iter().copied())).collect();
+        Self::int8(words, [rows, cols / 4], &scales, true, device)
+    }
+
+    fn int8(words: Vec<f32>, dims: [usize; 2], scales: &[f32], per_row: bool, device: &Device) -> Self {
+        let scales: Vec<f32> = scales.iter().map(|s| s * 127.0).collect();
+        let scales = Tensor::from_data(TensorData::new(scales.clone(), [scales.len()]), device);
+        Self { words: Tensor::from_data(TensorData::new(words, dims), device), packing: Packing::Int8 { scales, per_row } }
+    }
+
+    /// Values per word.
+    fn per_word(&self) -> usize {
+        match self.packing {
+            Packing::F32 => 1,
+            Packing::F16 => 2,
+            Packing::Int8 { .. } => 4,
+        }
+    }
+
+    pub fn is_plain(&self) -> bool {
+        matches!(self.packing, Packing::F32)
+    }
+
+    /// `[rows, cols]` of the values.
+    pub fn dims(&self) -> [usize; 2] {
+        let [rows, words] = self.words.dims();
+        [rows, words * self.per_word()]
+    }
+
+    /// The template values and the bindings after `buffers` that every kernel reading these
+    /// words takes: how many values a word holds and, for int8, where its scales are bound.
+    fn kernel_values(&self, buffers: usize) -> Vec<(&'static str, usize)> {
+        let mut values = vec![("per_word", self.per_word())];
+        if matches!(self.packing, Packing::Int8 { .. }) {
+            values.push(("scales_at", buffers));
+        }
+        values
+    }
+
+    fn scales_binding(&self) -> Option<BufferBinding> {
+        match &self.packing {
+            Packing::Int8 { scales, .. } => Some(to_cube(scales.clone()).handle.clone().binding()),
+            _ => None,
+        }
+    }
+
+    /// The values widened to f32, `[rows, cols]`: a prefill's rows multiply by it with the
+    /// matmul, once per call.
+    pub fn widen(&self) -> Tensor<2> {
+        let (per_row, scales) = match &self.packing {
+            Packing::F32 => return self.words.clone(),
+            Packing::F16 => return widen_f16(&self.words),
+            Packing::Int8 { scales, per_row } => (*per_row, scales),
+        };
+        let [rows, row_words] = self.words.dims();
+        let words = to_cube(self.words.clone());
+        let client = words.client.clone();
+        let out = client.empty(rows * row_words * 4 * std::mem::size_of::<f32>());
+        let mut values = vec![("workgroup", WORKGROUP), ("words", rows * row_words), ("row_words", row_words), ("per_row", usize::from(per_row))];
+        values.extend(self.kernel_values(2));
+        WgslKernel { name: "widen_int8", source: include_str!("../../../shaders/widen_int8.wgsl"), values }.launch(
+            &client,
+            grid((rows * row_words).div_ceil(WORKGROUP)),
+            vec![words.handle.clone().binding(), out.clone().binding(), to_cube(scales.clone()).handle.clone().binding()],
+        );
+        f32_tensor(&words, [rows, row_words * 4], out)
+    }
+}
+
+/// Four int8 values in one word, the first in the lowest byte (`unpack4x8snorm`'s `.x`).
+fn word(four: impl Iterator<Item = i8>) -> f32 {
+    f32::from_bits(four.enumerate().fold(0u32, |w, (j, q)| w | u32::from(q as u8) << (8 * j)))
+}
+
+/// f16 words (two halves each) widened to f32, `[rows, words]` → `[rows, 2 · words]`; also
+/// what the f16 KV cache's rows are.
 pub fn widen_f16(words: &Tensor<2>) -> Tensor<2> {
     let [rows, half_cols] = words.dims();
     let words = to_cube(words.clone());
@@ -48,10 +157,10 @@ pub fn widen_f16(words: &Tensor<2>) -> Tensor<2> {
     f32_tensor(&words, [rows, half_cols * 2], out)
 }
 
-/// `x @ tableᵀ` over a table kept in row chunks (the token table, `[vocab, width]` in pieces):
-/// `[rows, width]` → `[rows, Σ chunk rows]`. `None` when the step has too many rows or the
-/// width is not a multiple of 4 (the kernel reads vec4).
-pub fn rows_times_table(x: &Tensor<2>, chunks: &[Tensor<2>], half: bool) -> Option<Tensor<2>> {
+/// `x @ tableᵀ` over a table kept in row chunks (the token table, `[vocab, width]` in pieces,
+/// int8 ones scaled per row): `[rows, width]` → `[rows, Σ chunk rows]`. `None` when the step
+/// has too many rows or the width is not a multiple of 4 (the kernel reads four at a time).
+pub fn rows_times_table(x: &Tensor<2>, chunks: &[Packed]) -> Option<Tensor<2>> {
     let [rows, width] = x.dims();
     if rows > MAX_ROWS || width % 4 != 0 {
         return None;
@@ -63,76 +172,63 @@ pub fn rows_times_table(x: &Tensor<2>, chunks: &[Tensor<2>], half: bool) -> Opti
     let mut offset = 0;
     for chunk in chunks {
         let outputs = chunk.dims()[0];
-        let table = to_cube(chunk.clone());
-        WgslKernel {
-            name: "row_dots_table",
-            source: include_str!("../../../shaders/row_dots_table.wgsl"),
-            values: vec![
-                ("workgroup", WORKGROUP),
-                ("half", usize::from(half)),
-                ("rows", rows),
-                ("outputs", outputs),
-                ("width_vec4s", width / 4),
-                ("out_stride", total),
-                ("out_offset", offset),
-            ],
-        }
-        .launch(&client, grid(outputs.div_ceil(WORKGROUP)), vec![table.handle.clone().binding(), x.handle.clone().binding(), out.clone().binding()]);
+        let table = to_cube(chunk.words.clone());
+        let mut values =
+            vec![("workgroup", WORKGROUP), ("rows", rows), ("outputs", outputs), ("width_vec4s", width / 4), ("out_stride", total), ("out_offset", offset)];
+        values.extend(chunk.kernel_values(3));
+        let buffers = [table.handle.clone().binding(), x.handle.clone().binding(), out.clone().binding()];
+        WgslKernel { name: "row_dots_table", source: include_str!("../../../shaders/row_dots_table.wgsl"), values }.launch(
+            &client,
+            grid(outputs.div_ceil(WORKGROUP)),
+            buffers.into_iter().chain(chunk.scales_binding()).collect(),
+        );
         offset += outputs;
     }
     Some(f32_tensor(&x, [rows, total], out))
 }
 
-/// `x @ w + bias` for a layer's `w` `[inputs, outputs]` (f16: `[inputs, outputs / 2]` words):
-/// `[rows, inputs]` → `[rows, outputs]`. `None` when the step has too many rows or `outputs`
-/// is not a multiple of 4.
-pub fn rows_times_weight(x: &Tensor<2>, w: &Tensor<2>, bias: &Tensor<1>, half: bool) -> Option<Tensor<2>> {
+/// `x @ w + bias` for a layer's `w` `[inputs, outputs]`: `[rows, inputs]` → `[rows, outputs]`.
+/// `None` when the step has too many rows or `outputs` is not a multiple of 4.
+pub fn rows_times_weight(x: &Tensor<2>, w: &Packed, bias: &Tensor<1>) -> Option<Tensor<2>> {
     let [rows, inputs] = x.dims();
-    let outputs = w.dims()[1] * per_word(half);
+    let outputs = w.dims()[1];
     if rows > MAX_ROWS || outputs % 4 != 0 {
         return None;
     }
-    let (x, w, bias) = (to_cube(x.clone()), to_cube(w.clone()), to_cube(bias.clone()));
+    let (x, words, bias) = (to_cube(x.clone()), to_cube(w.words.clone()), to_cube(bias.clone()));
     let client = x.client.clone();
     let out = client.empty(rows * outputs * std::mem::size_of::<f32>());
-    WgslKernel {
-        name: "row_dots_weight",
-        source: include_str!("../../../shaders/row_dots_weight.wgsl"),
-        values: vec![("workgroup", WORKGROUP), ("half", usize::from(half)), ("rows", rows), ("inputs", inputs), ("output_vec4s", outputs / 4)],
-    }
-    .launch(
+    let mut values = vec![("workgroup", WORKGROUP), ("rows", rows), ("inputs", inputs), ("output_vec4s", outputs / 4)];
+    values.extend(w.kernel_values(4));
+    let buffers = [words.handle.clone().binding(), x.handle.clone().binding(), bias.handle.clone().binding(), out.clone().binding()];
+    WgslKernel { name: "row_dots_weight", source: include_str!("../../../shaders/row_dots_weight.wgsl"), values }.launch(
         &client,
         grid((outputs / 4).div_ceil(WORKGROUP)),
-        vec![w.handle.clone().binding(), x.handle.clone().binding(), bias.handle.clone().binding(), out.clone().binding()],
+        buffers.into_iter().chain(w.scales_binding()).collect(),
     );
     Some(f32_tensor(&x, [rows, outputs], out))
 }
 
-/// The rows of `ids` from an f16 token table kept in chunks of `rows_per_chunk` rows (words
-/// as [`pack_f16`] makes them): `[ids.len(), width]` f32. Each chunk's launch writes the rows
-/// it holds.
-pub fn half_table_rows(chunks: &[Tensor<2>], rows_per_chunk: usize, ids: &[u32], device: &Device) -> Tensor<2> {
-    let width = chunks[0].dims()[1] * 2;
+/// The rows of `ids` from a packed (f16 or int8) token table kept in chunks of
+/// `rows_per_chunk` rows: `[ids.len(), width]` f32. Each chunk's launch writes the rows it holds.
+pub fn packed_table_rows(chunks: &[Packed], rows_per_chunk: usize, ids: &[u32], device: &Device) -> Tensor<2> {
+    let width = chunks[0].dims()[1];
     let tokens = ids.len();
     // Ids ride as f32: exact below 2^24, and vocabularies are far smaller.
     let ids = to_cube(Tensor::<1>::from_data(TensorData::new(ids.iter().map(|&id| id as f32).collect::<Vec<f32>>(), [tokens]), device));
     let client = ids.client.clone();
     let out = client.empty(tokens * width * std::mem::size_of::<f32>());
     for (c, chunk) in chunks.iter().enumerate() {
-        let table = to_cube(chunk.clone());
-        WgslKernel {
-            name: "table_rows",
-            source: include_str!("../../../shaders/table_rows.wgsl"),
-            values: vec![
-                ("workgroup", WORKGROUP),
-                ("half", 1),
-                ("tokens", tokens),
-                ("width_vec4s", width / 4),
-                ("first", c * rows_per_chunk),
-                ("rows", chunk.dims()[0]),
-            ],
-        }
-        .launch(&client, grid((tokens * width / 4).div_ceil(WORKGROUP)), vec![table.handle.clone().binding(), ids.handle.clone().binding(), out.clone().binding()]);
+        let table = to_cube(chunk.words.clone());
+        let mut values =
+            vec![("workgroup", WORKGROUP), ("tokens", tokens), ("width_vec4s", width / 4), ("first", c * rows_per_chunk), ("rows", chunk.dims()[0])];
+        values.extend(chunk.kernel_values(3));
+        let buffers = [table.handle.clone().binding(), ids.handle.clone().binding(), out.clone().binding()];
+        WgslKernel { name: "table_rows", source: include_str!("../../../shaders/table_rows.wgsl"), values }.launch(
+            &client,
+            grid((tokens * width / 4).div_ceil(WORKGROUP)),
+            buffers.into_iter().chain(chunk.scales_binding()).collect(),
+        );
     }
     f32_tensor(&ids, [tokens, width], out)
 }

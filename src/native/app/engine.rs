@@ -150,7 +150,7 @@ impl Engine {
     /// The model's files: a local folder if `repo` names one, else the hub's, through the cache.
     fn fetch(&self, source: ModelSource, post: &dyn Fn(&FromWorker)) -> Result<ModelFiles> {
         match source {
-            ModelSource::Hub { hub: hub_url, repo, f16, kv_f16 } => {
+            ModelSource::Hub { hub: hub_url, repo, weights, kv_f16 } => {
                 let folder = Path::new(&repo).is_dir();
                 let from_cache = !folder && hub::MODEL_FILES.iter().all(|f| hub::repo_dir(&hub::cache_root(), &repo).join(f).is_file());
                 if !folder && !from_cache && hub::is_repo_id(&repo) {
@@ -159,7 +159,7 @@ impl Engine {
                 let dir = model_dir::resolve(&repo, &hub_url)?;
                 post(&FromWorker::Loading { stage: format!("reading {}", dir.display()) });
                 let read = |file| model_dir::read(&dir, file);
-                Ok(ModelFiles { name: repo.clone(), config: Some(read("config.json")?), tokenizer: read("tokenizer.json")?, weights: Weights::Safetensors(read("model.safetensors")?), from_cache, precision: Precision { f16, kv_f16 } })
+                Ok(ModelFiles { name: repo.clone(), config: Some(read("config.json")?), tokenizer: read("tokenizer.json")?, weights: Weights::Safetensors(read("model.safetensors")?), from_cache, precision: Precision { weights, kv_f16 } })
             }
             ModelSource::Files { .. } => anyhow::bail!("the native engine cannot take files picked in the page: type the folder that holds them in the Model box and load it"),
             ModelSource::Demo { seed } => {

@@ -14,7 +14,8 @@ use super::BenchModel;
 use crate::engine::f16_drift::f16_drift;
 use crate::engine::generate::{GenerateOptions, decode_tokens_per_s, generate, generate_batch_greedy};
 use crate::engine::kv::memory;
-use crate::native::device::{DeviceArg, Dtype, Precision};
+use crate::engine::weight_dtype::WeightDtype;
+use crate::native::device::{DeviceArg, Precision};
 
 /// Most rows a benchmark batch may have: past it the request is absurd on any device here.
 const MAX_BATCH: usize = 1024;
@@ -96,7 +97,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
             "decode_tokens_per_s": decode_tokens_per_s, "ttft_ms": steps[0], "per_token_ms": per_token_ms, "step_ms": steps,
         });
         if let Some(drift) = &drift {
-            let key = if args.precision.dtype == Dtype::Int8 { "int8_drift" } else { "f16_drift" };
+            let key = if args.precision.dtype == WeightDtype::Int8 { "int8_drift" } else { "f16_drift" };
             out[key] = serde_json::to_value(drift)?;
         }
         println!("{}", serde_json::to_string(&out)?);

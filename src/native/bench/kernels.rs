@@ -21,11 +21,13 @@ use web_time::Instant;
 
 use super::BenchModel;
 use crate::engine::generate::{GenerateOptions, generate};
-use crate::engine::kernels::{self, Path, Slots, row_dots, row_dots_wgsl};
+use crate::engine::kernels::row_dots_wgsl::{self, Packed};
+use crate::engine::kernels::{self, Path, Slots, row_dots};
 use crate::engine::step_uploads::StepUploads;
 use crate::engine::kv::mask::{KeyMeta, StepMask};
 use crate::engine::step::Step;
 use crate::engine::vocab_table::VocabTable;
+use crate::engine::weight_dtype::WeightDtype;
 use crate::native::device::DeviceArg;
 
 #[derive(Args)]
@@ -149,7 +151,7 @@ fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDots
     /// `W` and a zero bias (the WGSL kernel's and the twin's).
     enum Table {
         Head(VocabTable),
-        Layer { wt: Tensor<2>, w: Tensor<2>, bias: Tensor<1> },
+        Layer { wt: Tensor<2>, w: Packed, bias: Tensor<1> },
     }
     let mut out = vec![];
     let row_counts: &[usize] = if path == Path::Wgsl { &[1, 4, 8] } else { &[1, 8, 16] };
@@ -157,23 +159,23 @@ fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDots
     for (layer, [outputs, inputs]) in [("c_attn", [2304, 768]), ("c_fc", [3072, 768]), ("mlp_proj", [768, 3072]), ("head", [50257, 768])] {
         let data = TensorData::random::<f32, _, _>([outputs, inputs], Distribution::Normal(0.0, 0.02), &mut rng);
         let table = if layer == "head" {
-            Table::Head(VocabTable::new(data, device))
+            Table::Head(VocabTable::upload(data, WeightDtype::F32, device))
         } else {
             let wt = Tensor::<2>::from_data(data, device);
-            let w = Tensor::<2>::from_data(wt.clone().transpose().into_data(), device);
+            let w = Packed::plain(Tensor::<2>::from_data(wt.clone().transpose().into_data(), device));
             Table::Layer { wt, w, bias: Tensor::<1>::zeros([outputs], device) }
         };
         for &rows in row_counts {
             let x = Tensor::<2>::random([rows, inputs], Distribution::Normal(0.0, 1.0), device);
             let kernel_ms = time(device, reps, || match &table {
                 Table::Head(head) => drop(head.project(x.clone(), path)),
-                Table::Layer { w, bias, .. } if path == Path::Wgsl => drop(row_dots_wgsl::rows_times_weight(&x, w, bias, false).expect("up to 8 rows")),
+                Table::Layer { w, bias, .. } if path == Path::Wgsl => drop(row_dots_wgsl::rows_times_weight(&x, w, bias).expect("up to 8 rows")),
                 Table::Layer { wt, .. } => drop(row_dots::rows_times_table(&x, wt).expect("row dots run on the CPU device")),
             })?;
             let twin_ms = time(device, reps, || {
                 let y = match &table {
                     Table::Head(head) => head.project(x.clone(), Path::Twin),
-                    Table::Layer { w, .. } => x.clone().matmul(w.clone()),
+                    Table::Layer { w, .. } => x.clone().matmul(w.words.clone()),
                 };
                 // The CPU kernel returns finished values; so does the twin once read. GPU work is
                 // awaited by `time`'s device sync, for both.

@@ -8,6 +8,7 @@ use crate::engine::sampling::SamplingParams;
 use crate::engine::speculative::{SpeculativeOptions, running_alpha};
 use crate::engine::speculative::drafters::DraftSpec;
 use crate::engine::speculative::report::theoretical_speedup;
+use crate::engine::weight_dtype::WeightDtype;
 use crate::web::bridge::Engine;
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field, picked_files};
@@ -62,13 +63,13 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
             Err(e) => engine.error.set(Some(e)),
         }
     };
-    let load_draft = move |_| engine.send(&ToWorker::LoadDraft(ModelSource::Hub { hub: hub.get(), repo: draft_repo.get(), f16: false, kv_f16: false }), &[]);
+    let load_draft = move |_| engine.send(&ToWorker::LoadDraft(ModelSource::Hub { hub: hub.get(), repo: draft_repo.get(), weights: WeightDtype::F32, kv_f16: false }), &[]);
     let load_demo_draft = move |_| engine.send(&ToWorker::LoadDraft(ModelSource::Demo { seed: 1 }), &[]);
     let load_draft_files = move |ev: leptos::ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         let files = picked_files(input.files());
         if !files.is_empty() {
-            engine.send(&ToWorker::LoadDraft(ModelSource::Files { f16: false, kv_f16: false }), &files);
+            engine.send(&ToWorker::LoadDraft(ModelSource::Files { weights: WeightDtype::F32, kv_f16: false }), &files);
         }
     };
     let no_model = move || engine.loaded.get().is_none() || engine.busy();
