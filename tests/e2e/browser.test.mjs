@@ -23,6 +23,9 @@ const fixtures = resolve(process.env.INFERLAB_FIXTURES ?? join(root, '../shared/
 const artifacts = resolve(process.env.INFERLAB_ARTIFACTS ?? join(root, 'tests/e2e/artifacts'));
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const inferlab = process.env.INFERLAB_BIN;
+// The native engine on one CPU thread, and `bench kv` likewise: chromium (drawing the charts
+// token by token) gets the other core, so the page's timings and the CLI's compare.
+const oneThread = { ...process.env, RAYON_NUM_THREADS: '1' };
 const MODEL = 'gpt2-tiny';
 // SwiftShader runs WebGPU on the CPU: loading and the first kernels take a while.
 const SLOW = 300_000;
@@ -163,6 +166,20 @@ try {
     // The pages after this one check f32 goldens.
     await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${MODEL}&page=playground`);
     assert.doesNotMatch(await waitReady(page), /f16/);
+  });
+
+  await test('int8 weights (?weights=int8): quantized as they stream in, the native engine\'s int8 greedy ids', async () => {
+    await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${MODEL}&page=playground&weights=int8`);
+    const status = await waitReady(page);
+    assert.match(status, /int8 weights/);
+    assert.equal(await byId(page, 'weights-dtype').inputValue(), 'int8');
+    // int8 moves random weights' near-flat choices away from transformers' f32 ones, so the
+    // oracle is the native engine quantizing alike (its CPU row dots).
+    const native = JSON.parse(execFileSync(inferlab, ['generate', '--model', join(fixtures, MODEL), '--prompt-ids', prompt.input_ids.join(','), '--max-new-tokens', String(prompt.greedy.new_ids.length), '--dtype', 'int8', '--device', 'cpu', '--json'], { encoding: 'utf8', env: oneThread }));
+    const ids = await generateGreedy(page, prompt.text, prompt.greedy.new_ids.length);
+    assert.deepEqual(ids, native.generated_ids);
+    await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${MODEL}&page=playground`);
+    assert.doesNotMatch(await waitReady(page), /int8/);
   });
 
   await test('KV page: both series, the same tokens and a speedup > 1', async () => {
@@ -389,10 +406,6 @@ await test('unreachable hub: the first screen leads to the offline demo model', 
 });
 
 /** Starts `inferlab app ARGS…` and returns it with the URL it prints. */
-// The native engine on one CPU thread, and `bench kv` likewise: chromium (drawing the charts
-// token by token) gets the other core, so the page's timings and the CLI's compare.
-const oneThread = { ...process.env, RAYON_NUM_THREADS: '1' };
-
 async function nativeApp(args) {
   assert.ok(inferlab && existsSync(inferlab), `INFERLAB_BIN must name the native inferlab binary (got ${inferlab})`);
   const child = spawn(inferlab, ['app', '--no-open', '--port', '0', '--dist', dist, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: oneThread });
