@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 MODEL=${MODEL:-gpt2-tiny}
 # ENGINES=inferlab: our app alone (no ONNX export); scripts/largest_in_tab.sh uses it.
 ENGINES=${ENGINES:-inferlab,transformers.js}
-# WEIGHTS=f16: inferlab's weights rounded to f16 as they load (half the GPU memory).
+# WEIGHTS=f16 or int8: inferlab's weights converted as they load (half or a quarter of the GPU memory).
 WEIGHTS=${WEIGHTS:-f32}
 ROUNDS=${ROUNDS:-3}
 NEW=${NEW:-24}

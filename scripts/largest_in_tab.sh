@@ -8,7 +8,7 @@
 #
 #   INFERLAB_DIST=dist scripts/largest_in_tab.sh          # all four shapes, 4 new tokens
 #   SHAPES="gpt2-large gpt2-xl" NEW=8 scripts/largest_in_tab.sh
-#   WEIGHTS=f16 scripts/largest_in_tab.sh                 # weights rounded to f16 as they load
+#   WEIGHTS=f16 scripts/largest_in_tab.sh                 # weights rounded to f16 (or int8) as they load
 #
 # Needs what compare_browser.sh needs (a Python with torch and transformers to make the random
 # models: 0.5, 1.4, 3.1 and 6.2 GB of f32 safetensors, kept in its $WORK).

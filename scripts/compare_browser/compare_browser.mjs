@@ -11,7 +11,7 @@
 //
 //   node compare_browser.mjs   (env: INFERLAB_DIST, COMPARE_MODELS=dir with <model>/{…, onnx/model.onnx},
 //                               COMPARE_MODEL=gpt2-tiny, COMPARE_ROUNDS=3, COMPARE_NEW_TOKENS=24,
-//                               COMPARE_ENGINES=inferlab,transformers.js, COMPARE_WEIGHTS=f32|f16, COMPARE_TIMEOUT_S=600,
+//                               COMPARE_ENGINES=inferlab,transformers.js, COMPARE_WEIGHTS=f32|f16|int8, COMPARE_TIMEOUT_S=600,
 //                               COMPARE_JSON=out.json, CHROMIUM)
 import { chromium } from 'playwright-core';
 import { createServer } from 'node:http';
@@ -27,7 +27,7 @@ const model = process.env.COMPARE_MODEL ?? 'gpt2-tiny';
 const rounds = Number(process.env.COMPARE_ROUNDS ?? 3);
 const maxNew = Number(process.env.COMPARE_NEW_TOKENS ?? 24);
 const engineNames = (process.env.COMPARE_ENGINES ?? 'inferlab,transformers.js').split(',');
-// inferlab's weights: f32, or f16 (rounded as they load).
+// inferlab's weights: f32, or f16 / int8 (converted as they load).
 const weights = process.env.COMPARE_WEIGHTS ?? 'f32';
 const SLOW = Number(process.env.COMPARE_TIMEOUT_S ?? 600) * 1000;
 

@@ -109,13 +109,23 @@ pub fn quantize_int8(values: &[f32], rows: usize, k: usize) -> (Vec<i8>, Vec<f32
         .chunks_exact(k)
         .zip(quantized.chunks_exact_mut(k))
         .map(|(row, out)| {
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            out.iter_mut().zip(row).for_each(|(q, v)| *q = (v / scale).round().clamp(-127.0, 127.0) as i8);
+            let scale = int8_scale(row.iter().fold(0f32, |m, v| m.max(v.abs())));
+            out.iter_mut().zip(row).for_each(|(q, &v)| *q = to_int8(v, scale));
             scale
         })
         .collect();
     (quantized, scales)
+}
+
+/// The symmetric int8 scale of values whose largest |value| is `max` (127 steps each side; an
+/// all-zero line gets 1).
+pub fn int8_scale(max: f32) -> f32 {
+    if max > 0.0 { max / 127.0 } else { 1.0 }
+}
+
+/// `v` in steps of `scale`, rounded, within ±127.
+pub fn to_int8(v: f32, scale: f32) -> i8 {
+    (v / scale).round().clamp(-127.0, 127.0) as i8
 }
 
 /// `h · tableᵀ`, `[m, rows]`, for `h` of 1 to [`MAX_ROWS`] rows against a `[rows, k]` table

@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use cubecl::server::BufferBinding;
 use half::f16;
 
-use super::row_dots::quantize_int8;
+use super::row_dots::{int8_scale, quantize_int8, to_int8};
 use super::{WgslKernel, f32_tensor, grid, to_cube};
 
 /// Most rows per launch; longer steps (prefill) take the matmul.
@@ -59,11 +59,17 @@ impl Packed {
     }
 
     /// A layer's row-major `W` `[inputs, outputs]` (outputs a multiple of 4) quantized to int8
-    /// with a scale per output, as the CPU quantizes its `Wᵀ`; four neighbouring outputs per word.
+    /// with a scale per output, the values the CPU's [`quantize_int8`] gives its `Wᵀ`; four
+    /// neighbouring outputs per word. Read row by row, never transposed: the browser quantizes
+    /// as the weights stream in, on one thread.
     pub fn int8_per_column(values: &[f32], inputs: usize, outputs: usize, device: &Device) -> Self {
-        let transposed: Vec<f32> = (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect();
-        let (q, scales) = quantize_int8(&transposed, outputs, inputs);
-        let words = (0..inputs).flat_map(|i| (0..outputs / 4).map(move |n| (i, n))).map(|(i, n)| word((0..4).map(|j| q[(4 * n + j) * inputs + i])));
+        assert!(values.len() == inputs * outputs && outputs % 4 == 0, "a [{inputs}, {outputs}] matrix, outputs a multiple of 4");
+        let mut max = vec![0f32; outputs];
+        for row in values.chunks_exact(outputs) {
+            max.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(v.abs()));
+        }
+        let scales: Vec<f32> = max.into_iter().map(int8_scale).collect();
+        let words = values.chunks_exact(4).zip(scales.chunks_exact(4).cycle()).map(|(four, s)| word(four.iter().zip(s).map(|(&v, &s)| to_int8(v, s))));
         Self::int8(words.collect(), [inputs, outputs / 4], &scales, false, device)
     }
 
