@@ -7,7 +7,8 @@
 // first pays for compiling shaders, the second is the warm figure (TTFT and decode tok/s after the
 // first token). Both engines' ids must equal each other's and the fixture's HF greedy ids. After
 // load it reads the resident memory of chromium's GPU process (the weights, in SwiftShader) and
-// of the tab, and their peaks during the load (sampled every 200 ms). COMPARE_ENGINES=inferlab runs inferlab alone (scripts/largest_in_tab.sh).
+// of the tab, and their peaks during the load (sampled every 200 ms), and for inferlab its worker's
+// wasm memory (the page shows it). COMPARE_ENGINES=inferlab runs inferlab alone (scripts/largest_in_tab.sh).
 //
 //   node compare_browser.mjs   (env: INFERLAB_DIST, COMPARE_MODELS=dir with <model>/{…, onnx/model.onnx},
 //                               COMPARE_MODEL=gpt2-tiny, COMPARE_ROUNDS=3, COMPARE_NEW_TOKENS=24,
@@ -126,9 +127,11 @@ async function runInferlab(page) {
   };
   const peak_mb = peak();
   const rss_mb = chromiumRssMb();
+  // The worker's wasm memory after the load ("… wasm memory: 412.3 MB …"): its high-water mark.
+  const worker_wasm_mb = parseFloat((await page.textContent(testid('wasm-memory'))).match(/([\d.]+) MB/)[1]);
   const cold = await generate();
   const warm = await generate();
-  return { load_ms, peak_mb, rss_mb, rss_after_mb: chromiumRssMb(), cold, warm };
+  return { load_ms, peak_mb, rss_mb, rss_after_mb: chromiumRssMb(), worker_wasm_mb, cold, warm };
 }
 
 /** transformers.js: the same measures from its streamer's arrival times. */
@@ -190,6 +193,7 @@ const summary = (rs) => ({
   tab_rss_after_mb: median(rs.map((r) => r.rss_after_mb.renderer)),
   gpu_process_peak_mb: median(rs.map((r) => r.peak_mb.gpu)),
   tab_peak_mb: median(rs.map((r) => r.peak_mb.renderer)),
+  worker_wasm_mb: rs[0].worker_wasm_mb === undefined ? null : median(rs.map((r) => r.worker_wasm_mb)),
   tokens: rs[0].warm.ids.length,
 });
 const ours = runs.inferlab.length ? summary(runs.inferlab) : null;
@@ -208,10 +212,10 @@ const report = {
   ...(ours && { inferlab_ttft_over_step: ours.ttft_ms * ours.decode_tokens_per_s / 1000 }),
 };
 if (process.env.COMPARE_JSON) writeFileSync(process.env.COMPARE_JSON, JSON.stringify(report, null, 2));
-const row = (name, s) => `| ${name.padEnd(15)} | ${s.load_ms.toFixed(0).padStart(8)} | ${s.first_ttft_ms.toFixed(0).padStart(10)} | ${s.ttft_ms.toFixed(1).padStart(8)} | ${s.decode_tokens_per_s.toPrecision(3).padStart(9)} | ${s.gpu_process_rss_mb.toFixed(0).padStart(7)} | ${s.tab_rss_mb.toFixed(0).padStart(6)} | ${s.tab_rss_after_mb.toFixed(0).padStart(6)} | ${s.tab_peak_mb.toFixed(0).padStart(7)} |`;
+const row = (name, s) => `| ${name.padEnd(15)} | ${s.load_ms.toFixed(0).padStart(8)} | ${s.first_ttft_ms.toFixed(0).padStart(10)} | ${s.ttft_ms.toFixed(1).padStart(8)} | ${s.decode_tokens_per_s.toPrecision(3).padStart(9)} | ${s.gpu_process_rss_mb.toFixed(0).padStart(7)} | ${s.tab_rss_mb.toFixed(0).padStart(6)} | ${s.tab_rss_after_mb.toFixed(0).padStart(6)} | ${s.tab_peak_mb.toFixed(0).padStart(7)} | ${(s.worker_wasm_mb?.toFixed(0) ?? '—').padStart(7)} |`;
 console.log(`${model} (inferlab: ${weights} weights), prompt ${prompt.input_ids.length} tokens, ${maxNew} new, greedy; medians of ${rounds} rounds, fresh profile each`);
-console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s | GPU MB | tab MB | tab MB after | tab peak MB |');
-console.log('|-----------------|----------|------------|----------|-----------|---------|--------|--------|---------|');
+console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s | GPU MB | tab MB | tab MB after | tab peak MB | worker wasm MB |');
+console.log('|-----------------|----------|------------|----------|-----------|---------|--------|--------|---------|---------|');
 if (ours) console.log(row('inferlab', ours));
 if (theirs) console.log(row('transformers.js', theirs));
 if (ours && theirs) console.log(`inferlab / transformers.js: decode ${report.decode_speedup.toFixed(2)}x, TTFT ${report.ttft_speedup.toFixed(2)}x, load ${report.load_speedup.toFixed(2)}x`);

@@ -153,7 +153,7 @@ impl Session {
         if draft {
             post(&FromWorker::DraftLoaded { info });
         } else {
-            post(&FromWorker::Loaded { info, load_ms: started.elapsed().as_secs_f64() * 1000.0 });
+            post(&FromWorker::Loaded { info, load_ms: started.elapsed().as_secs_f64() * 1000.0, wasm_memory_bytes: wasm_memory_bytes() });
         }
         Ok(())
     }
@@ -232,4 +232,13 @@ impl Session {
             }
         }
     }
+}
+
+/// The wasm linear memory's size, in the tab's worker: it grows and never shrinks, so after a
+/// load it is that load's high-water mark. None natively.
+fn wasm_memory_bytes() -> Option<u64> {
+    #[cfg(target_arch = "wasm32")]
+    return Some(core::arch::wasm32::memory_size(0) as u64 * 65536);
+    #[cfg(not(target_arch = "wasm32"))]
+    None
 }

@@ -142,7 +142,14 @@ pub enum FromWorker {
     /// A stage of loading, in words.
     Loading { stage: String },
     Progress { file: String, loaded: u64, total: Option<u64>, mb_per_s: f64, from_cache: bool },
-    Loaded { info: ModelInfo, load_ms: f64 },
+    /// `wasm_memory_bytes`: the tab's engine worker's wasm memory after the load, which never
+    /// shrinks, so the load's high-water mark (none natively).
+    Loaded {
+        info: ModelInfo,
+        load_ms: f64,
+        #[serde(default)]
+        wasm_memory_bytes: Option<u64>,
+    },
     Prompt { run: Run, ids: Vec<u32> },
     Token { run: Run, index: usize, id: u32, text: String, step_ms: f64 },
     Done { run: Run, ids: Vec<u32>, text: String, ttft_ms: f64, total_ms: f64, stop_reason: String },

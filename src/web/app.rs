@@ -274,6 +274,9 @@ fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, weights: RwSignal<W
                     EngineKind::Tab => format!("WebGPU adapter: {a}"),
                     EngineKind::Native => format!("native device: {a}"),
                 })}</p>
+                <p class="hint" data-testid="wasm-memory">{move || engine.wasm_memory_bytes.get().map(|b| {
+                    format!("The engine worker's wasm memory: {} (it keeps the largest it grew to while loading)", megabytes(b))
+                })}</p>
             </details>
             {progress}
             <p class="status" data-testid="model-status">{status_text}</p>

@@ -119,6 +119,8 @@ pub struct Engine {
     pub status: RwSignal<ModelStatus>,
     /// The model the worker holds; a failed load keeps it.
     pub loaded: RwSignal<Option<ModelInfo>>,
+    /// The tab's worker's wasm memory after the last load (its high-water mark).
+    pub wasm_memory_bytes: RwSignal<Option<u64>>,
     pub download: RwSignal<Option<Download>>,
     pub runs: RwSignal<HashMap<Run, RunState>>,
     pub drift: RwSignal<Vec<DriftStep>>,
@@ -236,6 +238,7 @@ impl Engine {
             adapter: RwSignal::new(None),
             status: RwSignal::new(ModelStatus::Starting),
             loaded: RwSignal::new(None),
+            wasm_memory_bytes: RwSignal::new(None),
             download: RwSignal::new(None),
             runs: RwSignal::new(HashMap::new()),
             drift: RwSignal::new(vec![]),
@@ -263,6 +266,7 @@ impl Engine {
         self.adapter.set(None);
         self.status.set(ModelStatus::Starting);
         self.loaded.set(None);
+        self.wasm_memory_bytes.set(None);
         self.download.set(None);
         self.runs.set(HashMap::new());
         self.drift.set(vec![]);
@@ -410,8 +414,9 @@ impl Engine {
                 self.status.set(ModelStatus::Loading { stage: format!("{} {file}", if from_cache { "reading cached" } else { "downloading" }) });
                 self.download.set(Some(Download { file, loaded, total, mb_per_s, from_cache }));
             }
-            FromWorker::Loaded { info, .. } => {
+            FromWorker::Loaded { info, wasm_memory_bytes, .. } => {
                 self.loaded.set(Some(info.clone()));
+                self.wasm_memory_bytes.set(wasm_memory_bytes);
                 self.status.set(ModelStatus::Ready(info));
                 self.finish_job();
             }

@@ -125,6 +125,10 @@ try {
     const binding = Number(adapter.match(/storage bindings up to (\d+) MiB/)?.[1]);
     console.log(`     ${adapter}`);
     assert.ok(binding > 128, adapter);
+    // The worker's wasm memory after the load, as the page reports it (scripts/compare_browser reads it).
+    const wasm = await byId(page, 'wasm-memory').textContent();
+    console.log(`     ${wasm}`);
+    assert.ok(Number(wasm.match(/wasm memory: ([\d.]+) MB/)?.[1]) > 0, wasm);
     const started = Date.now();
     const ids = await generateGreedy(page, prompt.text, prompt.greedy.new_ids.length);
     const ttft = await byId(page, 'ttft').textContent();

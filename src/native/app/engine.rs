@@ -69,7 +69,7 @@ impl Engine {
     pub fn attach(&self, out: UnboundedSender<String>) -> u64 {
         let id = self.pages.fetch_add(1, Ordering::SeqCst) + 1;
         self.stop();
-        let hello = [Some(FromWorker::Ready { webgpu: Ok(self.description.clone()) }), lock(&self.model).clone().map(|info| FromWorker::Loaded { info, load_ms: 0.0 })];
+        let hello = [Some(FromWorker::Ready { webgpu: Ok(self.description.clone()) }), lock(&self.model).clone().map(|info| FromWorker::Loaded { info, load_ms: 0.0, wasm_memory_bytes: None })];
         for message in hello.iter().flatten() {
             let _ = out.send(json(message));
         }
