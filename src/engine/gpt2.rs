@@ -110,8 +110,8 @@ impl Dense {
         y + self.bias.clone().unsqueeze::<2>()
     }
 
-    /// The weight held in `dtype` from now on (an f32 one only): a read-back, native only (the
-    /// browser converts on load).
+    /// The weight held in `dtype` (f16 or int8) from now on, if it is f32: a read-back, native
+    /// only (the browser converts on load).
     fn into_reduced(self, dtype: WeightDtype) -> Self {
         let DenseWeight::F32 { w, .. } = self.weight else { return self };
         let device = w.device();
@@ -181,6 +181,9 @@ impl Gpt2 {
     /// cache stay f32.
     pub fn into_weight_dtype(self, dtype: WeightDtype) -> Result<Self> {
         dtype.check(&self.config, &self.device)?;
+        if dtype == WeightDtype::F32 {
+            return Ok(self);
+        }
         let blocks = self
             .blocks
             .into_iter()

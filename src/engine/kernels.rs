@@ -155,7 +155,8 @@ const PREFILL_WORKGROUP: usize = 64;
 const DECODE_MAX_QUERIES: usize = 8;
 
 /// A WGSL file and its template values. The values are part of the kernel id, so every
-/// variant (head width, workgroup size, tile, f16 or int8 weights) compiles to a pipeline of its own.
+/// variant (head width, workgroup size, tile, f16 or int8 weights) compiles to a pipeline of
+/// its own.
 struct WgslKernel {
     name: &'static str,
     source: &'static str,

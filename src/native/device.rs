@@ -1,5 +1,5 @@
-//! `--device cpu|wgpu|cuda` → a burn device; `--dtype f32|f16|int8` → how it holds the weights, and
-//! `--kv-dtype f32|f16` → how the KV cache holds keys and values.
+//! `--device cpu|wgpu|cuda` → a burn device; `--dtype f32|f16|int8` → how it holds the
+//! weights, and `--kv-dtype f32|f16` → how the KV cache holds keys and values.
 //!
 //! `cpu` is burn's `flex` device (pure Rust gemm with SIMD and rayon): measured here it beat
 //! `ndarray` and wgpu-on-lavapipe for both 768² matmuls and decode-sized mat-vecs.
