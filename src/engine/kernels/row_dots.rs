@@ -124,7 +124,8 @@ pub fn int8_scale(max: f32) -> f32 {
 }
 
 /// `v` in steps of `scale`, rounded (ties to even: one instruction in wasm, where `round`'s
-/// ties away from zero is a library call per value, 1.5 billion of them for gpt2-xl), within ±127.
+/// ties away from zero is a library call per value, 1.5 billion of them for gpt2-xl), within
+/// ±127.
 pub fn to_int8(v: f32, scale: f32) -> i8 {
     (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8
 }

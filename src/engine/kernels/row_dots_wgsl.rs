@@ -17,7 +17,7 @@ use cubecl::server::BufferBinding;
 use half::f16;
 
 use super::row_dots::{int8_scale, quantize_int8, to_int8};
-use super::{WgslKernel, f32_tensor, grid, to_cube};
+use super::{Client, WgslKernel, f32_tensor, grid, to_cube};
 
 /// Most rows per launch; longer steps (prefill) take the matmul.
 pub const MAX_ROWS: usize = 8;
@@ -82,8 +82,7 @@ impl Packed {
     }
 
     fn int8(words: Vec<f32>, dims: [usize; 2], scales: &[f32], per_row: bool, device: &Device) -> Self {
-        let scales: Vec<f32> = scales.iter().map(|s| s * 127.0).collect();
-        let scales = Tensor::from_data(TensorData::new(scales.clone(), [scales.len()]), device);
+        let scales = Tensor::from_data(TensorData::new(scales.iter().map(|s| s * 127.0).collect(), [scales.len()]), device);
         Self { words: Tensor::from_data(TensorData::new(words, dims), device), packing: Packing::Int8 { scales, per_row } }
     }
 
@@ -106,41 +105,35 @@ impl Packed {
         [rows, words * self.per_word()]
     }
 
-    /// The template values and the bindings after `buffers` that every kernel reading these
-    /// words takes: how many values a word holds and, for int8, where its scales are bound.
-    fn kernel_values(&self, buffers: usize) -> Vec<(&'static str, usize)> {
-        let mut values = vec![("per_word", self.per_word())];
-        if matches!(self.packing, Packing::Int8 { .. }) {
-            values.push(("scales_at", buffers));
+    /// Queues `kernel`, a kernel that reads these words, on `buffers`: tells it how many values
+    /// a word holds and, for int8, binds the scales after the other buffers.
+    fn launch(&self, mut kernel: WgslKernel, client: &Client, groups: (usize, usize), mut buffers: Vec<BufferBinding>) {
+        kernel.values.push(("per_word", self.per_word()));
+        if let Packing::Int8 { scales, .. } = &self.packing {
+            kernel.values.push(("scales_at", buffers.len()));
+            buffers.push(to_cube(scales.clone()).handle.clone().binding());
         }
-        values
-    }
-
-    fn scales_binding(&self) -> Option<BufferBinding> {
-        match &self.packing {
-            Packing::Int8 { scales, .. } => Some(to_cube(scales.clone()).handle.clone().binding()),
-            _ => None,
-        }
+        kernel.launch(client, groups, buffers);
     }
 
     /// The values widened to f32, `[rows, cols]`: a prefill's rows multiply by it with the
     /// matmul, once per call.
     pub fn widen(&self) -> Tensor<2> {
-        let (per_row, scales) = match &self.packing {
+        let per_row = match &self.packing {
             Packing::F32 => return self.words.clone(),
             Packing::F16 => return widen_f16(&self.words),
-            Packing::Int8 { scales, per_row } => (*per_row, scales),
+            Packing::Int8 { per_row, .. } => *per_row,
         };
         let [rows, row_words] = self.words.dims();
         let words = to_cube(self.words.clone());
         let client = words.client.clone();
         let out = client.empty(rows * row_words * 4 * std::mem::size_of::<f32>());
-        let mut values = vec![("workgroup", WORKGROUP), ("words", rows * row_words), ("row_words", row_words), ("per_row", usize::from(per_row))];
-        values.extend(self.kernel_values(2));
-        WgslKernel { name: "widen_int8", source: include_str!("../../../shaders/widen_int8.wgsl"), values }.launch(
+        let values = vec![("workgroup", WORKGROUP), ("words", rows * row_words), ("row_words", row_words), ("per_row", usize::from(per_row))];
+        self.launch(
+            WgslKernel { name: "widen_int8", source: include_str!("../../../shaders/widen_int8.wgsl"), values },
             &client,
             grid((rows * row_words).div_ceil(WORKGROUP)),
-            vec![words.handle.clone().binding(), out.clone().binding(), to_cube(scales.clone()).handle.clone().binding()],
+            vec![words.handle.clone().binding(), out.clone().binding()],
         );
         f32_tensor(&words, [rows, row_words * 4], out)
     }
@@ -179,14 +172,12 @@ pub fn rows_times_table(x: &Tensor<2>, chunks: &[Packed]) -> Option<Tensor<2>> {
     for chunk in chunks {
         let outputs = chunk.dims()[0];
         let table = to_cube(chunk.words.clone());
-        let mut values =
-            vec![("workgroup", WORKGROUP), ("rows", rows), ("outputs", outputs), ("width_vec4s", width / 4), ("out_stride", total), ("out_offset", offset)];
-        values.extend(chunk.kernel_values(3));
-        let buffers = [table.handle.clone().binding(), x.handle.clone().binding(), out.clone().binding()];
-        WgslKernel { name: "row_dots_table", source: include_str!("../../../shaders/row_dots_table.wgsl"), values }.launch(
+        let values = vec![("workgroup", WORKGROUP), ("rows", rows), ("outputs", outputs), ("width_vec4s", width / 4), ("out_stride", total), ("out_offset", offset)];
+        chunk.launch(
+            WgslKernel { name: "row_dots_table", source: include_str!("../../../shaders/row_dots_table.wgsl"), values },
             &client,
             grid(outputs.div_ceil(WORKGROUP)),
-            buffers.into_iter().chain(chunk.scales_binding()).collect(),
+            vec![table.handle.clone().binding(), x.handle.clone().binding(), out.clone().binding()],
         );
         offset += outputs;
     }
@@ -204,13 +195,12 @@ pub fn rows_times_weight(x: &Tensor<2>, w: &Packed, bias: &Tensor<1>) -> Option<
     let (x, words, bias) = (to_cube(x.clone()), to_cube(w.words.clone()), to_cube(bias.clone()));
     let client = x.client.clone();
     let out = client.empty(rows * outputs * std::mem::size_of::<f32>());
-    let mut values = vec![("workgroup", WORKGROUP), ("rows", rows), ("inputs", inputs), ("output_vec4s", outputs / 4)];
-    values.extend(w.kernel_values(4));
-    let buffers = [words.handle.clone().binding(), x.handle.clone().binding(), bias.handle.clone().binding(), out.clone().binding()];
-    WgslKernel { name: "row_dots_weight", source: include_str!("../../../shaders/row_dots_weight.wgsl"), values }.launch(
+    let values = vec![("workgroup", WORKGROUP), ("rows", rows), ("inputs", inputs), ("output_vec4s", outputs / 4)];
+    w.launch(
+        WgslKernel { name: "row_dots_weight", source: include_str!("../../../shaders/row_dots_weight.wgsl"), values },
         &client,
         grid((outputs / 4).div_ceil(WORKGROUP)),
-        buffers.into_iter().chain(w.scales_binding()).collect(),
+        vec![words.handle.clone().binding(), x.handle.clone().binding(), bias.handle.clone().binding(), out.clone().binding()],
     );
     Some(f32_tensor(&x, [rows, outputs], out))
 }
@@ -226,14 +216,12 @@ pub fn packed_table_rows(chunks: &[Packed], rows_per_chunk: usize, ids: &[u32], 
     let out = client.empty(tokens * width * std::mem::size_of::<f32>());
     for (c, chunk) in chunks.iter().enumerate() {
         let table = to_cube(chunk.words.clone());
-        let mut values =
-            vec![("workgroup", WORKGROUP), ("tokens", tokens), ("width_vec4s", width / 4), ("first", c * rows_per_chunk), ("rows", chunk.dims()[0])];
-        values.extend(chunk.kernel_values(3));
-        let buffers = [table.handle.clone().binding(), ids.handle.clone().binding(), out.clone().binding()];
-        WgslKernel { name: "table_rows", source: include_str!("../../../shaders/table_rows.wgsl"), values }.launch(
+        let values = vec![("workgroup", WORKGROUP), ("tokens", tokens), ("width_vec4s", width / 4), ("first", c * rows_per_chunk), ("rows", chunk.dims()[0])];
+        chunk.launch(
+            WgslKernel { name: "table_rows", source: include_str!("../../../shaders/table_rows.wgsl"), values },
             &client,
             grid((tokens * width / 4).div_ceil(WORKGROUP)),
-            buffers.into_iter().chain(chunk.scales_binding()).collect(),
+            vec![table.handle.clone().binding(), ids.handle.clone().binding(), out.clone().binding()],
         );
     }
     f32_tensor(&ids, [tokens, width], out)
