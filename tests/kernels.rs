@@ -18,6 +18,8 @@ use inferlab::engine::step_uploads::StepUploads;
 use inferlab::engine::kv::mask::{KeyMeta, StepMask};
 use inferlab::engine::readback;
 use inferlab::engine::step::Step;
+use inferlab::engine::vocab_table::{TableRows, VocabTable};
+use inferlab::engine::weight_dtype::WeightDtype;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 fn wgpu() -> Option<Device> {
@@ -327,6 +329,34 @@ fn packed_row_dots_match_the_matmul_on_their_values() {
                 widened_close(got, &read(table.select(0, picked)), &format!("table rows, width {width}, chunks {chunks:?}"));
             }
         }
+    }
+}
+
+/// A token table streamed in blocks of rows (the browser's load) into many small chunks holds
+/// what the table uploaded whole holds: the same lookups and logits in f32, f16 and int8; a
+/// table whose last rows never came is refused.
+#[test]
+fn a_table_streamed_in_blocks_equals_it_uploaded_whole() {
+    let Some(device) = wgpu() else { return };
+    let mut rng = StdRng::seed_from_u64(11);
+    let (vocab, width) = (37, 64);
+    let values = read(random([vocab, width], &mut rng, &device));
+    let h = random([2, width], &mut rng, &device);
+    let ids = [0, 36, 5, 14, 15, 5];
+    for dtype in [WeightDtype::F32, WeightDtype::F16, WeightDtype::Int8] {
+        let whole = VocabTable::upload(TensorData::new(values.clone(), [vocab, width]), dtype, &device);
+        // 5 rows per chunk (8 chunks, the last one short), pushed in blocks of 3 rows.
+        let mut rows = TableRows::with_chunk_bytes(vocab, width, 5 * width * 4, dtype, &device);
+        values.chunks(3 * width).for_each(|block| rows.push(block));
+        let streamed = rows.finish().unwrap();
+        let error = relative_error(&read(streamed.lookup(&ids, &device)), &read(whole.lookup(&ids, &device)));
+        assert!(error <= 1e-6, "{dtype} lookup: relative error {error}");
+        let error = relative_error(&read(streamed.project(h.clone(), Path::Wgsl)), &read(whole.project(h.clone(), Path::Wgsl)));
+        assert!(error <= 1e-6, "{dtype} logits: relative error {error}");
+        let mut short = TableRows::new(vocab, width, dtype, &device);
+        short.push(&values[..(vocab - 1) * width]);
+        let err = short.finish().err().expect("a table missing a row");
+        assert!(err.contains("36 of its 37 rows"), "{err}");
     }
 }
 

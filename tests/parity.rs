@@ -13,7 +13,7 @@ use inferlab::engine::f16_drift::f16_drift;
 use inferlab::engine::generate::{GenerateOptions, StopReason, generate, generate_batch_greedy};
 use inferlab::engine::gpt2::{Gpt2, Gpt2Loader, Logits};
 use inferlab::engine::weight_dtype::WeightDtype;
-use inferlab::engine::weights::Gpt2Weights;
+use inferlab::engine::safetensors_stream::SafetensorsStream;
 use inferlab::engine::kv::dtype::KvDtype;
 use inferlab::engine::kv::{KvCache, KvMode};
 use inferlab::engine::readback;
@@ -274,15 +274,22 @@ fn window_drift_is_zero_until_the_ring_wraps() {
     }
 }
 
-/// `case`'s model with its weights converted to `dtype` as they load, one tensor at a time (the
-/// browser's way: a tab cannot read a GPU buffer back synchronously).
+/// `case`'s model with its weights converted to `dtype` as they load, the browser's way (a tab
+/// cannot read a GPU buffer back synchronously): the file streamed in 64 KiB chunks, each
+/// tensor handed over in blocks of rows (4 KiB here, so the token table comes in hundreds).
 fn load_as(case: &Case, device: &Device, dtype: WeightDtype) -> Gpt2 {
     let config = case.loaded.model.config.clone();
-    let weights = Gpt2Weights::from_safetensors(&std::fs::read(case.dir.join("model.safetensors")).unwrap(), &config).unwrap();
+    let mut stream = SafetensorsStream::new(&config).with_block_bytes(4096);
     let mut loader = Gpt2Loader::new(config, device, dtype).unwrap();
-    for (name, data) in weights.tensors {
-        loader.put(&name, data);
+    for chunk in std::fs::read(case.dir.join("model.safetensors")).unwrap().chunks(64 << 10) {
+        stream
+            .feed(chunk, &mut |rows| {
+                loader.put_rows(rows);
+                Ok(())
+            })
+            .unwrap();
     }
+    stream.finish().unwrap();
     loader.finish().unwrap()
 }
 

@@ -18,7 +18,8 @@ use super::kernels::{self, Path, cpu_gelu};
 use super::kv::dtype::KvDtype;
 use super::kv::{KvCache, KvMode};
 use super::step::Step;
-use super::vocab_table::VocabTable;
+use super::safetensors_stream::{Rows, WholeTensors};
+use super::vocab_table::{TableRows, VocabTable};
 use super::weight_dtype::WeightDtype;
 use super::weights::Gpt2Weights;
 
@@ -327,15 +328,17 @@ impl Gpt2 {
     }
 }
 
-/// A model whose parameters arrive one at a time, by [`parameters`](super::weights::parameters)
-/// name and in any order (a streamed file's), each uploaded as it comes: the host never holds
-/// more than one tensor.
+/// A model whose parameters arrive by [`parameters`](super::weights::parameters) name, in any
+/// order, whole or in blocks of rows (a streamed file's), each uploaded as it completes; the
+/// token table chunk by chunk, so the host never holds it whole.
 pub struct Gpt2Loader {
     config: Gpt2Config,
     device: Device,
     /// What the linear layers and the token table are converted to as they arrive.
     dtype: WeightDtype,
-    tables: HashMap<String, VocabTable>,
+    tables: HashMap<String, TableRows>,
+    /// Blocks of the other tensors, until each is whole.
+    partial: WholeTensors,
     dense: HashMap<String, DenseWeight>,
     vectors: HashMap<String, Tensor<1>>,
     matrices: HashMap<String, Tensor<2>>,
@@ -351,22 +354,41 @@ impl Gpt2Loader {
     /// `--dtype f16|int8`, since a tab cannot read a GPU buffer back synchronously.
     pub fn new(config: Gpt2Config, device: &Device, dtype: WeightDtype) -> Result<Self> {
         dtype.check(&config, device)?;
-        Ok(Self { config, device: device.clone(), dtype, tables: HashMap::new(), dense: HashMap::new(), vectors: HashMap::new(), matrices: HashMap::new() })
+        Ok(Self {
+            config,
+            device: device.clone(),
+            dtype,
+            tables: HashMap::new(),
+            partial: WholeTensors::default(),
+            dense: HashMap::new(),
+            vectors: HashMap::new(),
+            matrices: HashMap::new(),
+        })
     }
 
-    /// Uploads one parameter, already checked against the config.
+    /// Uploads one whole parameter, already checked against the config.
     pub fn put(&mut self, name: &str, data: TensorData) {
+        let shape = data.shape().to_vec();
+        self.put_rows(Rows { name, shape: &shape, first: 0, values: data.try_into_vec().expect("weights are converted to f32 on load") });
+    }
+
+    /// Takes the next block of rows of a parameter (blocks of one parameter come in order): a
+    /// token table's go on towards the device, the others' wait until their tensor is whole.
+    pub fn put_rows(&mut self, rows: Rows) {
         let device = &self.device;
-        match (name, data.shape().len()) {
-            (_, 1) => drop(self.vectors.insert(name.into(), Tensor::from_data(data, device))),
-            ("wte.weight" | "lm_head.weight", _) => {
-                let table = VocabTable::upload(data, self.dtype, device);
-                drop(self.tables.insert(name.into(), table))
-            }
-            ("wpe.weight", _) => drop(self.matrices.insert(name.into(), Tensor::from_data(data, device))),
+        if let ("wte.weight" | "lm_head.weight", &[vocab, width]) = (rows.name, rows.shape) {
+            let dtype = self.dtype;
+            let table = self.tables.entry(rows.name.into()).or_insert_with(|| TableRows::new(vocab, width, dtype, device));
+            return table.push(&rows.values);
+        }
+        let name = rows.name.to_string();
+        let Some(data) = self.partial.add(rows) else { return };
+        match (name.as_str(), data.shape().len()) {
+            (_, 1) => drop(self.vectors.insert(name, Tensor::from_data(data, device))),
+            ("wpe.weight", _) => drop(self.matrices.insert(name, Tensor::from_data(data, device))),
             _ => {
                 let weight = DenseWeight::upload(data, self.dtype, device);
-                drop(self.dense.insert(name.into(), weight))
+                drop(self.dense.insert(name, weight))
             }
         }
     }
@@ -387,9 +409,11 @@ impl Gpt2Loader {
             let (ln_1, ln_2) = (norm(&format!("h.{i}.ln_1"), &mut self.vectors)?, norm(&format!("h.{i}.ln_2"), &mut self.vectors)?);
             blocks.push(Block { ln_1, c_attn, attn_proj, ln_2, c_fc, mlp_proj });
         }
+        let wte = take(&mut self.tables, "wte.weight")?.finish().map_err(EngineError::Weights)?;
+        let lm_head = self.tables.remove("lm_head.weight").map(|rows| rows.finish().map_err(EngineError::Weights)).transpose()?;
         Ok(Gpt2 {
-            wte: take(&mut self.tables, "wte.weight")?,
-            lm_head: self.tables.remove("lm_head.weight"),
+            wte,
+            lm_head,
             wpe: take(&mut self.matrices, "wpe.weight")?,
             ln_f: norm("ln_f", &mut self.vectors)?,
             blocks,

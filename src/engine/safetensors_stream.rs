@@ -1,7 +1,9 @@
 //! Reads a `model.safetensors` as its bytes arrive (a download, a picked file's stream),
 //! checks its header against the config before any tensor data, and hands each tensor over
-//! as soon as its last byte is in. The host then holds one tensor at a time, not the file:
-//! gpt2-xl's f32 file (6.2 GB) is past what wasm32 can address (4 GB).
+//! in blocks of whole rows, converted to f32, as their bytes come in. The host then holds a
+//! block at a time, not the file: gpt2-xl's f32 file (6.2 GB) is past what wasm32 can address
+//! (4 GB), and a tab's wasm memory never shrinks, so its largest tensor (the 322 MB token
+//! table) held whole, as bytes and then as f32, would set the tab's memory for good.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -16,6 +18,17 @@ use super::weights::{Parameter, parameters};
 /// Headers past this are refused (the safetensors crate's own limit).
 const MAX_HEADER_BYTES: usize = 100_000_000;
 
+/// Largest block of a tensor's bytes handed over at once, by default (at least one row).
+const BLOCK_BYTES: usize = 8 << 20;
+
+/// Rows `first..` of the tensor `name` of `shape` (rows along its first axis), as f32.
+pub struct Rows<'a> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub first: usize,
+    pub values: Vec<f32>,
+}
+
 /// Where a tensor's bytes lie in the file, and what becomes of them.
 struct Extent {
     /// The parameter's name, or None for bytes to skip (mask buffers, a tied `lm_head` copy).
@@ -24,6 +37,8 @@ struct Extent {
     shape: Vec<usize>,
     start: u64,
     end: u64,
+    /// Rows handed over so far.
+    done: usize,
 }
 
 enum State {
@@ -36,10 +51,13 @@ enum State {
 pub struct SafetensorsStream {
     config: Gpt2Config,
     state: State,
-    /// The header, or the part of the current tensor that came in an earlier chunk.
+    /// The header, or the current tensor's bytes that came in an earlier chunk and do not
+    /// make a whole block yet.
     pending: Vec<u8>,
     /// Bytes of the file received so far (u64: wasm32's usize ends at 4 GB, gpt2-xl does not).
     seen: u64,
+    /// Largest block handed over at once, in bytes of the file.
+    block_bytes: usize,
 }
 
 fn invalid(detail: impl std::fmt::Display) -> EngineError {
@@ -48,12 +66,18 @@ fn invalid(detail: impl std::fmt::Display) -> EngineError {
 
 impl SafetensorsStream {
     pub fn new(config: &Gpt2Config) -> Self {
-        Self { config: config.clone(), state: State::Header, pending: vec![], seen: 0 }
+        Self { config: config.clone(), state: State::Header, pending: vec![], seen: 0, block_bytes: BLOCK_BYTES }
     }
 
-    /// Takes the next bytes of the file; `put` gets each parameter (by [`parameters`] name, as
-    /// f32) as soon as all its bytes are in.
-    pub fn feed(&mut self, mut bytes: &[u8], put: &mut dyn FnMut(&str, TensorData) -> Result<()>) -> Result<()> {
+    /// Hands tensors over in blocks of at most `bytes` (at least a row): tests use small ones
+    /// to see tiny models' tensors arrive in many blocks, as big models' do.
+    pub fn with_block_bytes(self, bytes: usize) -> Self {
+        Self { block_bytes: bytes, ..self }
+    }
+
+    /// Takes the next bytes of the file; `put` gets each parameter (by [`parameters`] name) in
+    /// order, in blocks of rows, as soon as their bytes are in.
+    pub fn feed(&mut self, mut bytes: &[u8], put: &mut dyn FnMut(Rows) -> Result<()>) -> Result<()> {
         while !bytes.is_empty() {
             let taken = match &mut self.state {
                 State::Header => {
@@ -76,7 +100,7 @@ impl SafetensorsStream {
                     take
                 }
                 State::Body { extents, .. } => {
-                    let Some(next) = extents.front() else {
+                    let Some(next) = extents.front_mut() else {
                         // Past the last tensor: counted, and refused by `finish`.
                         self.seen += bytes.len() as u64;
                         return Ok(());
@@ -86,18 +110,10 @@ impl SafetensorsStream {
                         until(next.start)
                     } else {
                         let take = until(next.end);
-                        if self.seen + take as u64 == next.end {
-                            let extent = extents.pop_front().expect("the front extent");
-                            if self.pending.is_empty() {
-                                // The whole tensor is in this chunk: no copy into `pending`.
-                                put_tensor(extent, &bytes[..take], put)?;
-                            } else {
-                                self.pending.extend_from_slice(&bytes[..take]);
-                                put_tensor(extent, &std::mem::take(&mut self.pending), put)?;
-                            }
-                        } else if next.name.is_some() {
-                            self.pending.reserve_exact((next.end - next.start) as usize - self.pending.len());
-                            self.pending.extend_from_slice(&bytes[..take]);
+                        let last = self.seen + take as u64 == next.end;
+                        next.hand_over(&mut self.pending, &bytes[..take], last, self.block_bytes, put)?;
+                        if last {
+                            extents.pop_front();
                         }
                         take
                     }
@@ -179,7 +195,7 @@ impl SafetensorsStream {
             .into_iter()
             .map(|(full, info)| {
                 let (start, end) = info.data_offsets;
-                Extent { name: keep.remove(&full), dtype: info.dtype, shape: info.shape, start: data_start + start, end: data_start + end }
+                Extent { name: keep.remove(&full), dtype: info.dtype, shape: info.shape, start: data_start + start, end: data_start + end, done: 0 }
             })
             .collect();
         extents.sort_by_key(|e| e.start);
@@ -223,17 +239,78 @@ fn parse_header(json: &[u8]) -> Result<HashMap<String, Info>> {
     Ok(infos)
 }
 
-/// Converts one tensor's bytes to f32 and hands it over; skipped extents are dropped.
-fn put_tensor(extent: Extent, bytes: &[u8], put: &mut dyn FnMut(&str, TensorData) -> Result<()>) -> Result<()> {
-    let Some(name) = extent.name else { return Ok(()) };
-    let pairs = || bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let values: Vec<f32> = match extent.dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F16 => pairs().map(|h| half::f16::from_bits(h).to_f32()).collect(),
-        Dtype::BF16 => pairs().map(|h| half::bf16::from_bits(h).to_f32()).collect(),
-        other => return Err(EngineError::Weights(format!("tensor {name} has dtype {other:?}; expected F32, F16 or BF16"))),
-    };
-    put(&name, TensorData::new(values, extent.shape))
+impl Extent {
+    /// Hands over the whole blocks (of up to `block_bytes`) that `pending` (this tensor's bytes
+    /// from earlier chunks) and `bytes` make, and keeps the rest in `pending`; `last`: `bytes`
+    /// ends the tensor. Skipped extents keep nothing.
+    fn hand_over(&mut self, pending: &mut Vec<u8>, mut bytes: &[u8], last: bool, block_bytes: usize, put: &mut dyn FnMut(Rows) -> Result<()>) -> Result<()> {
+        if self.name.is_none() {
+            return Ok(());
+        }
+        let row_bytes = self.shape.iter().skip(1).product::<usize>() * self.dtype.bitsize() / 8;
+        let block = (block_bytes / row_bytes.max(1)).max(1) * row_bytes;
+        if !pending.is_empty() {
+            let fill = (block - pending.len()).min(bytes.len());
+            pending.extend_from_slice(&bytes[..fill]);
+            bytes = &bytes[fill..];
+            if pending.len() < block && !last {
+                return Ok(());
+            }
+            self.put(&std::mem::take(pending), put)?;
+        }
+        // Blocks straight from the chunk, without a copy into `pending`.
+        while bytes.len() >= block && block > 0 {
+            let (whole, rest) = bytes.split_at(block);
+            self.put(whole, put)?;
+            bytes = rest;
+        }
+        if last && (!bytes.is_empty() || self.done == 0) {
+            self.put(bytes, put)
+        } else {
+            pending.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    /// Converts whole rows' bytes to f32 and hands them over.
+    fn put(&mut self, bytes: &[u8], put: &mut dyn FnMut(Rows) -> Result<()>) -> Result<()> {
+        let name = self.name.clone().expect("only named extents are handed over");
+        let pairs = || bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let values: Vec<f32> = match self.dtype {
+            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => pairs().map(|h| half::f16::from_bits(h).to_f32()).collect(),
+            Dtype::BF16 => pairs().map(|h| half::bf16::from_bits(h).to_f32()).collect(),
+            other => return Err(EngineError::Weights(format!("tensor {name} has dtype {other:?}; expected F32, F16 or BF16"))),
+        };
+        let first = self.done;
+        self.done += values.len() / self.shape.iter().skip(1).product::<usize>().max(1);
+        put(Rows { name: &name, shape: &self.shape, first, values })
+    }
+}
+
+/// Joins the blocks of rows [`SafetensorsStream`] hands over into whole tensors, for readers
+/// that want them whole.
+#[derive(Default)]
+pub struct WholeTensors {
+    partial: HashMap<String, Vec<f32>>,
+}
+
+impl WholeTensors {
+    /// Takes a block; returns its tensor once this block completes it.
+    pub fn add(&mut self, rows: Rows) -> Option<TensorData> {
+        let len: usize = rows.shape.iter().product();
+        let values = if rows.first == 0 && rows.values.len() == len {
+            rows.values
+        } else {
+            let values = self.partial.entry(rows.name.to_string()).or_insert_with(|| Vec::with_capacity(len));
+            values.extend_from_slice(&rows.values);
+            if values.len() < len {
+                return None;
+            }
+            self.partial.remove(rows.name).expect("just filled")
+        };
+        Some(TensorData::new(values, rows.shape.to_vec()))
+    }
 }
 
 #[cfg(test)]
@@ -268,12 +345,19 @@ mod tests {
         (config, safetensors::serialize(views, None).unwrap(), weights)
     }
 
-    fn stream(config: &Gpt2Config, bytes: &[u8], chunk: usize) -> Result<HashMap<String, Vec<f32>>> {
-        let mut got = HashMap::new();
-        let mut s = SafetensorsStream::new(config);
+    /// The tensors of `bytes` fed `chunk` bytes at a time, handed over in blocks of up to
+    /// `block` bytes; each block must follow its tensor's previous one.
+    fn stream(config: &Gpt2Config, bytes: &[u8], chunk: usize, block: usize) -> Result<HashMap<String, Vec<f32>>> {
+        let mut got: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut s = SafetensorsStream::new(config).with_block_bytes(block);
         for piece in bytes.chunks(chunk) {
-            s.feed(piece, &mut |name, data| {
-                assert!(got.insert(name.to_string(), data.iter::<f32>().collect()).is_none(), "{name} came twice");
+            s.feed(piece, &mut |rows| {
+                let values = got.entry(rows.name.to_string()).or_default();
+                let row_len = rows.shape.iter().skip(1).product::<usize>();
+                assert_eq!(values.len(), rows.first * row_len, "{} rows out of order", rows.name);
+                // At most a block of f16 values (2 bytes each), or a row.
+                assert!(!rows.values.is_empty() && rows.values.len() <= (block / 2).max(row_len), "{}: a block of {}", rows.name, rows.values.len());
+                values.extend(rows.values);
                 Ok(())
             })?;
         }
@@ -284,13 +368,14 @@ mod tests {
     #[test]
     fn any_chunking_gives_every_parameter_once() {
         let (config, bytes, weights) = file();
-        for chunk in [1, 3, 8, 100, bytes.len()] {
-            let got = stream(&config, &bytes, chunk).unwrap();
+        for (chunk, block) in [(1, 1 << 20), (3, 16), (8, 40), (100, 1), (bytes.len(), 1 << 20), (bytes.len(), 24)] {
+            let got = stream(&config, &bytes, chunk, block).unwrap();
             assert_eq!(got.len(), weights.tensors.len());
             for (name, data) in &weights.tensors {
                 let want: Vec<f32> = data.iter::<f32>().collect();
                 let tolerance = if name == "wpe.weight" { 1e-3 } else { 0.0 };
-                assert!(got[name].iter().zip(&want).all(|(a, b)| (a - b).abs() <= tolerance), "{name}, chunks of {chunk}");
+                assert_eq!(got[name].len(), want.len(), "{name}, chunks of {chunk}, blocks of {block}");
+                assert!(got[name].iter().zip(&want).all(|(a, b)| (a - b).abs() <= tolerance), "{name}, chunks of {chunk}, blocks of {block}");
             }
         }
     }
@@ -299,12 +384,12 @@ mod tests {
     fn a_file_cut_short_or_too_long_is_refused() {
         let (config, bytes, _) = file();
         for cut in [4, 60, bytes.len() - 1] {
-            let err = stream(&config, &bytes[..cut], 7).unwrap_err().to_string();
+            let err = stream(&config, &bytes[..cut], 7, 1 << 20).unwrap_err().to_string();
             assert!(err.contains("not a valid safetensors file"), "{err}");
         }
         let mut long = bytes.clone();
         long.extend_from_slice(&[0; 5]);
-        let err = stream(&config, &long, 7).unwrap_err().to_string();
+        let err = stream(&config, &long, 7, 1 << 20).unwrap_err().to_string();
         assert!(err.contains("bytes long, but its header describes"), "{err}");
     }
 
@@ -326,7 +411,7 @@ mod tests {
         let (config, bytes, _) = file();
         let other = Gpt2Config { n_inner: 8, ..config };
         let mut s = SafetensorsStream::new(&other);
-        let err = s.feed(&bytes, &mut |name, _| panic!("{name} was handed over")).unwrap_err().to_string();
+        let err = s.feed(&bytes, &mut |rows| panic!("{} was handed over", rows.name)).unwrap_err().to_string();
         assert!(err.contains("mlp.c_fc.weight has shape [4, 16] but the config"), "{err}");
     }
 }

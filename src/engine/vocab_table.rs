@@ -8,7 +8,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::kernels::row_dots::{self, CompactTable};
-use super::kernels::row_dots_wgsl::Packed;
+use super::kernels::row_dots_wgsl::{Packed, PackedRows};
 use super::kernels::{Path, row_dots_wgsl};
 use super::weight_dtype::WeightDtype;
 
@@ -29,33 +29,10 @@ impl VocabTable {
     /// per token) as one [`CompactTable`] on the CPU, packed chunks on wgpu
     /// (`WeightDtype::check` admits no other device).
     pub fn upload(data: TensorData, dtype: WeightDtype, device: &Device) -> Self {
-        if dtype != WeightDtype::F32 && row_dots::runs_on(device) {
-            let [vocab, width] = [data.shape()[0], data.shape()[1]];
-            let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
-            let make = if dtype == WeightDtype::Int8 { CompactTable::int8 } else { CompactTable::f16 };
-            return Self { chunks: vec![], rows_per_chunk: vocab, compact: Some(make(values, vocab, width)) };
-        }
-        Self::with_chunk_bytes(data, MAX_CHUNK_BYTES, dtype, device)
-    }
-
-    fn with_chunk_bytes(data: TensorData, chunk_bytes: usize, dtype: WeightDtype, device: &Device) -> Self {
         let [vocab, width] = [data.shape()[0], data.shape()[1]];
-        // Sized as f32 even when packed: scoring many rows widens a chunk to f32 for the matmul.
-        let rows_per_chunk = (chunk_bytes / (width * 4)).clamp(1, vocab);
-        let values = data.as_slice::<f32>().expect("weights are converted to f32 on load");
-        let chunks = (0..vocab)
-            .step_by(rows_per_chunk)
-            .map(|lo| {
-                let rows = (lo + rows_per_chunk).min(vocab) - lo;
-                let part = &values[lo * width..][..rows * width];
-                match dtype {
-                    WeightDtype::F32 => Packed::plain(Tensor::from_data(TensorData::new(part.to_vec(), [rows, width]), device)),
-                    WeightDtype::F16 => Packed::f16(part, rows, width, device),
-                    WeightDtype::Int8 => Packed::int8_per_row(part, rows, width, device),
-                }
-            })
-            .collect();
-        Self { chunks, rows_per_chunk, compact: None }
+        let mut rows = TableRows::new(vocab, width, dtype, device);
+        rows.push(data.as_slice::<f32>().expect("weights are converted to f32 on load"));
+        rows.finish().expect("every row was pushed")
     }
 
     /// Whether the chunks hold packed words, which only the WGSL kernels read.
@@ -133,6 +110,97 @@ impl VocabTable {
     }
 }
 
+/// A token table arriving in row blocks (a streamed file's): each chunk goes to the device
+/// once its rows are in, so the host holds one block of f32 rows and at most one chunk's packed
+/// words, never the whole table (gpt2-xl's f32 table is 322 MB, in a tab whose wasm memory
+/// never shrinks).
+pub struct TableRows {
+    vocab: usize,
+    width: usize,
+    device: Device,
+    rows_per_chunk: usize,
+    chunks: Vec<Packed>,
+    /// Rows pushed so far.
+    filled: usize,
+    filling: Filling,
+}
+
+/// The chunk being filled.
+enum Filling {
+    /// f32 blocks already on the device, joined there when the chunk is full.
+    F32(Vec<Tensor<2>>),
+    /// f16 or int8 words packed on the host (wgpu).
+    Packed(PackedRows),
+    /// The whole table's f32 values, for a [`CompactTable`] (the CPU: no binding limit).
+    Compact { int8: bool, values: Vec<f32> },
+}
+
+impl TableRows {
+    pub fn new(vocab: usize, width: usize, dtype: WeightDtype, device: &Device) -> Self {
+        Self::with_chunk_bytes(vocab, width, MAX_CHUNK_BYTES, dtype, device)
+    }
+
+    /// Chunks of at most `chunk_bytes` of f32 rows instead of a binding's worth: tests use
+    /// small ones to see a small table in many chunks.
+    pub fn with_chunk_bytes(vocab: usize, width: usize, chunk_bytes: usize, dtype: WeightDtype, device: &Device) -> Self {
+        let int8 = dtype == WeightDtype::Int8;
+        let (filling, rows_per_chunk) = match dtype {
+            WeightDtype::F32 => (Filling::F32(vec![]), chunk_bytes / (width * 4)),
+            _ if row_dots::runs_on(device) => (Filling::Compact { int8, values: Vec::with_capacity(vocab * width) }, vocab),
+            // Sized as f32 even when packed: scoring many rows widens a chunk to f32 for the matmul.
+            _ => (Filling::Packed(PackedRows::new(int8, width)), chunk_bytes / (width * 4)),
+        };
+        let rows_per_chunk = rows_per_chunk.clamp(1, vocab.max(1));
+        Self { vocab, width, device: device.clone(), rows_per_chunk, chunks: vec![], filled: 0, filling }
+    }
+
+    /// Takes the next whole rows, `values.len()` a multiple of `width`.
+    pub fn push(&mut self, mut values: &[f32]) {
+        while !values.is_empty() {
+            let chunk_end = ((self.chunks.len() + 1) * self.rows_per_chunk).min(self.vocab);
+            let rows = (values.len() / self.width).min(chunk_end - self.filled);
+            assert!(rows > 0, "rows past the table's {} rows", self.vocab);
+            let (part, rest) = values.split_at(rows * self.width);
+            match &mut self.filling {
+                Filling::F32(blocks) => blocks.push(Tensor::from_data(TensorData::new(part.to_vec(), [rows, self.width]), &self.device)),
+                Filling::Packed(packed) => packed.push(part),
+                Filling::Compact { values, .. } => values.extend_from_slice(part),
+            }
+            self.filled += rows;
+            values = rest;
+            if self.filled == chunk_end {
+                self.close_chunk();
+            }
+        }
+    }
+
+    /// Sends the full chunk to the device (a compact table waits for [`finish`](Self::finish)).
+    fn close_chunk(&mut self) {
+        let chunk = match &mut self.filling {
+            Filling::F32(blocks) if blocks.len() == 1 => Packed::plain(blocks.pop().expect("one block")),
+            Filling::F32(blocks) => Packed::plain(Tensor::cat(std::mem::take(blocks), 0)),
+            Filling::Packed(packed) => packed.take().upload(&self.device),
+            Filling::Compact { .. } => return,
+        };
+        self.chunks.push(chunk);
+    }
+
+    /// The table, once all its rows are in.
+    pub fn finish(self) -> Result<VocabTable, String> {
+        if self.filled != self.vocab {
+            return Err(format!("the token table ended after {} of its {} rows", self.filled, self.vocab));
+        }
+        let compact = match self.filling {
+            Filling::Compact { int8, values } => {
+                let make = if int8 { CompactTable::int8 } else { CompactTable::f16 };
+                Some(make(&values, self.vocab, self.width))
+            }
+            _ => None,
+        };
+        Ok(VocabTable { chunks: self.chunks, rows_per_chunk: self.rows_per_chunk, compact })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,8 +212,11 @@ mod tests {
         let values: Vec<f32> = (0..vocab * width).map(|i| (i as f32 * 0.37).sin()).collect();
         let data = || TensorData::new(values.clone(), [vocab, width]);
         let whole = VocabTable::upload(data(), WeightDtype::F32, &device);
-        // 3 rows (48 bytes) per chunk: 4 chunks, the last one short.
-        let chunked = VocabTable::with_chunk_bytes(data(), 3 * width * 4, WeightDtype::F32, &device);
+        // 3 rows (48 bytes) per chunk: 4 chunks, the last one short; rows pushed in blocks of
+        // 2 that straddle them.
+        let mut rows = TableRows::with_chunk_bytes(vocab, width, 3 * width * 4, WeightDtype::F32, &device);
+        values.chunks(2 * width).for_each(|block| rows.push(block));
+        let chunked = rows.finish().unwrap();
         assert_eq!(chunked.chunks.len(), 4);
         let ids = [0, 10, 3, 2, 9, 5, 5];
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();

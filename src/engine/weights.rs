@@ -11,7 +11,7 @@ use rand::{SeedableRng, rngs::StdRng};
 
 use super::config::Gpt2Config;
 use super::error::Result;
-use super::safetensors_stream::SafetensorsStream;
+use super::safetensors_stream::{SafetensorsStream, WholeTensors};
 
 /// One parameter: HF's name without the `transformer.` prefix, and its shape.
 pub struct Parameter {
@@ -59,10 +59,11 @@ impl Gpt2Weights {
     /// Reads a whole `model.safetensors` (from disk or the network), through the same checks
     /// as a streamed one.
     pub fn from_safetensors(bytes: &[u8], config: &Gpt2Config) -> Result<Self> {
-        let mut tensors = vec![];
+        let (mut tensors, mut whole) = (vec![], WholeTensors::default());
         let mut stream = SafetensorsStream::new(config);
-        stream.feed(bytes, &mut |name, data| {
-            tensors.push((name.to_string(), data));
+        stream.feed(bytes, &mut |rows| {
+            let name = rows.name.to_string();
+            tensors.extend(whole.add(rows).map(|data| (name, data)));
             Ok(())
         })?;
         stream.finish()?;

@@ -20,7 +20,7 @@ use web_time::Instant;
 use super::loader::{self, MODEL_FILES};
 use crate::session::protocol::{FromWorker, ModelSource, ToWorker};
 use crate::engine::gpt2::{Gpt2, Gpt2Loader};
-use crate::engine::safetensors_stream::SafetensorsStream;
+use crate::engine::safetensors_stream::{Rows, SafetensorsStream};
 use crate::session::{DEMO_TOKENIZER, ModelFiles, PendingLoad, Precision, Session, Weights};
 
 struct Worker {
@@ -165,7 +165,7 @@ impl Worker {
 }
 
 /// A `model.safetensors` on its way to the device: checked header first, then each tensor
-/// uploaded as it completes. The old model stays until the header has passed its checks.
+/// uploaded as it completes (the token table chunk by chunk). The old model stays until the header has passed its checks.
 struct Streamed {
     stream: SafetensorsStream,
     loader: Gpt2Loader,
@@ -179,11 +179,11 @@ impl Streamed {
 
     fn feed(&mut self, session: &RefCell<Session>, load: &PendingLoad, chunk: &[u8]) -> Result<(), String> {
         let Self { stream, loader, unloaded } = self;
-        let mut put = |name: &str, data| {
+        let mut put = |rows: Rows| {
             if !std::mem::replace(unloaded, true) {
                 session.borrow_mut().unload(load.draft);
             }
-            loader.put(name, data);
+            loader.put_rows(rows);
             Ok(())
         };
         stream.feed(chunk, &mut put).map_err(|e| e.to_string())

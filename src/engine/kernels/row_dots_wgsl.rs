@@ -53,9 +53,9 @@ impl Packed {
     /// neighbours in one word.
     pub fn f16(values: &[f32], rows: usize, cols: usize, device: &Device) -> Self {
         assert!(values.len() == rows * cols && cols % 2 == 0, "a [{rows}, {cols}] matrix with an even width");
-        let half = |v: f32| u32::from(f16::from_f32(v).to_bits());
-        let words = values.chunks_exact(2).map(|pair| f32::from_bits(half(pair[0]) | half(pair[1]) << 16)).collect();
-        Self { words: Tensor::from_data(TensorData::new(words, [rows, cols / 2]), device), packing: Packing::F16 }
+        let mut packed = PackedRows::new(false, cols);
+        packed.push(values);
+        packed.upload(device)
     }
 
     /// A layer's row-major `W` `[inputs, outputs]` (outputs a multiple of 4) quantized to int8
@@ -76,9 +76,10 @@ impl Packed {
     /// A row-major `[rows, cols]` table (cols a multiple of 4) quantized to int8 with a scale
     /// per row; four neighbours per word.
     pub fn int8_per_row(values: &[f32], rows: usize, cols: usize, device: &Device) -> Self {
-        let (q, scales) = quantize_int8(values, rows, cols);
-        let words = q.chunks_exact(4).map(|four| word(four.iter().copied())).collect();
-        Self::int8(words, [rows, cols / 4], &scales, true, device)
+        assert!(values.len() == rows * cols && cols % 4 == 0, "a [{rows}, {cols}] table, cols a multiple of 4");
+        let mut packed = PackedRows::new(true, cols);
+        packed.push(values);
+        packed.upload(device)
     }
 
     fn int8(words: Vec<f32>, dims: [usize; 2], scales: &[f32], per_row: bool, device: &Device) -> Self {
@@ -136,6 +137,50 @@ impl Packed {
             vec![words.handle.clone().binding(), out.clone().binding()],
         );
         f32_tensor(&words, [rows, row_words * 4], out)
+    }
+}
+
+
+/// Rows of a table, or of a layer's `W`, packed on the host as they come, block by block (a
+/// streamed table never has to be whole on the host), then uploaded as one [`Packed`]: f16
+/// pairs, or int8 quads with a scale per row.
+pub struct PackedRows {
+    int8: bool,
+    cols: usize,
+    words: Vec<f32>,
+    scales: Vec<f32>,
+}
+
+impl PackedRows {
+    pub fn new(int8: bool, cols: usize) -> Self {
+        Self { int8, cols, words: vec![], scales: vec![] }
+    }
+
+    /// Packs whole rows (`values.len()` a multiple of `cols`).
+    pub fn push(&mut self, values: &[f32]) {
+        if self.int8 {
+            let (q, scales) = quantize_int8(values, values.len() / self.cols, self.cols);
+            self.words.extend(q.chunks_exact(4).map(|four| word(four.iter().copied())));
+            self.scales.extend(scales);
+        } else {
+            let half = |v: f32| u32::from(f16::from_f32(v).to_bits());
+            self.words.extend(values.chunks_exact(2).map(|pair| f32::from_bits(half(pair[0]) | half(pair[1]) << 16)));
+        }
+    }
+
+    /// The rows packed so far, leaving none.
+    pub fn take(&mut self) -> Self {
+        std::mem::replace(self, Self::new(self.int8, self.cols))
+    }
+
+    pub fn upload(self, device: &Device) -> Packed {
+        let row_words = self.cols / if self.int8 { 4 } else { 2 };
+        let dims = [self.words.len() / row_words, row_words];
+        if self.int8 {
+            Packed::int8(self.words, dims, &self.scales, true, device)
+        } else {
+            Packed { words: Tensor::from_data(TensorData::new(self.words, dims), device), packing: Packing::F16 }
+        }
     }
 }
 
