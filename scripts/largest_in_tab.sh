@@ -2,7 +2,8 @@
 # The largest published GPT-2 shape that loads and generates in a browser tab: random models
 # of gpt2 → gpt2-xl, one after another, in headless chromium (WebGPU on SwiftShader), through
 # scripts/compare_browser.sh with inferlab alone. The tab streams model.safetensors to the GPU
-# tensor by tensor, so the file never sits in wasm memory (4 GB at most). Prints one line per
+# in blocks of rows, so neither the file nor its largest tensor sits in wasm memory (4 GB at
+# most, and never given back). Prints one line per
 # shape (load, TTFT, decode tok/s, the GPU process's and the tab's resident memory) and stops
 # at the first shape that fails, with its error.
 #

@@ -283,10 +283,7 @@ fn load_as(case: &Case, device: &Device, dtype: WeightDtype) -> Gpt2 {
     let mut loader = Gpt2Loader::new(config, device, dtype).unwrap();
     for chunk in std::fs::read(case.dir.join("model.safetensors")).unwrap().chunks(64 << 10) {
         stream
-            .feed(chunk, &mut |rows| {
-                loader.put_rows(rows);
-                Ok(())
-            })
+            .feed(chunk, &mut |rows| loader.put_rows(rows))
             .unwrap();
     }
     stream.finish().unwrap();

@@ -164,7 +164,7 @@ impl Gpt2 {
     pub fn new(config: Gpt2Config, weights: Gpt2Weights, device: &Device) -> Result<Self> {
         let mut loader = Gpt2Loader::new(config, device, WeightDtype::F32)?;
         for (name, data) in weights.tensors {
-            loader.put(&name, data);
+            loader.put(&name, data)?;
         }
         loader.finish()
     }
@@ -367,14 +367,22 @@ impl Gpt2Loader {
     }
 
     /// Uploads one whole parameter, already checked against the config.
-    pub fn put(&mut self, name: &str, data: TensorData) {
+    pub fn put(&mut self, name: &str, data: TensorData) -> Result<()> {
         let shape = data.shape().to_vec();
-        self.put_rows(Rows { name, shape: &shape, first: 0, values: data.try_into_vec().expect("weights are converted to f32 on load") });
+        self.put_rows(Rows { name, shape: &shape, first: 0, values: data.try_into_vec().expect("weights are converted to f32 on load") })
     }
 
     /// Takes the next block of rows of a parameter (blocks of one parameter come in order): a
     /// token table's go on towards the device, the others' wait until their tensor is whole.
-    pub fn put_rows(&mut self, rows: Rows) {
+    /// What it uploaded is flushed to the device at once: burn's wgpu backend queues an upload,
+    /// host bytes and all, until something flushes, and a load flushes nothing else, so a tab
+    /// held the whole model's uploads in its wasm memory (gpt2-xl: 1.06 GB of it).
+    pub fn put_rows(&mut self, rows: Rows) -> Result<()> {
+        self.take_rows(rows);
+        self.device.flush().map_err(|e| EngineError::Device(format!("uploading the weights: {e}")))
+    }
+
+    fn take_rows(&mut self, rows: Rows) {
         let device = &self.device;
         if let ("wte.weight" | "lm_head.weight", &[vocab, width]) = (rows.name, rows.shape) {
             let dtype = self.dtype;

@@ -265,11 +265,13 @@ impl Extent {
             bytes = rest;
         }
         if last && (!bytes.is_empty() || self.done == 0) {
-            self.put(bytes, put)
-        } else {
-            pending.extend_from_slice(bytes);
-            Ok(())
+            return self.put(bytes, put);
         }
+        if !bytes.is_empty() {
+            pending.reserve_exact(block - pending.len());
+            pending.extend_from_slice(bytes);
+        }
+        Ok(())
     }
 
     /// Converts whole rows' bytes to f32 and hands them over.

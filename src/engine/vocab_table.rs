@@ -15,6 +15,10 @@ use super::weight_dtype::WeightDtype;
 /// Largest chunk, in bytes: WebGPU's default `maxStorageBufferBindingSize`.
 const MAX_CHUNK_BYTES: usize = 128 << 20;
 
+/// Largest packed (f16 / int8) chunk, in bytes of words: a chunk is packed on the host before
+/// its upload, so this is what a tab's wasm memory holds of the table while it loads.
+const MAX_PACKED_CHUNK_BYTES: usize = 16 << 20;
+
 pub struct VocabTable {
     /// Row blocks of the table, in order; all but the last have `rows_per_chunk` rows. f32,
     /// or on wgpu f16 or int8 in packed words. Empty when the CPU holds it `compact`.
@@ -144,13 +148,17 @@ impl TableRows {
     /// small ones to see a small table in many chunks.
     pub fn with_chunk_bytes(vocab: usize, width: usize, chunk_bytes: usize, dtype: WeightDtype, device: &Device) -> Self {
         let int8 = dtype == WeightDtype::Int8;
+        // Sized as f32 even when packed: scoring many rows widens a chunk to f32 for the matmul.
+        let rows_per_chunk = (chunk_bytes / (width * 4)).clamp(1, vocab.max(1));
         let (filling, rows_per_chunk) = match dtype {
-            WeightDtype::F32 => (Filling::F32(vec![]), chunk_bytes / (width * 4)),
-            _ if row_dots::runs_on(device) => (Filling::Compact { int8, values: Vec::with_capacity(vocab * width) }, vocab),
-            // Sized as f32 even when packed: scoring many rows widens a chunk to f32 for the matmul.
-            _ => (Filling::Packed(PackedRows::new(int8, width)), chunk_bytes / (width * 4)),
+            WeightDtype::F32 => (Filling::F32(vec![]), rows_per_chunk),
+            _ if row_dots::runs_on(device) => (Filling::Compact { int8, values: Vec::with_capacity(vocab * width) }, vocab.max(1)),
+            _ => {
+                let row_bytes = width * if int8 { 1 } else { 2 };
+                let rows_per_chunk = rows_per_chunk.min((MAX_PACKED_CHUNK_BYTES / row_bytes).max(1));
+                (Filling::Packed(PackedRows::new(int8, width, rows_per_chunk)), rows_per_chunk)
+            }
         };
-        let rows_per_chunk = rows_per_chunk.clamp(1, vocab.max(1));
         Self { vocab, width, device: device.clone(), rows_per_chunk, chunks: vec![], filled: 0, filling }
     }
 
@@ -179,7 +187,10 @@ impl TableRows {
         let chunk = match &mut self.filling {
             Filling::F32(blocks) if blocks.len() == 1 => Packed::plain(blocks.pop().expect("one block")),
             Filling::F32(blocks) => Packed::plain(Tensor::cat(std::mem::take(blocks), 0)),
-            Filling::Packed(packed) => packed.take().upload(&self.device),
+            Filling::Packed(packed) => {
+                let next = self.rows_per_chunk.min(self.vocab - self.filled);
+                packed.take(next).upload(&self.device)
+            }
             Filling::Compact { .. } => return,
         };
         self.chunks.push(chunk);

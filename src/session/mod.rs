@@ -123,7 +123,7 @@ impl Session {
         let mut loader = self.loader(&load)?;
         self.unload(load.draft);
         for (name, data) in weights.tensors {
-            loader.put(&name, data);
+            loader.put(&name, data).map_err(|e| e.to_string())?;
         }
         let model = loader.finish().map_err(|e| e.to_string())?;
         self.end_load(load, model, from_cache, started, post)

@@ -183,8 +183,7 @@ impl Streamed {
             if !std::mem::replace(unloaded, true) {
                 session.borrow_mut().unload(load.draft);
             }
-            loader.put_rows(rows);
-            Ok(())
+            loader.put_rows(rows)
         };
         stream.feed(chunk, &mut put).map_err(|e| e.to_string())
     }

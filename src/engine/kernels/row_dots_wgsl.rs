@@ -53,7 +53,7 @@ impl Packed {
     /// neighbours in one word.
     pub fn f16(values: &[f32], rows: usize, cols: usize, device: &Device) -> Self {
         assert!(values.len() == rows * cols && cols % 2 == 0, "a [{rows}, {cols}] matrix with an even width");
-        let mut packed = PackedRows::new(false, cols);
+        let mut packed = PackedRows::new(false, cols, rows);
         packed.push(values);
         packed.upload(device)
     }
@@ -77,7 +77,7 @@ impl Packed {
     /// per row; four neighbours per word.
     pub fn int8_per_row(values: &[f32], rows: usize, cols: usize, device: &Device) -> Self {
         assert!(values.len() == rows * cols && cols % 4 == 0, "a [{rows}, {cols}] table, cols a multiple of 4");
-        let mut packed = PackedRows::new(true, cols);
+        let mut packed = PackedRows::new(true, cols, rows);
         packed.push(values);
         packed.upload(device)
     }
@@ -152,8 +152,11 @@ pub struct PackedRows {
 }
 
 impl PackedRows {
-    pub fn new(int8: bool, cols: usize) -> Self {
-        Self { int8, cols, words: vec![], scales: vec![] }
+    /// Room for `rows` rows, reserved at once: grown by doubling, a chunk of gpt2's table
+    /// (67 MB of f16 words) briefly took three times that in a tab.
+    pub fn new(int8: bool, cols: usize, rows: usize) -> Self {
+        let row_words = cols / if int8 { 4 } else { 2 };
+        Self { int8, cols, words: Vec::with_capacity(rows * row_words), scales: Vec::with_capacity(if int8 { rows } else { 0 }) }
     }
 
     /// Packs whole rows (`values.len()` a multiple of `cols`).
@@ -168,9 +171,9 @@ impl PackedRows {
         }
     }
 
-    /// The rows packed so far, leaving none.
-    pub fn take(&mut self) -> Self {
-        std::mem::replace(self, Self::new(self.int8, self.cols))
+    /// The rows packed so far, leaving none and room for `rows` more.
+    pub fn take(&mut self, rows: usize) -> Self {
+        std::mem::replace(self, Self::new(self.int8, self.cols, rows))
     }
 
     pub fn upload(self, device: &Device) -> Packed {
