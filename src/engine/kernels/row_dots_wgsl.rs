@@ -140,7 +140,6 @@ impl Packed {
     }
 }
 
-
 /// Rows of a table, or of a layer's `W`, packed on the host as they come, block by block (a
 /// streamed table never has to be whole on the host), then uploaded as one [`Packed`]: f16
 /// pairs, or int8 quads with a scale per row.
@@ -152,8 +151,8 @@ pub struct PackedRows {
 }
 
 impl PackedRows {
-    /// Room for `rows` rows, reserved at once: grown by doubling, a chunk of gpt2's table
-    /// (67 MB of f16 words) briefly took three times that in a tab.
+    /// Room for `rows` rows, reserved at once: grown by doubling, a chunk briefly took up to
+    /// three times its size in a tab's wasm memory.
     pub fn new(int8: bool, cols: usize, rows: usize) -> Self {
         let row_words = cols / if int8 { 4 } else { 2 };
         Self { int8, cols, words: Vec::with_capacity(rows * row_words), scales: Vec::with_capacity(if int8 { rows } else { 0 }) }
