@@ -9,7 +9,7 @@ mod common;
 
 use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorData};
 use inferlab::engine::kernels::row_dots::quantize_int8;
-use inferlab::engine::kernels::row_dots_wgsl::{self, Packed};
+use inferlab::engine::kernels::row_dots_wgsl::{self, Packed, PackedRows};
 use inferlab::engine::kernels::{self, Path, Slots};
 use inferlab::engine::kv::blocks::BlockManager;
 use inferlab::engine::kv::dtype::KvDtype;
@@ -311,7 +311,11 @@ fn packed_row_dots_match_the_matmul_on_their_values() {
                 let packed: Vec<Packed> = parts
                     .iter()
                     .zip(&chunks)
-                    .map(|(v, &n)| if half { Packed::f16(v, n, width, &device) } else { Packed::int8_per_row(v, n, width, &device) })
+                    .map(|(v, &n)| {
+                        let mut packed = PackedRows::new(!half, width, n);
+                        packed.push(v);
+                        packed.upload(&device)
+                    })
                     .collect();
                 let held: Vec<f32> = parts.iter().zip(&chunks).flat_map(|(v, &n)| held(half, v, n, width, true)).collect();
                 let total = chunks.iter().sum::<usize>();

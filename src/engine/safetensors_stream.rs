@@ -247,7 +247,7 @@ impl Extent {
         if self.name.is_none() {
             return Ok(());
         }
-        let row_bytes = self.shape.iter().skip(1).product::<usize>() * self.dtype.bitsize() / 8;
+        let row_bytes = self.row_len() * self.dtype.bitsize() / 8;
         let block = (block_bytes / row_bytes.max(1)).max(1) * row_bytes;
         if !pending.is_empty() {
             let fill = (block - pending.len()).min(bytes.len());
@@ -274,6 +274,11 @@ impl Extent {
         Ok(())
     }
 
+    /// Values per row (along the first axis); 1 for a vector.
+    fn row_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+
     /// Converts whole rows' bytes to f32 and hands them over.
     fn put(&mut self, bytes: &[u8], put: &mut dyn FnMut(Rows) -> Result<()>) -> Result<()> {
         let name = self.name.clone().expect("only named extents are handed over");
@@ -285,7 +290,7 @@ impl Extent {
             other => return Err(EngineError::Weights(format!("tensor {name} has dtype {other:?}; expected F32, F16 or BF16"))),
         };
         let first = self.done;
-        self.done += values.len() / self.shape.iter().skip(1).product::<usize>().max(1);
+        self.done += values.len() / self.row_len().max(1);
         put(Rows { name: &name, shape: &self.shape, first, values })
     }
 }

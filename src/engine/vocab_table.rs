@@ -154,7 +154,7 @@ impl TableRows {
             WeightDtype::F32 => (Filling::F32(vec![]), rows_per_chunk),
             _ if row_dots::runs_on(device) => (Filling::Compact { int8, values: Vec::with_capacity(vocab * width) }, vocab.max(1)),
             _ => {
-                let row_bytes = width * if int8 { 1 } else { 2 };
+                let row_bytes = PackedRows::row_words(int8, width) * 4;
                 let rows_per_chunk = rows_per_chunk.min((MAX_PACKED_CHUNK_BYTES / row_bytes).max(1));
                 (Filling::Packed(PackedRows::new(int8, width, rows_per_chunk)), rows_per_chunk)
             }

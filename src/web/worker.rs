@@ -165,7 +165,8 @@ impl Worker {
 }
 
 /// A `model.safetensors` on its way to the device: checked header first, then each tensor
-/// uploaded as it completes (the token table chunk by chunk). The old model stays until the header has passed its checks.
+/// uploaded as it completes (the token table chunk by chunk). The old model stays until the
+/// header has passed its checks.
 struct Streamed {
     stream: SafetensorsStream,
     loader: Gpt2Loader,

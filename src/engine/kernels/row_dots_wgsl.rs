@@ -73,15 +73,6 @@ impl Packed {
         Self::int8(words.collect(), [inputs, outputs / 4], &scales, false, device)
     }
 
-    /// A row-major `[rows, cols]` table (cols a multiple of 4) quantized to int8 with a scale
-    /// per row; four neighbours per word.
-    pub fn int8_per_row(values: &[f32], rows: usize, cols: usize, device: &Device) -> Self {
-        assert!(values.len() == rows * cols && cols % 4 == 0, "a [{rows}, {cols}] table, cols a multiple of 4");
-        let mut packed = PackedRows::new(true, cols, rows);
-        packed.push(values);
-        packed.upload(device)
-    }
-
     fn int8(words: Vec<f32>, dims: [usize; 2], scales: &[f32], per_row: bool, device: &Device) -> Self {
         let scales = Tensor::from_data(TensorData::new(scales.iter().map(|s| s * 127.0).collect(), [scales.len()]), device);
         Self { words: Tensor::from_data(TensorData::new(words, dims), device), packing: Packing::Int8 { scales, per_row } }
@@ -154,8 +145,13 @@ impl PackedRows {
     /// Room for `rows` rows, reserved at once: grown by doubling, a chunk briefly took up to
     /// three times its size in a tab's wasm memory.
     pub fn new(int8: bool, cols: usize, rows: usize) -> Self {
-        let row_words = cols / if int8 { 4 } else { 2 };
-        Self { int8, cols, words: Vec::with_capacity(rows * row_words), scales: Vec::with_capacity(if int8 { rows } else { 0 }) }
+        let words = Vec::with_capacity(rows * Self::row_words(int8, cols));
+        Self { int8, cols, words, scales: Vec::with_capacity(if int8 { rows } else { 0 }) }
+    }
+
+    /// u32 words per row of `cols` values: two f16 or four int8 per word.
+    pub fn row_words(int8: bool, cols: usize) -> usize {
+        cols / if int8 { 4 } else { 2 }
     }
 
     /// Packs whole rows (`values.len()` a multiple of `cols`).
@@ -176,7 +172,7 @@ impl PackedRows {
     }
 
     pub fn upload(self, device: &Device) -> Packed {
-        let row_words = self.cols / if self.int8 { 4 } else { 2 };
+        let row_words = Self::row_words(self.int8, self.cols);
         let dims = [self.words.len() / row_words, row_words];
         if self.int8 {
             Packed::int8(self.words, dims, &self.scales, true, device)
