@@ -23,7 +23,7 @@ WEIGHTS=${WEIGHTS:-f32}
 ROUNDS=${ROUNDS:-3}
 NEW=${NEW:-24}
 HF_PYTHON=${HF_PYTHON:-python3}
-FIXTURES=${INFERLAB_FIXTURES:-../shared/fixtures/gpt2}
+FIXTURES=${INFERLAB_FIXTURES:-tests/fixtures/gpt2}
 WORK=${WORK:-$HOME/.cache/inferlab/compare-browser}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$WORK" "$OUT"

@@ -25,7 +25,7 @@ BATCHES=${BATCHES:-1 8}
 LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-0.3.36}
 BIN=${INFERLAB_BIN:-${CARGO_TARGET_DIR:-target}/debug/inferlab}
 HF_PYTHON=${HF_PYTHON:-python3}
-FIXTURES=${INFERLAB_FIXTURES:-../shared/fixtures/gpt2}
+FIXTURES=${INFERLAB_FIXTURES:-tests/fixtures/gpt2}
 WORK=${WORK:-$HOME/.cache/inferlab/compare-cpu}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$WORK" "$OUT"

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODEL=${MODEL:-random:distilgpt2}
-TOKENIZER=${TOKENIZER:-${INFERLAB_FIXTURES:-../shared/fixtures/gpt2}/tokenizer}
+TOKENIZER=${TOKENIZER:-${INFERLAB_FIXTURES:-tests/fixtures/gpt2}/tokenizer}
 REQUESTS=${REQUESTS:-64}
 CONCURRENCY=${CONCURRENCY:-16}
 RATE=${RATE:-0}

@@ -15,9 +15,9 @@ latency can be measured.
 Install and run:
 
     pip install torch transformers fastapi uvicorn
-    python scripts/hf_server.py --model /work/shared/fixtures/gpt2/gpt2-tiny --port 8001
+    python scripts/hf_server.py --model tests/fixtures/gpt2/gpt2-tiny --port 8001
     python scripts/hf_server.py --model random:distilgpt2 \
-        --tokenizer /work/shared/fixtures/gpt2/tokenizer --port 8001 --threads 2
+        --tokenizer tests/fixtures/gpt2/tokenizer --port 8001 --threads 2
 
 `--model` is a local HF folder (config.json, model.safetensors, tokenizer files) or `random:<shape>`,
 a randomly initialised (seed 0) GPT-2 of a published shape, which needs `--tokenizer DIR`.

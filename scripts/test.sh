@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 . scripts/setup.sh
 
-export INFERLAB_FIXTURES="${INFERLAB_FIXTURES:-$PWD/../shared/fixtures/gpt2}"
+# The HF fixtures ship in the repository; INFERLAB_FIXTURES points the tests at another copy.
+export INFERLAB_FIXTURES="${INFERLAB_FIXTURES:-$PWD/tests/fixtures/gpt2}"
 [ -f "$INFERLAB_FIXTURES/gpt2-tiny/golden.json" ] ||
-  die "no fixtures at $INFERLAB_FIXTURES: put the shared/ folder beside the clone or set INFERLAB_FIXTURES"
+  die "no fixtures at $INFERLAB_FIXTURES (INFERLAB_FIXTURES names a folder laid out as tests/fixtures/gpt2)"
 # wgpu probes Wayland, which complains without a runtime dir; give it one.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"

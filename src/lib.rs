@@ -3,8 +3,8 @@
 //! `native` is the command line, server and desktop app around it, `web` the browser app.
 
 pub mod engine;
-pub mod session;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+pub mod session;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

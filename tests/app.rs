@@ -30,7 +30,11 @@ struct App {
 fn dist() -> tempfile::TempDir {
     let dist = tempfile::tempdir().unwrap();
     std::fs::write(dist.path().join("index.html"), "<!doctype html><title>inferlab</title>").unwrap();
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/web/gpt2-tokenizer.json"), dist.path().join("gpt2-tokenizer.json")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/web/gpt2-tokenizer.json"),
+        dist.path().join("gpt2-tokenizer.json"),
+    )
+    .unwrap();
     dist
 }
 
@@ -51,7 +55,12 @@ impl App {
         // The rest of its output is read and dropped, as a terminal would.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let url = first.split("open ").nth(1).unwrap_or_else(|| panic!("no URL in {first:?}")).trim();
-        let port = url.split("127.0.0.1:").nth(1).and_then(|s| s.split('/').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {url}"));
+        let port = url
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {url}"));
         let token = url.split("token=").nth(1).unwrap_or_else(|| panic!("no token in {url}")).to_string();
         assert_eq!(token.len(), 32, "a 128-bit token");
         App { child, port, token, _dist: dist }
@@ -101,7 +110,9 @@ fn send(socket: &mut Socket, message: &ToWorker) {
 fn next(socket: &mut Socket) -> FromWorker {
     loop {
         match socket.read().expect("the engine answers") {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a FromWorker message ({e}): {text}")),
+            Message::Text(text) => {
+                return serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a FromWorker message ({e}): {text}"));
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected {other:?}"),
         }
@@ -132,15 +143,41 @@ fn error(socket: &mut Socket) -> String {
 }
 
 fn load_folder(socket: &mut Socket, dir: &std::path::Path) {
-    send(socket, &ToWorker::Load(ModelSource::Hub { hub: "http://127.0.0.1:9".into(), repo: dir.to_str().unwrap().into(), weights: WeightDtype::F32, kv_f16: false }));
+    send(
+        socket,
+        &ToWorker::Load(ModelSource::Hub {
+            hub: "http://127.0.0.1:9".into(),
+            repo: dir.to_str().unwrap().into(),
+            weights: WeightDtype::F32,
+            kv_f16: false,
+        }),
+    );
     until(socket, |m| matches!(m, FromWorker::Loaded { .. }));
 }
 
 /// A greedy generation as the Playground (or the KV page, without a cache) asks for it.
-fn generate(socket: &mut Socket, run: Run, prompt: &str, max_new_tokens: usize, kv: &str) -> (Vec<u32>, Vec<u32>, usize) {
-    send(socket, &ToWorker::Generate { run, prompt: prompt.into(), max_new_tokens, sampling: SamplingParams::default(), kv: kv.into() });
+fn generate(
+    socket: &mut Socket,
+    run: Run,
+    prompt: &str,
+    max_new_tokens: usize,
+    kv: &str,
+) -> (Vec<u32>, Vec<u32>, usize) {
+    send(
+        socket,
+        &ToWorker::Generate {
+            run,
+            prompt: prompt.into(),
+            max_new_tokens,
+            sampling: SamplingParams::default(),
+            kv: kv.into(),
+        },
+    );
     let messages = until(socket, |m| matches!(m, FromWorker::Done { .. }));
-    let prompt_ids = messages.iter().find_map(|m| if let FromWorker::Prompt { ids, .. } = m { Some(ids.clone()) } else { None }).expect("the prompt's ids");
+    let prompt_ids = messages
+        .iter()
+        .find_map(|m| if let FromWorker::Prompt { ids, .. } = m { Some(ids.clone()) } else { None })
+        .expect("the prompt's ids");
     let tokens = messages.iter().filter(|m| matches!(m, FromWorker::Token { .. })).count();
     let Some(FromWorker::Done { ids, .. }) = messages.last() else { unreachable!() };
     (prompt_ids, ids.clone(), tokens)
@@ -154,7 +191,8 @@ fn greedy_over_the_socket_equals_the_goldens_with_and_without_the_cache() {
         load_folder(&mut socket, &dir);
         for prompt in golden(&dir).prompts {
             let expected = &prompt.greedy.new_ids;
-            let (prompt_ids, ids, tokens) = generate(&mut socket, Run::WithCache, &prompt.text, expected.len(), "contiguous");
+            let (prompt_ids, ids, tokens) =
+                generate(&mut socket, Run::WithCache, &prompt.text, expected.len(), "contiguous");
             assert_eq!(prompt_ids, prompt.input_ids, "{}: {}", dir.display(), prompt.name);
             assert_eq!(&ids, expected, "{}: {}", dir.display(), prompt.name);
             assert_eq!(tokens, ids.len(), "a Token message per token");
@@ -177,19 +215,48 @@ fn bad_messages_get_clear_errors_and_the_engine_carries_on() {
     assert!(error(&mut socket).contains("not binary"));
     socket.send(Message::text("x".repeat(2 << 20))).unwrap();
     assert!(error(&mut socket).contains("over the protocol's limit"));
-    send(&mut socket, &ToWorker::Generate { run: Run::Playground, prompt: "hi".into(), max_new_tokens: 4, sampling: SamplingParams::default(), kv: "contiguous".into() });
+    send(
+        &mut socket,
+        &ToWorker::Generate {
+            run: Run::Playground,
+            prompt: "hi".into(),
+            max_new_tokens: 4,
+            sampling: SamplingParams::default(),
+            kv: "contiguous".into(),
+        },
+    );
     assert!(error(&mut socket).contains("no model is loaded"));
     let missing = fixtures_root().join("no-such-model");
-    send(&mut socket, &ToWorker::Load(ModelSource::Hub { hub: "http://127.0.0.1:9".into(), repo: missing.to_str().unwrap().into(), weights: WeightDtype::F32, kv_f16: false }));
+    send(
+        &mut socket,
+        &ToWorker::Load(ModelSource::Hub {
+            hub: "http://127.0.0.1:9".into(),
+            repo: missing.to_str().unwrap().into(),
+            weights: WeightDtype::F32,
+            kv_f16: false,
+        }),
+    );
     let message = error(&mut socket);
-    assert!(message.contains("no-such-model") && message.contains("neither a model folder nor a hub repo id"), "{message}");
+    assert!(
+        message.contains("no-such-model") && message.contains("neither a model folder nor a hub repo id"),
+        "{message}"
+    );
     send(&mut socket, &ToWorker::Load(ModelSource::Files { weights: WeightDtype::F32, kv_f16: false }));
     assert!(error(&mut socket).contains("type the folder"));
     // Everything above was refused; the engine still loads and generates.
     let dir = fixtures_root().join("gpt2-tiny");
     load_folder(&mut socket, &dir);
     let first = &golden(&dir).prompts[0];
-    send(&mut socket, &ToWorker::Generate { run: Run::Playground, prompt: first.text.clone(), max_new_tokens: 4, sampling: SamplingParams::default(), kv: "bad-kv".into() });
+    send(
+        &mut socket,
+        &ToWorker::Generate {
+            run: Run::Playground,
+            prompt: first.text.clone(),
+            max_new_tokens: 4,
+            sampling: SamplingParams::default(),
+            kv: "bad-kv".into(),
+        },
+    );
     assert!(error(&mut socket).contains("unknown KV mode"));
     assert_eq!(generate(&mut socket, Run::Playground, &first.text, 4, "contiguous").1, first.greedy.new_ids[..4]);
 }
@@ -208,10 +275,15 @@ fn only_this_launchs_page_may_drive_the_engine() {
     assert_eq!(status(app.request(Some(&app.token), "http://evil.example", None)), 403, "another site's page");
     assert_eq!(status(app.request(Some(&app.token), "http://127.0.0.1:1", None)), 403, "another local server's page");
     let rebound = format!("rebound.example:{}", app.port);
-    assert_eq!(status(app.request(Some(&app.token), &format!("http://{rebound}"), Some(&rebound))), 403, "DNS rebinding");
+    assert_eq!(
+        status(app.request(Some(&app.token), &format!("http://{rebound}"), Some(&rebound))),
+        403,
+        "DNS rebinding"
+    );
 
     // The page itself is served, with no token needed.
-    let page = ureq::get(&format!("http://127.0.0.1:{}/", app.port)).call().unwrap().into_body().read_to_string().unwrap();
+    let page =
+        ureq::get(&format!("http://127.0.0.1:{}/", app.port)).call().unwrap().into_body().read_to_string().unwrap();
     assert!(page.contains("inferlab"));
 
     // A second page takes the engine over; the first is told why; the model stays loaded.
@@ -228,7 +300,10 @@ fn only_this_launchs_page_may_drive_the_engine() {
     }
     // A message past the socket's own limit closes that socket only.
     let _ = second.send(Message::text("x".repeat(17 << 20)));
-    assert!(std::iter::from_fn(|| second.read().ok()).all(|m| !matches!(m, Message::Text(_))), "no answer to a 17 MiB message");
+    assert!(
+        std::iter::from_fn(|| second.read().ok()).all(|m| !matches!(m, Message::Text(_))),
+        "no answer to a 17 MiB message"
+    );
     let mut third = app.connect();
     send(&mut third, &ToWorker::Load(ModelSource::Demo { seed: 0 }));
     until(&mut third, |m| matches!(m, FromWorker::Loaded { info, .. } if info.demo));

@@ -68,7 +68,10 @@ fn missing_file() {
 
 #[test]
 fn missing_model_folder_that_is_not_a_repo_id() {
-    assert_fails(&inferlab(&["generate", "--model", "./no/such/folder", "--prompt", "Hi"]), &["neither a model folder nor a hub repo id"]);
+    assert_fails(
+        &inferlab(&["generate", "--model", "./no/such/folder", "--prompt", "Hi"]),
+        &["neither a model folder nor a hub repo id"],
+    );
 }
 
 #[test]
@@ -86,7 +89,10 @@ fn tensor_with_the_wrong_shape() {
     rewrite_weights(dir.path(), |t| {
         t.insert("transformer.h.1.mlp.c_fc.weight".into(), (Dtype::F32, vec![256, 64], vec![0; 256 * 64 * 4]));
     });
-    assert_fails(&generate(dir.path(), &["--prompt", "Hi"]), &["transformer.h.1.mlp.c_fc.weight", "[256, 64]", "[64, 256]"]);
+    assert_fails(
+        &generate(dir.path(), &["--prompt", "Hi"]),
+        &["transformer.h.1.mlp.c_fc.weight", "[256, 64]", "[64, 256]"],
+    );
 }
 
 #[test]
@@ -176,12 +182,38 @@ fn absurd_parameters() {
     assert_fails(&inferlab(&["bench", "kv", "--random", "gpt5"]), &["unknown model name"]);
     assert_fails(&inferlab(&["bench", "kv", "--random", "gpt2", "--new-tokens", "2000"]), &["context"]);
     assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--batch", "0"]), &["--batch"]);
-    assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--device", "cuda", "--dtype", "f16"]), &["f16", "CUDA keeps f32"]);
-    assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--device", "cuda", "--dtype", "int8"]), &["int8", "CUDA keeps f32"]);
-    assert_fails(&generate(&tiny(), &["--prompt", "hi", "--dtype", "int4"]), &["--dtype", "unknown weight dtype \"int4\"; use f32, f16 or int8"]);
-    assert_fails(&generate(&tiny(), &["--prompt", "hi", "--kv-dtype", "int8"]), &["--kv-dtype", "unknown KV cache dtype \"int8\"; use f32 or f16"]);
+    assert_fails(
+        &inferlab(&["bench", "decode", "--random", "gpt2", "--device", "cuda", "--dtype", "f16"]),
+        &["f16", "CUDA keeps f32"],
+    );
+    assert_fails(
+        &inferlab(&["bench", "decode", "--random", "gpt2", "--device", "cuda", "--dtype", "int8"]),
+        &["int8", "CUDA keeps f32"],
+    );
+    assert_fails(
+        &generate(&tiny(), &["--prompt", "hi", "--dtype", "int4"]),
+        &["--dtype", "unknown weight dtype \"int4\"; use f32, f16 or int8"],
+    );
+    assert_fails(
+        &generate(&tiny(), &["--prompt", "hi", "--kv-dtype", "int8"]),
+        &["--kv-dtype", "unknown KV cache dtype \"int8\"; use f32 or f16"],
+    );
     // 1,024 rows of gpt2's full context: ~77 GB of KV cache, more than any machine here has.
-    assert_fails(&inferlab(&["bench", "decode", "--random", "gpt2", "--batch", "1024", "--prompt-tokens", "24", "--new-tokens", "1000"]), &["MiB", "lower --batch"]);
+    assert_fails(
+        &inferlab(&[
+            "bench",
+            "decode",
+            "--random",
+            "gpt2",
+            "--batch",
+            "1024",
+            "--prompt-tokens",
+            "24",
+            "--new-tokens",
+            "1000",
+        ]),
+        &["MiB", "lower --batch"],
+    );
 }
 
 /// A requests file in a fresh folder.
@@ -225,12 +257,16 @@ fn absurd_batching_parameters() {
     assert_fails(&batch(&path, &["--policy", "fastest"]), &["unknown policy"]);
     assert_fails(&batch(&path, &["--max-batch", "0"]), &["max_batch"]);
     // A pool too small for even one request: every request is refused, and the run fails.
-    assert_fails(&batch(&path, &["--num-blocks", "1", "--block-size", "1"]), &["no request could run", "whole KV pool"]);
+    assert_fails(
+        &batch(&path, &["--num-blocks", "1", "--block-size", "1"]),
+        &["no request could run", "whole KV pool"],
+    );
 }
 
 #[test]
 fn a_request_too_big_for_the_pool_is_refused_alone() {
-    let (_dir, path) = requests_file(&[r#"{"prompt": "Hello", "max_new_tokens": 4}"#, r#"{"prompt": "Hello", "max_new_tokens": 40}"#]);
+    let (_dir, path) =
+        requests_file(&[r#"{"prompt": "Hello", "max_new_tokens": 4}"#, r#"{"prompt": "Hello", "max_new_tokens": 40}"#]);
     let out = batch(&path, &["--num-blocks", "2", "--block-size", "8", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -241,13 +277,20 @@ fn a_request_too_big_for_the_pool_is_refused_alone() {
 
 /// A copy of gpt2-tiny-draft whose config and weights are changed by `edit_config` and
 /// `edit`: a draft that cannot serve gpt2-tiny.
-fn draft_copy(edit_config: impl Fn(&str) -> String, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) -> tempfile::TempDir {
+fn draft_copy(
+    edit_config: impl Fn(&str) -> String,
+    edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>),
+) -> tempfile::TempDir {
     let source = common::fixtures_root().join("gpt2-tiny-draft");
     let dir = tempfile::tempdir().unwrap();
     for file in ["model.safetensors", "tokenizer.json"] {
         std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
     }
-    std::fs::write(dir.path().join("config.json"), edit_config(&std::fs::read_to_string(source.join("config.json")).unwrap())).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        edit_config(&std::fs::read_to_string(source.join("config.json")).unwrap()),
+    )
+    .unwrap();
     rewrite_weights(dir.path(), edit);
     dir
 }
@@ -284,10 +327,17 @@ fn bad_speculative_and_beam_requests() {
         all.extend(args.iter().copied());
         assert_fails(&generate(&tiny(), &all), &[needle]);
     }
-    let other_vocab = draft_copy(|c| c.replace("\"vocab_size\": 50257", "\"vocab_size\": 50300"), |t| resize_rows(t.get_mut("transformer.wte.weight").unwrap(), 50300));
+    let other_vocab = draft_copy(
+        |c| c.replace("\"vocab_size\": 50257", "\"vocab_size\": 50300"),
+        |t| resize_rows(t.get_mut("transformer.wte.weight").unwrap(), 50300),
+    );
     let out = generate(&tiny(), &["--prompt", "Hi", "--draft", other_vocab.path().to_str().unwrap()]);
     assert_fails(&out, &["vocabulary has 50300 tokens", "50257"]);
-    let short = draft_copy(|c| c.replace("\"n_positions\": 256", "\"n_positions\": 8"), |t| resize_rows(t.get_mut("transformer.wpe.weight").unwrap(), 8));
-    let out = generate(&tiny(), &["--prompt", "Hi", "--max-new-tokens", "16", "--draft", short.path().to_str().unwrap()]);
+    let short = draft_copy(
+        |c| c.replace("\"n_positions\": 256", "\"n_positions\": 8"),
+        |t| resize_rows(t.get_mut("transformer.wpe.weight").unwrap(), 8),
+    );
+    let out =
+        generate(&tiny(), &["--prompt", "Hi", "--max-new-tokens", "16", "--draft", short.path().to_str().unwrap()]);
     assert_fails(&out, &["context is 8 tokens", "needs 17"]);
 }

@@ -69,16 +69,22 @@ fn every_policy_gives_each_request_its_solo_greedy_output() {
             ("dynamic", config(&case, Policy::Dynamic, |_| {})),
             ("adaptive", config(&case, Policy::Adaptive, |c| c.max_batch = 2)),
             ("continuous", config(&case, Policy::Continuous, |c| c.max_batch = 8)),
-            ("continuous, block size 1, chunked prefill", config(&case, Policy::Continuous, |c| {
-                c.block_size = 1;
-                c.num_blocks = 1024;
-                c.chunk_tokens = Some(7);
-                c.token_budget = 16;
-            })),
-            ("continuous, block size 32", config(&case, Policy::Continuous, |c| {
-                c.block_size = 32;
-                c.num_blocks = 16;
-            })),
+            (
+                "continuous, block size 1, chunked prefill",
+                config(&case, Policy::Continuous, |c| {
+                    c.block_size = 1;
+                    c.num_blocks = 1024;
+                    c.chunk_tokens = Some(7);
+                    c.token_budget = 16;
+                }),
+            ),
+            (
+                "continuous, block size 32",
+                config(&case, Policy::Continuous, |c| {
+                    c.block_size = 32;
+                    c.num_blocks = 16;
+                }),
+            ),
         ];
         for (label, config) in cases {
             let run = run(&case, config, golden_requests(&case));
@@ -138,7 +144,13 @@ fn seeded_sampling_is_reproducible_and_independent_of_the_batch() {
         .map(|(i, p)| Request {
             prompt: p.input_ids.clone(),
             max_new_tokens: 12,
-            sampling: SamplingParams { temperature: 0.9, top_k: 50, top_p: 0.95, repetition_penalty: 1.1, seed: 7 + i as u64 },
+            sampling: SamplingParams {
+                temperature: 0.9,
+                top_k: 50,
+                top_p: 0.95,
+                repetition_penalty: 1.1,
+                seed: 7 + i as u64,
+            },
             eos_token_ids: vec![],
             arrival_ms: 0.0,
             logprobs: None,
@@ -148,8 +160,14 @@ fn seeded_sampling_is_reproducible_and_independent_of_the_batch() {
     let again = stats::requests(&run(&case, config(&case, Policy::Continuous, |_| {}), requests.clone()));
     for ((request, a), b) in requests.iter().zip(&batched).zip(&again) {
         assert_eq!(a.generated_ids, b.generated_ids, "{}: the same seed gave another text", case.label);
-        let options = GenerateOptions { max_new_tokens: 12, sampling: request.sampling.clone(), kv: KvMode::Contiguous, ..GenerateOptions::default() };
-        let alone = pollster::block_on(generate(model, &request.prompt, &options, None, |_| ControlFlow::Continue(()))).unwrap();
+        let options = GenerateOptions {
+            max_new_tokens: 12,
+            sampling: request.sampling.clone(),
+            kv: KvMode::Contiguous,
+            ..GenerateOptions::default()
+        };
+        let alone = pollster::block_on(generate(model, &request.prompt, &options, None, |_| ControlFlow::Continue(())))
+            .unwrap();
         assert_eq!(a.generated_ids, alone.new_ids, "{}: batching changed a seeded sample", case.label);
     }
 }

@@ -18,11 +18,7 @@ fn options(golden: &BeamGolden) -> BeamOptions {
     let early_stopping = match &p.early_stopping {
         serde_json::Value::Bool(true) => EarlyStopping::True,
         serde_json::Value::Bool(false) => EarlyStopping::False,
-        other => other
-            .as_str()
-            .expect("early_stopping is a bool or a string")
-            .parse()
-            .expect("known early_stopping"),
+        other => other.as_str().expect("early_stopping is a bool or a string").parse().expect("known early_stopping"),
     };
     BeamOptions {
         num_beams: p.num_beams,
@@ -40,24 +36,22 @@ fn check(case: &Case, label: &str, prompt: &[u32], golden: &BeamGolden, kv: KvMo
 }
 
 /// [`check`] with `model` (the case's, or a copy held differently) and a score tolerance.
-fn check_model(case: &Case, model: &Gpt2, label: &str, prompt: &[u32], golden: &BeamGolden, kv: KvMode, tolerance: f64) {
+fn check_model(
+    case: &Case,
+    model: &Gpt2,
+    label: &str,
+    prompt: &[u32],
+    golden: &BeamGolden,
+    kv: KvMode,
+    tolerance: f64,
+) {
     let label = format!("{} / {label} / kv {kv}", case.label);
-    let out = pollster::block_on(beam_search(
-        model,
-        prompt,
-        &options(golden),
-        kv,
-        |_| ControlFlow::Continue(()),
-    ))
-    .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let out = pollster::block_on(beam_search(model, prompt, &options(golden), kv, |_| ControlFlow::Continue(())))
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
     let ids: Vec<Vec<u32>> = out.hypotheses.iter().map(|h| h.ids.clone()).collect();
     assert_eq!(ids, golden.unpadded(), "{label}: sequences");
     for (h, &reference) in out.hypotheses.iter().zip(&golden.sequences_scores) {
-        assert!(
-            (f64::from(h.score) - reference).abs() <= tolerance,
-            "{label}: score {} vs {reference}",
-            h.score
-        );
+        assert!((f64::from(h.score) - reference).abs() <= tolerance, "{label}: score {} vs {reference}", h.score);
     }
 }
 
@@ -78,13 +72,7 @@ fn beams_match_transformers_when_hypotheses_end_early() {
         let eos = &case.golden.eos_stop;
         let prompt = case.prompt(&eos.prompt).input_ids.clone();
         for (name, golden) in [("eos_a", &eos.eos_a.beam), ("eos_b", &eos.eos_b.beam)] {
-            check(
-                &case,
-                name,
-                &prompt,
-                golden,
-                KvMode::Paged { block_size: 16 },
-            );
+            check(&case, name, &prompt, golden, KvMode::Paged { block_size: 16 });
         }
     }
 }
@@ -93,25 +81,15 @@ fn beams_match_transformers_when_hypotheses_end_early() {
 fn recomputing_the_prefix_gives_the_same_beams() {
     let case = cases().into_iter().next().expect("a fixture model");
     let prompt = case.prompt("few_tokens");
-    check(
-        &case,
-        "no cache",
-        &prompt.input_ids,
-        &prompt.beam,
-        KvMode::None,
-    );
+    check(&case, "no cache", &prompt.input_ids, &prompt.beam, KvMode::None);
 }
 
 #[test]
 fn one_beam_is_greedy() {
     for case in cases() {
         for prompt in &case.golden.prompts {
-            let options = BeamOptions {
-                num_beams: 1,
-                num_return_sequences: 1,
-                max_new_tokens: 24,
-                ..options(&prompt.beam)
-            };
+            let options =
+                BeamOptions { num_beams: 1, num_return_sequences: 1, max_new_tokens: 24, ..options(&prompt.beam) };
             let out = pollster::block_on(beam_search(
                 &case.loaded.model,
                 &prompt.input_ids,
@@ -120,29 +98,14 @@ fn one_beam_is_greedy() {
                 |_| ControlFlow::Continue(()),
             ))
             .expect("beam search");
-            let greedy = GenerateOptions {
-                max_new_tokens: 24,
-                eos_token_ids: vec![50256],
-                ..GenerateOptions::default()
-            };
-            let plain = pollster::block_on(generate(
-                &case.loaded.model,
-                &prompt.input_ids,
-                &greedy,
-                None,
-                |_| ControlFlow::Continue(()),
-            ))
+            let greedy =
+                GenerateOptions { max_new_tokens: 24, eos_token_ids: vec![50256], ..GenerateOptions::default() };
+            let plain = pollster::block_on(generate(&case.loaded.model, &prompt.input_ids, &greedy, None, |_| {
+                ControlFlow::Continue(())
+            }))
             .expect("greedy");
-            assert_eq!(
-                out.hypotheses[0].ids, plain.new_ids,
-                "{} / {}",
-                case.label, prompt.name
-            );
-            assert_eq!(
-                plain.new_ids, prompt.greedy.new_ids,
-                "{} / {}",
-                case.label, prompt.name
-            );
+            assert_eq!(out.hypotheses[0].ids, plain.new_ids, "{} / {}", case.label, prompt.name);
+            assert_eq!(plain.new_ids, prompt.greedy.new_ids, "{} / {}", case.label, prompt.name);
         }
     }
 }
@@ -162,23 +125,13 @@ fn the_tree_keeps_num_beams_per_step_and_paged_beams_share_blocks() {
     .expect("beam search");
     for (i, step) in paged.steps.iter().enumerate() {
         assert_eq!(step.candidates.len(), 2 * opts.num_beams, "step {i}");
-        let kept = step
-            .candidates
-            .iter()
-            .filter(|c| matches!(c.fate, inferlab::engine::beam::Fate::Kept { .. }))
-            .count();
-        assert!(
-            kept == opts.num_beams || i + 1 == paged.steps.len(),
-            "step {i}: {kept} kept"
-        );
+        let kept =
+            step.candidates.iter().filter(|c| matches!(c.fate, inferlab::engine::beam::Fate::Kept { .. })).count();
+        assert!(kept == opts.num_beams || i + 1 == paged.steps.len(), "step {i}: {kept} kept");
     }
     // The 56-token prompt's blocks are held once, not once per beam.
     let unshared = opts.num_beams * (prompt.input_ids.len() + opts.max_new_tokens);
-    assert!(
-        paged.kv_peak_tokens < unshared / 2,
-        "{} slots held vs {unshared} without sharing",
-        paged.kv_peak_tokens
-    );
+    assert!(paged.kv_peak_tokens < unshared / 2, "{} slots held vs {unshared} without sharing", paged.kv_peak_tokens);
 }
 
 /// An f16 KV cache: the same beams as transformers' f32 run through both ways of keeping the
@@ -191,7 +144,15 @@ fn beams_match_transformers_with_an_f16_cache() {
         model.set_kv_dtype(KvDtype::F16).unwrap();
         for prompt in &case.golden.prompts {
             for kv in [KvMode::Paged { block_size: 4 }, KvMode::Contiguous] {
-                check_model(&case, &model, &format!("{} with an f16 KV cache", prompt.name), &prompt.input_ids, &prompt.beam, kv, 5e-3);
+                check_model(
+                    &case,
+                    &model,
+                    &format!("{} with an f16 KV cache", prompt.name),
+                    &prompt.input_ids,
+                    &prompt.beam,
+                    kv,
+                    5e-3,
+                );
             }
         }
     }

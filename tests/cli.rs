@@ -7,7 +7,8 @@ use std::process::Command;
 
 fn inferlab(args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_inferlab")).args(args).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "inferlab {args:?} failed: {stderr}");
     (stdout, stderr)
 }
@@ -23,7 +24,15 @@ fn generate_streams_the_greedy_text() {
     // f16 weights round each weight, yet on this prompt every greedy choice stays the same.
     for dtype in ["f32", "f16"] {
         let (stdout, stderr) = inferlab(&[
-            "generate", "--model", tiny.to_str().unwrap(), "--prompt", prompt["text"].as_str().unwrap(), "--max-new-tokens", "24", "--dtype", dtype,
+            "generate",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--prompt",
+            prompt["text"].as_str().unwrap(),
+            "--max-new-tokens",
+            "24",
+            "--dtype",
+            dtype,
         ]);
         assert_eq!(stdout.trim_end_matches('\n'), prompt["greedy"]["text"].as_str().unwrap(), "{dtype}");
         assert!(stderr.contains("tok/s") && stderr.contains("TTFT"), "{stderr}");
@@ -36,8 +45,22 @@ fn sampling_is_seeded_and_stop_strings_cut_the_text() {
     let model = tiny.to_str().unwrap();
     let args = |seed: &str| {
         let (stdout, _) = inferlab(&[
-            "generate", "--model", model, "--prompt", "Hello", "--temperature", "1.0", "--top-k", "50", "--top-p", "0.9",
-            "--seed", seed, "--json", "--max-new-tokens", "16",
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "Hello",
+            "--temperature",
+            "1.0",
+            "--top-k",
+            "50",
+            "--top-p",
+            "0.9",
+            "--seed",
+            seed,
+            "--json",
+            "--max-new-tokens",
+            "16",
         ]);
         serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
     };
@@ -76,7 +99,17 @@ fn bench_kv_reports_both_runs_side_by_side() {
 fn bench_decode_reports_speed_over_every_row() {
     let tiny = common::fixtures_root().join("gpt2-tiny");
     for batch in ["1", "3"] {
-        let (stdout, _) = inferlab(&["bench", "decode", "--model", tiny.to_str().unwrap(), "--batch", batch, "--new-tokens", "6", "--json"]);
+        let (stdout, _) = inferlab(&[
+            "bench",
+            "decode",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--batch",
+            batch,
+            "--new-tokens",
+            "6",
+            "--json",
+        ]);
         let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         for field in ["decode_tokens_per_s", "ttft_ms", "per_token_ms", "device", "dtype", "threads"] {
             assert!(!json[field].is_null(), "bench decode --json lacks {field}: {json}");
@@ -91,7 +124,19 @@ fn bench_decode_reports_speed_over_every_row() {
         assert!(json["f16_drift"].is_null());
     }
     // f16 weights: the same report, plus their accuracy on the f32 model's own greedy text.
-    let (stdout, _) = inferlab(&["bench", "decode", "--model", tiny.to_str().unwrap(), "--batch", "2", "--new-tokens", "6", "--dtype", "f16", "--json"]);
+    let (stdout, _) = inferlab(&[
+        "bench",
+        "decode",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--new-tokens",
+        "6",
+        "--dtype",
+        "f16",
+        "--json",
+    ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["dtype"], "f16");
     assert!(json["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
@@ -101,7 +146,19 @@ fn bench_decode_reports_speed_over_every_row() {
     assert!(drift["max_abs_logit_diff"].as_f64().unwrap() > 0.0, "f16 rounding moves the logits: {drift}");
     assert_eq!(drift["top1_agreement"], 1.0);
     // int8 weights and an f16 KV cache: their accuracy under its own name, the cache's size.
-    let (stdout, _) = inferlab(&["bench", "decode", "--model", tiny.to_str().unwrap(), "--new-tokens", "6", "--dtype", "int8", "--kv-dtype", "f16", "--json"]);
+    let (stdout, _) = inferlab(&[
+        "bench",
+        "decode",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--new-tokens",
+        "6",
+        "--dtype",
+        "int8",
+        "--kv-dtype",
+        "f16",
+        "--json",
+    ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!((json["dtype"].as_str(), json["kv_dtype"].as_str()), (Some("int8"), Some("f16")));
     assert_eq!(json["kv_cache_bytes"], 2 * 2 * 64 * (8 + 6) * 2, "K and V × layers × width × tokens × 2 bytes");
@@ -111,7 +168,19 @@ fn bench_decode_reports_speed_over_every_row() {
 #[test]
 fn bench_kernels_on_the_cpu_times_row_dots_against_the_matmul() {
     let tiny = common::fixtures_root().join("gpt2-tiny");
-    let (stdout, _) = inferlab(&["bench", "kernels", "--device", "cpu", "--model", tiny.to_str().unwrap(), "--reps", "1", "--new-tokens", "4", "--json"]);
+    let (stdout, _) = inferlab(&[
+        "bench",
+        "kernels",
+        "--device",
+        "cpu",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--reps",
+        "1",
+        "--new-tokens",
+        "4",
+        "--json",
+    ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["device"], "cpu");
     assert_eq!(json["kernels"].as_array().unwrap().len(), 0, "no WGSL on the CPU");
@@ -123,7 +192,9 @@ fn bench_kernels_on_the_cpu_times_row_dots_against_the_matmul() {
         assert!(kernel > 0.0 && twin > 0.0, "{r}");
         assert!((r["speedup"].as_f64().unwrap() - twin / kernel).abs() < 1e-9 * twin / kernel);
     }
-    assert!(rows.iter().any(|r| r["layer"] == "head" && r["table"] == serde_json::json!([50257, 768]) && r["rows"] == 16));
+    assert!(
+        rows.iter().any(|r| r["layer"] == "head" && r["table"] == serde_json::json!([50257, 768]) && r["rows"] == 16)
+    );
     // The same greedy tokens with the kernel and with the matmuls.
     assert_eq!(json["decode"]["same_tokens"], true);
     assert!(json["decode"]["kernels_on_tok_s"].as_f64().unwrap() > 0.0);
@@ -135,7 +206,18 @@ fn generate_on_the_paged_cache_gives_the_greedy_ids() {
     let prompt = &golden()["prompts"][2];
     let ids: Vec<String> = prompt["input_ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
     let (stdout, _) = inferlab(&[
-        "generate", "--model", tiny.to_str().unwrap(), "--prompt-ids", &ids.join(","), "--max-new-tokens", "24", "--kv", "paged", "--block-size", "5", "--json",
+        "generate",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--prompt-ids",
+        &ids.join(","),
+        "--max-new-tokens",
+        "24",
+        "--kv",
+        "paged",
+        "--block-size",
+        "5",
+        "--json",
     ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["generated_ids"], prompt["greedy"]["new_ids"]);
@@ -150,14 +232,25 @@ fn batch_runs_a_requests_file_and_reports_every_field() {
     let lines: Vec<String> = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| serde_json::json!({ "prompt_ids": p["input_ids"], "max_new_tokens": 24, "arrival_ms": 2 * i }).to_string())
+        .map(|(i, p)| {
+            serde_json::json!({ "prompt_ids": p["input_ids"], "max_new_tokens": 24, "arrival_ms": 2 * i }).to_string()
+        })
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("requests.jsonl");
     std::fs::write(&path, lines.join("\n")).unwrap();
     for policy in ["static", "dynamic", "adaptive", "continuous"] {
         let (stdout, _) = inferlab(&[
-            "batch", "--model", tiny.to_str().unwrap(), "--requests", path.to_str().unwrap(), "--policy", policy, "--max-batch", "4", "--json",
+            "batch",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--requests",
+            path.to_str().unwrap(),
+            "--policy",
+            policy,
+            "--max-batch",
+            "4",
+            "--json",
         ]);
         let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         for (request, prompt) in json["requests"].as_array().unwrap().iter().zip(prompts) {
@@ -169,7 +262,16 @@ fn batch_runs_a_requests_file_and_reports_every_field() {
             assert!(request["latency_ms"].as_f64().unwrap() >= request["ttft_ms"].as_f64().unwrap());
         }
         let stats = &json["stats"];
-        for field in ["throughput_tok_s", "p50_latency_ms", "p99_latency_ms", "p50_ttft_ms", "mean_batch", "peak_blocks", "kv_waste_pct", "prefix_hit_rate"] {
+        for field in [
+            "throughput_tok_s",
+            "p50_latency_ms",
+            "p99_latency_ms",
+            "p50_ttft_ms",
+            "mean_batch",
+            "peak_blocks",
+            "kv_waste_pct",
+            "prefix_hit_rate",
+        ] {
             assert!(stats[field].is_number(), "{policy}: stats.{field}");
         }
         assert!(stats["throughput_tok_s"].as_f64().unwrap() > 0.0);
@@ -180,7 +282,19 @@ fn batch_runs_a_requests_file_and_reports_every_field() {
 fn bench_batching_compares_the_policies_and_the_simulator() {
     let tiny = common::fixtures_root().join("gpt2-tiny");
     let (stdout, _) = inferlab(&[
-        "bench", "batching", "--model", tiny.to_str().unwrap(), "--requests", "12", "--rate", "200", "--prompt-len", "4..24", "--output-len", "2..20", "--json",
+        "bench",
+        "batching",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--requests",
+        "12",
+        "--rate",
+        "200",
+        "--prompt-len",
+        "4..24",
+        "--output-len",
+        "2..20",
+        "--json",
     ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     for policy in ["static", "dynamic", "adaptive", "continuous"] {
@@ -206,16 +320,45 @@ fn bench_step_fits_a_cost_that_simulate_reads() {
     let cost = dir.path().join("cost.json");
     std::fs::write(&cost, &stdout).unwrap();
     let (stdout, _) = inferlab(&[
-        "simulate", "--policy", "static,continuous", "--rate", "50", "--requests", "10000", "--cost", cost.to_str().unwrap(), "--context", "256", "--prompt-len", "8..64", "--output-len", "8..64", "--json",
+        "simulate",
+        "--policy",
+        "static,continuous",
+        "--rate",
+        "50",
+        "--requests",
+        "10000",
+        "--cost",
+        cost.to_str().unwrap(),
+        "--context",
+        "256",
+        "--prompt-len",
+        "8..64",
+        "--output-len",
+        "8..64",
+        "--json",
     ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     for policy in ["static", "continuous"] {
         assert_eq!(json["policies"][policy]["completed"], 10000, "{policy}");
     }
     let trace = dir.path().join("trace.jsonl");
-    let lines = [r#"{"prompt_tokens": 30, "max_new_tokens": 9, "arrival_ms": 0}"#, r#"{"prompt_ids": [1, 2, 3], "max_new_tokens": 4, "arrival_ms": 5}"#];
+    let lines = [
+        r#"{"prompt_tokens": 30, "max_new_tokens": 9, "arrival_ms": 0}"#,
+        r#"{"prompt_ids": [1, 2, 3], "max_new_tokens": 4, "arrival_ms": 5}"#,
+    ];
     std::fs::write(&trace, lines.join("\n")).unwrap();
-    let (stdout, _) = inferlab(&["simulate", "--policy", "continuous", "--trace", trace.to_str().unwrap(), "--cost", cost.to_str().unwrap(), "--context", "256", "--json"]);
+    let (stdout, _) = inferlab(&[
+        "simulate",
+        "--policy",
+        "continuous",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--cost",
+        cost.to_str().unwrap(),
+        "--context",
+        "256",
+        "--json",
+    ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["policies"]["continuous"]["completed"], 2);
     assert_eq!(json["policies"]["continuous"]["generated_tokens"], 13);
@@ -226,15 +369,28 @@ fn generate_with_a_draft_model_equals_greedy_and_reports_the_speedup() {
     let root = common::fixtures_root();
     let assisted = &golden()["assisted_greedy_with_draft"];
     let result = &assisted["results"][0];
-    let prompt = golden()["prompts"].as_array().unwrap().iter().find(|p| p["name"] == result["prompt"]).unwrap().clone();
+    let prompt =
+        golden()["prompts"].as_array().unwrap().iter().find(|p| p["name"] == result["prompt"]).unwrap().clone();
     let (stdout, _) = inferlab(&[
-        "generate", "--model", root.join("gpt2-tiny").to_str().unwrap(), "--prompt", prompt["text"].as_str().unwrap(),
-        "--max-new-tokens", "24", "--draft", root.join("gpt2-tiny-draft").to_str().unwrap(), "--gamma", "3", "--json",
+        "generate",
+        "--model",
+        root.join("gpt2-tiny").to_str().unwrap(),
+        "--prompt",
+        prompt["text"].as_str().unwrap(),
+        "--max-new-tokens",
+        "24",
+        "--draft",
+        root.join("gpt2-tiny-draft").to_str().unwrap(),
+        "--gamma",
+        "3",
+        "--json",
     ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["generated_ids"], result["new_ids"]);
     let spec = &json["speculative"];
-    for key in ["gamma", "alpha", "tokens_per_target_pass", "accepted_hist", "c", "theoretical_speedup", "measured_speedup"] {
+    for key in
+        ["gamma", "alpha", "tokens_per_target_pass", "accepted_hist", "c", "theoretical_speedup", "measured_speedup"]
+    {
         assert!(!spec[key].is_null(), "speculative.{key} missing: {spec}");
     }
     assert_eq!(spec["gamma"], 3);
@@ -248,8 +404,20 @@ fn generate_with_beams_prints_the_golden_beams() {
     let beam = &prompt["beam"];
     let tiny = common::fixtures_root().join("gpt2-tiny");
     let (stdout, _) = inferlab(&[
-        "generate", "--model", tiny.to_str().unwrap(), "--prompt", prompt["text"].as_str().unwrap(), "--max-new-tokens", "16",
-        "--num-beams", "4", "--num-return-sequences", "4", "--early-stopping", "true", "--json",
+        "generate",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--prompt",
+        prompt["text"].as_str().unwrap(),
+        "--max-new-tokens",
+        "16",
+        "--num-beams",
+        "4",
+        "--num-return-sequences",
+        "4",
+        "--early-stopping",
+        "true",
+        "--json",
     ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let beams = json["beams"].as_array().unwrap();
@@ -266,13 +434,30 @@ fn generate_with_beams_prints_the_golden_beams() {
 fn bench_speculative_and_beam_report_side_by_side() {
     let tiny = common::fixtures_root().join("gpt2-tiny");
     let tiny = tiny.to_str().unwrap();
-    let (stdout, _) = inferlab(&["bench", "speculative", "--target", tiny, "--draft", "ngram:2", "--draft", "layers:1", "--gammas", "1,2", "--new-tokens", "8", "--json"]);
+    let (stdout, _) = inferlab(&[
+        "bench",
+        "speculative",
+        "--target",
+        tiny,
+        "--draft",
+        "ngram:2",
+        "--draft",
+        "layers:1",
+        "--gammas",
+        "1,2",
+        "--new-tokens",
+        "8",
+        "--json",
+    ]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let rows = json["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for row in rows {
         assert_eq!(row["same_output_as_plain"], true, "{row}");
-        assert!(row["measured_speedup"].as_f64().unwrap() > 0.0 && row["theoretical_speedup"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(
+            row["measured_speedup"].as_f64().unwrap() > 0.0 && row["theoretical_speedup"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
     }
     let (stdout, _) = inferlab(&["bench", "beam", "--model", tiny, "--num-beams", "3", "--new-tokens", "8", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();

@@ -99,17 +99,42 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-const FIELDS: &[&str] = &["model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "n", "stream", "stream_options", "logprobs", "echo", "best_of", "logit_bias"];
+const FIELDS: &[&str] = &[
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "logprobs",
+    "echo",
+    "best_of",
+    "logit_bias",
+];
 
 fn model_info() -> ModelInfo {
-    ModelInfo { name: "gpt2-tiny".into(), context: 256, vocab: 50257, eos_token_ids: vec![50256], block_size: 16, num_blocks: 64 }
+    ModelInfo {
+        name: "gpt2-tiny".into(),
+        context: 256,
+        vocab: 50257,
+        eos_token_ids: vec![50256],
+        block_size: 16,
+        num_blocks: 64,
+    }
 }
 
 /// The real GPT-2 tokenizer, read once.
 fn tokenizer() -> &'static Tokenizer {
     static TOKENIZER: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
     TOKENIZER.get_or_init(|| {
-        let root = std::env::var_os("INFERLAB_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2"));
+        let root = std::env::var_os("INFERLAB_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2"));
         Tokenizer::from_bytes(&std::fs::read(root.join("tokenizer/tokenizer.json")).unwrap()).unwrap()
     })
 }
@@ -119,11 +144,15 @@ fn check_parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) {
     match api::parse(body, model, tokenizer) {
         Err(e) => assert!(e.status.is_client_error() && !e.message.is_empty(), "{e:?}"),
         Ok(c) => {
-            assert!(!c.prompts.is_empty() && c.prompts.iter().all(|p| !p.is_empty() && p.len() + c.max_tokens <= model.context));
+            assert!(
+                !c.prompts.is_empty()
+                    && c.prompts.iter().all(|p| !p.is_empty() && p.len() + c.max_tokens <= model.context)
+            );
             assert!(c.prompts.iter().flatten().all(|&id| (id as usize) < model.vocab));
             assert!((1..=MAX_N).contains(&c.n) && c.max_tokens >= 1 && c.logprobs.is_none_or(|k| k <= MAX_LOGPROBS));
             assert!(c.sampling.validate().is_ok());
-            let blocks: usize = c.prompts.iter().map(|p| (p.len() + c.max_tokens).div_ceil(model.block_size) * c.n).sum();
+            let blocks: usize =
+                c.prompts.iter().map(|p| (p.len() + c.max_tokens).div_ceil(model.block_size) * c.n).sum();
             assert!(blocks <= model.num_blocks);
         }
     }

@@ -75,7 +75,16 @@ fn cli_generates_from_a_hub_repo() {
     let ids: Vec<String> = prompt["input_ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_inferlab"))
-            .args(["generate", "--model", "test-org/gpt2-tiny", "--max-new-tokens", "24", "--json", "--prompt-ids", &ids.join(",")])
+            .args([
+                "generate",
+                "--model",
+                "test-org/gpt2-tiny",
+                "--max-new-tokens",
+                "24",
+                "--json",
+                "--prompt-ids",
+                &ids.join(","),
+            ])
             .env("INFERLAB_HUB_URL", &url)
             .env("INFERLAB_CACHE", cache.path())
             .output()

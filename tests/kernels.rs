@@ -13,11 +13,11 @@ use inferlab::engine::kernels::row_dots_wgsl::{self, Packed, PackedRows};
 use inferlab::engine::kernels::{self, Path, Slots};
 use inferlab::engine::kv::blocks::BlockManager;
 use inferlab::engine::kv::dtype::KvDtype;
-use inferlab::engine::kv::paged::{PagedKv, Segment};
-use inferlab::engine::step_uploads::StepUploads;
 use inferlab::engine::kv::mask::{KeyMeta, StepMask};
+use inferlab::engine::kv::paged::{PagedKv, Segment};
 use inferlab::engine::readback;
 use inferlab::engine::step::Step;
+use inferlab::engine::step_uploads::StepUploads;
 use inferlab::engine::vocab_table::{TableRows, VocabTable};
 use inferlab::engine::weight_dtype::WeightDtype;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -57,11 +57,18 @@ impl Case {
     fn mask(&self) -> StepMask {
         let (mut meta, mut step) = (
             KeyMeta { keys: self.keys, positions: vec![], real: vec![] },
-            Step { batch: self.batch, len: self.queries, ids: vec![0; self.batch * self.queries], positions: vec![], real: vec![] },
+            Step {
+                batch: self.batch,
+                len: self.queries,
+                ids: vec![0; self.batch * self.queries],
+                positions: vec![],
+                real: vec![],
+            },
         );
         for row in 0..self.batch {
             let pads = (row * 3).min(self.keys - self.queries);
-            let mut slots: Vec<(usize, bool)> = (0..self.keys).map(|s| if s < pads { (0, false) } else { (s - pads, true) }).collect();
+            let mut slots: Vec<(usize, bool)> =
+                (0..self.keys).map(|s| if s < pads { (0, false) } else { (s - pads, true) }).collect();
             if self.ring {
                 slots.rotate_left(self.keys / 3);
             }
@@ -128,8 +135,16 @@ fn append_kernel_matches_its_twin() {
             let base = if ring { rng.random_range(0..100) } else { capacity - len };
             let first = if ring { len - len.min(capacity) } else { 0 };
             let slots = Slots { base, ring, first };
-            let cache = || (random([2, heads, capacity, head_dim], &mut StdRng::seed_from_u64(9), &device), random([2, heads, capacity, head_dim], &mut StdRng::seed_from_u64(10), &device));
-            let new = (random([2, heads, len, head_dim], &mut rng, &device), random([2, heads, len, head_dim], &mut rng, &device));
+            let cache = || {
+                (
+                    random([2, heads, capacity, head_dim], &mut StdRng::seed_from_u64(9), &device),
+                    random([2, heads, capacity, head_dim], &mut StdRng::seed_from_u64(10), &device),
+                )
+            };
+            let new = (
+                random([2, heads, len, head_dim], &mut rng, &device),
+                random([2, heads, len, head_dim], &mut rng, &device),
+            );
             let (ok, ov) = kernels::append(cache(), new.clone(), slots, &StepUploads::default(), Path::Wgsl);
             let (tk, tv) = kernels::append(cache(), new, slots, &StepUploads::default(), Path::Twin);
             assert_eq!(read(ok), read(tk), "keys: capacity {capacity} len {len} {slots:?}");
@@ -154,7 +169,15 @@ fn f16_pair<const D: usize>(t: &Tensor<D>) -> (Tensor<D>, Tensor<D>) {
 /// every table jumps around the pool. With an f16 cache the kernels write and read packed
 /// pools, the twins' writes take f32 pools of the rounded values, and the twins' attention
 /// widens the packed pools.
-fn paged_case(device: &Device, rng: &mut StdRng, heads: usize, head_dim: usize, block_size: usize, shape: &[(usize, usize)], kv: KvDtype) {
+fn paged_case(
+    device: &Device,
+    rng: &mut StdRng,
+    heads: usize,
+    head_dim: usize,
+    block_size: usize,
+    shape: &[(usize, usize)],
+    kv: KvDtype,
+) {
     let e = heads * head_dim;
     let contexts: Vec<usize> = shape.iter().map(|&(start, len)| start + len).collect();
     let num_blocks = contexts.iter().map(|c| c.div_ceil(block_size)).sum::<usize>() + 2;
@@ -172,7 +195,8 @@ fn paged_case(device: &Device, rng: &mut StdRng, heads: usize, head_dim: usize, 
             break;
         }
     }
-    let segments: Vec<Segment> = shape.iter().zip(&tables).map(|(&(start, len), table)| Segment { table: table.clone(), start, len }).collect();
+    let segments: Vec<Segment> =
+        shape.iter().zip(&tables).map(|(&(start, len), table)| Segment { table: table.clone(), start, len }).collect();
     let n: usize = shape.iter().map(|s| s.1).sum();
     let positions: Vec<usize> = shape.iter().flat_map(|&(start, len)| start..start + len).collect();
     let step = Step { batch: 1, len: n, ids: vec![0; n], positions, real: vec![true; n] };
@@ -187,7 +211,10 @@ fn paged_case(device: &Device, rng: &mut StdRng, heads: usize, head_dim: usize, 
     let ((wk, wv), (tk, tv)) = match kv {
         KvDtype::F32 => {
             let pools = || (pool(seed), pool(seed + 1));
-            (kernels::paged::write(pools(), (k.clone(), v.clone()), &plan, Path::Wgsl), kernels::paged::write(pools(), (k, v), &plan, Path::Twin))
+            (
+                kernels::paged::write(pools(), (k.clone(), v.clone()), &plan, Path::Wgsl),
+                kernels::paged::write(pools(), (k, v), &plan, Path::Twin),
+            )
         }
         KvDtype::F16 => {
             let ((k32, k16), (v32, v16)) = (f16_pair(&pool(seed)), f16_pair(&pool(seed + 1)));
@@ -235,8 +262,15 @@ fn row_dots_kernels_match_the_matmul() {
     for rows in [1, 3, 8] {
         // A layer: x @ W + b, W [inputs, outputs].
         for (inputs, outputs) in [(8, 4), (64, 68), (768, 260), (3072, 20)] {
-            let (x, w, b) = (random([rows, inputs], &mut rng, &device), random([inputs, outputs], &mut rng, &device), random([outputs], &mut rng, &device));
-            let ours = read(row_dots_wgsl::rows_times_weight(&x, &Packed::plain(w.clone()), &b).expect("up to 8 rows, outputs a multiple of 4"));
+            let (x, w, b) = (
+                random([rows, inputs], &mut rng, &device),
+                random([inputs, outputs], &mut rng, &device),
+                random([outputs], &mut rng, &device),
+            );
+            let ours = read(
+                row_dots_wgsl::rows_times_weight(&x, &Packed::plain(w.clone()), &b)
+                    .expect("up to 8 rows, outputs a multiple of 4"),
+            );
             let twin = read(x.matmul(w) + b.unsqueeze::<2>());
             let error = relative_error(&ours, &twin);
             assert!(error <= 1e-5, "weight {inputs}x{outputs}, {rows} rows: relative error {error}");
@@ -258,7 +292,9 @@ fn row_dots_kernels_match_the_matmul() {
     assert!(row_dots_wgsl::rows_times_weight(&x, &plain([8, 4], &mut rng), &random([4], &mut rng, &device)).is_none());
     assert!(row_dots_wgsl::rows_times_table(&x, &[plain([5, 8], &mut rng)]).is_none());
     let odd = random([2, 6], &mut rng, &device);
-    assert!(row_dots_wgsl::rows_times_weight(&odd, &plain([6, 6], &mut rng), &random([6], &mut rng, &device)).is_none());
+    assert!(
+        row_dots_wgsl::rows_times_weight(&odd, &plain([6, 6], &mut rng), &random([6], &mut rng, &device)).is_none()
+    );
     assert!(row_dots_wgsl::rows_times_table(&odd, &[plain([5, 6], &mut rng)]).is_none());
 }
 
@@ -277,7 +313,9 @@ fn packed_row_dots_match_the_matmul_on_their_values() {
             return values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
         }
         // Each output's line (a row, or a column) quantized as the packers do.
-        let transpose = |v: &[f32], rows: usize, cols: usize| -> Vec<f32> { (0..cols).flat_map(|c| (0..rows).map(move |r| v[r * cols + c])).collect() };
+        let transpose = |v: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+            (0..cols).flat_map(|c| (0..rows).map(move |r| v[r * cols + c])).collect()
+        };
         let (lines, len) = if per_row { (values.to_vec(), cols) } else { (transpose(values, rows, cols), rows) };
         let (q, scales) = quantize_int8(&lines, lines.len() / len, len);
         let held: Vec<f32> = q.iter().enumerate().map(|(i, &q)| f32::from(q) * scales[i / len]).collect();
@@ -300,14 +338,19 @@ fn packed_row_dots_match_the_matmul_on_their_values() {
                 };
                 let held = held(half, &values, inputs, outputs, false);
                 widened_close(read(packed.widen()), &held, &format!("weight {inputs}x{outputs}"));
-                let ours = read(row_dots_wgsl::rows_times_weight(&x, &packed, &b).expect("up to 8 rows, outputs a multiple of 4"));
-                let twin = read(x.matmul(Tensor::from_data(TensorData::new(held, [inputs, outputs]), &device)) + b.unsqueeze::<2>());
+                let ours = read(
+                    row_dots_wgsl::rows_times_weight(&x, &packed, &b).expect("up to 8 rows, outputs a multiple of 4"),
+                );
+                let twin = read(
+                    x.matmul(Tensor::from_data(TensorData::new(held, [inputs, outputs]), &device)) + b.unsqueeze::<2>(),
+                );
                 let error = relative_error(&ours, &twin);
                 assert!(error <= 1e-5, "{dtype} weight {inputs}x{outputs}, {rows} rows: relative error {error}");
             }
             for (width, chunks) in [(4, vec![1]), (64, vec![400, 400, 201]), (768, vec![500, 17])] {
                 let x = random([rows, width], &mut rng, &device);
-                let parts: Vec<Vec<f32>> = chunks.iter().map(|&n| read(random([n, width], &mut rng, &device))).collect();
+                let parts: Vec<Vec<f32>> =
+                    chunks.iter().map(|&n| read(random([n, width], &mut rng, &device))).collect();
                 let packed: Vec<Packed> = parts
                     .iter()
                     .zip(&chunks)
@@ -317,20 +360,36 @@ fn packed_row_dots_match_the_matmul_on_their_values() {
                         packed.upload(&device)
                     })
                     .collect();
-                let held: Vec<f32> = parts.iter().zip(&chunks).flat_map(|(v, &n)| held(half, v, n, width, true)).collect();
+                let held: Vec<f32> =
+                    parts.iter().zip(&chunks).flat_map(|(v, &n)| held(half, v, n, width, true)).collect();
                 let total = chunks.iter().sum::<usize>();
-                widened_close(packed.iter().flat_map(|p| read(p.widen())).collect(), &held, &format!("table width {width}"));
+                widened_close(
+                    packed.iter().flat_map(|p| read(p.widen())).collect(),
+                    &held,
+                    &format!("table width {width}"),
+                );
                 let table = Tensor::<2>::from_data(TensorData::new(held, [total, width]), &device);
-                let ours = read(row_dots_wgsl::rows_times_table(&x, &packed).expect("up to 8 rows, width a multiple of 4"));
+                let ours =
+                    read(row_dots_wgsl::rows_times_table(&x, &packed).expect("up to 8 rows, width a multiple of 4"));
                 let twin = read(x.matmul(table.clone().transpose()));
                 let error = relative_error(&ours, &twin);
-                assert!(error <= 1e-5, "{dtype} table width {width}, chunks {chunks:?}, {rows} rows: relative error {error}");
+                assert!(
+                    error <= 1e-5,
+                    "{dtype} table width {width}, chunks {chunks:?}, {rows} rows: relative error {error}"
+                );
                 // The lookup: rows from every chunk, repeats, first and last.
                 let last = total as u32 - 1;
                 let ids = [0, last, 3.min(last), (chunks[0] as u32).min(last), 3.min(last)];
                 let got = read(row_dots_wgsl::packed_table_rows(&packed, chunks[0], &ids, &device));
-                let picked = Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]), &device);
-                widened_close(got, &read(table.select(0, picked)), &format!("table rows, width {width}, chunks {chunks:?}"));
+                let picked = Tensor::<1, Int>::from_data(
+                    TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]),
+                    &device,
+                );
+                widened_close(
+                    got,
+                    &read(table.select(0, picked)),
+                    &format!("table rows, width {width}, chunks {chunks:?}"),
+                );
             }
         }
     }
@@ -355,7 +414,8 @@ fn a_table_streamed_in_blocks_equals_it_uploaded_whole() {
         let streamed = rows.finish().unwrap();
         let error = relative_error(&read(streamed.lookup(&ids, &device)), &read(whole.lookup(&ids, &device)));
         assert!(error <= 1e-6, "{dtype} lookup: relative error {error}");
-        let error = relative_error(&read(streamed.project(h.clone(), Path::Wgsl)), &read(whole.project(h.clone(), Path::Wgsl)));
+        let error =
+            relative_error(&read(streamed.project(h.clone(), Path::Wgsl)), &read(whole.project(h.clone(), Path::Wgsl)));
         assert!(error <= 1e-6, "{dtype} logits: relative error {error}");
         let mut short = TableRows::new(vocab, width, dtype, &device);
         short.push(&values[..(vocab - 1) * width]);
@@ -371,13 +431,28 @@ fn a_table_streamed_in_blocks_equals_it_uploaded_whole() {
 fn f16_kv_kernels_match_their_twins() {
     let Some(device) = wgpu() else { return };
     let mut rng = StdRng::seed_from_u64(11);
-    for &(heads, head_dim, capacity, len, ring) in &[(1, 32, 8, 1, false), (12, 64, 100, 9, false), (3, 32, 7, 20, true)] {
-        let slots = Slots { base: if ring { 5 } else { capacity - len }, ring, first: if ring { len - len.min(capacity) } else { 0 } };
+    for &(heads, head_dim, capacity, len, ring) in
+        &[(1, 32, 8, 1, false), (12, 64, 100, 9, false), (3, 32, 7, 20, true)]
+    {
+        let slots = Slots {
+            base: if ring { 5 } else { capacity - len },
+            ring,
+            first: if ring { len - len.min(capacity) } else { 0 },
+        };
         let (old, old_packed) = f16_pair(&random([2, heads, capacity, head_dim], &mut rng, &device));
         let new = random([2, heads, len, head_dim], &mut rng, &device);
         let rounded = f16_pair(&new).0;
-        let (pk, pv) = kernels::append((old_packed.clone(), old_packed), (new.clone(), new), slots, &StepUploads::default(), Path::Wgsl);
-        let want = read(kernels::append((old.clone(), old), (rounded.clone(), rounded), slots, &StepUploads::default(), Path::Twin).0);
+        let (pk, pv) = kernels::append(
+            (old_packed.clone(), old_packed),
+            (new.clone(), new),
+            slots,
+            &StepUploads::default(),
+            Path::Wgsl,
+        );
+        let want = read(
+            kernels::append((old.clone(), old), (rounded.clone(), rounded), slots, &StepUploads::default(), Path::Twin)
+                .0,
+        );
         assert_eq!(read(kernels::kv_values(pk, head_dim)), want, "keys: capacity {capacity} len {len} {slots:?}");
         assert_eq!(read(kernels::kv_values(pv, head_dim)), want, "values: capacity {capacity} len {len} {slots:?}");
     }
@@ -389,7 +464,10 @@ fn f16_kv_kernels_match_their_twins() {
     for case in cases {
         let (b, h, d, slots) = (case.batch, case.heads, case.head_dim, case.keys + 3);
         let q = random([b, h, case.queries, d], &mut rng, &device);
-        let (k, v) = (f16_pair(&random([b, h, slots, d], &mut rng, &device)).1, f16_pair(&random([b, h, slots, d], &mut rng, &device)).1);
+        let (k, v) = (
+            f16_pair(&random([b, h, slots, d], &mut rng, &device)).1,
+            f16_pair(&random([b, h, slots, d], &mut rng, &device)).1,
+        );
         let mask = case.mask();
         let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, 0.125, Path::Wgsl));
         let twin = read(kernels::attention(q, k, v, &mask, 0.125, Path::Twin));
@@ -412,9 +490,14 @@ fn f16_kv_on_the_cpu_matches_its_twin() {
     let cache = KvDtype::F16.zeros([b, h, 12, d], &device).unwrap();
     let new = random([b, h, case.keys, d], &mut rng, &device);
     let slots = Slots { base: 0, ring: false, first: 0 };
-    let (k, v) = kernels::append((cache.clone(), cache), (new.clone(), new.clone()), slots, &StepUploads::default(), Path::Cpu);
+    let (k, v) =
+        kernels::append((cache.clone(), cache), (new.clone(), new.clone()), slots, &StepUploads::default(), Path::Cpu);
     assert_eq!(k.dtype(), DType::F16, "the cache stays f16");
-    assert_eq!(read(k.clone().narrow(2, 0, case.keys)), read(f16_pair(&new).0), "rows rounded to f16 as they are stored");
+    assert_eq!(
+        read(k.clone().narrow(2, 0, case.keys)),
+        read(f16_pair(&new).0),
+        "rows rounded to f16 as they are stored"
+    );
     let q = random([b, h, case.queries, d], &mut rng, &device);
     let mask = case.mask();
     let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, 0.25, Path::Cpu));
@@ -429,14 +512,30 @@ fn f16_kv_on_the_cpu_matches_its_twin() {
 #[test]
 fn packed_f16_words_survive_gathers() {
     let Some(device) = wgpu() else { return };
-    let halves = |high: f32, low: f32| u32::from(half::f16::from_f32(high).to_bits()) << 16 | u32::from(half::f16::from_f32(low).to_bits());
-    let words = [halves(0.0, 1.5), halves(1e-7, -2.0), halves(-0.0, 0.25), halves(3.0, 0.0), halves(1e-5, 1e-6), halves(-1.0, 7.0), halves(0.0, 6e-8), halves(2.5, -1.5)];
+    let halves = |high: f32, low: f32| {
+        u32::from(half::f16::from_f32(high).to_bits()) << 16 | u32::from(half::f16::from_f32(low).to_bits())
+    };
+    let words = [
+        halves(0.0, 1.5),
+        halves(1e-7, -2.0),
+        halves(-0.0, 0.25),
+        halves(3.0, 0.0),
+        halves(1e-5, 1e-6),
+        halves(-1.0, 7.0),
+        halves(0.0, 6e-8),
+        halves(2.5, -1.5),
+    ];
     let t = Tensor::<2>::from_data(TensorData::new(words.map(f32::from_bits).to_vec(), [4, 2]), &device);
     let bits = |t: Tensor<2>| read(t).iter().map(|w| w.to_bits()).collect::<Vec<u32>>();
     let order = [3usize, 0, 2, 1];
     let index = Tensor::<1, Int>::from_data(TensorData::new(order.map(|i| i as i64).to_vec(), [4]), &device);
     let want: Vec<u32> = order.iter().flat_map(|&r| words[r * 2..r * 2 + 2].to_vec()).collect();
     assert_eq!(bits(t.clone().select(0, index.clone())), want, "select");
-    let assigned = Tensor::<2>::zeros([4, 2], &device).select_assign(0, index, t.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 0, 2, 1], [4]), &device)), burn::tensor::IndexingUpdateOp::Assign);
+    let assigned = Tensor::<2>::zeros([4, 2], &device).select_assign(
+        0,
+        index,
+        t.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 0, 2, 1], [4]), &device)),
+        burn::tensor::IndexingUpdateOp::Assign,
+    );
     assert_eq!(bits(assigned), words.to_vec(), "select_assign");
 }

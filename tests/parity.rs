@@ -12,12 +12,12 @@ use common::{Case, cases, check_row, max_abs_diff, unpad};
 use inferlab::engine::f16_drift::f16_drift;
 use inferlab::engine::generate::{GenerateOptions, StopReason, generate, generate_batch_greedy};
 use inferlab::engine::gpt2::{Gpt2, Gpt2Loader, Logits};
-use inferlab::engine::weight_dtype::WeightDtype;
-use inferlab::engine::safetensors_stream::SafetensorsStream;
 use inferlab::engine::kv::dtype::KvDtype;
 use inferlab::engine::kv::{KvCache, KvMode};
 use inferlab::engine::readback;
+use inferlab::engine::safetensors_stream::SafetensorsStream;
 use inferlab::engine::step::Step;
+use inferlab::engine::weight_dtype::WeightDtype;
 use inferlab::engine::window_drift::window_drift;
 use inferlab::native::model_dir::load;
 
@@ -94,7 +94,8 @@ fn paged_cache_matches_transformers_logits() {
                 let mut cache = model.cache(KvMode::Paged { block_size }, 1, ids.len()).unwrap();
                 let half = ids.len().div_ceil(2);
                 let logits = model.forward(&Step::single(&ids[..half], 0), &mut cache, Logits::All).unwrap();
-                let mut rows: Vec<Vec<f32>> = pollster::block_on(readback::floats(logits)).unwrap().chunks(vocab).map(<[f32]>::to_vec).collect();
+                let mut rows: Vec<Vec<f32>> =
+                    pollster::block_on(readback::floats(logits)).unwrap().chunks(vocab).map(<[f32]>::to_vec).collect();
                 for t in half..ids.len() {
                     let logits = model.forward(&Step::single(&ids[t..t + 1], t), &mut cache, Logits::Last).unwrap();
                     rows.push(pollster::block_on(readback::floats(logits)).unwrap());
@@ -165,16 +166,24 @@ fn eos_stops_generation() {
         let eos = &case.golden.eos_stop;
         let prompt = &case.prompt(&eos.prompt).input_ids;
         for stop in [&eos.eos_a, &eos.eos_b] {
-            let (ids, reason) = greedy(&case, prompt, stop.greedy.max_new_tokens, KvMode::Contiguous, &[stop.eos_token_id]);
+            let (ids, reason) =
+                greedy(&case, prompt, stop.greedy.max_new_tokens, KvMode::Contiguous, &[stop.eos_token_id]);
             assert_eq!(ids, stop.greedy.new_ids, "{}: eos {}", case.label, stop.eos_token_id);
-            let expected = if ids.last() == Some(&stop.eos_token_id) { StopReason::Eos } else { StopReason::MaxNewTokens };
+            let expected =
+                if ids.last() == Some(&stop.eos_token_id) { StopReason::Eos } else { StopReason::MaxNewTokens };
             assert_eq!(reason, expected);
         }
         let batched = &eos.batched_eos_a;
         let prompts = unpad(&batched.input_ids, &batched.attention_mask);
         let max_new = batched.new_ids[0].len();
-        let out = pollster::block_on(generate_batch_greedy(&case.loaded.model, &prompts, max_new, 50256, &[batched.eos_token_id]))
-            .unwrap();
+        let out = pollster::block_on(generate_batch_greedy(
+            &case.loaded.model,
+            &prompts,
+            max_new,
+            50256,
+            &[batched.eos_token_id],
+        ))
+        .unwrap();
         assert_eq!(out.new_ids, batched.new_ids, "{}: batched eos", case.label);
     }
 }
@@ -185,7 +194,8 @@ fn teacher_forced_log_probs_match() {
         let tf = &case.golden.teacher_forced;
         let ids = [tf.prompt_ids.clone(), tf.continuation_ids.clone()].concat();
         let model = &case.loaded.model;
-        let logits = model.forward(&Step::single(&ids, 0), &mut KvCache::Stateless { window: None }, Logits::All).unwrap();
+        let logits =
+            model.forward(&Step::single(&ids, 0), &mut KvCache::Stateless { window: None }, Logits::All).unwrap();
         let logprobs = pollster::block_on(readback::floats(log_softmax(logits, 2))).unwrap();
         let vocab = model.config.vocab_size;
         for (j, (&token, &reference)) in tf.continuation_ids.iter().zip(&tf.token_logprobs).enumerate() {
@@ -207,12 +217,18 @@ fn kv_cache_holds_what_transformers_caches() {
         for (layer, golden) in pkv.layers.iter().enumerate() {
             let (k, v) = contiguous.layer(layer, model.config.head_dim());
             assert_eq!(k.dims().to_vec(), golden.key_shape, "{}: layer {layer} key shape", case.label);
-            for (name, t, sum, l2) in [("key", k, golden.key_sum, golden.key_l2), ("value", v, golden.value_sum, golden.value_l2)] {
+            for (name, t, sum, l2) in
+                [("key", k, golden.key_sum, golden.key_l2), ("value", v, golden.value_sum, golden.value_l2)]
+            {
                 let values = pollster::block_on(readback::floats(t)).unwrap();
                 let ours_sum: f64 = values.iter().map(|&x| f64::from(x)).sum();
                 let ours_l2 = values.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
                 assert!((ours_sum - sum).abs() <= 1e-3, "{}: layer {layer} {name} sum {ours_sum} vs {sum}", case.label);
-                assert!(((ours_l2 - l2) / l2).abs() <= 1e-5, "{}: layer {layer} {name} l2 {ours_l2} vs {l2}", case.label);
+                assert!(
+                    ((ours_l2 - l2) / l2).abs() <= 1e-5,
+                    "{}: layer {layer} {name} l2 {ours_l2} vs {l2}",
+                    case.label
+                );
             }
         }
     }
@@ -237,7 +253,8 @@ fn sliding_window_equals_windowed_recompute() {
                 let logits = model.forward(&Step::single(&prompt[fed..end], fed), &mut cache, Logits::All).unwrap();
                 let ours = pollster::block_on(readback::floats(logits)).unwrap();
                 let mut reference_cache = KvCache::Stateless { window: Some(window) };
-                let reference = model.forward(&Step::single(&prompt[..end], 0), &mut reference_cache, Logits::All).unwrap();
+                let reference =
+                    model.forward(&Step::single(&prompt[..end], 0), &mut reference_cache, Logits::All).unwrap();
                 let vocab = model.config.vocab_size;
                 let reference = pollster::block_on(readback::floats(reference)).unwrap();
                 let diff = max_abs_diff(&ours, &reference[fed * vocab..]);
@@ -257,17 +274,33 @@ fn window_drift_is_zero_until_the_ring_wraps() {
         let greedy = &prompt.greedy;
         let n = greedy.new_ids.len();
         let model = &case.loaded.model;
-        let wide = pollster::block_on(window_drift(model, &prompt.input_ids, n, prompt.input_ids.len() + n, |_| ControlFlow::Continue(()))).unwrap();
+        let wide = pollster::block_on(window_drift(model, &prompt.input_ids, n, prompt.input_ids.len() + n, |_| {
+            ControlFlow::Continue(())
+        }))
+        .unwrap();
         assert_eq!(wide.iter().map(|s| s.token).collect::<Vec<_>>(), greedy.new_ids, "{}", case.label);
         assert!(wide.iter().all(|s| s.max_abs_diff <= 1e-4 && s.same_top1 && s.evicted.is_none()), "{}", case.label);
 
         let window = 4;
-        let narrow = pollster::block_on(window_drift(model, &prompt.input_ids, n, window, |_| ControlFlow::Continue(()))).unwrap();
-        assert_eq!(narrow.iter().map(|s| s.token).collect::<Vec<_>>(), greedy.new_ids, "the full cache leads: {}", case.label);
+        let narrow =
+            pollster::block_on(window_drift(model, &prompt.input_ids, n, window, |_| ControlFlow::Continue(())))
+                .unwrap();
+        assert_eq!(
+            narrow.iter().map(|s| s.token).collect::<Vec<_>>(),
+            greedy.new_ids,
+            "the full cache leads: {}",
+            case.label
+        );
         for s in &narrow {
             assert_eq!((s.slot, s.evicted), (s.position % window, s.position.checked_sub(window)));
             if s.position < window {
-                assert!(s.max_abs_diff <= 1e-4, "{}: no eviction yet at {}, diff {}", case.label, s.position, s.max_abs_diff);
+                assert!(
+                    s.max_abs_diff <= 1e-4,
+                    "{}: no eviction yet at {}, diff {}",
+                    case.label,
+                    s.position,
+                    s.max_abs_diff
+                );
             }
         }
         assert!(narrow.iter().any(|s| s.max_abs_diff > 1e-2), "{}: a 4-slot window must change the logits", case.label);
@@ -282,9 +315,7 @@ fn load_as(case: &Case, device: &Device, dtype: WeightDtype) -> Gpt2 {
     let mut stream = SafetensorsStream::new(&config).with_block_bytes(4096);
     let mut loader = Gpt2Loader::new(config, device, dtype).unwrap();
     for chunk in std::fs::read(case.dir.join("model.safetensors")).unwrap().chunks(64 << 10) {
-        stream
-            .feed(chunk, &mut |rows| loader.put_rows(rows))
-            .unwrap();
+        stream.feed(chunk, &mut |rows| loader.put_rows(rows)).unwrap();
     }
     stream.finish().unwrap();
     loader.finish().unwrap()
@@ -306,7 +337,9 @@ fn f16_weights_stay_close_to_transformers() {
             let mut cache = KvCache::Stateless { window: None };
             let logits = f16.forward(&Step::single(&prompt.input_ids, 0), &mut cache, Logits::Last).unwrap();
             let last = pollster::block_on(readback::floats(logits)).unwrap();
-            let logits = on_load.forward(&Step::single(&prompt.input_ids, 0), &mut KvCache::Stateless { window: None }, Logits::Last).unwrap();
+            let logits = on_load
+                .forward(&Step::single(&prompt.input_ids, 0), &mut KvCache::Stateless { window: None }, Logits::Last)
+                .unwrap();
             let vs_after = max_abs_diff(&pollster::block_on(readback::floats(logits)).unwrap(), &last);
             assert!(vs_after <= 1e-5, "{label}: rounded on load vs after differ by {vs_after}");
             let diff = max_abs_diff(&last, &case.golden_tensor(&prompt.last_logits.tensor));
@@ -315,7 +348,10 @@ fn f16_weights_stay_close_to_transformers() {
             // Measured: logits within 6.1e-3 of transformers', log-probs moved 1.1e-3 on
             // average and 3.8e-3 at most; bounds with room, top choices all the same.
             assert!(diff <= 2e-2, "{label}: last-position logits differ by {diff}");
-            assert!(drift.mean_abs_logprob_change <= 5e-3 && drift.max_abs_logprob_change <= 2e-2, "{label}: {drift:?}");
+            assert!(
+                drift.mean_abs_logprob_change <= 5e-3 && drift.max_abs_logprob_change <= 2e-2,
+                "{label}: {drift:?}"
+            );
             // The f32 (= transformers') greedy text is f16's own greedy choice at every step.
             assert_eq!(drift.top1_agreement, 1.0, "{label}: {drift:?}");
         }
@@ -338,17 +374,32 @@ fn f16_kv_cache_stays_close_to_transformers() {
             let total = prompt.input_ids.len() + golden.len();
             for kv in [KvMode::Contiguous, KvMode::Sliding { window: total }, KvMode::Paged { block_size: 16 }] {
                 let options = GenerateOptions { max_new_tokens: golden.len(), kv, ..GenerateOptions::default() };
-                let out = pollster::block_on(generate(&model, &prompt.input_ids, &options, None, |_| ControlFlow::Continue(()))).unwrap();
+                let out = pollster::block_on(generate(&model, &prompt.input_ids, &options, None, |_| {
+                    ControlFlow::Continue(())
+                }))
+                .unwrap();
                 assert_eq!(&out.new_ids, golden, "{label}: greedy with kv {kv}");
             }
             let ids = &prompt.input_ids;
-            let logits = model.forward(&Step::single(ids, 0), &mut model.cache(KvMode::Contiguous, 1, ids.len()).unwrap(), Logits::Last).unwrap();
-            let diff = max_abs_diff(&pollster::block_on(readback::floats(logits)).unwrap(), &case.golden_tensor(&prompt.last_logits.tensor));
+            let logits = model
+                .forward(
+                    &Step::single(ids, 0),
+                    &mut model.cache(KvMode::Contiguous, 1, ids.len()).unwrap(),
+                    Logits::Last,
+                )
+                .unwrap();
+            let diff = max_abs_diff(
+                &pollster::block_on(readback::floats(logits)).unwrap(),
+                &case.golden_tensor(&prompt.last_logits.tensor),
+            );
             let text = [prompt.input_ids.clone(), golden.clone()].concat();
             let drift = pollster::block_on(f16_drift(&case.loaded.model, &model, &text)).unwrap();
             eprintln!("{label}: last logits within {diff:.2e}; {drift:?}");
             assert!(diff <= 1e-2, "{label}: last-position logits differ by {diff}");
-            assert!(drift.mean_abs_logprob_change <= 2e-3 && drift.max_abs_logprob_change <= 1e-2, "{label}: {drift:?}");
+            assert!(
+                drift.mean_abs_logprob_change <= 2e-3 && drift.max_abs_logprob_change <= 1e-2,
+                "{label}: {drift:?}"
+            );
             assert_eq!(drift.top1_agreement, 1.0, "{label}: {drift:?}");
         }
     }
@@ -362,7 +413,8 @@ fn f16_kv_cache_stays_close_to_transformers() {
 /// browser's way) must give the very logits of a model quantized afterwards.
 #[test]
 fn int8_weights_stay_close_to_transformers() {
-    let on_cpu = |case: &Case| load(&case.dir, &Device::flex()).unwrap().model.into_weight_dtype(WeightDtype::Int8).unwrap();
+    let on_cpu =
+        |case: &Case| load(&case.dir, &Device::flex()).unwrap().model.into_weight_dtype(WeightDtype::Int8).unwrap();
     for case in cases().into_iter().filter(|c| !c.label.ends_with("on cuda")) {
         let device = case.loaded.model.device().clone();
         let int8 = load(&case.dir, &device).unwrap().model.into_weight_dtype(WeightDtype::Int8).unwrap();
@@ -374,7 +426,13 @@ fn int8_weights_stay_close_to_transformers() {
         for prompt in &case.golden.prompts {
             let label = format!("{} / {} in int8", case.label, prompt.name);
             let last_logits = |model: &Gpt2| {
-                let logits = model.forward(&Step::single(&prompt.input_ids, 0), &mut KvCache::Stateless { window: None }, Logits::Last).unwrap();
+                let logits = model
+                    .forward(
+                        &Step::single(&prompt.input_ids, 0),
+                        &mut KvCache::Stateless { window: None },
+                        Logits::Last,
+                    )
+                    .unwrap();
                 pollster::block_on(readback::floats(logits)).unwrap()
             };
             let last = last_logits(&int8);

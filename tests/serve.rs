@@ -39,7 +39,12 @@ impl Server {
             }
         });
         let first = lines.recv_timeout(Duration::from_secs(60)).expect("serve prints where it listens");
-        let url = first.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("no address in {first:?}")).to_string();
+        let url = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_string();
         let server = Server { child, url, lines: lines.into() };
         let deadline = Instant::now() + Duration::from_secs(120);
         while get(&server.url, "/health").0 != 200 {
@@ -64,7 +69,10 @@ impl Server {
     fn metric(&self, name: &str) -> f64 {
         let (status, text) = get_text(&self.url, "/metrics");
         assert_eq!(status, 200);
-        text.lines().filter(|l| l.split(['{', ' ']).next() == Some(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+        text.lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }
 
@@ -76,7 +84,11 @@ impl Drop for Server {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(300))).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into()
 }
 
 fn get_text(url: &str, path: &str) -> (u16, String) {
@@ -92,7 +104,11 @@ fn get(url: &str, path: &str) -> (u16, Value) {
 }
 
 fn post_raw(url: &str, path: &str, body: &[u8]) -> (u16, Value) {
-    let response = agent().post(format!("{url}{path}")).header("content-type", "application/json").send(body).expect("the server answers");
+    let response = agent()
+        .post(format!("{url}{path}"))
+        .header("content-type", "application/json")
+        .send(body)
+        .expect("the server answers");
     let status = response.status().as_u16();
     let text = response.into_body().read_to_string().unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
@@ -150,11 +166,19 @@ fn greedy_answers_equal_the_goldens_plain_streamed_and_batched() {
         // All prompts in one request (a list of token-id lists): choices in prompt order.
         let max = golden.prompts.iter().map(|p| p.greedy.new_ids.len()).min().unwrap();
         let all: Vec<&Vec<u32>> = golden.prompts.iter().map(|p| &p.input_ids).collect();
-        let (status, answer) = server.post(&json!({"model": name, "prompt": all, "max_tokens": max, "temperature": 0, "return_token_ids": true}));
+        let (status, answer) = server.post(
+            &json!({"model": name, "prompt": all, "max_tokens": max, "temperature": 0, "return_token_ids": true}),
+        );
         assert_eq!(status, 200, "{answer}");
         for (i, p) in golden.prompts.iter().enumerate() {
             assert_eq!(answer["choices"][i]["index"], i);
-            assert_eq!(ids(&answer["choices"][i]["token_ids"]), p.greedy.new_ids[..max], "{}: batched {}", golden.model, p.name);
+            assert_eq!(
+                ids(&answer["choices"][i]["token_ids"]),
+                p.greedy.new_ids[..max],
+                "{}: batched {}",
+                golden.model,
+                p.name
+            );
         }
         assert_eq!(server.metric("inferlab_kv_blocks_used"), 0.0);
     }
@@ -164,7 +188,9 @@ fn greedy_answers_equal_the_goldens_plain_streamed_and_batched() {
     let server = Server::start(&["--model", dir.to_str().unwrap(), "--dtype", "f16"]);
     let all: Vec<&Vec<u32>> = golden.prompts.iter().map(|p| &p.input_ids).collect();
     let max = golden.prompts.iter().map(|p| p.greedy.new_ids.len()).min().unwrap();
-    let (status, answer) = server.post(&json!({"model": "gpt2-tiny", "prompt": all, "max_tokens": max, "temperature": 0, "return_token_ids": true}));
+    let (status, answer) = server.post(
+        &json!({"model": "gpt2-tiny", "prompt": all, "max_tokens": max, "temperature": 0, "return_token_ids": true}),
+    );
     assert_eq!(status, 200, "{answer}");
     for (i, p) in golden.prompts.iter().enumerate() {
         assert_eq!(ids(&answer["choices"][i]["token_ids"]), p.greedy.new_ids[..max], "f16: {}", p.name);
@@ -180,7 +206,9 @@ fn sampling_stop_echo_and_logprobs_behave_like_openai() {
     let (s1, a) = server.post(&body);
     let (s2, b) = server.post(&body);
     assert_eq!((s1, s2), (200, 200));
-    let texts = |v: &Value| v["choices"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let texts = |v: &Value| {
+        v["choices"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
     assert_eq!(texts(&a), texts(&b), "same seed, same choices");
     assert_eq!(texts(&a).len(), 3);
     assert!(texts(&a)[0] != texts(&a)[1] || texts(&a)[1] != texts(&a)[2], "the choices are drawn independently");
@@ -191,16 +219,21 @@ fn sampling_stop_echo_and_logprobs_behave_like_openai() {
     let cut = text.char_indices().map(|(i, _)| i).nth(text.chars().count() / 2).unwrap();
     let stop: String = text[cut..].chars().take(3).collect();
     let expected = &text[..text.find(&stop).unwrap()];
-    let (_, stopped) = server.post(&json!({"model": model, "prompt": "Hello world", "max_tokens": 24, "temperature": 0, "stop": [stop]}));
+    let (_, stopped) = server
+        .post(&json!({"model": model, "prompt": "Hello world", "max_tokens": 24, "temperature": 0, "stop": [stop]}));
     assert_eq!(stopped["choices"][0]["text"].as_str().unwrap(), expected);
     assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
     // Echo puts the prompt first; logprobs give one entry per token with its top alternatives.
-    let (_, echoed) = server.post(&json!({"model": model, "prompt": "Hello world", "max_tokens": 24, "temperature": 0, "echo": true}));
+    let (_, echoed) = server
+        .post(&json!({"model": model, "prompt": "Hello world", "max_tokens": 24, "temperature": 0, "echo": true}));
     assert_eq!(echoed["choices"][0]["text"].as_str().unwrap(), format!("Hello world{text}"));
-    let (_, lp) = server.post(&json!({"model": model, "prompt": "Hello world", "max_tokens": 5, "temperature": 0, "logprobs": 3}));
+    let (_, lp) = server
+        .post(&json!({"model": model, "prompt": "Hello world", "max_tokens": 5, "temperature": 0, "logprobs": 3}));
     let logprobs = &lp["choices"][0]["logprobs"];
     assert_eq!(logprobs["tokens"].as_array().unwrap().len(), 5);
-    for (chosen, top) in logprobs["token_logprobs"].as_array().unwrap().iter().zip(logprobs["top_logprobs"].as_array().unwrap()) {
+    for (chosen, top) in
+        logprobs["token_logprobs"].as_array().unwrap().iter().zip(logprobs["top_logprobs"].as_array().unwrap())
+    {
         let top: Vec<f64> = top.as_object().unwrap().values().map(|v| v.as_f64().unwrap()).collect();
         assert!(!top.is_empty() && top.len() <= 3);
         let best = top.iter().copied().fold(f64::MIN, f64::max);
@@ -208,7 +241,10 @@ fn sampling_stop_echo_and_logprobs_behave_like_openai() {
         assert!(best <= 0.0);
     }
     // Usage in a stream when asked for.
-    let chunks = stream(&server.url, &json!({"model": model, "prompt": "Hi", "max_tokens": 4, "stream": true, "stream_options": {"include_usage": true}}));
+    let chunks = stream(
+        &server.url,
+        &json!({"model": model, "prompt": "Hi", "max_tokens": 4, "stream": true, "stream_options": {"include_usage": true}}),
+    );
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 4);
 }
 
@@ -230,48 +266,191 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         ("empty token list", json!({"model": m, "prompt": [[]]}).to_string().into_bytes(), 400, "invalid_value"),
         ("prompt a number", json!({"model": m, "prompt": 5}).to_string().into_bytes(), 400, "invalid_type"),
         ("mixed prompt list", json!({"model": m, "prompt": ["a", 5]}).to_string().into_bytes(), 400, "invalid_type"),
-        ("token id past the vocabulary", json!({"model": m, "prompt": [50257]}).to_string().into_bytes(), 400, "invalid_value"),
+        (
+            "token id past the vocabulary",
+            json!({"model": m, "prompt": [50257]}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
         ("negative token id", json!({"model": m, "prompt": [-1]}).to_string().into_bytes(), 400, "invalid_value"),
-        ("prompt fills the context", json!({"model": m, "prompt": long}).to_string().into_bytes(), 400, "context_length_exceeded"),
-        ("prompt + max_tokens past the context", json!({"model": m, "prompt": vec![1; 200], "max_tokens": 100}).to_string().into_bytes(), 400, "context_length_exceeded"),
-        ("max_tokens 0", json!({"model": m, "prompt": "a", "max_tokens": 0}).to_string().into_bytes(), 400, "invalid_value"),
-        ("max_tokens negative", json!({"model": m, "prompt": "a", "max_tokens": -5}).to_string().into_bytes(), 400, "invalid_value"),
-        ("max_tokens absurd", json!({"model": m, "prompt": "a", "max_tokens": 1_000_000_000_000u64}).to_string().into_bytes(), 400, "context_length_exceeded"),
-        ("max_tokens a string", json!({"model": m, "prompt": "a", "max_tokens": "10"}).to_string().into_bytes(), 400, "invalid_type"),
-        ("max_tokens fractional", json!({"model": m, "prompt": "a", "max_tokens": 2.5}).to_string().into_bytes(), 400, "invalid_value"),
-        ("temperature < 0", json!({"model": m, "prompt": "a", "temperature": -0.1}).to_string().into_bytes(), 400, "invalid_value"),
-        ("temperature > 2", json!({"model": m, "prompt": "a", "temperature": 2.5}).to_string().into_bytes(), 400, "invalid_value"),
-        ("temperature a string", json!({"model": m, "prompt": "a", "temperature": "hot"}).to_string().into_bytes(), 400, "invalid_type"),
+        (
+            "prompt fills the context",
+            json!({"model": m, "prompt": long}).to_string().into_bytes(),
+            400,
+            "context_length_exceeded",
+        ),
+        (
+            "prompt + max_tokens past the context",
+            json!({"model": m, "prompt": vec![1; 200], "max_tokens": 100}).to_string().into_bytes(),
+            400,
+            "context_length_exceeded",
+        ),
+        (
+            "max_tokens 0",
+            json!({"model": m, "prompt": "a", "max_tokens": 0}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "max_tokens negative",
+            json!({"model": m, "prompt": "a", "max_tokens": -5}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "max_tokens absurd",
+            json!({"model": m, "prompt": "a", "max_tokens": 1_000_000_000_000u64}).to_string().into_bytes(),
+            400,
+            "context_length_exceeded",
+        ),
+        (
+            "max_tokens a string",
+            json!({"model": m, "prompt": "a", "max_tokens": "10"}).to_string().into_bytes(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "max_tokens fractional",
+            json!({"model": m, "prompt": "a", "max_tokens": 2.5}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "temperature < 0",
+            json!({"model": m, "prompt": "a", "temperature": -0.1}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "temperature > 2",
+            json!({"model": m, "prompt": "a", "temperature": 2.5}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "temperature a string",
+            json!({"model": m, "prompt": "a", "temperature": "hot"}).to_string().into_bytes(),
+            400,
+            "invalid_type",
+        ),
         ("top_p 0", json!({"model": m, "prompt": "a", "top_p": 0}).to_string().into_bytes(), 400, "invalid_value"),
-        ("top_p that rounds to 0 in f32 (a fuzz finding)", json!({"model": m, "prompt": "a", "top_p": 1e-50}).to_string().into_bytes(), 400, "invalid_value"),
+        (
+            "top_p that rounds to 0 in f32 (a fuzz finding)",
+            json!({"model": m, "prompt": "a", "top_p": 1e-50}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
         ("top_p > 1", json!({"model": m, "prompt": "a", "top_p": 1.5}).to_string().into_bytes(), 400, "invalid_value"),
         ("top_k < -1", json!({"model": m, "prompt": "a", "top_k": -2}).to_string().into_bytes(), 400, "invalid_value"),
         ("n 0", json!({"model": m, "prompt": "a", "n": 0}).to_string().into_bytes(), 400, "invalid_value"),
         ("n absurd", json!({"model": m, "prompt": "a", "n": 1000}).to_string().into_bytes(), 400, "invalid_value"),
-        ("n × tokens over the KV pool", json!({"model": m, "prompt": "a", "n": 16, "max_tokens": 200}).to_string().into_bytes(), 400, "kv_pool_exceeded"),
-        ("five stop strings", json!({"model": m, "prompt": "a", "stop": ["a", "b", "c", "d", "e"]}).to_string().into_bytes(), 400, "invalid_value"),
-        ("empty stop string", json!({"model": m, "prompt": "a", "stop": ""}).to_string().into_bytes(), 400, "invalid_value"),
+        (
+            "n × tokens over the KV pool",
+            json!({"model": m, "prompt": "a", "n": 16, "max_tokens": 200}).to_string().into_bytes(),
+            400,
+            "kv_pool_exceeded",
+        ),
+        (
+            "five stop strings",
+            json!({"model": m, "prompt": "a", "stop": ["a", "b", "c", "d", "e"]}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "empty stop string",
+            json!({"model": m, "prompt": "a", "stop": ""}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
         ("stop a number", json!({"model": m, "prompt": "a", "stop": 3}).to_string().into_bytes(), 400, "invalid_type"),
-        ("stream a string", json!({"model": m, "prompt": "a", "stream": "yes"}).to_string().into_bytes(), 400, "invalid_type"),
-        ("stream_options without stream", json!({"model": m, "prompt": "a", "stream_options": {"include_usage": true}}).to_string().into_bytes(), 400, "invalid_value"),
-        ("logprobs 6", json!({"model": m, "prompt": "a", "logprobs": 6}).to_string().into_bytes(), 400, "invalid_value"),
-        ("echo with logprobs", json!({"model": m, "prompt": "a", "echo": true, "logprobs": 1}).to_string().into_bytes(), 400, "unsupported_parameter"),
-        ("presence_penalty", json!({"model": m, "prompt": "a", "presence_penalty": 0.5}).to_string().into_bytes(), 400, "unsupported_parameter"),
-        ("frequency_penalty out of range", json!({"model": m, "prompt": "a", "frequency_penalty": 9}).to_string().into_bytes(), 400, "invalid_value"),
-        ("best_of other than n", json!({"model": m, "prompt": "a", "best_of": 3}).to_string().into_bytes(), 400, "unsupported_parameter"),
-        ("suffix", json!({"model": m, "prompt": "a", "suffix": "b"}).to_string().into_bytes(), 400, "unsupported_parameter"),
-        ("logit_bias", json!({"model": m, "prompt": "a", "logit_bias": {"50256": -100}}).to_string().into_bytes(), 400, "unsupported_parameter"),
-        ("seed a string", json!({"model": m, "prompt": "a", "seed": "x"}).to_string().into_bytes(), 400, "invalid_type"),
-        ("repetition_penalty 0", json!({"model": m, "prompt": "a", "repetition_penalty": 0}).to_string().into_bytes(), 400, "invalid_value"),
-        ("unknown field", json!({"model": m, "prompt": "a", "max_token": 5}).to_string().into_bytes(), 400, "unknown_parameter"),
-        ("body over the size limit", json!({"model": m, "prompt": "a".repeat(70_000)}).to_string().into_bytes(), 413, "body_too_large"),
+        (
+            "stream a string",
+            json!({"model": m, "prompt": "a", "stream": "yes"}).to_string().into_bytes(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "stream_options without stream",
+            json!({"model": m, "prompt": "a", "stream_options": {"include_usage": true}}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "logprobs 6",
+            json!({"model": m, "prompt": "a", "logprobs": 6}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "echo with logprobs",
+            json!({"model": m, "prompt": "a", "echo": true, "logprobs": 1}).to_string().into_bytes(),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            "presence_penalty",
+            json!({"model": m, "prompt": "a", "presence_penalty": 0.5}).to_string().into_bytes(),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            "frequency_penalty out of range",
+            json!({"model": m, "prompt": "a", "frequency_penalty": 9}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "best_of other than n",
+            json!({"model": m, "prompt": "a", "best_of": 3}).to_string().into_bytes(),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            "suffix",
+            json!({"model": m, "prompt": "a", "suffix": "b"}).to_string().into_bytes(),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            "logit_bias",
+            json!({"model": m, "prompt": "a", "logit_bias": {"50256": -100}}).to_string().into_bytes(),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            "seed a string",
+            json!({"model": m, "prompt": "a", "seed": "x"}).to_string().into_bytes(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "repetition_penalty 0",
+            json!({"model": m, "prompt": "a", "repetition_penalty": 0}).to_string().into_bytes(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "unknown field",
+            json!({"model": m, "prompt": "a", "max_token": 5}).to_string().into_bytes(),
+            400,
+            "unknown_parameter",
+        ),
+        (
+            "body over the size limit",
+            json!({"model": m, "prompt": "a".repeat(70_000)}).to_string().into_bytes(),
+            413,
+            "body_too_large",
+        ),
     ];
     assert!(cases.len() >= 30);
     for (label, body, status, code) in &cases {
         let (got, answer) = post_raw(&server.url, "/v1/completions", body);
         assert_eq!((got, answer["error"]["code"].as_str()), (*status, Some(*code)), "{label}: {answer}");
         let error = &answer["error"];
-        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()) && error["type"].is_string(), "{label}: {answer}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()) && error["type"].is_string(),
+            "{label}: {answer}"
+        );
     }
     let (status, answer) = post_raw(&server.url, "/v1/nothing", b"{}");
     assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")));
@@ -293,7 +472,10 @@ fn load_with_hang_ups_and_429s_loses_nothing_and_leaks_no_block() {
         args: ServeBenchArgs,
     }
     let load = |requests: usize, rate: f64, seed: u64| {
-        let flags = format!("--url {} --requests {requests} --rate {rate} --workload-seed {seed} --concurrency 64 --prompt-len 8..8 --output-len 1..24 --lengths uniform --temperature 0.8 --disconnect 0.1", server.url);
+        let flags = format!(
+            "--url {} --requests {requests} --rate {rate} --workload-seed {seed} --concurrency 64 --prompt-len 8..8 --output-len 1..24 --lengths uniform --temperature 0.8 --disconnect 0.1",
+            server.url
+        );
         <Load as clap::Parser>::parse_from(std::iter::once("bench").chain(flags.split(' '))).args
     };
     // A burst from 64 clients at once against a queue of 16 (429s guaranteed), then a paced
@@ -301,7 +483,11 @@ fn load_with_hang_ups_and_429s_loses_nothing_and_leaks_no_block() {
     let burst = bench(&load(200, 0.0, 3)).expect("the burst ran");
     let paced = bench(&load(800, 60.0, 4)).expect("the paced load ran");
     for report in [&burst, &paced] {
-        assert_eq!(report.completed + report.rejected_429 + report.cancelled + report.failed, report.requests, "{report:?}");
+        assert_eq!(
+            report.completed + report.rejected_429 + report.cancelled + report.failed,
+            report.requests,
+            "{report:?}"
+        );
         assert_eq!(report.failed, 0, "{:?}", report.failures);
     }
     assert!(paced.cancelled > 0, "some clients hung up: {paced:?}");
@@ -311,7 +497,11 @@ fn load_with_hang_ups_and_429s_loses_nothing_and_leaks_no_block() {
     // Hung-up requests are aborted by the engine: soon nothing runs and no block is held.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let held = (server.metric("inferlab_kv_blocks_used"), server.metric("inferlab_running"), server.metric("inferlab_queue_depth"));
+        let held = (
+            server.metric("inferlab_kv_blocks_used"),
+            server.metric("inferlab_running"),
+            server.metric("inferlab_queue_depth"),
+        );
         if held == (0.0, 0.0, 0.0) {
             break;
         }
@@ -324,12 +514,36 @@ fn load_with_hang_ups_and_429s_loses_nothing_and_leaks_no_block() {
     assert!(server.metric("inferlab_request_outcomes_total") >= admitted as f64);
     // The load generator's command line and JSON contract.
     let out = Command::new(env!("CARGO_BIN_EXE_inferlab"))
-        .args(["bench", "serve", "--url", &server.url, "--requests", "12", "--concurrency", "4", "--rate", "50", "--output-len", "2..6", "--json"])
+        .args([
+            "bench",
+            "serve",
+            "--url",
+            &server.url,
+            "--requests",
+            "12",
+            "--concurrency",
+            "4",
+            "--rate",
+            "50",
+            "--output-len",
+            "2..6",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for field in ["completed", "rejected_429", "cancelled", "failed", "throughput_rps", "output_tokens_per_s", "ttft_ms", "itl_ms", "latency_ms"] {
+    for field in [
+        "completed",
+        "rejected_429",
+        "cancelled",
+        "failed",
+        "throughput_rps",
+        "output_tokens_per_s",
+        "ttft_ms",
+        "itl_ms",
+        "latency_ms",
+    ] {
         assert!(report.get(field).is_some(), "bench serve --json lacks {field}: {report}");
     }
     assert_eq!(report["completed"], 12);
@@ -338,7 +552,14 @@ fn load_with_hang_ups_and_429s_loses_nothing_and_leaks_no_block() {
 #[test]
 fn sigterm_drains_running_streams_and_refuses_new_requests() {
     let tokenizer = fixtures_root().join("tokenizer");
-    let mut server = Server::start(&["--model", "random:distilgpt2", "--tokenizer", tokenizer.to_str().unwrap(), "--drain-timeout", "60"]);
+    let mut server = Server::start(&[
+        "--model",
+        "random:distilgpt2",
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--drain-timeout",
+        "60",
+    ]);
     let url = server.url.clone();
     let body = json!({"model": "random:distilgpt2", "prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": true, "stream": true, "return_token_ids": true});
     let (started, first_chunks) = std::sync::mpsc::channel();
@@ -354,7 +575,10 @@ fn sigterm_drains_running_streams_and_refuses_new_requests() {
                         if data == "[DONE]" {
                             done = true;
                         } else {
-                            tokens += serde_json::from_str::<Value>(data).unwrap()["choices"][0]["token_ids"].as_array().unwrap().len();
+                            tokens += serde_json::from_str::<Value>(data).unwrap()["choices"][0]["token_ids"]
+                                .as_array()
+                                .unwrap()
+                                .len();
                             let _ = started.send(());
                         }
                     }
@@ -375,7 +599,9 @@ fn sigterm_drains_running_streams_and_refuses_new_requests() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // New requests are refused: the listener is closed (or, on a kept-alive connection, 503).
-    let refused = agent().post(format!("{url}/v1/completions")).send(json!({"model": "random:distilgpt2", "prompt": "x", "max_tokens": 2}).to_string().as_str());
+    let refused = agent()
+        .post(format!("{url}/v1/completions"))
+        .send(json!({"model": "random:distilgpt2", "prompt": "x", "max_tokens": 2}).to_string().as_str());
     if let Ok(response) = refused {
         assert_eq!(response.status().as_u16(), 503);
     }

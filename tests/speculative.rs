@@ -12,29 +12,18 @@ use inferlab::engine::gpt2::{Gpt2, Logits};
 use inferlab::engine::kv::{KvCache, KvMode};
 use inferlab::engine::readback;
 use inferlab::engine::sampling::{Sampler, SamplingParams};
-use inferlab::engine::speculative::drafters::{
-    AnyDrafter, Draft, DraftSpec, Drafter, ModelDrafter,
-};
+use inferlab::engine::speculative::drafters::{AnyDrafter, Draft, DraftSpec, Drafter, ModelDrafter};
 use inferlab::engine::speculative::{SpeculativeOptions, SpeculativeRun, speculative_generate};
 use inferlab::engine::step::Step;
 use inferlab::native::model_dir::load;
 
 /// The target cases (gpt2-tiny on each device: the fixtures with assisted goldens).
 fn targets() -> Vec<Case> {
-    cases()
-        .into_iter()
-        .filter(|c| c.golden.assisted_greedy_with_draft.is_some())
-        .collect()
+    cases().into_iter().filter(|c| c.golden.assisted_greedy_with_draft.is_some()).collect()
 }
 
 fn options(gamma: usize, max_new_tokens: usize, sampling: SamplingParams) -> SpeculativeOptions {
-    SpeculativeOptions {
-        max_new_tokens,
-        sampling,
-        gamma,
-        adaptive_gamma: false,
-        eos_token_ids: vec![],
-    }
+    SpeculativeOptions { max_new_tokens, sampling, gamma, adaptive_gamma: false, eos_token_ids: vec![] }
 }
 
 fn run<D: Drafter>(
@@ -44,58 +33,30 @@ fn run<D: Drafter>(
     options: &SpeculativeOptions,
     kv: KvMode,
 ) -> SpeculativeRun {
-    pollster::block_on(speculative_generate(
-        target,
-        drafter,
-        prompt,
-        options,
-        kv,
-        |_| ControlFlow::Continue(()),
-    ))
-    .expect("speculative decoding")
+    pollster::block_on(speculative_generate(target, drafter, prompt, options, kv, |_| ControlFlow::Continue(())))
+        .expect("speculative decoding")
 }
 
 #[test]
 fn greedy_speculative_equals_target_greedy_for_every_drafter_and_gamma() {
     for case in targets() {
-        let assisted = case
-            .golden
-            .assisted_greedy_with_draft
-            .clone()
-            .expect("assisted goldens");
-        let draft = load(
-            &fixtures_root().join(&assisted.draft_model),
-            case.loaded.model.device(),
-        )
-        .expect("draft model");
+        let assisted = case.golden.assisted_greedy_with_draft.clone().expect("assisted goldens");
+        let draft =
+            load(&fixtures_root().join(&assisted.draft_model), case.loaded.model.device()).expect("draft model");
         let target = &case.loaded.model;
         for result in &assisted.results {
             let prompt = &case.prompt(&result.prompt).input_ids;
-            let gammas: Vec<usize> = if result.prompt == "few_tokens" {
-                (1..=8).collect()
-            } else {
-                vec![3]
-            };
+            let gammas: Vec<usize> = if result.prompt == "few_tokens" { (1..=8).collect() } else { vec![3] };
             for gamma in gammas {
-                for spec in [
-                    DraftSpec::Model(assisted.draft_model.clone()),
-                    DraftSpec::EarlyExit(1),
-                    DraftSpec::Ngram(2),
-                ] {
+                for spec in
+                    [DraftSpec::Model(assisted.draft_model.clone()), DraftSpec::EarlyExit(1), DraftSpec::Ngram(2)]
+                {
                     let opts = options(gamma, result.new_ids.len(), SamplingParams::default());
-                    let mut drafter = AnyDrafter::new(
-                        &spec,
-                        target,
-                        Some(&draft.model),
-                        prompt.len() + opts.max_new_tokens,
-                    )
-                    .expect("drafter");
+                    let mut drafter =
+                        AnyDrafter::new(&spec, target, Some(&draft.model), prompt.len() + opts.max_new_tokens)
+                            .expect("drafter");
                     let out = run(target, &mut drafter, prompt, &opts, KvMode::Contiguous);
-                    assert_eq!(
-                        out.new_ids, result.new_ids,
-                        "{} / {} / {spec} / γ {gamma}",
-                        case.label, result.prompt
-                    );
+                    assert_eq!(out.new_ids, result.new_ids, "{} / {} / {spec} / γ {gamma}", case.label, result.prompt);
                     assert!(out.passes.len() <= out.new_ids.len());
                 }
             }
@@ -106,32 +67,17 @@ fn greedy_speculative_equals_target_greedy_for_every_drafter_and_gamma() {
 #[test]
 fn greedy_speculative_on_the_paged_cache_and_with_adaptive_gamma() {
     for case in targets() {
-        let result = &case
-            .golden
-            .assisted_greedy_with_draft
-            .as_ref()
-            .expect("assisted goldens")
-            .results[1];
+        let result = &case.golden.assisted_greedy_with_draft.as_ref().expect("assisted goldens").results[1];
         let prompt = &case.prompt(&result.prompt).input_ids;
         let opts = options(4, result.new_ids.len(), SamplingParams::default());
-        let mut drafter = AnyDrafter::new(
-            &DraftSpec::EarlyExit(1),
-            &case.loaded.model,
-            None,
-            prompt.len() + 24,
-        )
-        .expect("drafter");
-        let out = run(
-            &case.loaded.model,
-            &mut drafter,
-            prompt,
-            &opts,
-            KvMode::Paged { block_size: 4 },
-        );
+        let mut drafter =
+            AnyDrafter::new(&DraftSpec::EarlyExit(1), &case.loaded.model, None, prompt.len() + 24).expect("drafter");
+        let out = run(&case.loaded.model, &mut drafter, prompt, &opts, KvMode::Paged { block_size: 4 });
         assert_eq!(out.new_ids, result.new_ids, "{}", case.label);
         // Adaptive γ changes the draft lengths, never the text.
         let adaptive = SpeculativeOptions { adaptive_gamma: true, ..opts };
-        let mut drafter = AnyDrafter::new(&DraftSpec::Ngram(1), &case.loaded.model, None, prompt.len() + 24).expect("drafter");
+        let mut drafter =
+            AnyDrafter::new(&DraftSpec::Ngram(1), &case.loaded.model, None, prompt.len() + 24).expect("drafter");
         let out = run(&case.loaded.model, &mut drafter, prompt, &adaptive, KvMode::Contiguous);
         assert_eq!(out.new_ids, result.new_ids, "{} adaptive", case.label);
     }
@@ -142,82 +88,40 @@ fn a_drafter_equal_to_the_target_accepts_everything() {
     for case in targets() {
         let target = &case.loaded.model;
         let prompt = &case.prompt("few_tokens").input_ids;
-        for sampling in [
-            SamplingParams::default(),
-            SamplingParams {
-                temperature: 1.0,
-                seed: 3,
-                ..SamplingParams::default()
-            },
-        ] {
+        for sampling in
+            [SamplingParams::default(), SamplingParams { temperature: 1.0, seed: 3, ..SamplingParams::default() }]
+        {
             let opts = options(4, 20, sampling);
-            let mut drafter = ModelDrafter::new(
-                target,
-                target.config.n_layer,
-                &target.config,
-                prompt.len() + 20,
-            )
-            .expect("drafter");
+            let mut drafter =
+                ModelDrafter::new(target, target.config.n_layer, &target.config, prompt.len() + 20).expect("drafter");
             let out = run(target, &mut drafter, prompt, &opts, KvMode::Contiguous);
             assert_eq!(out.alpha(), 1.0, "{}: α", case.label);
-            assert!(
-                out.passes
-                    .iter()
-                    .all(|p| p.bonus && p.accepted == p.drafted.len()),
-                "{}",
-                case.label
-            );
-            assert_eq!(
-                out.tokens_per_pass(),
-                5.0,
-                "{}: 20 tokens in passes of γ + 1 = 5",
-                case.label
-            );
+            assert!(out.passes.iter().all(|p| p.bonus && p.accepted == p.drafted.len()), "{}", case.label);
+            assert_eq!(out.tokens_per_pass(), 5.0, "{}: 20 tokens in passes of γ + 1 = 5", case.label);
         }
         // Greedy self-drafting reproduces the plain greedy output exactly.
         let greedy = pollster::block_on(generate(
             target,
             prompt,
-            &GenerateOptions {
-                max_new_tokens: 21,
-                ..GenerateOptions::default()
-            },
+            &GenerateOptions { max_new_tokens: 21, ..GenerateOptions::default() },
             None,
             |_| ControlFlow::Continue(()),
         ))
         .expect("greedy");
-        let mut drafter = ModelDrafter::new(
-            target,
-            target.config.n_layer,
-            &target.config,
-            prompt.len() + 21,
-        )
-        .expect("drafter");
+        let mut drafter =
+            ModelDrafter::new(target, target.config.n_layer, &target.config, prompt.len() + 21).expect("drafter");
         assert_eq!(
-            run(
-                target,
-                &mut drafter,
-                prompt,
-                &options(4, 21, SamplingParams::default()),
-                KvMode::Contiguous
-            )
-            .new_ids,
+            run(target, &mut drafter, prompt, &options(4, 21, SamplingParams::default()), KvMode::Contiguous).new_ids,
             greedy.new_ids
         );
     }
 }
 
 /// Probabilities of the target's first token and, for each, of the second, under `sampling`.
-fn target_joint(
-    target: &Gpt2,
-    prompt: &[u32],
-    sampling: &SamplingParams,
-) -> Vec<((u32, u32), f64)> {
+fn target_joint(target: &Gpt2, prompt: &[u32], sampling: &SamplingParams) -> Vec<((u32, u32), f64)> {
     let probs = |ids: &[u32]| {
         let mut cache = KvCache::Stateless { window: None };
-        let logits = target
-            .forward(&Step::single(ids, 0), &mut cache, Logits::Last)
-            .expect("forward");
+        let logits = target.forward(&Step::single(ids, 0), &mut cache, Logits::Last).expect("forward");
         sampling.probabilities(&mut pollster::block_on(readback::floats(logits)).expect("read"))
     };
     let mut joint = vec![];
@@ -259,16 +163,11 @@ impl Drafter for Sharpened<'_> {
                 &mut KvCache::Stateless { window: None },
                 Logits::Last,
             )?;
-            let probs = self
-                .params
-                .probabilities(&mut readback::floats(logits).await?);
+            let probs = self.params.probabilities(&mut readback::floats(logits).await?);
             extended.push(sampler.draw(&probs));
             q.push(probs);
         }
-        Ok(Draft {
-            tokens: extended.split_off(sequence.len()),
-            q: Some(q),
-        })
+        Ok(Draft { tokens: extended.split_off(sequence.len()), q: Some(q) })
     }
 
     fn rollback(&mut self, _tokens: usize) -> inferlab::engine::error::Result<()> {
@@ -281,11 +180,7 @@ fn sampled_speculative_is_distributed_as_the_target() {
     let case = targets().into_iter().next().expect("gpt2-tiny");
     let target = &case.loaded.model;
     let prompt = case.prompt("few_tokens").input_ids.clone();
-    let sampling = SamplingParams {
-        temperature: 1.5,
-        top_k: 3,
-        ..SamplingParams::default()
-    };
+    let sampling = SamplingParams { temperature: 1.5, top_k: 3, ..SamplingParams::default() };
     let joint = target_joint(target, &prompt, &sampling);
     assert_eq!(joint.len(), 9, "top-3 then top-3");
 
@@ -293,29 +188,12 @@ fn sampled_speculative_is_distributed_as_the_target() {
     let mut counts = std::collections::HashMap::<(u32, u32), usize>::new();
     let (mut rejections, mut bonuses) = (0, 0);
     for seed in 0..runs {
-        let opts = options(
-            2,
-            2,
-            SamplingParams {
-                seed,
-                ..sampling.clone()
-            },
-        );
-        let mut drafter = Sharpened {
-            target,
-            params: SamplingParams {
-                temperature: 0.7,
-                top_k: 4,
-                ..SamplingParams::default()
-            },
-        };
+        let opts = options(2, 2, SamplingParams { seed, ..sampling.clone() });
+        let mut drafter =
+            Sharpened { target, params: SamplingParams { temperature: 0.7, top_k: 4, ..SamplingParams::default() } };
         let out = run(target, &mut drafter, &prompt, &opts, KvMode::Contiguous);
         rejections += out.passes.iter().filter(|p| !p.bonus).count();
-        bonuses += out
-            .passes
-            .iter()
-            .filter(|p| p.bonus && !p.drafted.is_empty())
-            .count();
+        bonuses += out.passes.iter().filter(|p| p.bonus && !p.drafted.is_empty()).count();
         *counts.entry((out.new_ids[0], out.new_ids[1])).or_default() += 1;
     }
     assert!(
@@ -323,9 +201,7 @@ fn sampled_speculative_is_distributed_as_the_target() {
         "both branches exercised: {rejections} rejections, {bonuses} bonus tokens"
     );
     assert!(
-        counts
-            .keys()
-            .all(|pair| joint.iter().any(|(p, _)| p == pair)),
+        counts.keys().all(|pair| joint.iter().any(|(p, _)| p == pair)),
         "a pair outside the target's support: {counts:?}"
     );
     let chi2: f64 = joint
@@ -337,10 +213,7 @@ fn sampled_speculative_is_distributed_as_the_target() {
         })
         .sum();
     // χ² with 8 degrees of freedom: P(χ² > 26.12) = 0.001.
-    assert!(
-        chi2 < 26.12,
-        "χ² = {chi2:.2} over {runs} runs: {counts:?} vs {joint:?}"
-    );
+    assert!(chi2 < 26.12, "χ² = {chi2:.2} over {runs} runs: {counts:?} vs {joint:?}");
 }
 
 #[test]
@@ -358,19 +231,13 @@ fn bad_drafters_and_gammas_are_refused() {
             KvMode::Contiguous,
             |_| ControlFlow::Continue(()),
         ));
-        assert!(
-            err.is_err_and(|e| e.to_string().contains("gamma")),
-            "γ {gamma}"
-        );
+        assert!(err.is_err_and(|e| e.to_string().contains("gamma")), "γ {gamma}");
     }
     assert!(
         AnyDrafter::new(&DraftSpec::EarlyExit(2), target, None, 32).is_err(),
         "layers:K must be fewer than the target's"
     );
-    assert!(
-        AnyDrafter::new(&DraftSpec::Model("x".into()), target, None, 32).is_err(),
-        "an unloaded draft model"
-    );
+    assert!(AnyDrafter::new(&DraftSpec::Model("x".into()), target, None, 32).is_err(), "an unloaded draft model");
     assert!(
         ModelDrafter::new(target, 1, &target.config, target.config.n_positions + 1).is_err(),
         "a draft context shorter than needed"

@@ -30,9 +30,10 @@ struct DecodeCase {
 #[test]
 fn tokenizer_matches_transformers() {
     let root = common::fixtures_root();
-    let golden: GoldenTokenizer =
-        serde_json::from_slice(&std::fs::read(root.join("tokenizer/golden_tokenizer.json")).expect("golden_tokenizer.json"))
-            .expect("golden tokenizer schema");
+    let golden: GoldenTokenizer = serde_json::from_slice(
+        &std::fs::read(root.join("tokenizer/golden_tokenizer.json")).expect("golden_tokenizer.json"),
+    )
+    .expect("golden tokenizer schema");
     let mut files = vec![root.join("tokenizer/tokenizer.json")];
     files.extend(common::model_dirs().into_iter().map(|d| d.join("tokenizer.json")));
     for file in files {

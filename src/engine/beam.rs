@@ -47,9 +47,7 @@ impl FromStr for EarlyStopping {
             "true" => Ok(Self::True),
             "false" => Ok(Self::False),
             "never" => Ok(Self::Never),
-            _ => Err(EngineError::Request(format!(
-                "early_stopping is true, false or never, got {s:?}"
-            ))),
+            _ => Err(EngineError::Request(format!("early_stopping is true, false or never, got {s:?}"))),
         }
     }
 }
@@ -80,10 +78,7 @@ impl BeamOptions {
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(EngineError::Request(msg));
         if !(1..=MAX_BEAMS).contains(&self.num_beams) {
-            return bad(format!(
-                "num_beams must be 1 to {MAX_BEAMS}, got {}",
-                self.num_beams
-            ));
+            return bad(format!("num_beams must be 1 to {MAX_BEAMS}, got {}", self.num_beams));
         }
         if !(1..=self.num_beams).contains(&self.num_return_sequences) {
             return bad(format!(
@@ -92,10 +87,7 @@ impl BeamOptions {
             ));
         }
         if !self.length_penalty.is_finite() {
-            return bad(format!(
-                "length_penalty must be a finite number, got {}",
-                self.length_penalty
-            ));
+            return bad(format!("length_penalty must be a finite number, got {}", self.length_penalty));
         }
         Ok(())
     }
@@ -168,31 +160,20 @@ pub async fn beam_search(
 ) -> Result<BeamResult> {
     options.validate()?;
     let config = &model.config;
-    let (prompt, max_new, _) =
-        fit_context(prompt, options.max_new_tokens, config.n_positions, false)?;
+    let (prompt, max_new, _) = fit_context(prompt, options.max_new_tokens, config.n_positions, false)?;
     let k = options.num_beams;
     let start = Instant::now();
     // Room for every beam's row; the prompt is computed once in row 0 and then shared.
     let mut cache = model.cache(kv, k, prompt.len() + max_new)?;
     cache.reorder(&[0], model.device())?;
     let mut step = Step::single(&prompt, 0);
-    let mut running = vec![Beam {
-        tokens: vec![],
-        score: 0.0,
-    }];
+    let mut running = vec![Beam { tokens: vec![], score: 0.0 }];
     let mut finished: Vec<Hypothesis> = vec![];
     let mut improvable = true;
-    let mut out = BeamResult {
-        hypotheses: vec![],
-        steps: vec![],
-        total_ms: 0.0,
-        kv_peak_tokens: 0,
-    };
+    let mut out = BeamResult { hypotheses: vec![], steps: vec![], total_ms: 0.0, kv_peak_tokens: 0 };
     for generated in 0..max_new {
         let logits = model.forward(&step, &mut cache, Logits::Last)?;
-        out.kv_peak_tokens = out
-            .kv_peak_tokens
-            .max(held_tokens(&cache, k, prompt.len() + max_new));
+        out.kv_peak_tokens = out.kv_peak_tokens.max(held_tokens(&cache, k, prompt.len() + max_new));
         let rows = readback::floats(logits).await?;
         let vocab = config.vocab_size;
 
@@ -205,41 +186,28 @@ pub async fn beam_search(
             for banned in banned_tokens(&history, options.no_repeat_ngram_size) {
                 log_probs[banned as usize] = f32::NEG_INFINITY;
             }
-            candidates.extend(top(&log_probs, 2 * k).into_iter().map(|token| {
-                (
-                    parent,
-                    token as u32,
-                    log_probs[token],
-                    beam.score + log_probs[token],
-                )
-            }));
+            candidates.extend(
+                top(&log_probs, 2 * k)
+                    .into_iter()
+                    .map(|token| (parent, token as u32, log_probs[token], beam.score + log_probs[token])),
+            );
         }
         candidates.sort_by(|a, b| b.3.total_cmp(&a.3).then((a.0, a.1).cmp(&(b.0, b.1))));
         candidates.truncate(2 * k);
 
         let last = generated + 1 == max_new;
-        let hits: Vec<bool> = candidates
-            .iter()
-            .map(|c| last || options.eos_token_ids.contains(&c.1))
-            .collect();
+        let hits: Vec<bool> = candidates.iter().map(|c| last || options.eos_token_ids.contains(&c.1)).collect();
         let full = finished.len() == k && options.early_stopping == EarlyStopping::True;
         let penalty = (((generated + 1) as f64).powf(f64::from(options.length_penalty))) as f32;
         let mut next = vec![];
         let mut record = BeamStep { candidates: vec![] };
-        for (rank, (&(parent, token, log_prob, score), &hit)) in
-            candidates.iter().zip(&hits).enumerate()
-        {
+        for (rank, (&(parent, token, log_prob, score), &hit)) in candidates.iter().zip(&hits).enumerate() {
             let fate = if hit {
                 if rank < k && !full && improvable {
                     let mut ids = running[parent].tokens.clone();
                     ids.push(token);
-                    finished.push(Hypothesis {
-                        ids,
-                        score: score / penalty,
-                    });
-                    Fate::Finished {
-                        score: score / penalty,
-                    }
+                    finished.push(Hypothesis { ids, score: score / penalty });
+                    Fate::Finished { score: score / penalty }
                 } else {
                     Fate::Pruned
                 }
@@ -247,19 +215,11 @@ pub async fn beam_search(
                 let mut tokens = running[parent].tokens.clone();
                 tokens.push(token);
                 next.push((parent, Beam { tokens, score }));
-                Fate::Kept {
-                    slot: next.len() - 1,
-                }
+                Fate::Kept { slot: next.len() - 1 }
             } else {
                 Fate::Pruned
             };
-            record.candidates.push(Candidate {
-                parent,
-                token,
-                log_prob,
-                score,
-                fate,
-            });
+            record.candidates.push(Candidate { parent, token, log_prob, score, fate });
         }
         // Best k finished, earlier ones first among equals (as a stable top-k merge).
         finished.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -270,19 +230,15 @@ pub async fn beam_search(
         if hits.iter().all(|&h| h) {
             break;
         }
-        let length =
-            if options.early_stopping == EarlyStopping::Never && options.length_penalty > 0.0 {
-                max_new
-            } else {
-                generated + 1
-            };
+        let length = if options.early_stopping == EarlyStopping::Never && options.length_penalty > 0.0 {
+            max_new
+        } else {
+            generated + 1
+        };
         let best_possible = next.first().map_or(f32::NEG_INFINITY, |(_, b)| b.score)
             / ((length as f64).powf(f64::from(options.length_penalty)) as f32);
         let worst_finished = if finished.len() == k {
-            finished
-                .iter()
-                .map(|h| h.score)
-                .fold(f32::INFINITY, f32::min)
+            finished.iter().map(|h| h.score).fold(f32::INFINITY, f32::min)
         } else {
             f32::NEG_INFINITY
         };
@@ -290,10 +246,8 @@ pub async fn beam_search(
         let all_finished = finished.len() == k && options.early_stopping == EarlyStopping::True;
         if !improvable || all_finished || cancelled || next.is_empty() {
             if cancelled {
-                finished.extend(next.iter().map(|(_, b)| Hypothesis {
-                    ids: b.tokens.clone(),
-                    score: b.score / penalty,
-                }));
+                finished
+                    .extend(next.iter().map(|(_, b)| Hypothesis { ids: b.tokens.clone(), score: b.score / penalty }));
                 finished.sort_by(|a, b| b.score.total_cmp(&a.score));
             }
             break;
@@ -303,16 +257,10 @@ pub async fn beam_search(
         cache.reorder(&parents, model.device())?;
         running = next.into_iter().map(|(_, b)| b).collect();
         step = if cache.is_stateless() {
-            let rows: Vec<Vec<u32>> = running
-                .iter()
-                .map(|b| [prompt.as_slice(), &b.tokens].concat())
-                .collect();
+            let rows: Vec<Vec<u32>> = running.iter().map(|b| [prompt.as_slice(), &b.tokens].concat()).collect();
             Step::left_padded(&rows, 0)
         } else {
-            let fed: Vec<u32> = running
-                .iter()
-                .map(|b| *b.tokens.last().expect("a kept beam has a token"))
-                .collect();
+            let fed: Vec<u32> = running.iter().map(|b| *b.tokens.last().expect("a kept beam has a token")).collect();
             Step::decode(&fed, &vec![prompt.len() + generated; fed.len()])
         };
     }
@@ -335,24 +283,15 @@ fn held_tokens(cache: &KvCache, rows: usize, capacity: usize) -> usize {
 /// float32 `log_softmax` of one row (the log-sum-exp accumulated in f64).
 pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_sum = logits
-        .iter()
-        .map(|&l| f64::from(l - max).exp())
-        .sum::<f64>()
-        .ln();
-    logits
-        .iter()
-        .map(|&l| (f64::from(l - max) - log_sum) as f32)
-        .collect()
+    let log_sum = logits.iter().map(|&l| f64::from(l - max).exp()).sum::<f64>().ln();
+    logits.iter().map(|&l| (f64::from(l - max) - log_sum) as f32).collect()
 }
 
 /// Indices of the `n` largest values, largest first (lower index first among equals).
 fn top(values: &[f32], n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..values.len()).collect();
     let n = n.min(order.len());
-    order.select_nth_unstable_by(n.saturating_sub(1), |&a, &b| {
-        values[b].total_cmp(&values[a]).then(a.cmp(&b))
-    });
+    order.select_nth_unstable_by(n.saturating_sub(1), |&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
     order.truncate(n);
     order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
     order
@@ -365,11 +304,7 @@ fn banned_tokens(history: &[u32], n: usize) -> Vec<u32> {
         return vec![];
     }
     let prefix = &history[history.len() + 1 - n..];
-    history
-        .windows(n)
-        .filter(|w| &w[..n - 1] == prefix)
-        .map(|w| w[n - 1])
-        .collect()
+    history.windows(n).filter(|w| &w[..n - 1] == prefix).map(|w| w[n - 1]).collect()
 }
 
 #[cfg(test)]
@@ -403,22 +338,10 @@ mod tests {
         };
         assert!(ok.validate().is_ok());
         for bad in [
-            BeamOptions {
-                num_beams: 0,
-                ..ok.clone()
-            },
-            BeamOptions {
-                num_beams: MAX_BEAMS + 1,
-                ..ok.clone()
-            },
-            BeamOptions {
-                num_return_sequences: 5,
-                ..ok.clone()
-            },
-            BeamOptions {
-                length_penalty: f32::NAN,
-                ..ok.clone()
-            },
+            BeamOptions { num_beams: 0, ..ok.clone() },
+            BeamOptions { num_beams: MAX_BEAMS + 1, ..ok.clone() },
+            BeamOptions { num_return_sequences: 5, ..ok.clone() },
+            BeamOptions { length_penalty: f32::NAN, ..ok.clone() },
         ] {
             assert!(bad.validate().is_err());
         }

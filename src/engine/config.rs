@@ -158,7 +158,10 @@ impl Gpt2Config {
             if let Some(id) = id
                 && id as usize >= self.vocab_size
             {
-                return Err(EngineError::Config(format!("{name} {id} is outside the vocabulary ({})", self.vocab_size)));
+                return Err(EngineError::Config(format!(
+                    "{name} {id} is outside the vocabulary ({})",
+                    self.vocab_size
+                )));
             }
         }
         Ok(())

@@ -86,7 +86,12 @@ pub fn decode_tokens_per_s(step_ms: &[f64]) -> f64 {
 /// Fits a request into the model's context of `n_positions` tokens (prompt + new tokens).
 /// Returns the prompt to use, the number of new tokens and a warning when that was clamped.
 /// A prompt that leaves no room is an error unless `truncate_left` drops its oldest tokens.
-pub fn fit_context(prompt: &[u32], max_new_tokens: usize, n_positions: usize, truncate_left: bool) -> Result<(Vec<u32>, usize, Option<String>)> {
+pub fn fit_context(
+    prompt: &[u32],
+    max_new_tokens: usize,
+    n_positions: usize,
+    truncate_left: bool,
+) -> Result<(Vec<u32>, usize, Option<String>)> {
     if prompt.is_empty() {
         return Err(EngineError::Request("the prompt is empty; give at least one token".into()));
     }
@@ -138,7 +143,14 @@ pub async fn generate(
     let start = Instant::now();
     let mut sequence = prompt.clone();
     let mut cached = 0;
-    let mut out = Generation { new_ids: vec![], stop_reason: StopReason::MaxNewTokens, text: None, ttft_ms: 0.0, step_ms: vec![], total_ms: 0.0 };
+    let mut out = Generation {
+        new_ids: vec![],
+        stop_reason: StopReason::MaxNewTokens,
+        text: None,
+        ttft_ms: 0.0,
+        step_ms: vec![],
+        total_ms: 0.0,
+    };
     while out.new_ids.len() < max_new {
         let step_start = Instant::now();
         // Without a cache every step resends the whole sequence.

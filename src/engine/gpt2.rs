@@ -17,8 +17,8 @@ use super::kernels::row_dots_wgsl::{self, Packed};
 use super::kernels::{self, Path, cpu_gelu};
 use super::kv::dtype::KvDtype;
 use super::kv::{KvCache, KvMode};
-use super::step::Step;
 use super::safetensors_stream::{Rows, WholeTensors};
+use super::step::Step;
 use super::vocab_table::{TableRows, VocabTable};
 use super::weight_dtype::WeightDtype;
 use super::weights::Gpt2Weights;
@@ -72,7 +72,9 @@ impl DenseWeight {
         match dtype {
             WeightDtype::F32 => Self::new(weight, device),
             WeightDtype::F16 if kernels::is_wgpu(device) => Self::Packed(Packed::f16(values, inputs, outputs, device)),
-            WeightDtype::Int8 if kernels::is_wgpu(device) => Self::Packed(Packed::int8_per_column(values, inputs, outputs, device)),
+            WeightDtype::Int8 if kernels::is_wgpu(device) => {
+                Self::Packed(Packed::int8_per_column(values, inputs, outputs, device))
+            }
             WeightDtype::F16 => Self::Compact(CompactTable::f16(&transposed(&weight), outputs, inputs)),
             WeightDtype::Int8 => Self::Compact(CompactTable::int8(&transposed(&weight), outputs, inputs)),
         }
@@ -95,10 +97,12 @@ impl Dense {
                 Some(y) => return y,
                 None => x.matmul(w.widen()),
             },
-            DenseWeight::F32 { w, .. } if path == Path::Wgsl => match row_dots_wgsl::rows_times_weight(&x, &Packed::plain(w.clone()), &self.bias) {
-                Some(y) => return y,
-                None => x.matmul(w.clone()),
-            },
+            DenseWeight::F32 { w, .. } if path == Path::Wgsl => {
+                match row_dots_wgsl::rows_times_weight(&x, &Packed::plain(w.clone()), &self.bias) {
+                    Some(y) => return y,
+                    None => x.matmul(w.clone()),
+                }
+            }
             DenseWeight::F32 { w, wt } => {
                 let few_rows = wt.as_ref().filter(|_| cpu).and_then(|wt| row_dots::rows_times_table(&x, wt));
                 few_rows.unwrap_or_else(|| x.matmul(w.clone()))
@@ -196,14 +200,22 @@ impl Gpt2 {
                 ..b
             })
             .collect();
-        Ok(Self { blocks, wte: self.wte.into_reduced(dtype), lm_head: self.lm_head.map(|t| t.into_reduced(dtype)), ..self })
+        Ok(Self {
+            blocks,
+            wte: self.wte.into_reduced(dtype),
+            lm_head: self.lm_head.map(|t| t.into_reduced(dtype)),
+            ..self
+        })
     }
 
     /// Makes the KV caches of later generations hold f16 (half their memory, and half the bytes
     /// each attention reads) or f32. Keys and values are rounded once, as they are stored.
     pub fn set_kv_dtype(&mut self, dtype: KvDtype) -> Result<()> {
         if dtype == KvDtype::F16 && self.config.head_dim() % 2 != 0 {
-            return Err(EngineError::Request(format!("an f16 KV cache packs head rows in pairs; this model's heads are {} wide", self.config.head_dim())));
+            return Err(EngineError::Request(format!(
+                "an f16 KV cache packs head rows in pairs; this model's heads are {} wide",
+                self.config.head_dim()
+            )));
         }
         self.kv_dtype = dtype;
         Ok(())
@@ -249,13 +261,7 @@ impl Gpt2 {
     /// [`Gpt2::forward`] through the first `layers` blocks only, then the final LayerNorm and
     /// the head: the early-exit draft of self-speculative decoding (its cache has `layers`
     /// layers).
-    pub fn forward_layers(
-        &self,
-        step: &Step,
-        cache: &mut KvCache,
-        which: Logits,
-        layers: usize,
-    ) -> Result<Tensor<3>> {
+    pub fn forward_layers(&self, step: &Step, cache: &mut KvCache, which: Logits, layers: usize) -> Result<Tensor<3>> {
         let c = &self.config;
         if layers == 0 || layers > self.blocks.len() {
             return Err(EngineError::Request(format!(
@@ -268,10 +274,8 @@ impl Gpt2 {
         let (heads, head_dim) = (c.n_head, c.head_dim());
 
         let positions: Vec<i64> = step.positions.iter().map(|&p| p as i64).collect();
-        let positions =
-            Tensor::<1, Int>::from_data(TensorData::new(positions, [b * t]), &self.device);
-        let mut x =
-            self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions);
+        let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [b * t]), &self.device);
+        let mut x = self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions);
 
         let plan = cache.prepare(step)?;
         let path = Path::choose(&self.device, self.kernels);
@@ -302,18 +306,10 @@ impl Gpt2 {
 
         let (x, b, rows) = match which {
             Logits::All => (x, b, t),
-            Logits::Last => (
-                x.reshape([b, t, e])
-                    .slice([0..b, t - 1..t, 0..e])
-                    .reshape([b, e]),
-                b,
-                1,
-            ),
+            Logits::Last => (x.reshape([b, t, e]).slice([0..b, t - 1..t, 0..e]).reshape([b, e]), b, 1),
             Logits::Rows(rows) => {
                 if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
-                    return Err(EngineError::Request(format!(
-                        "logits asked for token row {bad} of a {n}-token step"
-                    )));
+                    return Err(EngineError::Request(format!("logits asked for token row {bad} of a {n}-token step")));
                 }
                 let picked = Tensor::<1, Int>::from_data(
                     TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]),
@@ -346,7 +342,9 @@ pub struct Gpt2Loader {
 
 /// Removes `name` from `parts`, or says it never came.
 fn take<T>(parts: &mut HashMap<String, T>, name: &str) -> Result<T> {
-    parts.remove(name).ok_or_else(|| EngineError::Weights(format!("model.safetensors ended before tensor {name} arrived")))
+    parts
+        .remove(name)
+        .ok_or_else(|| EngineError::Weights(format!("model.safetensors ended before tensor {name} arrived")))
 }
 
 impl Gpt2Loader {
@@ -369,7 +367,12 @@ impl Gpt2Loader {
     /// Uploads one whole parameter, already checked against the config.
     pub fn put(&mut self, name: &str, data: TensorData) -> Result<()> {
         let shape = data.shape().to_vec();
-        self.put_rows(Rows { name, shape: &shape, first: 0, values: data.try_into_vec().expect("weights are converted to f32 on load") })
+        self.put_rows(Rows {
+            name,
+            shape: &shape,
+            first: 0,
+            values: data.try_into_vec().expect("weights are converted to f32 on load"),
+        })
     }
 
     /// Takes the next block of rows of a parameter (blocks of one parameter come in order): a
@@ -386,7 +389,8 @@ impl Gpt2Loader {
         let device = &self.device;
         if let ("wte.weight" | "lm_head.weight", &[vocab, width]) = (rows.name, rows.shape) {
             let dtype = self.dtype;
-            let table = self.tables.entry(rows.name.into()).or_insert_with(|| TableRows::new(vocab, width, dtype, device));
+            let table =
+                self.tables.entry(rows.name.into()).or_insert_with(|| TableRows::new(vocab, width, dtype, device));
             return table.push(&rows.values);
         }
         let name = rows.name.to_string();
@@ -405,20 +409,30 @@ impl Gpt2Loader {
     pub fn finish(mut self) -> Result<Gpt2> {
         let eps = self.config.layer_norm_epsilon;
         let norm = |name: &str, vectors: &mut HashMap<String, Tensor<1>>| -> Result<LayerNorm> {
-            Ok(LayerNorm { weight: take(vectors, &format!("{name}.weight"))?, bias: take(vectors, &format!("{name}.bias"))?, eps })
+            Ok(LayerNorm {
+                weight: take(vectors, &format!("{name}.weight"))?,
+                bias: take(vectors, &format!("{name}.bias"))?,
+                eps,
+            })
         };
         let mut blocks = Vec::with_capacity(self.config.n_layer);
         for i in 0..self.config.n_layer {
             let mut dense = |part: &str| -> Result<Dense> {
                 let name = format!("h.{i}.{part}");
-                Ok(Dense { weight: take(&mut self.dense, &format!("{name}.weight"))?, bias: take(&mut self.vectors, &format!("{name}.bias"))? })
+                Ok(Dense {
+                    weight: take(&mut self.dense, &format!("{name}.weight"))?,
+                    bias: take(&mut self.vectors, &format!("{name}.bias"))?,
+                })
             };
-            let (c_attn, attn_proj, c_fc, mlp_proj) = (dense("attn.c_attn")?, dense("attn.c_proj")?, dense("mlp.c_fc")?, dense("mlp.c_proj")?);
-            let (ln_1, ln_2) = (norm(&format!("h.{i}.ln_1"), &mut self.vectors)?, norm(&format!("h.{i}.ln_2"), &mut self.vectors)?);
+            let (c_attn, attn_proj, c_fc, mlp_proj) =
+                (dense("attn.c_attn")?, dense("attn.c_proj")?, dense("mlp.c_fc")?, dense("mlp.c_proj")?);
+            let (ln_1, ln_2) =
+                (norm(&format!("h.{i}.ln_1"), &mut self.vectors)?, norm(&format!("h.{i}.ln_2"), &mut self.vectors)?);
             blocks.push(Block { ln_1, c_attn, attn_proj, ln_2, c_fc, mlp_proj });
         }
         let wte = take(&mut self.tables, "wte.weight")?.finish().map_err(EngineError::Weights)?;
-        let lm_head = self.tables.remove("lm_head.weight").map(|rows| rows.finish().map_err(EngineError::Weights)).transpose()?;
+        let lm_head =
+            self.tables.remove("lm_head.weight").map(|rows| rows.finish().map_err(EngineError::Weights)).transpose()?;
         Ok(Gpt2 {
             wte,
             lm_head,

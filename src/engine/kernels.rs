@@ -16,13 +16,15 @@
 //! graphs, and only a raw `CubeTensor` gives the buffer handles a hand-written kernel binds.
 //! The project's burn feature set has no fusion for that reason (Cargo.toml).
 
-use burn::backend::wgpu::{CubeBackend, CubeDim, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
+use burn::backend::wgpu::{
+    CubeBackend, CubeDim, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
 use burn::backend::{CubeDevice, DispatchDevice};
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Shape, Tensor};
 use cubecl::CubeCount;
-use cubecl::prelude::KernelId;
 use cubecl::client::Client;
+use cubecl::prelude::KernelId;
 use cubecl::server::{BufferBinding, Handle, KernelArguments};
 
 pub mod cpu_attention;
@@ -75,7 +77,13 @@ pub struct Slots {
 /// `[batch, heads, slots, head_dim]` (f32 or f16; packed f16 words `[.., head_dim / 2]` on
 /// wgpu, see [`KvDtype`](super::kv::dtype::KvDtype)) and returns the updated buffers. `uploads`
 /// is the step's (its mask's), so the layers of a step share one parameter buffer.
-pub fn append(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots, uploads: &StepUploads, path: Path) -> (Tensor<4>, Tensor<4>) {
+pub fn append(
+    cache: (Tensor<4>, Tensor<4>),
+    new: (Tensor<4>, Tensor<4>),
+    slots: Slots,
+    uploads: &StepUploads,
+    path: Path,
+) -> (Tensor<4>, Tensor<4>) {
     // Packed words are written by their kernel whatever the path: tensor ops cannot pack.
     match path {
         Path::Twin | Path::Cpu if !packed(&cache.0, new.0.dims()[3]) => {
@@ -113,7 +121,9 @@ pub fn kv_values<const D: usize>(t: Tensor<D>, width: usize) -> Tensor<D> {
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32, path: Path) -> Tensor<4> {
     match path {
         Path::Wgsl if q.dims()[3] % 4 == 0 => attention_wgsl(q, k, v, mask, scale),
-        Path::Cpu => cpu_attention::attention(&q, &k, &v, mask, scale).unwrap_or_else(|| attention_twin(q, k, v, mask, scale)),
+        Path::Cpu => {
+            cpu_attention::attention(&q, &k, &v, mask, scale).unwrap_or_else(|| attention_twin(q, k, v, mask, scale))
+        }
         _ => attention_twin(q, k, v, mask, scale),
     }
 }
@@ -125,7 +135,8 @@ fn append_twin(mut cache: Tensor<4>, new: Tensor<4>, slots: Slots) -> Tensor<4> 
     while i < t {
         let slot = if slots.ring { (slots.base + i) % capacity } else { slots.base + i };
         let run = if slots.ring { (capacity - slot).min(t - i) } else { t - i };
-        cache = cache.slice_assign([0..b, 0..h, slot..slot + run, 0..d], new.clone().slice([0..b, 0..h, i..i + run, 0..d]));
+        cache =
+            cache.slice_assign([0..b, 0..h, slot..slot + run, 0..d], new.clone().slice([0..b, 0..h, i..i + run, 0..d]));
         i += run;
     }
     cache
@@ -208,7 +219,8 @@ impl KernelSource for WgslKernel {
 impl WgslKernel {
     /// Queues the kernel; `values` must hold its `workgroup` size.
     fn launch(self, client: &Client, groups: (usize, usize), buffers: Vec<BufferBinding>) {
-        let workgroup = self.values.iter().find(|(name, _)| *name == "workgroup").expect("every kernel has a workgroup size").1;
+        let workgroup =
+            self.values.iter().find(|(name, _)| *name == "workgroup").expect("every kernel has a workgroup size").1;
         client.launch(
             Box::new(SourceKernel::new(self, CubeDim::new_1d(workgroup as u32))),
             CubeCount::Static(groups.0 as u32, groups.1 as u32, 1),
@@ -219,7 +231,8 @@ impl WgslKernel {
 
 /// The f32 tensor of `dims` over `buffer`, the output a kernel filled, on `like`'s device.
 fn f32_tensor<const D: usize>(like: &CubeTensor, dims: [usize; D], buffer: Handle) -> Tensor<D> {
-    let out = CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::new(dims), buffer, DType::F32);
+    let out =
+        CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::new(dims), buffer, DType::F32);
     Tensor::from_primitive::<CubeBackend>(out)
 }
 
@@ -227,7 +240,12 @@ fn to_cube<const D: usize>(t: Tensor<D>) -> CubeTensor {
     into_contiguous(t.try_into_primitive::<CubeBackend>().expect("Path::Wgsl is only chosen for wgpu tensors"))
 }
 
-fn append_wgsl(cache: (Tensor<4>, Tensor<4>), new: (Tensor<4>, Tensor<4>), slots: Slots, uploads: &StepUploads) -> (Tensor<4>, Tensor<4>) {
+fn append_wgsl(
+    cache: (Tensor<4>, Tensor<4>),
+    new: (Tensor<4>, Tensor<4>),
+    slots: Slots,
+    uploads: &StepUploads,
+) -> (Tensor<4>, Tensor<4>) {
     let [b, h, t, d] = new.0.dims();
     let [_, _, capacity, row_words] = cache.0.dims();
     let kv_half = usize::from(packed(&cache.0, d));
@@ -280,7 +298,8 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
     ];
     let hardware = &client.properties().hardware;
     let max_invocations = hardware.max_units_per_cube as usize;
-    match (t > DECODE_MAX_QUERIES).then(|| prefill_shape(d, hardware.max_shared_memory_size, max_invocations)).flatten() {
+    match (t > DECODE_MAX_QUERIES).then(|| prefill_shape(d, hardware.max_shared_memory_size, max_invocations)).flatten()
+    {
         Some((workgroup, tile)) => WgslKernel {
             name: "attention_prefill",
             source: include_str!("../../shaders/attention_prefill.wgsl"),
@@ -298,8 +317,16 @@ fn attention_wgsl(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
             let workgroup = decode_workgroup(d, hardware.max_shared_memory_size, max_invocations);
             WgslKernel {
                 name: "attention_decode",
-                source: concat!(include_str!("../../shaders/attention_decode.wgsl"), include_str!("../../shaders/flash_decoding.wgsl")),
-                values: vec![("workgroup", workgroup), ("kv_half", kv_half), ("head_dim", d), ("partial_vec4s", workgroup * d / 4)],
+                source: concat!(
+                    include_str!("../../shaders/attention_decode.wgsl"),
+                    include_str!("../../shaders/flash_decoding.wgsl")
+                ),
+                values: vec![
+                    ("workgroup", workgroup),
+                    ("kv_half", kv_half),
+                    ("head_dim", d),
+                    ("partial_vec4s", workgroup * d / 4),
+                ],
             }
             .launch(&client, (b * h * t, 1), bindings)
         }

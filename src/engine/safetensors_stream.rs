@@ -147,7 +147,8 @@ impl SafetensorsStream {
         );
         let prefix = if infos.keys().any(|n| n.starts_with("transformer.")) { "transformer." } else { "" };
         // lm_head lives outside `transformer.`.
-        let file_name = |name: &str| if name == "lm_head.weight" { name.to_string() } else { format!("{prefix}{name}") };
+        let file_name =
+            |name: &str| if name == "lm_head.weight" { name.to_string() } else { format!("{prefix}{name}") };
         let mut keep = HashMap::new();
         let mut used = BTreeSet::new();
         let mut wanted = parameters(c);
@@ -159,7 +160,9 @@ impl SafetensorsStream {
             let full = file_name(&p.name);
             let Some(info) = infos.get(&full) else {
                 if p.name == "lm_head.weight" {
-                    return Err(EngineError::Weights(format!("tie_word_embeddings is false but lm_head.weight is missing ({hint})")));
+                    return Err(EngineError::Weights(format!(
+                        "tie_word_embeddings is false but lm_head.weight is missing ({hint})"
+                    )));
                 }
                 return Err(EngineError::Weights(format!("tensor {full} is missing from model.safetensors ({hint})")));
             };
@@ -170,7 +173,10 @@ impl SafetensorsStream {
                 )));
             }
             if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-                return Err(EngineError::Weights(format!("tensor {full} has dtype {:?}; expected F32, F16 or BF16", info.dtype)));
+                return Err(EngineError::Weights(format!(
+                    "tensor {full} has dtype {:?}; expected F32, F16 or BF16",
+                    info.dtype
+                )));
             }
             let tied_copy = p.name == "lm_head.weight" && c.tie_word_embeddings;
             used.insert(full.clone());
@@ -195,7 +201,14 @@ impl SafetensorsStream {
             .into_iter()
             .map(|(full, info)| {
                 let (start, end) = info.data_offsets;
-                Extent { name: keep.remove(&full), dtype: info.dtype, shape: info.shape, start: data_start + start, end: data_start + end, done: 0 }
+                Extent {
+                    name: keep.remove(&full),
+                    dtype: info.dtype,
+                    shape: info.shape,
+                    start: data_start + start,
+                    end: data_start + end,
+                    done: 0,
+                }
             })
             .collect();
         extents.sort_by_key(|e| e.start);
@@ -220,7 +233,11 @@ fn parse_header(json: &[u8]) -> Result<HashMap<String, Info>> {
     entries.remove("__metadata__");
     let infos = entries
         .into_iter()
-        .map(|(name, value)| Info::deserialize(value).map(|info| (name.clone(), info)).map_err(|e| invalid(format!("tensor {name}: {e}"))))
+        .map(|(name, value)| {
+            Info::deserialize(value)
+                .map(|info| (name.clone(), info))
+                .map_err(|e| invalid(format!("tensor {name}: {e}")))
+        })
         .collect::<Result<HashMap<_, _>>>()?;
     let mut order: Vec<(&String, &Info)> = infos.iter().collect();
     order.sort_by_key(|(_, info)| info.data_offsets);
@@ -229,7 +246,9 @@ fn parse_header(json: &[u8]) -> Result<HashMap<String, Info>> {
         let (start, end) = info.data_offsets;
         let bits = info.shape.iter().try_fold(info.dtype.bitsize() as u64, |n, &d| n.checked_mul(d as u64));
         if start != at || bits.is_none_or(|bits| bits % 8 != 0 || end.checked_sub(start) != Some(bits / 8)) {
-            return Err(invalid(format!("tensor {name}'s offsets {start}..{end} do not fit its dtype and shape, or leave a gap")));
+            return Err(invalid(format!(
+                "tensor {name}'s offsets {start}..{end} do not fit its dtype and shape, or leave a gap"
+            )));
         }
         if usize::try_from(end - start).is_err() {
             return Err(invalid(format!("tensor {name} is {} bytes, more than this machine can address", end - start)));
@@ -243,7 +262,14 @@ impl Extent {
     /// Hands over the whole blocks (of up to `block_bytes`) that `pending` (this tensor's bytes
     /// from earlier chunks) and `bytes` make, and keeps the rest in `pending`; `last`: `bytes`
     /// ends the tensor. Skipped extents keep nothing.
-    fn hand_over(&mut self, pending: &mut Vec<u8>, mut bytes: &[u8], last: bool, block_bytes: usize, put: &mut dyn FnMut(Rows) -> Result<()>) -> Result<()> {
+    fn hand_over(
+        &mut self,
+        pending: &mut Vec<u8>,
+        mut bytes: &[u8],
+        last: bool,
+        block_bytes: usize,
+        put: &mut dyn FnMut(Rows) -> Result<()>,
+    ) -> Result<()> {
         if self.name.is_none() {
             return Ok(());
         }
@@ -287,7 +313,11 @@ impl Extent {
             Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::F16 => pairs().map(|h| half::f16::from_bits(h).to_f32()).collect(),
             Dtype::BF16 => pairs().map(|h| half::bf16::from_bits(h).to_f32()).collect(),
-            other => return Err(EngineError::Weights(format!("tensor {name} has dtype {other:?}; expected F32, F16 or BF16"))),
+            other => {
+                return Err(EngineError::Weights(format!(
+                    "tensor {name} has dtype {other:?}; expected F32, F16 or BF16"
+                )));
+            }
         };
         let first = self.done;
         self.done += values.len() / self.row_len().max(1);
@@ -332,7 +362,9 @@ mod tests {
     /// A 1-layer model in a file with the `transformer.` prefix, f16 `wpe`, a mask buffer and a
     /// tied `lm_head` copy: what HF checkpoints in the wild carry.
     fn file() -> (Gpt2Config, Vec<u8>, Gpt2Weights) {
-        let config = Gpt2Config::from_json(r#"{"vocab_size": 10, "n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 2}"#).unwrap();
+        let config =
+            Gpt2Config::from_json(r#"{"vocab_size": 10, "n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 2}"#)
+                .unwrap();
         let weights = Gpt2Weights::random(&config, 3);
         let mut bytes: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = HashMap::new();
         for (name, data) in &weights.tensors {
@@ -363,7 +395,12 @@ mod tests {
                 let row_len = rows.shape.iter().skip(1).product::<usize>();
                 assert_eq!(values.len(), rows.first * row_len, "{} rows out of order", rows.name);
                 // At most a block of f16 values (2 bytes each), or a row.
-                assert!(!rows.values.is_empty() && rows.values.len() <= (block / 2).max(row_len), "{}: a block of {}", rows.name, rows.values.len());
+                assert!(
+                    !rows.values.is_empty() && rows.values.len() <= (block / 2).max(row_len),
+                    "{}: a block of {}",
+                    rows.name,
+                    rows.values.len()
+                );
                 values.extend(rows.values);
                 Ok(())
             })?;
@@ -382,7 +419,10 @@ mod tests {
                 let want: Vec<f32> = data.iter::<f32>().collect();
                 let tolerance = if name == "wpe.weight" { 1e-3 } else { 0.0 };
                 assert_eq!(got[name].len(), want.len(), "{name}, chunks of {chunk}, blocks of {block}");
-                assert!(got[name].iter().zip(&want).all(|(a, b)| (a - b).abs() <= tolerance), "{name}, chunks of {chunk}, blocks of {block}");
+                assert!(
+                    got[name].iter().zip(&want).all(|(a, b)| (a - b).abs() <= tolerance),
+                    "{name}, chunks of {chunk}, blocks of {block}"
+                );
             }
         }
     }
@@ -402,7 +442,11 @@ mod tests {
 
     #[test]
     fn offsets_must_tile_the_data() {
-        let header = |offsets: &str| format!(r#"{{"__metadata__": {{"format": "pt"}}, "a": {{"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, "b": {{"dtype": "F16", "shape": [3], "data_offsets": {offsets}}}}}"#);
+        let header = |offsets: &str| {
+            format!(
+                r#"{{"__metadata__": {{"format": "pt"}}, "a": {{"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, "b": {{"dtype": "F16", "shape": [3], "data_offsets": {offsets}}}}}"#
+            )
+        };
         assert_eq!(parse_header(header("[8, 14]").as_bytes()).unwrap().len(), 2);
         for bad in ["[9, 15]", "[8, 16]", "[8, 4]"] {
             let err = parse_header(header(bad).as_bytes()).unwrap_err().to_string();

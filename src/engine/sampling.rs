@@ -21,13 +21,7 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
+        Self { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 }
     }
 }
 
@@ -35,19 +29,13 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(EngineError::Request(msg));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!(
-                "temperature must be a finite number >= 0, got {}",
-                self.temperature
-            ));
+            return bad(format!("temperature must be a finite number >= 0, got {}", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return bad(format!(
-                "repetition_penalty must be a finite number > 0, got {}",
-                self.repetition_penalty
-            ));
+            return bad(format!("repetition_penalty must be a finite number > 0, got {}", self.repetition_penalty));
         }
         Ok(())
     }
@@ -89,11 +77,7 @@ impl Sampler {
             seen.dedup();
             for id in seen {
                 if let Some(l) = logits.get_mut(id as usize) {
-                    *l = if *l > 0.0 {
-                        *l / p.repetition_penalty
-                    } else {
-                        *l * p.repetition_penalty
-                    };
+                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
                 }
             }
         }
@@ -225,13 +209,7 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32) -> SamplingParams {
-        SamplingParams {
-            temperature,
-            top_k,
-            top_p,
-            repetition_penalty: 1.0,
-            seed: 7,
-        }
+        SamplingParams { temperature, top_k, top_p, repetition_penalty: 1.0, seed: 7 }
     }
 
     #[test]
@@ -264,9 +242,7 @@ mod tests {
     fn same_seed_same_draws() {
         let draw = || {
             let mut s = Sampler::new(params(1.0, 0, 1.0)).unwrap();
-            (0..20)
-                .map(|_| s.pick(&mut [0.5, 0.4, 0.3, 0.2, 0.1], &[]))
-                .collect::<Vec<_>>()
+            (0..20).map(|_| s.pick(&mut [0.5, 0.4, 0.3, 0.2, 0.1], &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(), draw());
     }
@@ -274,11 +250,7 @@ mod tests {
     #[test]
     fn repetition_penalty_follows_hf() {
         // Positive logits are divided, negative ones multiplied.
-        let mut s = Sampler::new(SamplingParams {
-            repetition_penalty: 2.0,
-            ..params(0.0, 0, 1.0)
-        })
-        .unwrap();
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..params(0.0, 0, 1.0) }).unwrap();
         assert_eq!(s.pick(&mut [3.0, 2.0, -1.0], &[0]), 1);
         assert_eq!(s.pick(&mut [-0.1, -0.15, -1.0], &[0]), 1);
     }
@@ -297,12 +269,7 @@ mod tests {
 
     #[test]
     fn absurd_parameters_are_refused() {
-        for bad in [
-            params(-1.0, 0, 1.0),
-            params(f32::NAN, 0, 1.0),
-            params(1.0, 0, 0.0),
-            params(1.0, 0, 1.5),
-        ] {
+        for bad in [params(-1.0, 0, 1.0), params(f32::NAN, 0, 1.0), params(1.0, 0, 0.0), params(1.0, 0, 1.5)] {
             assert!(Sampler::new(bad).is_err());
         }
     }

@@ -71,21 +71,34 @@ pub struct CostModel {
 impl CostModel {
     pub fn step_ms(&self, shape: &StepShape) -> f64 {
         let [one, tokens, samples, kilo_pairs] = shape.features();
-        self.base_ms * one + self.per_token_ms * tokens + self.per_sample_ms * samples + self.per_kilo_pair_ms * kilo_pairs
+        self.base_ms * one
+            + self.per_token_ms * tokens
+            + self.per_sample_ms * samples
+            + self.per_kilo_pair_ms * kilo_pairs
     }
 
     /// Least squares over `timings`, refitted without any coefficient that comes out
     /// negative (noise can make a small term negative; a cost never is).
     pub fn fit(timings: &[Timing]) -> Result<Self> {
         if timings.len() < 4 {
-            return Err(EngineError::Request(format!("fitting the step cost needs at least 4 timings, got {}", timings.len())));
+            return Err(EngineError::Request(format!(
+                "fitting the step cost needs at least 4 timings, got {}",
+                timings.len()
+            )));
         }
         let mut active = [true; 4];
         loop {
             let coef = least_squares(timings, &active)?;
             match (0..4).find(|&i| active[i] && coef[i] < 0.0) {
                 Some(i) => active[i] = false,
-                None => return Ok(Self { base_ms: coef[0], per_token_ms: coef[1], per_sample_ms: coef[2], per_kilo_pair_ms: coef[3] }),
+                None => {
+                    return Ok(Self {
+                        base_ms: coef[0],
+                        per_token_ms: coef[1],
+                        per_sample_ms: coef[2],
+                        per_kilo_pair_ms: coef[3],
+                    });
+                }
             }
         }
     }
@@ -202,21 +215,36 @@ impl MeasureGrid {
         if quick {
             Self { batches: vec![1, 4, 8], contexts: fits(&[16, 96]), prefills: fits(&[16, 64]), repeats: 1 }
         } else {
-            Self { batches: vec![1, 2, 4, 8, 16, 32], contexts: fits(&[32, 128, 384]), prefills: fits(&[16, 64, 256]), repeats: 3 }
+            Self {
+                batches: vec![1, 2, 4, 8, 16, 32],
+                contexts: fits(&[32, 128, 384]),
+                prefills: fits(&[16, 64, 256]),
+                repeats: 3,
+            }
         }
     }
 }
 
 /// Times the step grid (the quick one, or the full one) on `model` and fits the cost model to
 /// the timings; `on_timing` sees each as it is measured.
-pub async fn fit_cost(model: &Gpt2, block_size: usize, quick: bool, on_timing: impl FnMut(&Timing)) -> Result<(CostModel, Vec<Timing>)> {
+pub async fn fit_cost(
+    model: &Gpt2,
+    block_size: usize,
+    quick: bool,
+    on_timing: impl FnMut(&Timing),
+) -> Result<(CostModel, Vec<Timing>)> {
     let grid = MeasureGrid::for_context(model.config.n_positions, quick);
     let timings = measure(model, &grid, block_size, on_timing).await?;
     Ok((CostModel::fit(&timings)?, timings))
 }
 
 /// Times real steps of `model` over the grid; `on_timing` sees each as it is measured.
-pub async fn measure(model: &Gpt2, grid: &MeasureGrid, block_size: usize, mut on_timing: impl FnMut(&Timing)) -> Result<Vec<Timing>> {
+pub async fn measure(
+    model: &Gpt2,
+    grid: &MeasureGrid,
+    block_size: usize,
+    mut on_timing: impl FnMut(&Timing),
+) -> Result<Vec<Timing>> {
     let most = grid.batches.iter().copied().max().unwrap_or(1);
     let longest = grid.contexts.iter().chain(&grid.prefills).copied().max().unwrap_or(1) + 1;
     let per_seq = longest.div_ceil(block_size);
@@ -233,7 +261,16 @@ pub async fn measure(model: &Gpt2, grid: &MeasureGrid, block_size: usize, mut on
     let mut shapes: Vec<Vec<Chunk<'_>>> = vec![];
     for &context in &grid.contexts {
         for &batch in &grid.batches {
-            shapes.push((0..batch).map(|b| Chunk { tokens: &tokens[context..context + 1], start: context, table: &tables[b], sample: true }).collect());
+            shapes.push(
+                (0..batch)
+                    .map(|b| Chunk {
+                        tokens: &tokens[context..context + 1],
+                        start: context,
+                        table: &tables[b],
+                        sample: true,
+                    })
+                    .collect(),
+            );
         }
     }
     for &len in &grid.prefills {
@@ -275,7 +312,9 @@ mod tests {
             })
             .collect();
         let fit = CostModel::fit(&timings).unwrap();
-        for (a, b) in [(fit.base_ms, 3.0), (fit.per_token_ms, 0.5), (fit.per_sample_ms, 0.25), (fit.per_kilo_pair_ms, 0.1)] {
+        for (a, b) in
+            [(fit.base_ms, 3.0), (fit.per_token_ms, 0.5), (fit.per_sample_ms, 0.25), (fit.per_kilo_pair_ms, 0.1)]
+        {
             assert!((a - b).abs() < 1e-6, "{fit:?}");
         }
         assert!(fit.mean_error_pct(&timings) < 1e-6);

@@ -83,11 +83,7 @@ pub struct Pass {
 impl Pass {
     /// Draft tokens the verifier tested: up to and including the first rejection.
     pub fn verified(&self) -> usize {
-        if self.bonus {
-            self.drafted.len()
-        } else {
-            self.accepted + 1
-        }
+        if self.bonus { self.drafted.len() } else { self.accepted + 1 }
     }
 }
 
@@ -123,12 +119,7 @@ impl SpeculativeRun {
 
     /// How many passes accepted 0, 1, … draft tokens.
     pub fn accepted_hist(&self) -> Vec<usize> {
-        let longest = self
-            .passes
-            .iter()
-            .map(|p| p.drafted.len())
-            .max()
-            .unwrap_or(0);
+        let longest = self.passes.iter().map(|p| p.drafted.len()).max().unwrap_or(0);
         let mut hist = vec![0; longest + 1];
         self.passes.iter().for_each(|p| hist[p.accepted] += 1);
         hist
@@ -137,8 +128,7 @@ impl SpeculativeRun {
     /// γ as run (the mean draft length: adaptive γ, the end of the budget and an n-gram
     /// drafter without a match all shorten drafts).
     pub fn mean_gamma(&self) -> f64 {
-        self.passes.iter().map(|p| p.drafted.len()).sum::<usize>() as f64
-            / self.passes.len().max(1) as f64
+        self.passes.iter().map(|p| p.drafted.len()).sum::<usize>() as f64 / self.passes.len().max(1) as f64
     }
 
     pub fn draft_ms_per_token(&self) -> f64 {
@@ -164,8 +154,7 @@ pub async fn speculative_generate<D: Drafter>(
         )));
     }
     let config = &target.config;
-    let (prompt, max_new, _) =
-        fit_context(prompt, options.max_new_tokens, config.n_positions, false)?;
+    let (prompt, max_new, _) = fit_context(prompt, options.max_new_tokens, config.n_positions, false)?;
     let mut sampler = Sampler::new(options.sampling.clone())?;
     let mut cache = target.cache(kv, 1, prompt.len() + max_new)?;
 
@@ -195,14 +184,9 @@ pub async fn speculative_generate<D: Drafter>(
         let room = max_new - run.new_ids.len() - 1;
         let draft_start = Instant::now();
         let draft = if room == 0 {
-            Draft {
-                tokens: vec![],
-                q: None,
-            }
+            Draft { tokens: vec![], q: None }
         } else {
-            drafter
-                .propose(&sequence, gamma.min(room), &mut sampler)
-                .await?
+            drafter.propose(&sequence, gamma.min(room), &mut sampler).await?
         };
         let draft_ms = draft_start.elapsed().as_secs_f64() * 1000.0;
 
@@ -211,20 +195,13 @@ pub async fn speculative_generate<D: Drafter>(
         let mut fed = sequence[cached..].to_vec();
         fed.extend_from_slice(&draft.tokens);
         let g = draft.tokens.len();
-        let logits = target.forward(
-            &Step::single(&fed, cached),
-            &mut cache,
-            Logits::All,
-        )?;
+        let logits = target.forward(&Step::single(&fed, cached), &mut cache, Logits::All)?;
         let (accepted, next, bonus) = verify(logits, &draft, &mut sampler).await?;
         let target_ms = target_start.elapsed().as_secs_f64() * 1000.0;
 
         let mut tokens = draft.tokens[..accepted].to_vec();
         tokens.push(next);
-        if let Some(eos) = tokens
-            .iter()
-            .position(|t| options.eos_token_ids.contains(t))
-        {
+        if let Some(eos) = tokens.iter().position(|t| options.eos_token_ids.contains(t)) {
             tokens.truncate(eos + 1);
             run.stop_reason = StopReason::Eos;
         }
@@ -233,14 +210,7 @@ pub async fn speculative_generate<D: Drafter>(
         cache.truncate(sequence.len() - 1)?;
         drafter.rollback(sequence.len() - 1)?;
 
-        let pass = Pass {
-            drafted: draft.tokens,
-            accepted,
-            next,
-            bonus,
-            draft_ms,
-            target_ms,
-        };
+        let pass = Pass { drafted: draft.tokens, accepted, next, bonus, draft_ms, target_ms };
         let cancelled = on_pass(&pass).is_break();
         run.passes.push(pass);
         if run.stop_reason == StopReason::Eos {
@@ -266,23 +236,14 @@ pub async fn speculative_generate<D: Drafter>(
 
 /// The rejection step over `[1, γ+1, vocab]` target logits: how many draft tokens are kept,
 /// the target's token after them, and whether that one is a bonus (all accepted).
-async fn verify(
-    logits: Tensor<3>,
-    draft: &Draft,
-    sampler: &mut Sampler,
-) -> Result<(usize, u32, bool)> {
+async fn verify(logits: Tensor<3>, draft: &Draft, sampler: &mut Sampler) -> Result<(usize, u32, bool)> {
     let g = draft.tokens.len();
     let params = sampler.params().clone();
     if params.is_greedy() {
         // p is one-hot on the argmax: keep the draft while it agrees, then take the argmax.
         let [_, rows, vocab] = logits.dims();
         let best = argmax_rows(logits.reshape([rows, 1, vocab])).await?;
-        let accepted = draft
-            .tokens
-            .iter()
-            .zip(&best)
-            .take_while(|(d, b)| d == b)
-            .count();
+        let accepted = draft.tokens.iter().zip(&best).take_while(|(d, b)| d == b).count();
         return Ok((accepted, best[accepted], accepted == g));
     }
     let vocab = logits.dims()[2];
@@ -298,17 +259,9 @@ async fn verify(
         // Rejected: the residual max(0, p − q) (q one-hot on x for a deterministic drafter).
         let residual: Vec<f64> = match q {
             Some(q) => p.iter().zip(q).map(|(a, b)| (a - b).max(0.0)).collect(),
-            None => p
-                .iter()
-                .enumerate()
-                .map(|(id, &a)| if id == x as usize { 0.0 } else { a })
-                .collect(),
+            None => p.iter().enumerate().map(|(id, &a)| if id == x as usize { 0.0 } else { a }).collect(),
         };
-        let next = if residual.iter().sum::<f64>() > 0.0 {
-            sampler.draw(&residual)
-        } else {
-            sampler.draw(&p)
-        };
+        let next = if residual.iter().sum::<f64>() > 0.0 { sampler.draw(&residual) } else { sampler.draw(&p) };
         return Ok((i, next, false));
     }
     Ok((g, sampler.draw(&row(g)), true))

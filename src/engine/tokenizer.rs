@@ -26,9 +26,7 @@ impl Tokenizer {
 
     /// Decodes ids to text, keeping special tokens unless `skip_special` is set.
     pub fn decode_with(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| EngineError::Tokenizer(format!("could not decode ids: {e}")))
+        self.inner.decode(ids, skip_special).map_err(|e| EngineError::Tokenizer(format!("could not decode ids: {e}")))
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

@@ -52,7 +52,8 @@ impl VocabTable {
         }
         let device = self.chunks[0].words.device();
         let [vocab, width] = [self.chunks.iter().map(|c| c.dims()[0]).sum(), self.chunks[0].dims()[1]];
-        let values: Vec<f32> = self.chunks.into_iter().flat_map(|c| c.words.into_data().iter::<f32>().collect::<Vec<f32>>()).collect();
+        let values: Vec<f32> =
+            self.chunks.into_iter().flat_map(|c| c.words.into_data().iter::<f32>().collect::<Vec<f32>>()).collect();
         Self::upload(TensorData::new(values, [vocab, width]), dtype, &device)
     }
 
@@ -146,13 +147,21 @@ impl TableRows {
 
     /// Chunks of at most `chunk_bytes` of f32 rows instead of a binding's worth: tests use
     /// small ones to see a small table in many chunks.
-    pub fn with_chunk_bytes(vocab: usize, width: usize, chunk_bytes: usize, dtype: WeightDtype, device: &Device) -> Self {
+    pub fn with_chunk_bytes(
+        vocab: usize,
+        width: usize,
+        chunk_bytes: usize,
+        dtype: WeightDtype,
+        device: &Device,
+    ) -> Self {
         let int8 = dtype == WeightDtype::Int8;
         // Sized as f32 even when packed: scoring many rows widens a chunk to f32 for the matmul.
         let rows_per_chunk = (chunk_bytes / (width * 4)).clamp(1, vocab.max(1));
         let (filling, rows_per_chunk) = match dtype {
             WeightDtype::F32 => (Filling::F32(vec![]), rows_per_chunk),
-            _ if row_dots::runs_on(device) => (Filling::Compact { int8, values: Vec::with_capacity(vocab * width) }, vocab.max(1)),
+            _ if row_dots::runs_on(device) => {
+                (Filling::Compact { int8, values: Vec::with_capacity(vocab * width) }, vocab.max(1))
+            }
             _ => {
                 let row_bytes = PackedRows::row_words(int8, width) * 4;
                 let rows_per_chunk = rows_per_chunk.min((MAX_PACKED_CHUNK_BYTES / row_bytes).max(1));
@@ -170,7 +179,9 @@ impl TableRows {
             assert!(rows > 0, "rows past the table's {} rows", self.vocab);
             let (part, rest) = values.split_at(rows * self.width);
             match &mut self.filling {
-                Filling::F32(blocks) => blocks.push(Tensor::from_data(TensorData::new(part.to_vec(), [rows, self.width]), &self.device)),
+                Filling::F32(blocks) => {
+                    blocks.push(Tensor::from_data(TensorData::new(part.to_vec(), [rows, self.width]), &self.device))
+                }
                 Filling::Packed(packed) => packed.push(part),
                 Filling::Compact { values, .. } => values.extend_from_slice(part),
             }
@@ -232,7 +243,10 @@ mod tests {
         let ids = [0, 10, 3, 2, 9, 5, 5];
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
         assert_eq!(read(chunked.lookup(&ids, &device)), read(whole.lookup(&ids, &device)));
-        let h = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25, 1.0, 1.0, -0.5, 0.0], [2, width]), &device);
+        let h = Tensor::<2>::from_data(
+            TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25, 1.0, 1.0, -0.5, 0.0], [2, width]),
+            &device,
+        );
         let (a, b) = (read(chunked.project(h.clone(), Path::Cpu)), read(whole.project(h, Path::Cpu)));
         assert_eq!(a.len(), 2 * vocab);
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));

@@ -44,7 +44,9 @@ impl WeightDtype {
             return Ok(());
         }
         if !is_wgpu(device) {
-            return Err(EngineError::Request(format!("{self} weights run on the CPU and wgpu devices; CUDA keeps f32 for now")));
+            return Err(EngineError::Request(format!(
+                "{self} weights run on the CPU and wgpu devices; CUDA keeps f32 for now"
+            )));
         }
         if config.n_embd % 4 != 0 || config.n_inner % 4 != 0 {
             return Err(EngineError::Request(format!(

@@ -24,7 +24,8 @@ pub struct Parameter {
 pub fn parameters(config: &Gpt2Config) -> Vec<Parameter> {
     let (e, inner) = (config.n_embd, config.n_inner);
     let p = |name: String, shape: &[usize]| Parameter { name, shape: shape.to_vec() };
-    let mut all = vec![p("wte.weight".into(), &[config.vocab_size, e]), p("wpe.weight".into(), &[config.n_positions, e])];
+    let mut all =
+        vec![p("wte.weight".into(), &[config.vocab_size, e]), p("wpe.weight".into(), &[config.n_positions, e])];
     for i in 0..config.n_layer {
         let h = |rest: &str| format!("h.{i}.{rest}");
         all.extend([

@@ -48,7 +48,13 @@ pub struct SchedulerArgs {
 impl SchedulerArgs {
     /// The scheduler configuration for `policy` over `requests`; adaptive batching takes its
     /// batch size from `cost`.
-    pub fn config(&self, policy: Policy, requests: &[Request], max_context: usize, cost: Option<&CostModel>) -> Result<SchedulerConfig> {
+    pub fn config(
+        &self,
+        policy: Policy,
+        requests: &[Request],
+        max_context: usize,
+        cost: Option<&CostModel>,
+    ) -> Result<SchedulerConfig> {
         if self.block_size == 0 {
             bail!("--block-size must be at least 1 token");
         }
@@ -100,7 +106,10 @@ impl WorkloadArgs {
     pub fn spec(&self, max_context: usize) -> Result<WorkloadSpec> {
         let range = |flag: &str, text: &str| -> Result<(usize, usize)> {
             let (a, b) = text.split_once("..").with_context(|| format!("--{flag} takes MIN..MAX, got {text:?}"))?;
-            Ok((a.trim().parse().with_context(|| format!("--{flag}: {a:?}"))?, b.trim().parse().with_context(|| format!("--{flag}: {b:?}"))?))
+            Ok((
+                a.trim().parse().with_context(|| format!("--{flag}: {a:?}"))?,
+                b.trim().parse().with_context(|| format!("--{flag}: {b:?}"))?,
+            ))
         };
         let lengths = |(min, max): (usize, usize)| match self.lengths.as_str() {
             "uniform" => Ok(Lengths::Uniform { min, max }),
@@ -109,7 +118,11 @@ impl WorkloadArgs {
         };
         let spec = WorkloadSpec {
             requests: self.requests,
-            arrivals: if self.burst > 1 { Arrivals::Bursty { rate: self.rate, burst: self.burst } } else { Arrivals::Poisson { rate: self.rate } },
+            arrivals: if self.burst > 1 {
+                Arrivals::Bursty { rate: self.rate, burst: self.burst }
+            } else {
+                Arrivals::Poisson { rate: self.rate }
+            },
             prompt: lengths(range("prompt-len", &self.prompt_len)?)?,
             output: lengths(range("output-len", &self.output_len)?)?,
             seed: self.workload_seed,
@@ -157,17 +170,20 @@ pub fn run(args: BatchArgs) -> Result<()> {
     let dir = model_dir::resolve(&args.model.model, &args.model.hub_url)?;
     let loaded = model_dir::load(&dir, &device)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
-    let text = std::fs::read_to_string(&args.requests).with_context(|| format!("cannot read {}", args.requests.display()))?;
+    let text =
+        std::fs::read_to_string(&args.requests).with_context(|| format!("cannot read {}", args.requests.display()))?;
     let eos: Vec<u32> = model.config.eos_token_id.into_iter().collect();
     let requests = workload::parse_jsonl(&text, &eos, model.config.n_positions, |t| tokenizer.encode(t))
         .with_context(|| format!("in {}", args.requests.display()))?;
-    let cost = if policy == Policy::Adaptive { Some(measure_cost(model, args.scheduler.block_size, true)?) } else { None };
+    let cost =
+        if policy == Policy::Adaptive { Some(measure_cost(model, args.scheduler.block_size, true)?) } else { None };
     let config = args.scheduler.config(policy, &requests, model.config.n_positions, cost.as_ref())?;
     let run = run_real(model, config.clone(), requests)?;
     let reports = stats::requests(&run);
     let stats = stats::stats(&run);
     if stats.completed == 0 {
-        let reasons: Vec<String> = reports.iter().filter_map(|r| r.error.as_ref().map(|e| format!("request {}: {e}", r.index))).collect();
+        let reasons: Vec<String> =
+            reports.iter().filter_map(|r| r.error.as_ref().map(|e| format!("request {}: {e}", r.index))).collect();
         bail!("no request could run:\n  {}", reasons.join("\n  "));
     }
     if args.json {
@@ -183,7 +199,14 @@ pub fn run(args: BatchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!("batch · {} · {policy} · {} · max batch {} · {} blocks × {}", args.model.model, args.device.name(), config.max_batch, config.num_blocks, config.block_size);
+    println!(
+        "batch · {} · {policy} · {} · max batch {} · {} blocks × {}",
+        args.model.model,
+        args.device.name(),
+        config.max_batch,
+        config.num_blocks,
+        config.block_size
+    );
     println!("  req  queue ms   TTFT ms  latency ms  preempt  tokens  text");
     for r in &reports {
         match &r.error {

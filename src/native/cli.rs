@@ -67,11 +67,7 @@ struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Prompt text.
-    #[arg(
-        long,
-        conflicts_with = "prompt_ids",
-        required_unless_present = "prompt_ids"
-    )]
+    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
     prompt: Option<String>,
     /// Prompt as comma-separated token ids, e.g. 464,2068,7586.
     #[arg(long, value_delimiter = ',')]
@@ -155,15 +151,8 @@ pub fn main() -> ExitCode {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
-    let default_kv = if args.beam.num_beams.is_some() {
-        "paged"
-    } else {
-        "contiguous"
-    };
-    let kv = match (
-        args.kv.as_deref().unwrap_or(default_kv).parse::<KvMode>()?,
-        args.block_size,
-    ) {
+    let default_kv = if args.beam.num_beams.is_some() { "paged" } else { "contiguous" };
+    let kv = match (args.kv.as_deref().unwrap_or(default_kv).parse::<KvMode>()?, args.block_size) {
         (KvMode::Paged { .. }, Some(0)) => bail!("--block-size must be at least 1 token"),
         (KvMode::Paged { .. }, Some(block_size)) => KvMode::Paged { block_size },
         (_, Some(_)) => bail!("--block-size applies to --kv paged only"),
@@ -177,16 +166,9 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
     };
     sampling.validate()?;
-    let draft = args
-        .draft
-        .draft
-        .as_deref()
-        .map(str::parse::<DraftSpec>)
-        .transpose()?;
+    let draft = args.draft.draft.as_deref().map(str::parse::<DraftSpec>).transpose()?;
     if (draft.is_some() || args.beam.num_beams.is_some()) && !args.stop.is_empty() {
-        bail!(
-            "--stop applies to plain decoding; it cannot be combined with --draft or --num-beams"
-        );
+        bail!("--stop applies to plain decoding; it cannot be combined with --draft or --num-beams");
     }
     args.precision.check(args.device)?;
     let device = args.device.init()?;
@@ -202,25 +184,14 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         (None, None) => bail!("give --prompt or --prompt-ids"),
     };
     if let Some(id) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
-        bail!(
-            "prompt token id {id} is outside the vocabulary ({})",
-            config.vocab_size
-        );
+        bail!("prompt token id {id} is outside the vocabulary ({})", config.vocab_size);
     }
-    let (prompt, max_new_tokens, warning) = fit_context(
-        &prompt,
-        args.max_new_tokens,
-        config.n_positions,
-        args.truncate == Truncate::Left,
-    )?;
+    let (prompt, max_new_tokens, warning) =
+        fit_context(&prompt, args.max_new_tokens, config.n_positions, args.truncate == Truncate::Left)?;
     if let Some(warning) = warning {
         tracing::warn!("{warning}");
     }
-    let eos_token_ids: Vec<u32> = if args.ignore_eos {
-        vec![]
-    } else {
-        config.eos_token_id.into_iter().collect()
-    };
+    let eos_token_ids: Vec<u32> = if args.ignore_eos { vec![] } else { config.eos_token_id.into_iter().collect() };
     if let Some(spec) = &draft {
         let options = SpeculativeOptions {
             max_new_tokens,
@@ -232,15 +203,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         options.validate()?;
         let draft_model = decoding::load_draft(spec, &args.model.hub_url, &device, 0)?;
         let plain = decoding::plain(model, &prompt, &options, kv)?;
-        let (run, report) = decoding::speculative(
-            model,
-            draft_model.as_ref(),
-            spec,
-            &prompt,
-            &options,
-            kv,
-            &plain,
-        )?;
+        let (run, report) = decoding::speculative(model, draft_model.as_ref(), spec, &prompt, &options, kv, &plain)?;
         let text = tokenizer.decode(&run.new_ids)?;
         if args.json {
             let extra = json!({ "stop_reason": run.stop_reason, "speculative": report });
@@ -278,41 +241,29 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let options = GenerateOptions {
-        max_new_tokens,
-        sampling,
-        kv,
-        eos_token_ids,
-        stop_strings: args.stop.clone(),
-    };
+    let options = GenerateOptions { max_new_tokens, sampling, kv, eos_token_ids, stop_strings: args.stop.clone() };
 
     // Streams the text as it grows, holding back what may still turn out to be a stop
     // string, or the first bytes of a character that the next token completes.
     let mut printed = 0;
     let mut ids = vec![];
     let mut stdout = std::io::stdout();
-    let generation = pollster::block_on(generate(
-        model,
-        &prompt,
-        &options,
-        Some(tokenizer),
-        |event| {
-            if !args.json {
-                ids.push(event.id);
-                if let Ok(text) = tokenizer.decode(&ids)
-                    && !text.ends_with('\u{FFFD}')
-                {
-                    let end = streamable_len(&text, &options.stop_strings);
-                    if end > printed {
-                        let _ = write!(stdout, "{}", &text[printed..end]);
-                        let _ = stdout.flush();
-                        printed = end;
-                    }
+    let generation = pollster::block_on(generate(model, &prompt, &options, Some(tokenizer), |event| {
+        if !args.json {
+            ids.push(event.id);
+            if let Ok(text) = tokenizer.decode(&ids)
+                && !text.ends_with('\u{FFFD}')
+            {
+                let end = streamable_len(&text, &options.stop_strings);
+                if end > printed {
+                    let _ = write!(stdout, "{}", &text[printed..end]);
+                    let _ = stdout.flush();
+                    printed = end;
                 }
             }
-            ControlFlow::Continue(())
-        },
-    ))?;
+        }
+        ControlFlow::Continue(())
+    }))?;
     let text = generation.text.clone().unwrap_or_default();
 
     if args.json {
@@ -341,7 +292,15 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
 }
 
 /// Prints `generate --json`'s object: the fields every mode shares, then the mode's own.
-fn print_generation_json(prompt: &[u32], generated: &[u32], text: &str, device: DeviceArg, precision: Precision, kv: KvMode, extra: Value) -> Result<()> {
+fn print_generation_json(
+    prompt: &[u32],
+    generated: &[u32],
+    text: &str,
+    device: DeviceArg,
+    precision: Precision,
+    kv: KvMode,
+    extra: Value,
+) -> Result<()> {
     let mut out = json!({
         "prompt_ids": prompt,
         "generated_ids": generated,
@@ -366,12 +325,7 @@ fn streamable_len(text: &str, stops: &[String]) -> usize {
     }
     let held = stops
         .iter()
-        .flat_map(|s| {
-            s.char_indices()
-                .map(|(i, _)| i)
-                .skip(1)
-                .filter(|&i| text.ends_with(&s[..i]))
-        })
+        .flat_map(|s| s.char_indices().map(|(i, _)| i).skip(1).filter(|&i| text.ends_with(&s[..i])))
         .max()
         .unwrap_or(0);
     text.len() - held

@@ -41,12 +41,7 @@ pub struct BeamArgs {
     #[arg(long, requires = "num_beams")]
     pub num_return_sequences: Option<usize>,
     /// Scores are sum_logprobs / length^L; > 0 favours longer sequences.
-    #[arg(
-        long,
-        requires = "num_beams",
-        allow_negative_numbers = true,
-        default_value_t = 1.0
-    )]
+    #[arg(long, requires = "num_beams", allow_negative_numbers = true, default_value_t = 1.0)]
     pub length_penalty: f32,
     /// true, false or never.
     #[arg(long, requires = "num_beams", default_value = "false")]
@@ -57,38 +52,16 @@ pub struct BeamArgs {
 }
 
 /// The draft model a [`DraftSpec::Model`] names (none for layers:K and ngram:N).
-pub fn load_draft(
-    spec: &DraftSpec,
-    hub_url: &str,
-    device: &Device,
-    seed: u64,
-) -> Result<Option<Gpt2>> {
+pub fn load_draft(spec: &DraftSpec, hub_url: &str, device: &Device, seed: u64) -> Result<Option<Gpt2>> {
     match spec {
-        DraftSpec::Model(name) => Ok(Some(model_dir::load_named(
-            name,
-            hub_url,
-            device,
-            seed.wrapping_add(1),
-        )?)),
+        DraftSpec::Model(name) => Ok(Some(model_dir::load_named(name, hub_url, device, seed.wrapping_add(1))?)),
         _ => Ok(None),
     }
 }
 
 /// Plain decoding with the settings of a speculative run: its baseline.
-pub fn plain(
-    target: &Gpt2,
-    prompt: &[u32],
-    options: &SpeculativeOptions,
-    kv: KvMode,
-) -> Result<Generation> {
-
-    Ok(pollster::block_on(generate(
-        target,
-        prompt,
-        &options.plain(kv),
-        None,
-        |_| ControlFlow::Continue(()),
-    ))?)
+pub fn plain(target: &Gpt2, prompt: &[u32], options: &SpeculativeOptions, kv: KvMode) -> Result<Generation> {
+    Ok(pollster::block_on(generate(target, prompt, &options.plain(kv), None, |_| ControlFlow::Continue(())))?)
 }
 
 /// Speculative decoding of `prompt`, reported against `plain` (same prompt, same process).
@@ -101,30 +74,16 @@ pub fn speculative(
     kv: KvMode,
     plain: &Generation,
 ) -> Result<(SpeculativeRun, SpeculativeReport)> {
-    let mut drafter = AnyDrafter::new(
-        spec,
-        target,
-        draft_model,
-        prompt.len() + options.max_new_tokens,
-    )?;
-    let run = pollster::block_on(speculative_generate(
-        target,
-        &mut drafter,
-        prompt,
-        options,
-        kv,
-        |_| ControlFlow::Continue(()),
-    ))?;
+    let mut drafter = AnyDrafter::new(spec, target, draft_model, prompt.len() + options.max_new_tokens)?;
+    let run = pollster::block_on(speculative_generate(target, &mut drafter, prompt, options, kv, |_| {
+        ControlFlow::Continue(())
+    }))?;
     let report = SpeculativeReport::new(&spec.to_string(), options, &run, plain);
     Ok((run, report))
 }
 
 impl BeamArgs {
-    pub fn options(
-        &self,
-        max_new_tokens: usize,
-        eos_token_ids: Vec<u32>,
-    ) -> Result<Option<BeamOptions>> {
+    pub fn options(&self, max_new_tokens: usize, eos_token_ids: Vec<u32>) -> Result<Option<BeamOptions>> {
         let Some(num_beams) = self.num_beams else {
             return Ok(None);
         };
@@ -150,12 +109,8 @@ pub fn beams(
     options: &BeamOptions,
     kv: KvMode,
 ) -> Result<(Vec<u32>, Value)> {
-    let out = pollster::block_on(beam_search(model, prompt, options, kv, |_| {
-        ControlFlow::Continue(())
-    }))?;
-    let Some(best) = out.hypotheses.first() else {
-        bail!("beam search finished without a hypothesis")
-    };
+    let out = pollster::block_on(beam_search(model, prompt, options, kv, |_| ControlFlow::Continue(())))?;
+    let Some(best) = out.hypotheses.first() else { bail!("beam search finished without a hypothesis") };
     let beams: Vec<Value> = out
         .hypotheses
         .iter()

@@ -30,7 +30,10 @@ impl Precision {
     /// Refuses a pairing the engine cannot run, before anything loads.
     pub fn check(self, device: DeviceArg) -> Result<()> {
         if self.dtype != WeightDtype::F32 && device == DeviceArg::Cuda {
-            bail!("--dtype {} runs on --device cpu and --device wgpu for now (their kernels widen {0} weights); CUDA keeps f32", self.dtype);
+            bail!(
+                "--dtype {} runs on --device cpu and --device wgpu for now (their kernels widen {0} weights); CUDA keeps f32",
+                self.dtype
+            );
         }
         Ok(())
     }
@@ -85,7 +88,8 @@ impl std::str::FromStr for DeviceSpec {
 
     fn from_str(s: &str) -> Result<Self> {
         let (kind, index) = s.split_once(':').unwrap_or((s, "0"));
-        let kind = DeviceArg::from_str(kind, true).map_err(|_| anyhow::anyhow!("unknown device {s:?}; use cpu, wgpu[:N] or cuda[:N]"))?;
+        let kind = DeviceArg::from_str(kind, true)
+            .map_err(|_| anyhow::anyhow!("unknown device {s:?}; use cpu, wgpu[:N] or cuda[:N]"))?;
         let index = index.parse().map_err(|_| anyhow::anyhow!("device {s:?}: {index:?} is not a device index"))?;
         if kind == DeviceArg::Cpu && index != 0 {
             anyhow::bail!("device {s:?}: there is one cpu device; list `cpu` several times for several replicas");
@@ -135,7 +139,11 @@ impl DeviceSpec {
 
 /// The CPU device's worker threads ($RAYON_NUM_THREADS, else one per core).
 pub fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS").ok().and_then(|n| n.parse().ok()).filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[cfg(feature = "cuda")]

@@ -32,7 +32,10 @@ pub fn is_repo_id(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     parts.len() <= 2
         && parts.iter().all(|p| {
-            !p.is_empty() && *p != "." && *p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
 }
 
@@ -61,11 +64,8 @@ pub fn fetch_repo(hub: &str, repo: &str, cache: &Path, progress: bool) -> Result
 
 fn download(url: &str, target: &Path, progress: bool) -> Result<()> {
     let mut response = ureq::get(url).call().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let total = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let total =
+        response.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let bar = if progress { ProgressBar::new(total.unwrap_or(0)) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{msg:>20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")

@@ -26,10 +26,14 @@ pub fn resolve(model: &str, hub_url: &str) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if path.exists() {
-        anyhow::bail!("--model {model:?} is a file; give the folder that holds config.json, model.safetensors and tokenizer.json");
+        anyhow::bail!(
+            "--model {model:?} is a file; give the folder that holds config.json, model.safetensors and tokenizer.json"
+        );
     }
     if !hub::is_repo_id(model) {
-        anyhow::bail!("{model:?} is neither a model folder nor a hub repo id like openai-community/gpt2 (no folder is there)");
+        anyhow::bail!(
+            "{model:?} is neither a model folder nor a hub repo id like openai-community/gpt2 (no folder is there)"
+        );
     }
     hub::fetch_repo(hub_url, model, &hub::cache_root(), true)
         .with_context(|| format!("{model:?} is not a local folder, so it was fetched as a hub repo id"))
@@ -71,7 +75,5 @@ pub fn load_named(spec: &str, hub_url: &str, device: &Device, seed: u64) -> Resu
         return Ok(Gpt2::new(config, weights, device)?);
     }
     let dir = resolve(spec, hub_url)?;
-    Ok(load(&dir, device)
-        .with_context(|| format!("loading {spec}"))?
-        .model)
+    Ok(load(&dir, device).with_context(|| format!("loading {spec}"))?.model)
 }

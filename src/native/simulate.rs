@@ -50,9 +50,12 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     let (cost, context) = match (&args.cost, args.device) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-            let cost: CostModel = serde_json::from_value(value.get("cost").cloned().unwrap_or(value))
-                .with_context(|| format!("{} holds no step-cost model (run `inferlab bench step --json`)", path.display()))?;
+            let value: Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+            let cost: CostModel =
+                serde_json::from_value(value.get("cost").cloned().unwrap_or(value)).with_context(|| {
+                    format!("{} holds no step-cost model (run `inferlab bench step --json`)", path.display())
+                })?;
             (cost, args.context)
         }
         (None, Some(device)) => {
@@ -65,7 +68,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             let requests = workload::parse_jsonl(&text, &[], context, |_| {
-                Err(EngineError::Request("a trace gives prompt_ids or prompt_tokens: the simulator has no tokenizer".into()))
+                Err(EngineError::Request(
+                    "a trace gives prompt_ids or prompt_tokens: the simulator has no tokenizer".into(),
+                ))
             })
             .with_context(|| format!("in {}", path.display()))?;
             (requests, json!({ "trace": path }))
@@ -89,7 +94,10 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
     if args.json {
-        println!("{}", serde_json::to_string(&json!({ "policies": out, "cost": cost, "workload": workload, "wall_ms": wall_ms }))?);
+        println!(
+            "{}",
+            serde_json::to_string(&json!({ "policies": out, "cost": cost, "workload": workload, "wall_ms": wall_ms }))?
+        );
     } else {
         println!("simulated {} requests × {} policies in {wall_ms:.0} ms", requests.len(), policies.len());
     }

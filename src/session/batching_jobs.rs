@@ -51,7 +51,13 @@ fn simulated(config: SchedulerConfig, requests: Vec<Request>, cost: CostModel) -
 }
 
 /// Every config over the same requests, and each policy's throughput as the rate grows.
-pub fn simulate_all(workload: &WorkloadSpec, configs: &[SchedulerConfig], cost: CostModel, rates: &[f64], vocab: usize) -> Result<(Vec<PolicyRun>, Vec<RateCurve>), String> {
+pub fn simulate_all(
+    workload: &WorkloadSpec,
+    configs: &[SchedulerConfig],
+    cost: CostModel,
+    rates: &[f64],
+    vocab: usize,
+) -> Result<(Vec<PolicyRun>, Vec<RateCurve>), String> {
     let requests = workload.generate(vocab);
     let runs = configs.iter().map(|c| simulated(c.clone(), requests.clone(), cost)).collect::<Result<Vec<_>, _>>()?;
     let mut curves = vec![];
@@ -64,7 +70,8 @@ pub fn simulate_all(workload: &WorkloadSpec, configs: &[SchedulerConfig], cost: 
             };
             let requests = WorkloadSpec { arrivals, ..*workload }.generate(vocab);
             let config = resolve(config.clone(), &cost, &requests);
-            let run = simulate::simulate(config, requests, cost, |_, _| ControlFlow::Continue(())).map_err(|e| e.to_string())?;
+            let run = simulate::simulate(config, requests, cost, |_, _| ControlFlow::Continue(()))
+                .map_err(|e| e.to_string())?;
             points.push((rate, stats::stats(&run).throughput_tok_s));
         }
         curves.push(RateCurve { policy: config.policy, points });
@@ -74,7 +81,13 @@ pub fn simulate_all(workload: &WorkloadSpec, configs: &[SchedulerConfig], cost: 
 
 /// `workload` through the real model (stopped early when `stop` says so), the same workload
 /// simulated, and whether each request's output equals its greedy output alone.
-pub async fn real_run(model: &Gpt2, workload: &WorkloadSpec, config: SchedulerConfig, cost: CostModel, stop: impl Fn() -> bool) -> Result<(PolicyRun, PolicyRun, Vec<bool>), String> {
+pub async fn real_run(
+    model: &Gpt2,
+    workload: &WorkloadSpec,
+    config: SchedulerConfig,
+    cost: CostModel,
+    stop: impl Fn() -> bool,
+) -> Result<(PolicyRun, PolicyRun, Vec<bool>), String> {
     let requests = workload.generate(model.config.vocab_size);
     let config = resolve(config, &cost, &requests);
     let mut runner = ModelRunner::new(model, config.num_blocks, config.block_size).map_err(|e| e.to_string())?;
@@ -89,8 +102,14 @@ pub async fn real_run(model: &Gpt2, workload: &WorkloadSpec, config: SchedulerCo
     let real = policy_run(config.clone(), &run, &snapshots);
     let mut matches = vec![];
     for (request, report) in requests.iter().zip(&real.requests) {
-        let options = GenerateOptions { max_new_tokens: request.max_new_tokens, kv: KvMode::Contiguous, ..GenerateOptions::default() };
-        let alone = generate(model, &request.prompt, &options, None, |_| ControlFlow::Continue(())).await.map_err(|e| e.to_string())?;
+        let options = GenerateOptions {
+            max_new_tokens: request.max_new_tokens,
+            kv: KvMode::Contiguous,
+            ..GenerateOptions::default()
+        };
+        let alone = generate(model, &request.prompt, &options, None, |_| ControlFlow::Continue(()))
+            .await
+            .map_err(|e| e.to_string())?;
         matches.push(alone.new_ids == report.generated_ids);
     }
     Ok((real, simulated(config, requests, cost)?, matches))

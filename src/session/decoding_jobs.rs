@@ -30,7 +30,8 @@ pub async fn speculate(
     stop: impl Fn() -> bool,
 ) -> Result<(), String> {
     let ids = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
-    let (ids, max_new_tokens, _) = fit_context(&ids, options.max_new_tokens, target.config.n_positions, false).map_err(|e| e.to_string())?;
+    let (ids, max_new_tokens, _) =
+        fit_context(&ids, options.max_new_tokens, target.config.n_positions, false).map_err(|e| e.to_string())?;
     options.max_new_tokens = max_new_tokens;
     options.eos_token_ids = target.config.eos_token_id.into_iter().collect();
     options.validate().map_err(|e| e.to_string())?;
@@ -38,13 +39,19 @@ pub async fn speculate(
     // Checked before the baseline runs, so a bad drafter fails at once.
     AnyDrafter::new(spec, target, draft_model, capacity).map_err(|e| e.to_string())?;
 
-    let plain = generate(target, &ids, &options.plain(KvMode::Contiguous), None, |_| flow(&stop)).await.map_err(|e| e.to_string())?;
+    let plain = generate(target, &ids, &options.plain(KvMode::Contiguous), None, |_| flow(&stop))
+        .await
+        .map_err(|e| e.to_string())?;
     let run_once = async |options: &SpeculativeOptions, stream: bool| {
         let mut drafter = AnyDrafter::new(spec, target, draft_model, capacity).map_err(|e| e.to_string())?;
         speculative_generate(target, &mut drafter, &ids, options, KvMode::Contiguous, |pass| {
             if stream {
                 let drafted_text = pass.drafted.iter().map(|&t| text(tokenizer, &[t])).collect();
-                post(&FromWorker::SpecPass(PassView { pass: pass.clone(), drafted_text, next_text: text(tokenizer, &[pass.next]) }));
+                post(&FromWorker::SpecPass(PassView {
+                    pass: pass.clone(),
+                    drafted_text,
+                    next_text: text(tokenizer, &[pass.next]),
+                }));
             }
             flow(&stop)
         })
@@ -67,9 +74,17 @@ pub async fn speculate(
 }
 
 /// Beam search streamed step by step (on the paged cache: beams share blocks), then greedy.
-pub async fn beam(target: &Gpt2, tokenizer: &Tokenizer, prompt: &str, mut options: BeamOptions, post: &dyn Fn(&FromWorker), stop: impl Fn() -> bool) -> Result<(), String> {
+pub async fn beam(
+    target: &Gpt2,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    mut options: BeamOptions,
+    post: &dyn Fn(&FromWorker),
+    stop: impl Fn() -> bool,
+) -> Result<(), String> {
     let ids = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
-    let (ids, max_new_tokens, _) = fit_context(&ids, options.max_new_tokens, target.config.n_positions, false).map_err(|e| e.to_string())?;
+    let (ids, max_new_tokens, _) =
+        fit_context(&ids, options.max_new_tokens, target.config.n_positions, false).map_err(|e| e.to_string())?;
     options.max_new_tokens = max_new_tokens;
     options.eos_token_ids = target.config.eos_token_id.into_iter().collect();
     let out = beam_search(target, &ids, &options, KvMode::Paged { block_size: DEFAULT_BLOCK_SIZE }, |step| {
@@ -79,9 +94,17 @@ pub async fn beam(target: &Gpt2, tokenizer: &Tokenizer, prompt: &str, mut option
     })
     .await
     .map_err(|e| e.to_string())?;
-    let greedy_options = GenerateOptions { max_new_tokens, eos_token_ids: options.eos_token_ids.clone(), ..GenerateOptions::default() };
+    let greedy_options =
+        GenerateOptions { max_new_tokens, eos_token_ids: options.eos_token_ids.clone(), ..GenerateOptions::default() };
     let greedy = generate(target, &ids, &greedy_options, None, |_| flow(&stop)).await.map_err(|e| e.to_string())?;
-    let beams = out.hypotheses.iter().map(|h| BeamView { hypothesis: h.clone(), text: text(tokenizer, &h.ids) }).collect();
-    post(&FromWorker::BeamDone { beams, greedy_text: text(tokenizer, &greedy.new_ids), greedy_ids: greedy.new_ids, beam_ms: out.total_ms, kv_peak_tokens: out.kv_peak_tokens });
+    let beams =
+        out.hypotheses.iter().map(|h| BeamView { hypothesis: h.clone(), text: text(tokenizer, &h.ids) }).collect();
+    post(&FromWorker::BeamDone {
+        beams,
+        greedy_text: text(tokenizer, &greedy.new_ids),
+        greedy_ids: greedy.new_ids,
+        beam_ms: out.total_ms,
+        kv_peak_tokens: out.kv_peak_tokens,
+    });
     Ok(())
 }

@@ -69,10 +69,20 @@ pub struct PendingLoad {
 
 impl PendingLoad {
     /// Parses the config (None: the demo's shape, gpt2-tiny) and the tokenizer.
-    pub fn begin(name: String, config: Option<&[u8]>, tokenizer: &[u8], demo: bool, precision: Precision, draft: bool, post: &dyn Fn(&FromWorker)) -> Result<Self, String> {
+    pub fn begin(
+        name: String,
+        config: Option<&[u8]>,
+        tokenizer: &[u8],
+        demo: bool,
+        precision: Precision,
+        draft: bool,
+        post: &dyn Fn(&FromWorker),
+    ) -> Result<Self, String> {
         post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
         let config = match config {
-            Some(bytes) => Gpt2Config::from_json(std::str::from_utf8(bytes).map_err(|_| "config.json is not UTF-8 text".to_string())?),
+            Some(bytes) => Gpt2Config::from_json(
+                std::str::from_utf8(bytes).map_err(|_| "config.json is not UTF-8 text".to_string())?,
+            ),
             None => Gpt2Config::named("gpt2-tiny"),
         }
         .map_err(|e| e.to_string())?;
@@ -111,12 +121,28 @@ impl Session {
     /// Checks `files` and makes them the target model, or (`draft`) the draft model; reports
     /// `Loaded` / `DraftLoaded`. Files that fail their checks leave the old model in place; a
     /// device error in the warm-up step, after the old model's buffers went, leaves none.
-    pub fn install(&mut self, files: ModelFiles, draft: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
+    pub fn install(
+        &mut self,
+        files: ModelFiles,
+        draft: bool,
+        started: Instant,
+        post: &dyn Fn(&FromWorker),
+    ) -> Result<(), String> {
         let ModelFiles { name, config, tokenizer, weights: raw, from_cache, precision } = files;
-        let load = PendingLoad::begin(name, config.as_deref(), &tokenizer, matches!(raw, Weights::Random(_)), precision, draft, post)?;
+        let load = PendingLoad::begin(
+            name,
+            config.as_deref(),
+            &tokenizer,
+            matches!(raw, Weights::Random(_)),
+            precision,
+            draft,
+            post,
+        )?;
         post(&FromWorker::Loading { stage: "checking weights and uploading them to the device".into() });
         let weights = match &raw {
-            Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &load.config).map_err(|e| e.to_string())?,
+            Weights::Safetensors(bytes) => {
+                Gpt2Weights::from_safetensors(bytes, &load.config).map_err(|e| e.to_string())?
+            }
             Weights::Random(seed) => Gpt2Weights::random(&load.config, *seed),
         };
         drop(raw);
@@ -143,17 +169,36 @@ impl Session {
 
     /// The last step of a load: warms `model` up, installs it and reports `Loaded` /
     /// `DraftLoaded`.
-    pub fn end_load(&mut self, load: PendingLoad, mut model: Gpt2, from_cache: bool, started: Instant, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
+    pub fn end_load(
+        &mut self,
+        load: PendingLoad,
+        mut model: Gpt2,
+        from_cache: bool,
+        started: Instant,
+        post: &dyn Fn(&FromWorker),
+    ) -> Result<(), String> {
         let PendingLoad { config, name, tokenizer, demo, precision, draft } = load;
         model.set_kv_dtype(if precision.kv_f16 { KvDtype::F16 } else { KvDtype::F32 }).map_err(|e| e.to_string())?;
         post(&FromWorker::Loading { stage: "a first step (the device compiles its kernels)".into() });
         model.warm_up().map_err(|e| e.to_string())?;
-        let info = ModelInfo { name, params: param_count(&config), config, weights: precision.weights, kv_f16: precision.kv_f16, from_cache, demo };
+        let info = ModelInfo {
+            name,
+            params: param_count(&config),
+            config,
+            weights: precision.weights,
+            kv_f16: precision.kv_f16,
+            from_cache,
+            demo,
+        };
         *self.slot(draft) = Some(Loaded { info: info.clone(), model, tokenizer });
         if draft {
             post(&FromWorker::DraftLoaded { info });
         } else {
-            post(&FromWorker::Loaded { info, load_ms: started.elapsed().as_secs_f64() * 1000.0, wasm_memory_bytes: wasm_memory_bytes() });
+            post(&FromWorker::Loaded {
+                info,
+                load_ms: started.elapsed().as_secs_f64() * 1000.0,
+                wasm_memory_bytes: wasm_memory_bytes(),
+            });
         }
         Ok(())
     }
@@ -164,14 +209,30 @@ impl Session {
 
     /// Runs one job to its end (or until `stop` says so between two steps), streaming what
     /// it computes through `post`. Loads are the transport's: their files come its own way.
-    pub async fn job(&self, message: ToWorker, post: &dyn Fn(&FromWorker), stop: &dyn Fn() -> bool) -> Result<(), String> {
+    pub async fn job(
+        &self,
+        message: ToWorker,
+        post: &dyn Fn(&FromWorker),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), String> {
         match message {
             ToWorker::Load(_) | ToWorker::LoadDraft(_) => Err("loading is the transport's job".into()),
             ToWorker::Stop => Ok(()),
             ToWorker::Speculate { prompt, draft, options, sweep } => {
                 let loaded = self.loaded()?;
                 let draft_model = self.draft.as_ref().map(|d| &d.model);
-                decoding_jobs::speculate(&loaded.model, &loaded.tokenizer, draft_model, &prompt, &draft, options, &sweep, post, stop).await
+                decoding_jobs::speculate(
+                    &loaded.model,
+                    &loaded.tokenizer,
+                    draft_model,
+                    &prompt,
+                    &draft,
+                    options,
+                    &sweep,
+                    post,
+                    stop,
+                )
+                .await
             }
             ToWorker::Beam { prompt, options } => {
                 let loaded = self.loaded()?;
@@ -181,7 +242,9 @@ impl Session {
                 let loaded = self.loaded()?;
                 let kv: KvMode = kv.parse().map_err(|e| format!("{e}"))?;
                 let ids = loaded.tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
-                let (ids, max_new_tokens, _) = fit_context(&ids, max_new_tokens, loaded.model.config.n_positions, false).map_err(|e| e.to_string())?;
+                let (ids, max_new_tokens, _) =
+                    fit_context(&ids, max_new_tokens, loaded.model.config.n_positions, false)
+                        .map_err(|e| e.to_string())?;
                 post(&FromWorker::Prompt { run, ids: ids.clone() });
                 let eos_token_ids = loaded.model.config.eos_token_id.into_iter().collect();
                 let options = GenerateOptions { max_new_tokens, sampling, kv, eos_token_ids, stop_strings: vec![] };
@@ -194,8 +257,18 @@ impl Session {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-                let stop_reason = serde_json::to_value(out.stop_reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-                post(&FromWorker::Done { run, ids: out.new_ids, text: out.text.unwrap_or_default(), ttft_ms: out.ttft_ms, total_ms: out.total_ms, stop_reason });
+                let stop_reason = serde_json::to_value(out.stop_reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                post(&FromWorker::Done {
+                    run,
+                    ids: out.new_ids,
+                    text: out.text.unwrap_or_default(),
+                    ttft_ms: out.ttft_ms,
+                    total_ms: out.total_ms,
+                    stop_reason,
+                });
                 Ok(())
             }
             ToWorker::WindowDrift { prompt, new_tokens, window } => {
@@ -212,7 +285,9 @@ impl Session {
             }
             ToWorker::MeasureCost => {
                 let loaded = self.loaded()?;
-                let (cost, timings) = simulate::fit_cost(&loaded.model, DEFAULT_BLOCK_SIZE, true, |_| {}).await.map_err(|e| e.to_string())?;
+                let (cost, timings) = simulate::fit_cost(&loaded.model, DEFAULT_BLOCK_SIZE, true, |_| {})
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let error_pct = cost.mean_error_pct(&timings);
                 post(&FromWorker::Cost { cost, timings, error_pct, model: loaded.info.name.clone() });
                 Ok(())
@@ -226,7 +301,8 @@ impl Session {
             }
             ToWorker::BatchReal { workload, config, cost } => {
                 let loaded = self.loaded()?;
-                let (real, simulated, matches_solo) = batching_jobs::real_run(&loaded.model, &workload, config, cost, stop).await?;
+                let (real, simulated, matches_solo) =
+                    batching_jobs::real_run(&loaded.model, &workload, config, cost, stop).await?;
                 post(&FromWorker::RealRun { real, simulated, matches_solo });
                 Ok(())
             }

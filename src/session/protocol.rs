@@ -10,11 +10,11 @@ use crate::engine::batching::stats::{BlockSnapshot, RequestReport, Stats};
 use crate::engine::batching::workload::WorkloadSpec;
 use crate::engine::beam::{BeamOptions, BeamStep, Hypothesis};
 use crate::engine::config::Gpt2Config;
+use crate::engine::sampling::SamplingParams;
 use crate::engine::simulate::{CostModel, Timing};
 use crate::engine::speculative::drafters::DraftSpec;
 use crate::engine::speculative::report::SpeculativeReport;
 use crate::engine::speculative::{Pass, SpeculativeOptions};
-use crate::engine::sampling::SamplingParams;
 use crate::engine::weight_dtype::WeightDtype;
 use crate::engine::window_drift::DriftStep;
 
@@ -55,16 +55,35 @@ pub enum Run {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToWorker {
     Load(ModelSource),
-    Generate { run: Run, prompt: String, max_new_tokens: usize, sampling: SamplingParams, kv: String },
+    Generate {
+        run: Run,
+        prompt: String,
+        max_new_tokens: usize,
+        sampling: SamplingParams,
+        kv: String,
+    },
     /// Full cache vs a sliding window of `window` slots, fed the same greedy tokens.
-    WindowDrift { prompt: String, new_tokens: usize, window: usize },
+    WindowDrift {
+        prompt: String,
+        new_tokens: usize,
+        window: usize,
+    },
     /// Time a few real steps of the loaded model and fit the simulator's step cost.
     MeasureCost,
     /// Simulate `workload` under each config with `cost`, and throughput at each of `rates`.
-    Simulate { workload: WorkloadSpec, configs: Vec<SchedulerConfig>, cost: CostModel, rates: Vec<f64> },
+    Simulate {
+        workload: WorkloadSpec,
+        configs: Vec<SchedulerConfig>,
+        cost: CostModel,
+        rates: Vec<f64>,
+    },
     /// Run `workload` through the real model under `config` (and each request alone, greedy,
     /// to compare); `cost` simulates the same workload beside it.
-    BatchReal { workload: WorkloadSpec, config: SchedulerConfig, cost: CostModel },
+    BatchReal {
+        workload: WorkloadSpec,
+        config: SchedulerConfig,
+        cost: CostModel,
+    },
     /// Load a draft model for speculative decoding (kept beside the target).
     LoadDraft(ModelSource),
     /// Plain decoding, then speculative decoding streamed pass by pass, then the same at
@@ -76,7 +95,10 @@ pub enum ToWorker {
         sweep: Vec<usize>,
     },
     /// Beam search streamed step by step, then greedy decoding beside it.
-    Beam { prompt: String, options: BeamOptions },
+    Beam {
+        prompt: String,
+        options: BeamOptions,
+    },
     /// Stop the running generation after its current step.
     Stop,
 }
@@ -138,10 +160,20 @@ pub struct ModelInfo {
 pub enum FromWorker {
     /// The engine is listening: its device described, or why no device could be opened
     /// (the worker's WebGPU; natively, the `--device`).
-    Ready { webgpu: Result<String, String> },
+    Ready {
+        webgpu: Result<String, String>,
+    },
     /// A stage of loading, in words.
-    Loading { stage: String },
-    Progress { file: String, loaded: u64, total: Option<u64>, mb_per_s: f64, from_cache: bool },
+    Loading {
+        stage: String,
+    },
+    Progress {
+        file: String,
+        loaded: u64,
+        total: Option<u64>,
+        mb_per_s: f64,
+        from_cache: bool,
+    },
     /// `wasm_memory_bytes`: the tab's engine worker's wasm memory after the load, which never
     /// shrinks, so the load's high-water mark (none natively).
     Loaded {
@@ -150,24 +182,70 @@ pub enum FromWorker {
         #[serde(default)]
         wasm_memory_bytes: Option<u64>,
     },
-    Prompt { run: Run, ids: Vec<u32> },
-    Token { run: Run, index: usize, id: u32, text: String, step_ms: f64 },
-    Done { run: Run, ids: Vec<u32>, text: String, ttft_ms: f64, total_ms: f64, stop_reason: String },
+    Prompt {
+        run: Run,
+        ids: Vec<u32>,
+    },
+    Token {
+        run: Run,
+        index: usize,
+        id: u32,
+        text: String,
+        step_ms: f64,
+    },
+    Done {
+        run: Run,
+        ids: Vec<u32>,
+        text: String,
+        ttft_ms: f64,
+        total_ms: f64,
+        stop_reason: String,
+    },
     Drift(DriftStep),
     DriftDone,
-    Cost { cost: CostModel, timings: Vec<Timing>, error_pct: f64, model: String },
-    Simulated { runs: Vec<PolicyRun>, curves: Vec<RateCurve>, wall_ms: f64 },
+    Cost {
+        cost: CostModel,
+        timings: Vec<Timing>,
+        error_pct: f64,
+        model: String,
+    },
+    Simulated {
+        runs: Vec<PolicyRun>,
+        curves: Vec<RateCurve>,
+        wall_ms: f64,
+    },
     /// A real run, the same workload simulated, and whether each output equals its solo greedy run.
-    RealRun { real: PolicyRun, simulated: PolicyRun, matches_solo: Vec<bool> },
-    DraftLoaded { info: ModelInfo },
+    RealRun {
+        real: PolicyRun,
+        simulated: PolicyRun,
+        matches_solo: Vec<bool>,
+    },
+    DraftLoaded {
+        info: ModelInfo,
+    },
     SpecPass(PassView),
     /// The speculative run against the plain one.
-    SpecDone { ids: Vec<u32>, text: String, report: SpeculativeReport },
+    SpecDone {
+        ids: Vec<u32>,
+        text: String,
+        report: SpeculativeReport,
+    },
     /// One γ of the sweep.
     SpecSweep(SpeculativeReport),
     SpecSweepDone,
     /// One step of beam search; `texts` are its candidates' tokens.
-    BeamStep { step: BeamStep, texts: Vec<String> },
-    BeamDone { beams: Vec<BeamView>, greedy_ids: Vec<u32>, greedy_text: String, beam_ms: f64, kv_peak_tokens: usize },
-    Error { message: String },
+    BeamStep {
+        step: BeamStep,
+        texts: Vec<String>,
+    },
+    BeamDone {
+        beams: Vec<BeamView>,
+        greedy_ids: Vec<u32>,
+        greedy_text: String,
+        beam_ms: f64,
+        kv_peak_tokens: usize,
+    },
+    Error {
+        message: String,
+    },
 }

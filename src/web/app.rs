@@ -57,7 +57,15 @@ pub fn App() -> impl IntoView {
     let preload = query("model");
     let engine = Engine::start(move |engine| {
         if let Some(repo) = preload {
-            engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get_untracked(), repo, weights: weights.get_untracked(), kv_f16: kv_dtype.get_untracked() == KvDtype::F16 }), &[]);
+            engine.send(
+                &ToWorker::Load(ModelSource::Hub {
+                    hub: hub.get_untracked(),
+                    repo,
+                    weights: weights.get_untracked(),
+                    kv_f16: kv_dtype.get_untracked() == KvDtype::F16,
+                }),
+                &[],
+            );
         }
     });
     provide_context(engine);
@@ -95,7 +103,9 @@ pub fn App() -> impl IntoView {
 fn EngineSwitch() -> impl IntoView {
     let engine = expect_context::<Engine>();
     let native = move || engine.native.get().unwrap_or_else(|| "this machine".into());
-    let on_change = move |ev: ev::Event| engine.switch(if event_target_value(&ev) == "native" { EngineKind::Native } else { EngineKind::Tab });
+    let on_change = move |ev: ev::Event| {
+        engine.switch(if event_target_value(&ev) == "native" { EngineKind::Native } else { EngineKind::Tab })
+    };
     native_token().is_some().then(|| {
         view! {
             <label class="engine" data-testid="engine" title=move || format!("native engine: {}", native())
@@ -153,7 +163,13 @@ fn megabytes(bytes: u64) -> String {
 
 /// A select of the types a model's weights or KV cache can be held in, applied at its next load.
 #[component]
-fn DtypeChoice<T>(label: &'static str, title: &'static str, testid: &'static str, options: &'static [T], value: RwSignal<T>) -> impl IntoView
+fn DtypeChoice<T>(
+    label: &'static str,
+    title: &'static str,
+    testid: &'static str,
+    options: &'static [T],
+    value: RwSignal<T>,
+) -> impl IntoView
 where
     T: Copy + FromStr + Display + Send + Sync + 'static,
 {
@@ -168,10 +184,25 @@ where
 
 /// Choose and load a model; shows progress and the model's status.
 #[component]
-fn ModelPanel(hub: RwSignal<String>, repo: RwSignal<String>, weights: RwSignal<WeightDtype>, kv_dtype: RwSignal<KvDtype>) -> impl IntoView {
+fn ModelPanel(
+    hub: RwSignal<String>,
+    repo: RwSignal<String>,
+    weights: RwSignal<WeightDtype>,
+    kv_dtype: RwSignal<KvDtype>,
+) -> impl IntoView {
     let engine = expect_context::<Engine>();
     let kv_f16 = move || kv_dtype.get() == KvDtype::F16;
-    let load_hub = move |_| engine.send(&ToWorker::Load(ModelSource::Hub { hub: hub.get(), repo: repo.get(), weights: weights.get(), kv_f16: kv_f16() }), &[]);
+    let load_hub = move |_| {
+        engine.send(
+            &ToWorker::Load(ModelSource::Hub {
+                hub: hub.get(),
+                repo: repo.get(),
+                weights: weights.get(),
+                kv_f16: kv_f16(),
+            }),
+            &[],
+        )
+    };
     let load_demo = move |_| engine.send(&ToWorker::Load(ModelSource::Demo { seed: 0 }), &[]);
     let load_files = move |files: Vec<File>| {
         if !files.is_empty() {

@@ -7,15 +7,15 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use leptos::prelude::*;
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
 use web_sys::{File, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-use crate::session::protocol::{BeamView, FromWorker, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToWorker};
 use crate::engine::beam::BeamStep;
-use crate::engine::speculative::report::SpeculativeReport;
 use crate::engine::simulate::{CostModel, Timing};
+use crate::engine::speculative::report::SpeculativeReport;
 use crate::engine::window_drift::DriftStep;
+use crate::session::protocol::{BeamView, FromWorker, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToWorker};
 
 /// What the model panel shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +25,9 @@ pub enum ModelStatus {
     NoWebGpu(String),
     /// WebGPU is open (adapter description); no model yet.
     Idle(String),
-    Loading { stage: String },
+    Loading {
+        stage: String,
+    },
     Ready(ModelInfo),
     Failed(String),
 }
@@ -319,11 +321,16 @@ impl Engine {
         let engine = *self;
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
-        let worker = Worker::new_with_options("./worker.js", &options).map_err(|e| format!("could not start the engine worker: {e:?}"))?;
-        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| engine.receive(event.data().as_string()));
+        let worker = Worker::new_with_options("./worker.js", &options)
+            .map_err(|e| format!("could not start the engine worker: {e:?}"))?;
+        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            engine.receive(event.data().as_string())
+        });
         worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
         let onerror = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-            engine.status.set(ModelStatus::Failed("the engine worker failed to start (see the browser console)".into()));
+            engine
+                .status
+                .set(ModelStatus::Failed("the engine worker failed to start (see the browser console)".into()));
         });
         worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
         Ok(Transport { link: Link::Worker(worker), _handlers: vec![Box::new(onmessage), Box::new(onerror)] })
@@ -334,8 +341,11 @@ impl Engine {
         let engine = *self;
         let token = native_token().ok_or("this page was not opened by `inferlab app`: no native engine to talk to")?;
         let host = web_sys::window().and_then(|w| w.location().host().ok()).unwrap_or_default();
-        let socket = WebSocket::new(&format!("ws://{host}/ws?token={token}")).map_err(|e| format!("could not reach the native engine: {e:?}"))?;
-        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| engine.receive(event.data().as_string()));
+        let socket = WebSocket::new(&format!("ws://{host}/ws?token={token}"))
+            .map_err(|e| format!("could not reach the native engine: {e:?}"))?;
+        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            engine.receive(event.data().as_string())
+        });
         socket.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
         let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
             let why = match (event.code(), event.reason()) {
@@ -411,7 +421,9 @@ impl Engine {
             FromWorker::Ready { webgpu: Ok(_) } => {}
             FromWorker::Loading { stage } => self.status.set(ModelStatus::Loading { stage }),
             FromWorker::Progress { file, loaded, total, mb_per_s, from_cache } => {
-                self.status.set(ModelStatus::Loading { stage: format!("{} {file}", if from_cache { "reading cached" } else { "downloading" }) });
+                self.status.set(ModelStatus::Loading {
+                    stage: format!("{} {file}", if from_cache { "reading cached" } else { "downloading" }),
+                });
                 self.download.set(Some(Download { file, loaded, total, mb_per_s, from_cache }));
             }
             FromWorker::Loaded { info, wasm_memory_bytes, .. } => {
@@ -456,7 +468,10 @@ impl Engine {
             FromWorker::DraftLoaded { info } => {
                 self.draft.set(Some(info));
                 // Its download reported progress in the model panel: the target is still there.
-                self.status.set(self.loaded.get_untracked().map_or_else(|| ModelStatus::Idle(self.adapter.get_untracked().unwrap_or_default()), ModelStatus::Ready));
+                self.status.set(self.loaded.get_untracked().map_or_else(
+                    || ModelStatus::Idle(self.adapter.get_untracked().unwrap_or_default()),
+                    ModelStatus::Ready,
+                ));
                 self.finish_job();
             }
             FromWorker::SpecPass(pass) => self.spec.update(|s| s.passes.push(pass)),
@@ -468,7 +483,8 @@ impl Engine {
             }
             FromWorker::BeamStep { step, texts } => self.beam.update(|b| b.steps.push((step, texts))),
             FromWorker::BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens } => {
-                self.beam.update(|b| b.done = Some(BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens }));
+                self.beam
+                    .update(|b| b.done = Some(BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens }));
                 self.finish_job();
             }
             FromWorker::Error { message } => {

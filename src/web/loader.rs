@@ -4,7 +4,10 @@
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{ByteLengthQueuingStrategy, Cache, QueuingStrategyInit, ReadableStream, ReadableStreamDefaultReader, Response, WorkerGlobalScope};
+use web_sys::{
+    ByteLengthQueuingStrategy, Cache, QueuingStrategyInit, ReadableStream, ReadableStreamDefaultReader, Response,
+    WorkerGlobalScope,
+};
 use web_time::Instant;
 
 /// The files a GPT-2 checkpoint needs, in loading order.
@@ -32,7 +35,10 @@ fn scope() -> WorkerGlobalScope {
 }
 
 fn js_error(context: &str, e: JsValue) -> String {
-    let detail = e.as_string().or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))).unwrap_or_else(|| format!("{e:?}"));
+    let detail = e
+        .as_string()
+        .or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())))
+        .unwrap_or_else(|| format!("{e:?}"));
     format!("{context}: {detail}")
 }
 
@@ -62,7 +68,11 @@ async fn open_hub_file(url: &str, cache: Option<&Cache>) -> Result<(Response, bo
 
 /// Downloads one hub file (or takes it from Cache Storage), reporting progress as it streams.
 /// Returns the bytes and whether they came from the cache.
-pub async fn fetch_hub_file(url: &str, file: &str, on_progress: impl FnMut(Progress)) -> Result<(Vec<u8>, bool), String> {
+pub async fn fetch_hub_file(
+    url: &str,
+    file: &str,
+    on_progress: impl FnMut(Progress),
+) -> Result<(Vec<u8>, bool), String> {
     let mut bytes = vec![];
     let from_cache = stream_hub_file(url, file, on_progress, |chunk| {
         bytes.extend_from_slice(chunk);
@@ -128,7 +138,9 @@ impl CacheCopy {
     }
 
     fn call(&self, method: &str, arg: &JsValue) {
-        if let Ok(f) = Reflect::get(&self.controller, &method.into()).and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from)) {
+        if let Ok(f) = Reflect::get(&self.controller, &method.into())
+            .and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from))
+        {
             let _ = f.call1(&self.controller, arg);
         }
     }
@@ -142,7 +154,12 @@ impl CacheCopy {
     /// nothing for a minute is given up: the load goes on, uncached.
     async fn wait_for_room(&self) {
         const TICK_MS: i32 = 10;
-        let behind = || Reflect::get(&self.controller, &"desiredSize".into()).ok().and_then(|v| v.as_f64()).is_some_and(|room| room < 0.0);
+        let behind = || {
+            Reflect::get(&self.controller, &"desiredSize".into())
+                .ok()
+                .and_then(|v| v.as_f64())
+                .is_some_and(|room| room < 0.0)
+        };
         for _ in 0..60_000 / TICK_MS {
             if !behind() {
                 return;
@@ -188,7 +205,8 @@ async fn read_stream(
         let chunk = JsFuture::from(reader.read()).await.map_err(|e| js_error(&format!("reading {file}"), e))?;
         let done = Reflect::get(&chunk, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true);
         if !done {
-            let value: Uint8Array = Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(file, e))?.unchecked_into();
+            let value: Uint8Array =
+                Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(file, e))?.unchecked_into();
             if let Some(copy) = copy {
                 copy.push(&value);
             }
@@ -216,7 +234,8 @@ async fn read_stream(
 
 /// The bytes of a file the user picked or dropped.
 pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
-    let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| js_error(&format!("reading {}", file.name()), e))?;
+    let buffer =
+        JsFuture::from(file.array_buffer()).await.map_err(|e| js_error(&format!("reading {}", file.name()), e))?;
     Ok(Uint8Array::new(&buffer).to_vec())
 }
 

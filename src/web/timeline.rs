@@ -6,8 +6,8 @@
 use leptos::prelude::*;
 
 use crate::engine::batching::sequence::Phase;
-use crate::web::charts::{PALETTE, label, ticks};
 use crate::session::protocol::PolicyRun;
+use crate::web::charts::{PALETTE, label, ticks};
 
 const W: f64 = 640.0;
 const LEFT: f64 = 56.0;
@@ -41,7 +41,12 @@ pub fn run_end(run: &PolicyRun) -> f64 {
 }
 
 #[component]
-pub fn Timeline(#[prop(into)] title: String, #[prop(into)] run: Signal<Option<PolicyRun>>, scrub: RwSignal<f64>, #[prop(optional, into)] testid: String) -> impl IntoView {
+pub fn Timeline(
+    #[prop(into)] title: String,
+    #[prop(into)] run: Signal<Option<PolicyRun>>,
+    scrub: RwSignal<f64>,
+    #[prop(optional, into)] testid: String,
+) -> impl IntoView {
     let picture = move || {
         let run = run.get()?;
         let time_ticks = ticks(0.0, run_end(&run));
@@ -65,7 +70,9 @@ pub fn Timeline(#[prop(into)] title: String, #[prop(into)] run: Signal<Option<Po
             .collect_view();
         let tick_marks = time_ticks
             .iter()
-            .map(|&t| view! { <text x=sx(t) y=height - AXIS + 14.0 text-anchor="middle" class="tick">{label(t)}</text> })
+            .map(
+                |&t| view! { <text x=sx(t) y=height - AXIS + 14.0 text-anchor="middle" class="tick">{label(t)}</text> },
+            )
             .collect_view();
         let line = move || {
             let x = sx(scrub.get().min(end));

@@ -11,16 +11,16 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use burn::tensor::Device;
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, File, MessageEvent};
 use web_time::Instant;
 
 use super::loader::{self, MODEL_FILES};
-use crate::session::protocol::{FromWorker, ModelSource, ToWorker};
 use crate::engine::gpt2::{Gpt2, Gpt2Loader};
 use crate::engine::safetensors_stream::{Rows, SafetensorsStream};
+use crate::session::protocol::{FromWorker, ModelSource, ToWorker};
 use crate::session::{DEMO_TOKENIZER, ModelFiles, PendingLoad, Precision, Session, Weights};
 
 struct Worker {
@@ -54,7 +54,12 @@ pub fn run() {
             Err(e) => (Err(format!("{e:?}")), None),
         };
         if let Some(device) = device {
-            listen(Rc::new(Worker { session: RefCell::new(Session::new(device)), queue: RefCell::default(), busy: Cell::new(false), stop: Cell::new(false) }));
+            listen(Rc::new(Worker {
+                session: RefCell::new(Session::new(device)),
+                queue: RefCell::default(),
+                busy: Cell::new(false),
+                stop: Cell::new(false),
+            }));
         }
         post(&FromWorker::Ready { webgpu });
     });
@@ -66,7 +71,9 @@ fn listen(worker: Rc<Worker>) {
         // A message is its JSON, or [JSON, File…] when local files come with it.
         let data = event.data();
         let (json, files) = match data.dyn_ref::<js_sys::Array>() {
-            Some(parts) => (parts.get(0).as_string(), parts.iter().skip(1).filter_map(|f| f.dyn_into::<File>().ok()).collect()),
+            Some(parts) => {
+                (parts.get(0).as_string(), parts.iter().skip(1).filter_map(|f| f.dyn_into::<File>().ok()).collect())
+            }
             None => (data.as_string(), vec![]),
         };
         match json.as_deref().map(serde_json::from_str::<ToWorker>) {
@@ -119,19 +126,43 @@ impl Worker {
     async fn load(&self, source: ModelSource, picked: Vec<File>, draft: bool) -> Result<(), String> {
         let started = Instant::now();
         let progress = |p: loader::Progress| {
-            post(&FromWorker::Progress { file: p.file.into(), loaded: p.loaded, total: p.total, mb_per_s: p.mb_per_s, from_cache: p.from_cache })
+            post(&FromWorker::Progress {
+                file: p.file.into(),
+                loaded: p.loaded,
+                total: p.total,
+                mb_per_s: p.mb_per_s,
+                from_cache: p.from_cache,
+            })
         };
         match source {
             ModelSource::Hub { hub, repo, weights, kv_f16 } => {
                 let url = |file| loader::hub_url(&hub, &repo, file);
-                let (config, config_cached) = loader::fetch_hub_file(&url(MODEL_FILES[0]), MODEL_FILES[0], progress).await?;
-                let (tokenizer, tokenizer_cached) = loader::fetch_hub_file(&url(MODEL_FILES[1]), MODEL_FILES[1], progress).await?;
-                let load = PendingLoad::begin(repo.clone(), Some(&config), &tokenizer, false, Precision { weights, kv_f16 }, draft, &post)?;
+                let (config, config_cached) =
+                    loader::fetch_hub_file(&url(MODEL_FILES[0]), MODEL_FILES[0], progress).await?;
+                let (tokenizer, tokenizer_cached) =
+                    loader::fetch_hub_file(&url(MODEL_FILES[1]), MODEL_FILES[1], progress).await?;
+                let load = PendingLoad::begin(
+                    repo.clone(),
+                    Some(&config),
+                    &tokenizer,
+                    false,
+                    Precision { weights, kv_f16 },
+                    draft,
+                    &post,
+                )?;
                 let mut weights = Streamed::new(&self.session, &load)?;
-                let weights_cached =
-                    loader::stream_hub_file(&url(MODEL_FILES[2]), MODEL_FILES[2], progress, |chunk| weights.feed(&self.session, &load, chunk)).await?;
+                let weights_cached = loader::stream_hub_file(&url(MODEL_FILES[2]), MODEL_FILES[2], progress, |chunk| {
+                    weights.feed(&self.session, &load, chunk)
+                })
+                .await?;
                 let model = weights.finish()?;
-                self.session.borrow_mut().end_load(load, model, config_cached && tokenizer_cached && weights_cached, started, &post)
+                self.session.borrow_mut().end_load(
+                    load,
+                    model,
+                    config_cached && tokenizer_cached && weights_cached,
+                    started,
+                    &post,
+                )
             }
             ModelSource::Files { weights, kv_f16 } => {
                 let mut found: [Option<&File>; 3] = [None, None, None];
@@ -140,16 +171,33 @@ impl Worker {
                         "config.json" => 0,
                         "tokenizer.json" => 1,
                         n if n.ends_with(".safetensors") => 2,
-                        other => return Err(format!("{other}: expected config.json, tokenizer.json and a .safetensors file")),
+                        other => {
+                            return Err(format!(
+                                "{other}: expected config.json, tokenizer.json and a .safetensors file"
+                            ));
+                        }
                     };
                     found[slot] = Some(file);
                 }
-                let missing = |slot: usize| format!("{} is missing: pick or drop config.json, tokenizer.json and model.safetensors together", MODEL_FILES[slot]);
+                let missing = |slot: usize| {
+                    format!(
+                        "{} is missing: pick or drop config.json, tokenizer.json and model.safetensors together",
+                        MODEL_FILES[slot]
+                    )
+                };
                 let [config, tokenizer, safetensors] = found;
                 let config = loader::read_file(config.ok_or_else(|| missing(0))?).await?;
                 let tokenizer = loader::read_file(tokenizer.ok_or_else(|| missing(1))?).await?;
                 let safetensors = safetensors.ok_or_else(|| missing(2))?;
-                let load = PendingLoad::begin("local files".to_string(), Some(&config), &tokenizer, false, Precision { weights, kv_f16 }, draft, &post)?;
+                let load = PendingLoad::begin(
+                    "local files".to_string(),
+                    Some(&config),
+                    &tokenizer,
+                    false,
+                    Precision { weights, kv_f16 },
+                    draft,
+                    &post,
+                )?;
                 let mut weights = Streamed::new(&self.session, &load)?;
                 loader::stream_file(safetensors, progress, |chunk| weights.feed(&self.session, &load, chunk)).await?;
                 let model = weights.finish()?;
@@ -157,7 +205,14 @@ impl Worker {
             }
             ModelSource::Demo { seed } => {
                 let (tokenizer, _) = loader::fetch_hub_file(DEMO_TOKENIZER, DEMO_TOKENIZER, |_| {}).await?;
-                let files = ModelFiles { name: "demo (gpt2-tiny shape, random weights)".to_string(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false, precision: Precision::default() };
+                let files = ModelFiles {
+                    name: "demo (gpt2-tiny shape, random weights)".to_string(),
+                    config: None,
+                    tokenizer,
+                    weights: Weights::Random(seed),
+                    from_cache: false,
+                    precision: Precision::default(),
+                };
                 self.session.borrow_mut().install(files, draft, started, &post)
             }
         }
@@ -175,7 +230,11 @@ struct Streamed {
 
 impl Streamed {
     fn new(session: &RefCell<Session>, load: &PendingLoad) -> Result<Self, String> {
-        Ok(Self { stream: SafetensorsStream::new(&load.config), loader: session.borrow().loader(load)?, unloaded: false })
+        Ok(Self {
+            stream: SafetensorsStream::new(&load.config),
+            loader: session.borrow().loader(load)?,
+            unloaded: false,
+        })
     }
 
     fn feed(&mut self, session: &RefCell<Session>, load: &PendingLoad, chunk: &[u8]) -> Result<(), String> {

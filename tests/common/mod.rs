@@ -10,34 +10,23 @@ use burn::tensor::Device;
 use inferlab::native::model_dir::{LoadedModel, load};
 use serde::Deserialize;
 
-/// `$INFERLAB_FIXTURES`, else `../shared/fixtures/gpt2` beside the repository.
+/// `$INFERLAB_FIXTURES`, else the copy in the repository (`tests/fixtures/gpt2`).
 pub fn fixtures_root() -> PathBuf {
     std::env::var_os("INFERLAB_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2"))
 }
 
 /// Every model folder that carries goldens.
 pub fn model_dirs() -> Vec<PathBuf> {
     let root = fixtures_root();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| {
-            panic!(
-                "fixtures not found at {} ({e}); set INFERLAB_FIXTURES",
-                root.display()
-            )
-        })
+        .unwrap_or_else(|e| panic!("fixtures not found at {} ({e}); set INFERLAB_FIXTURES", root.display()))
         .map(|entry| entry.expect("readable fixture folder").path())
         .filter(|p| p.join("golden.json").is_file())
         .collect();
     dirs.sort();
-    assert!(
-        !dirs.is_empty(),
-        "no model folder with golden.json under {}",
-        root.display()
-    );
+    assert!(!dirs.is_empty(), "no model folder with golden.json under {}", root.display());
     dirs
 }
 
@@ -48,9 +37,9 @@ pub fn devices() -> Vec<(&'static str, Device)> {
     let mut devices = vec![("cpu", Device::flex())];
     if std::env::var_os("INFERLAB_SKIP_WGPU").is_none() {
         let wgpu = WGPU.get_or_init(|| {
-            Device::wgpu_options()
-                .init()
-                .unwrap_or_else(|e| panic!("no wgpu adapter ({e:?}); install mesa-vulkan-drivers or set INFERLAB_SKIP_WGPU=1"))
+            Device::wgpu_options().init().unwrap_or_else(|e| {
+                panic!("no wgpu adapter ({e:?}); install mesa-vulkan-drivers or set INFERLAB_SKIP_WGPU=1")
+            })
         });
         devices.push(("wgpu", wgpu.clone()));
     }
@@ -91,25 +80,14 @@ pub struct Case {
 impl Case {
     /// A full-vocabulary tensor from `golden_logits.safetensors`.
     pub fn golden_tensor(&self, name: &str) -> Vec<f32> {
-        let bytes =
-            std::fs::read(self.dir.join(&self.golden.side_file)).expect("golden logits file");
-        let file =
-            safetensors::SafeTensors::deserialize(&bytes).expect("golden logits are safetensors");
-        let view = file
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("{name} missing from the golden logits"));
-        view.data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
+        let bytes = std::fs::read(self.dir.join(&self.golden.side_file)).expect("golden logits file");
+        let file = safetensors::SafeTensors::deserialize(&bytes).expect("golden logits are safetensors");
+        let view = file.tensor(name).unwrap_or_else(|_| panic!("{name} missing from the golden logits"));
+        view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     }
 
     pub fn prompt(&self, name: &str) -> &PromptGolden {
-        self.golden
-            .prompts
-            .iter()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no prompt {name}"))
+        self.golden.prompts.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no prompt {name}"))
     }
 }
 
@@ -203,15 +181,8 @@ pub struct BeamGolden {
 impl BeamGolden {
     /// Each returned sequence's new ids without the padding.
     pub fn unpadded(&self) -> Vec<Vec<u32>> {
-        let lengths = self
-            .finished_lengths
-            .clone()
-            .unwrap_or_else(|| vec![None; self.new_ids.len()]);
-        self.new_ids
-            .iter()
-            .zip(lengths)
-            .map(|(ids, len)| ids[..len.unwrap_or(ids.len())].to_vec())
-            .collect()
+        let lengths = self.finished_lengths.clone().unwrap_or_else(|| vec![None; self.new_ids.len()]);
+        self.new_ids.iter().zip(lengths).map(|(ids, len)| ids[..len.unwrap_or(ids.len())].to_vec()).collect()
     }
 }
 
@@ -277,21 +248,14 @@ pub struct LayerKv {
 /// Largest absolute difference between two equally long vectors.
 pub fn max_abs_diff(ours: &[f32], reference: &[f32]) -> f32 {
     assert_eq!(ours.len(), reference.len(), "lengths differ");
-    ours.iter()
-        .zip(reference)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    ours.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
 /// The five largest values of a row with their ids, descending.
 pub fn top5(row: &[f32]) -> Vec<(u32, f32)> {
     let mut order: Vec<usize> = (0..row.len()).collect();
     order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-    order
-        .into_iter()
-        .take(5)
-        .map(|i| (i as u32, row[i]))
-        .collect()
+    order.into_iter().take(5).map(|i| (i as u32, row[i])).collect()
 }
 
 /// Checks a row against a golden top-5 (ids exact, except swaps of near-equal values),
@@ -300,49 +264,24 @@ pub fn check_row(label: &str, row: &[f32], golden: &Top5) {
     let ours = top5(row);
     for (k, &(id, value)) in ours.iter().enumerate() {
         let reference = golden.top5_values[k];
-        assert!(
-            (f64::from(value) - reference).abs() <= 1e-4,
-            "{label}: top-5 value {k}: {value} vs {reference}"
-        );
+        assert!((f64::from(value) - reference).abs() <= 1e-4, "{label}: top-5 value {k}: {value} vs {reference}");
         let swapped = golden
             .top5_ids
             .iter()
             .zip(&golden.top5_values)
             .any(|(&gid, &gv)| gid == id && (gv - reference).abs() < 1e-4);
-        assert!(
-            swapped,
-            "{label}: top-5 id {k}: {id} vs {}",
-            golden.top5_ids[k]
-        );
+        assert!(swapped, "{label}: top-5 id {k}: {id} vs {}", golden.top5_ids[k]);
     }
     let sum: f64 = row.iter().map(|&v| f64::from(v)).sum();
-    let l2: f64 = row
-        .iter()
-        .map(|&v| f64::from(v).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    assert!(
-        (sum - golden.sum).abs() <= 1e-2,
-        "{label}: sum {sum} vs {}",
-        golden.sum
-    );
-    assert!(
-        ((l2 - golden.l2) / golden.l2).abs() <= 1e-5,
-        "{label}: l2 {l2} vs {}",
-        golden.l2
-    );
+    let l2: f64 = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+    assert!((sum - golden.sum).abs() <= 1e-2, "{label}: sum {sum} vs {}", golden.sum);
+    assert!(((l2 - golden.l2) / golden.l2).abs() <= 1e-5, "{label}: l2 {l2} vs {}", golden.l2);
 }
 
 /// Strips left padding from rows given with their attention masks.
 pub fn unpad(ids: &[Vec<u32>], mask: &[Vec<u8>]) -> Vec<Vec<u32>> {
     ids.iter()
         .zip(mask)
-        .map(|(row, m)| {
-            row.iter()
-                .zip(m)
-                .filter(|(_, keep)| **keep == 1)
-                .map(|(&id, _)| id)
-                .collect()
-        })
+        .map(|(row, m)| row.iter().zip(m).filter(|(_, keep)| **keep == 1).map(|(&id, _)| id).collect())
         .collect()
 }

@@ -1,5 +1,5 @@
 // Browser tests of the inferlab app: headless Debian chromium with WebGPU on SwiftShader.
-// Serves dist/ (built by trunk) and a fake Hugging Face hub (../shared/fixtures/gpt2 in the
+// Serves dist/ (built by trunk) and a fake Hugging Face hub (tests/fixtures/gpt2 in the
 // hub's URL layout, on another origin with CORS), then drives the page through its
 // automation contract (data-testid elements, ?hub=&model=&page=).
 //
@@ -19,7 +19,7 @@ import assert from 'node:assert/strict';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dist = resolve(process.env.INFERLAB_DIST ?? join(root, 'dist'));
-const fixtures = resolve(process.env.INFERLAB_FIXTURES ?? join(root, '../shared/fixtures/gpt2'));
+const fixtures = resolve(process.env.INFERLAB_FIXTURES ?? join(root, 'tests/fixtures/gpt2'));
 const artifacts = resolve(process.env.INFERLAB_ARTIFACTS ?? join(root, 'tests/e2e/artifacts'));
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const inferlab = process.env.INFERLAB_BIN;

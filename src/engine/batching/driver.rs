@@ -19,7 +19,8 @@ use crate::engine::error::{EngineError, Result};
 pub trait Executor {
     /// Runs `step` over the scheduler's sequences; returns one token per sampling item, in
     /// order, and the step's duration in milliseconds.
-    fn execute(&mut self, step: &ScheduledStep, scheduler: &Scheduler) -> impl Future<Output = Result<(Vec<u32>, f64)>>;
+    fn execute(&mut self, step: &ScheduledStep, scheduler: &Scheduler)
+    -> impl Future<Output = Result<(Vec<u32>, f64)>>;
 
     /// A sequence has finished: drop whatever the executor kept for it.
     fn release(&mut self, _seq: usize) {}
@@ -87,7 +88,9 @@ pub async fn run<E: Executor>(
             let next_arrival = order.get(next).and_then(|&i| pending[i].as_ref()).map(|r| r.arrival_ms);
             let wake = [next_arrival, scheduler.next_wake()].into_iter().flatten().fold(f64::INFINITY, f64::min);
             if !(wake.is_finite() && wake > clock) {
-                return Err(EngineError::Request("the scheduler cannot run any waiting request (is the KV pool too small?)".into()));
+                return Err(EngineError::Request(
+                    "the scheduler cannot run any waiting request (is the KV pool too small?)".into(),
+                ));
             }
             clock = wake;
             continue;

@@ -30,7 +30,14 @@ impl<'a> ModelRunner<'a> {
     /// A runner with a pool of `num_blocks` blocks of `block_size` tokens on the model's device.
     pub fn new(model: &'a Gpt2, num_blocks: usize, block_size: usize) -> Result<Self> {
         let c = &model.config;
-        let cache = KvCache::Paged(PagedKv::new(c.n_layer, c.n_embd, num_blocks, block_size, model.kv_dtype(), model.device())?);
+        let cache = KvCache::Paged(PagedKv::new(
+            c.n_layer,
+            c.n_embd,
+            num_blocks,
+            block_size,
+            model.kv_dtype(),
+            model.device(),
+        )?);
         Ok(Self { model, cache, samplers: HashMap::new() })
     }
 
@@ -66,7 +73,12 @@ impl<'a> ModelRunner<'a> {
             .iter()
             .map(|item| {
                 let seq = &seqs[item.seq];
-                Chunk { tokens: &seq.tokens[item.start..item.start + item.len], start: item.start, table: &seq.block_table, sample: item.sample }
+                Chunk {
+                    tokens: &seq.tokens[item.start..item.start + item.len],
+                    start: item.start,
+                    table: &seq.block_table,
+                    sample: item.sample,
+                }
             })
             .collect();
         let logits = self.forward_chunks(&chunks, &step.copies)?;
@@ -81,9 +93,14 @@ impl<'a> ModelRunner<'a> {
                 self.samplers.insert(id, Sampler::new(seqs[id].request.sampling.clone())?);
             }
         }
-        if sampling.iter().all(|&id| !self.samplers[&id].params().needs_logits() && seqs[id].request.logprobs.is_none()) {
+        if sampling.iter().all(|&id| !self.samplers[&id].params().needs_logits() && seqs[id].request.logprobs.is_none())
+        {
             let picked: Tensor<3, Int> = logits.argmax(2);
-            return Ok(readback::ints(picked).await?.into_iter().map(|i| Sampled { token: i as u32, logprobs: None }).collect());
+            return Ok(readback::ints(picked)
+                .await?
+                .into_iter()
+                .map(|i| Sampled { token: i as u32, logprobs: None })
+                .collect());
         }
         let vocab = self.model.config.vocab_size;
         let all = readback::floats(logits).await?;

@@ -57,10 +57,9 @@ impl FromStr for Policy {
     type Err = EngineError;
 
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| EngineError::Request(format!("unknown policy {s:?}; use static, dynamic, adaptive or continuous")))
+        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            EngineError::Request(format!("unknown policy {s:?}; use static, dynamic, adaptive or continuous"))
+        })
     }
 }
 
@@ -312,7 +311,13 @@ impl Scheduler {
             match self.blocks.prepare_write(&mut seq.block_table, from, from + n) {
                 Ok(copies) => {
                     step.copies.extend(copies);
-                    step.items.push(StepItem { seq: id, start: from, len: n, sample: from + n == seq.tokens.len(), padding: false });
+                    step.items.push(StepItem {
+                        seq: id,
+                        start: from,
+                        len: n,
+                        sample: from + n == seq.tokens.len(),
+                        padding: false,
+                    });
                     budget = budget.saturating_sub(n);
                     i += 1;
                 }
@@ -337,7 +342,8 @@ impl Scheduler {
             let n = self.chunk(self.seqs[id].pending(), budget, step.items.is_empty());
             let seq = &mut self.seqs[id];
             let from = seq.num_computed;
-            let copies = if n == 0 { None } else { self.blocks.prepare_write(&mut seq.block_table, from, from + n).ok() };
+            let copies =
+                if n == 0 { None } else { self.blocks.prepare_write(&mut seq.block_table, from, from + n).ok() };
             let Some(copies) = copies else {
                 // Not this step: give back what the prefix match took.
                 seq.cached_tokens -= seq.num_computed;
@@ -346,7 +352,13 @@ impl Scheduler {
                 break;
             };
             step.copies.extend(copies);
-            step.items.push(StepItem { seq: id, start: from, len: n, sample: from + n == seq.tokens.len(), padding: false });
+            step.items.push(StepItem {
+                seq: id,
+                start: from,
+                len: n,
+                sample: from + n == seq.tokens.len(),
+                padding: false,
+            });
             budget = budget.saturating_sub(n);
             self.waiting.pop_front();
             self.running.push(id);
@@ -369,7 +381,8 @@ impl Scheduler {
         if self.running.is_empty() {
             let full = self.waiting.len() >= self.config.max_batch;
             let last_call = self.closed && !self.waiting.is_empty();
-            let timed_out = self.config.policy != Policy::Static && self.next_wake().is_some_and(|deadline| now_ms >= deadline);
+            let timed_out =
+                self.config.policy != Policy::Static && self.next_wake().is_some_and(|deadline| now_ms >= deadline);
             if !(full || last_call || timed_out) {
                 return ScheduledStep::default();
             }
@@ -409,7 +422,11 @@ impl Scheduler {
             let seq = &mut self.seqs[item.seq];
             let last = seq.spans.last().map_or(start_ms, |s| s.end_ms);
             if start_ms > last {
-                let gap = if seq.spans.last().is_some_and(|s| s.phase == Phase::Preempted) { Phase::Preempted } else { Phase::Queued };
+                let gap = if seq.spans.last().is_some_and(|s| s.phase == Phase::Preempted) {
+                    Phase::Preempted
+                } else {
+                    Phase::Queued
+                };
                 seq.mark(gap, last, start_ms);
             }
             seq.scheduled_ms.get_or_insert(start_ms);
@@ -456,10 +473,14 @@ impl Scheduler {
     pub fn slot_use(&self) -> (usize, usize) {
         let bs = self.config.block_size;
         let allocated = self.blocks.used_blocks() * bs;
-        let empty: usize = self.running.iter().map(|&id| {
-            let seq = &self.seqs[id];
-            (seq.block_table.len() * bs).saturating_sub(seq.num_computed)
-        }).sum();
+        let empty: usize = self
+            .running
+            .iter()
+            .map(|&id| {
+                let seq = &self.seqs[id];
+                (seq.block_table.len() * bs).saturating_sub(seq.num_computed)
+            })
+            .sum();
         (empty.min(allocated), allocated)
     }
 }

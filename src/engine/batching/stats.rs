@@ -116,7 +116,10 @@ pub fn stats(run: &Run) -> Stats {
         mean_batch: mean(steps.iter().map(|s| s.seqs as f64)),
         peak_blocks: steps.iter().map(|s| s.blocks_used).max().unwrap_or(0),
         kv_waste_pct: ratio(sum(|s| s.empty_slots), sum(|s| s.allocated_slots)),
-        contiguous_waste_pct: ratio(sum(|s| s.running) * context - sum(|s| s.held_tokens), sum(|s| s.running) * context),
+        contiguous_waste_pct: ratio(
+            sum(|s| s.running) * context - sum(|s| s.held_tokens),
+            sum(|s| s.running) * context,
+        ),
         prefix_hit_rate: run.scheduler.blocks.prefix_hit_rate(),
         preemptions: run.scheduler.preemptions,
         completed: done.len(),

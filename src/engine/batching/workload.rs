@@ -44,7 +44,12 @@ const RANDOM_IDS: u32 = 50256;
 /// `prompt_tokens` (a trace's length only: seeded random ids), `max_new_tokens`, optional `arrival_ms` and sampling fields as `generate`. A line that
 /// cannot be read, or asks for more than the model's context of `max_context` tokens, is an
 /// error naming the line and the field.
-pub fn parse_jsonl(text: &str, eos_token_ids: &[u32], max_context: usize, tokenize: impl Fn(&str) -> Result<Vec<u32>>) -> Result<Vec<Request>> {
+pub fn parse_jsonl(
+    text: &str,
+    eos_token_ids: &[u32],
+    max_context: usize,
+    tokenize: impl Fn(&str) -> Result<Vec<u32>>,
+) -> Result<Vec<Request>> {
     let mut requests = vec![];
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let at = |msg: String| EngineError::Request(format!("requests line {}: {msg}", n + 1));
@@ -60,7 +65,11 @@ pub fn parse_jsonl(text: &str, eos_token_ids: &[u32], max_context: usize, tokeni
             _ => return Err(at("give one of `prompt`, `prompt_ids` and `prompt_tokens`".into())),
         };
         if prompt.is_empty() || prompt.len() >= max_context {
-            return Err(at(format!("prompt: {} tokens; it needs 1 to {} (the model's context is {max_context})", prompt.len(), max_context - 1)));
+            return Err(at(format!(
+                "prompt: {} tokens; it needs 1 to {} (the model's context is {max_context})",
+                prompt.len(),
+                max_context - 1
+            )));
         }
         if line.max_new_tokens == 0 || prompt.len() + line.max_new_tokens > max_context {
             return Err(at(format!(
@@ -110,9 +119,15 @@ pub enum Arrivals {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Lengths {
-    Uniform { min: usize, max: usize },
+    Uniform {
+        min: usize,
+        max: usize,
+    },
     /// Mostly short, a few long: Pareto (shape 1.2) from `min`, cut at `max`.
-    LongTail { min: usize, max: usize },
+    LongTail {
+        min: usize,
+        max: usize,
+    },
 }
 
 impl Lengths {
@@ -219,7 +234,8 @@ mod tests {
         assert!(err("{\"prompt\": \"a\", \"prompt_tokens\": 3, \"max_new_tokens\": 2}").contains("one of"));
         let trace = parse_jsonl("{\"prompt_tokens\": 5, \"max_new_tokens\": 2}", &[], 16, tokenize).unwrap();
         assert_eq!(trace[0].prompt.len(), 5);
-        let ok = parse_jsonl("{\"prompt\": \"a\", \"max_new_tokens\": 2, \"arrival_ms\": 5}\n\n", &[7], 16, tokenize).unwrap();
+        let ok = parse_jsonl("{\"prompt\": \"a\", \"max_new_tokens\": 2, \"arrival_ms\": 5}\n\n", &[7], 16, tokenize)
+            .unwrap();
         assert_eq!(ok[0].prompt, vec![1, 2]);
         assert_eq!(ok[0].eos_token_ids, vec![7]);
     }

@@ -8,9 +8,9 @@
 
 use burn::tensor::Tensor;
 
-use crate::engine::kv::mask::StepMask;
 #[cfg(not(target_arch = "wasm32"))]
 use super::row_dots::{self, Weight};
+use crate::engine::kv::mask::StepMask;
 
 /// Most queries per sequence the kernel takes (decode, speculative verification); a prompt's
 /// prefill is the twin's, whose matmuls then have work enough.
@@ -26,7 +26,12 @@ pub fn attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: &StepMask, s
 
     let [b, h, t, d] = q.dims();
     let slots = k.dims()[2];
-    if t > MAX_QUERIES || k.dims() != [b, h, slots, d] || v.dims() != k.dims() || mask.keys > slots || (mask.batch, mask.queries) != (b, t) {
+    if t > MAX_QUERIES
+        || k.dims() != [b, h, slots, d]
+        || v.dims() != k.dims()
+        || mask.keys > slots
+        || (mask.batch, mask.queries) != (b, t)
+    {
         return None;
     }
     let (kf, vf) = (k.clone().try_into_primitive::<Flex>().ok()?, v.clone().try_into_primitive::<Flex>().ok()?);
@@ -34,12 +39,17 @@ pub fn attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: &StepMask, s
     let q: Vec<f32> = q.clone().into_data().iter::<f32>().collect();
     // The mask as the twin's bias, `[batch, queries, keys]` (the mask itself stays on this thread).
     let keys_seen = mask.keys;
-    let bias: Vec<f32> =
-        (0..b).flat_map(|row| (0..t).flat_map(move |query| (0..keys_seen).map(move |key| mask.bias_at(row, query, key)))).collect();
+    let bias: Vec<f32> = (0..b)
+        .flat_map(|row| (0..t).flat_map(move |query| (0..keys_seen).map(move |key| mask.bias_at(row, query, key))))
+        .collect();
     let job = Job { q: &q, bias: &bias, heads: h, queries: t, width: d, keys: keys_seen, scale };
     let out = match (kf.dtype(), vf.dtype()) {
-        (DType::F32, DType::F32) => job.run(Rows::of(&kf, kf.storage::<f32>(), d)?, Rows::of(&vf, vf.storage::<f32>(), d)?),
-        (DType::F16, DType::F16) => job.run(Rows::of(&kf, kf.storage::<half::f16>(), d)?, Rows::of(&vf, vf.storage::<half::f16>(), d)?),
+        (DType::F32, DType::F32) => {
+            job.run(Rows::of(&kf, kf.storage::<f32>(), d)?, Rows::of(&vf, vf.storage::<f32>(), d)?)
+        }
+        (DType::F16, DType::F16) => {
+            job.run(Rows::of(&kf, kf.storage::<half::f16>(), d)?, Rows::of(&vf, vf.storage::<half::f16>(), d)?)
+        }
         _ => return None,
     };
     let device = k.device();
@@ -137,15 +147,20 @@ mod tests {
             let v = Tensor::<4>::random([b, h, slots, d], Distribution::Normal(0.0, 1.0), &device);
             // Row 0 sees all its keys; row 1 has a padding key; row 2's first query sees
             // nothing (a padding query), the others are causal.
-            let key_pos: Vec<i32> = [(0..7).collect::<Vec<i32>>(), vec![0, 1, -1, 2, 3, 4, 5], (0..7).collect()].concat();
-            let query_pos: Vec<i32> = (0..b).flat_map(|row| (0..t).map(move |i| if row == 2 && i == 0 { -1 } else { 7 - t as i32 + i as i32 })).collect();
+            let key_pos: Vec<i32> =
+                [(0..7).collect::<Vec<i32>>(), vec![0, 1, -1, 2, 3, 4, 5], (0..7).collect()].concat();
+            let query_pos: Vec<i32> = (0..b)
+                .flat_map(|row| (0..t).map(move |i| if row == 2 && i == 0 { -1 } else { 7 - t as i32 + i as i32 }))
+                .collect();
             for window in [None, Some(3)] {
                 let mask = StepMask::from_positions(b, t, keys, key_pos.clone(), query_pos.clone(), window);
                 let want = read(any_path(q.clone(), k.clone(), v.clone(), &mask, 0.3, Path::Twin));
                 let got = read(attention(&q, &k, &v, &mask, 0.3).expect("a CPU attention"));
                 assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{t} queries, window {window:?}");
                 // Heads and positions swapped, as the paged cache gathers them: read in place.
-                let swapped = |x: &Tensor<4>| Tensor::<4>::from_data(x.clone().swap_dims(1, 2).into_data(), &device).swap_dims(1, 2);
+                let swapped = |x: &Tensor<4>| {
+                    Tensor::<4>::from_data(x.clone().swap_dims(1, 2).into_data(), &device).swap_dims(1, 2)
+                };
                 let got = read(attention(&q, &swapped(&k), &swapped(&v), &mask, 0.3).expect("strided rows"));
                 assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{t} queries, swapped");
             }

@@ -56,7 +56,8 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn gelu(input: &[f32], out: &mut [f32]) {
         let full = input.len() / 8 * 8;
-        let (c, cube, half, one) = (_mm256_set1_ps(super::SQRT_2_OVER_PI), _mm256_set1_ps(0.044715), _mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+        let (c, cube, half, one) =
+            (_mm256_set1_ps(super::SQRT_2_OVER_PI), _mm256_set1_ps(0.044715), _mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
         for i in (0..full).step_by(8) {
             // SAFETY: `i + 8 <= full`, within both slices.
             unsafe {
@@ -64,7 +65,10 @@ mod avx2 {
                 let u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(cube, v), _mm256_mul_ps(v, v), v));
                 let e = exp(_mm256_add_ps(u, u));
                 let tanh = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0), _mm256_add_ps(one, e)));
-                _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, tanh)));
+                _mm256_storeu_ps(
+                    out.as_mut_ptr().add(i),
+                    _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, tanh)),
+                );
             }
         }
         out[full..].iter_mut().zip(&input[full..]).for_each(|(o, &v)| *o = super::gelu(v));
@@ -75,7 +79,10 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     fn exp(y: __m256) -> __m256 {
         let y = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(y, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+            y,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+        ));
         // r = y − n·ln2, with ln2 in two parts (Cody–Waite) so r keeps its low bits.
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), y);
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
@@ -85,7 +92,10 @@ mod avx2 {
         }
         let er = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
         // 2^n built in the exponent field.
-        let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+        let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
         _mm256_mul_ps(er, two_n)
     }
 }
@@ -113,6 +123,9 @@ mod tests {
         let x = Tensor::<2>::from_data(TensorData::new(values.clone(), [1, values.len()]), &device);
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
         let (got, want) = (read(gelu_tanh(&x).expect("a CPU tensor")), read(gelu_approximate(x)));
-        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + b.abs())), "GELU differs from the twin");
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + b.abs())),
+            "GELU differs from the twin"
+        );
     }
 }

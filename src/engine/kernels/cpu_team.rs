@@ -91,7 +91,9 @@ pub fn for_each_chunk(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32])
 fn start() -> &'static Team {
     let wanted = rayon::current_num_threads().saturating_sub(1);
     let team: &'static Team = Box::leak(Box::new(Team::new(wanted)));
-    let started = (0..wanted).filter(|i| std::thread::Builder::new().name(format!("inferlab-cpu-{i}")).spawn(move || help(team)).is_ok()).count();
+    let started = (0..wanted)
+        .filter(|i| std::thread::Builder::new().name(format!("inferlab-cpu-{i}")).spawn(move || help(team)).is_ok())
+        .count();
     if started < wanted {
         // Without all its helpers a call would wait for work nobody does: run alone.
         return Box::leak(Box::new(Team::new(0)));
@@ -133,7 +135,8 @@ fn help(team: &Team) {
             }
         }
         seen = team.call.load(Ordering::Acquire);
-        let job = team.job.lock().expect("the job slot is never poisoned").expect("a call sets its job before it counts");
+        let job =
+            team.job.lock().expect("the job slot is never poisoned").expect("a call sets its job before it counts");
         if catch_unwind(AssertUnwindSafe(job)).is_err() {
             team.failed.store(true, Ordering::Relaxed);
         }
@@ -155,8 +158,13 @@ mod tests {
                     for round in 0..50 {
                         let len = 1 + (caller * 7 + round) % 13;
                         let mut out = vec![0f32; 1000 + round];
-                        for_each_chunk(&mut out, len, |i, chunk| chunk.iter_mut().enumerate().for_each(|(j, o)| *o += (i * len + j) as f32 + 1.0));
-                        assert!(out.iter().enumerate().all(|(j, &o)| o == j as f32 + 1.0), "caller {caller}, round {round}");
+                        for_each_chunk(&mut out, len, |i, chunk| {
+                            chunk.iter_mut().enumerate().for_each(|(j, o)| *o += (i * len + j) as f32 + 1.0)
+                        });
+                        assert!(
+                            out.iter().enumerate().all(|(j, &o)| o == j as f32 + 1.0),
+                            "caller {caller}, round {round}"
+                        );
                         if round % 10 == 9 {
                             std::thread::sleep(super::SPIN * 3);
                         }

@@ -7,7 +7,9 @@
 use burn::backend::wgpu::CubeBackend;
 use burn::tensor::{IndexingUpdateOp, Tensor};
 
-use super::{Path, WgslKernel, attention as padded_attention, decode_workgroup, f32_tensor, grid, kv_values, packed, to_cube};
+use super::{
+    Path, WgslKernel, attention as padded_attention, decode_workgroup, f32_tensor, grid, kv_values, packed, to_cube,
+};
 use crate::engine::kv::paged::PagedPlan;
 use crate::engine::step_uploads::words;
 
@@ -16,12 +18,19 @@ const APPEND_WORKGROUP: usize = 256;
 
 /// Writes the step's new rows `[tokens, n_embd]` into their pool slots (f32, f16, or packed f16
 /// words `[slots, n_embd / 2]` on wgpu, which only their kernel writes); returns the pools.
-pub fn write(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: &PagedPlan, path: Path) -> (Tensor<2>, Tensor<2>) {
+pub fn write(
+    pools: (Tensor<2>, Tensor<2>),
+    new: (Tensor<2>, Tensor<2>),
+    plan: &PagedPlan,
+    path: Path,
+) -> (Tensor<2>, Tensor<2>) {
     match path {
         Path::Twin | Path::Cpu if !packed(&pools.0, new.0.dims()[1]) => {
             let slots = plan.slot_tensor();
             let dtype = pools.0.dtype();
-            let put = |pool: Tensor<2>, rows: Tensor<2>| pool.select_assign(0, slots.clone(), rows.cast(dtype), IndexingUpdateOp::Assign);
+            let put = |pool: Tensor<2>, rows: Tensor<2>| {
+                pool.select_assign(0, slots.clone(), rows.cast(dtype), IndexingUpdateOp::Assign)
+            };
             (put(pools.0, new.0), put(pools.1, new.1))
         }
         _ => write_wgsl(pools, new, plan),
@@ -30,7 +39,15 @@ pub fn write(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: &
 
 /// Attention of the step's queries `[tokens, n_embd]` over their own sequences' keys in the
 /// pools (positions up to their own). Returns `[tokens, n_embd]`.
-pub fn attention(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &PagedPlan, heads: usize, scale: f32, path: Path) -> Tensor<2> {
+pub fn attention(
+    q: Tensor<2>,
+    pool_k: Tensor<2>,
+    pool_v: Tensor<2>,
+    plan: &PagedPlan,
+    heads: usize,
+    scale: f32,
+    path: Path,
+) -> Tensor<2> {
     let head_dim = q.dims()[1] / heads;
     match path {
         Path::Wgsl if head_dim % 4 == 0 => attention_wgsl(q, pool_k, pool_v, plan, heads, scale),
@@ -40,7 +57,15 @@ pub fn attention(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &Page
 
 /// The twin: each group of segments (decode rows, prefill rows) gathered into a padded
 /// `[rows, heads, len, head_dim]` batch, attended under a position mask, and scattered back.
-fn attention_gathered(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &PagedPlan, heads: usize, scale: f32, path: Path) -> Tensor<2> {
+fn attention_gathered(
+    q: Tensor<2>,
+    pool_k: Tensor<2>,
+    pool_v: Tensor<2>,
+    plan: &PagedPlan,
+    heads: usize,
+    scale: f32,
+    path: Path,
+) -> Tensor<2> {
     let e = q.dims()[1];
     let d = e / heads;
     let device = plan.device();
@@ -70,9 +95,9 @@ fn write_wgsl(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: 
     let (pool_k, pool_v) = (to_cube(pools.0), to_cube(pools.1));
     let (new_k, new_v) = (to_cube(new.0), to_cube(new.1));
     let client = pool_k.client.clone();
-    let slots = plan.uploads.buffer(&client, "slot_mapping", || {
-        words(&plan.slot_mapping.iter().map(|&s| s as u32).collect::<Vec<u32>>())
-    });
+    let slots = plan
+        .uploads
+        .buffer(&client, "slot_mapping", || words(&plan.slot_mapping.iter().map(|&s| s as u32).collect::<Vec<u32>>()));
     let params = plan.uploads.params(&client, &[n as u32, e as u32]);
     let groups = (n * e / (1 + kv_half)).div_ceil(APPEND_WORKGROUP);
     // The pools are written in place: the cache owns them, and every kernel that read them
@@ -97,7 +122,14 @@ fn write_wgsl(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: 
     (Tensor::from_primitive::<CubeBackend>(pool_k), Tensor::from_primitive::<CubeBackend>(pool_v))
 }
 
-fn attention_wgsl(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &PagedPlan, heads: usize, scale: f32) -> Tensor<2> {
+fn attention_wgsl(
+    q: Tensor<2>,
+    pool_k: Tensor<2>,
+    pool_v: Tensor<2>,
+    plan: &PagedPlan,
+    heads: usize,
+    scale: f32,
+) -> Tensor<2> {
     let [n, e] = q.dims();
     let d = e / heads;
     let kv_half = usize::from(packed(&pool_k, e));
@@ -114,8 +146,17 @@ fn attention_wgsl(q: Tensor<2>, pool_k: Tensor<2>, pool_v: Tensor<2>, plan: &Pag
     let groups = n * heads;
     WgslKernel {
         name: "attention_paged",
-        source: concat!(include_str!("../../../shaders/attention_paged.wgsl"), include_str!("../../../shaders/flash_decoding.wgsl")),
-        values: vec![("workgroup", workgroup), ("kv_half", kv_half), ("head_dim", d), ("block_size", plan.block_size), ("partial_vec4s", workgroup * d / 4)],
+        source: concat!(
+            include_str!("../../../shaders/attention_paged.wgsl"),
+            include_str!("../../../shaders/flash_decoding.wgsl")
+        ),
+        values: vec![
+            ("workgroup", workgroup),
+            ("kv_half", kv_half),
+            ("head_dim", d),
+            ("block_size", plan.block_size),
+            ("partial_vec4s", workgroup * d / 4),
+        ],
     }
     .launch(
         &client,

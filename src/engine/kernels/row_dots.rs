@@ -46,7 +46,10 @@ pub struct CompactTable {
 enum Compact {
     F16(Vec<f16>),
     /// Symmetric per row ([`quantize_int8`]).
-    Int8 { values: Vec<i8>, scales: Vec<f32> },
+    Int8 {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+    },
 }
 
 impl CompactTable {
@@ -176,7 +179,10 @@ fn rows_times<E: Weight>(h: &Tensor<2>, t: &[E], scales: Option<&[f32]>, rows: u
         let first = piece * per_piece;
         dots(&t[first * k..][..block.len() / m * k], x, k, block);
         if let Some(scales) = scales {
-            block.chunks_exact_mut(m).zip(&scales[first..]).for_each(|(dots, scale)| dots.iter_mut().for_each(|d| *d *= scale));
+            block
+                .chunks_exact_mut(m)
+                .zip(&scales[first..])
+                .for_each(|(dots, scale)| dots.iter_mut().for_each(|d| *d *= scale));
         }
     });
     let out = if m == 1 {
@@ -338,7 +344,12 @@ fn in_blocks<E: Weight, G: Group, const T: usize>(table: &[E], x: &[f32], k: usi
 /// `ws`, into `out` (`[T, m]`); returns the rows of `x` done.
 #[cfg(not(target_arch = "wasm32"))]
 #[inline(always)]
-fn in_groups<E: Weight, G: Group, const T: usize, const N: usize>(ws: [&[E]; T], x: &[f32], first: usize, out: &mut [f32]) -> usize {
+fn in_groups<E: Weight, G: Group, const T: usize, const N: usize>(
+    ws: [&[E]; T],
+    x: &[f32],
+    first: usize,
+    out: &mut [f32],
+) -> usize {
     let k = ws[0].len();
     let m = x.len() / k;
     let groups = (m - first) / N;
@@ -401,11 +412,7 @@ mod avx2 {
             // rows are `k` long, which is all `dots` reads of them.
             unsafe {
                 // Four running sums where one pair alone would chain every multiply-add.
-                if T * N == 1 {
-                    dots::<E, T, N, 4>(ws, xs)
-                } else {
-                    dots::<E, T, N, 1>(ws, xs)
-                }
+                if T * N == 1 { dots::<E, T, N, 4>(ws, xs) } else { dots::<E, T, N, 1>(ws, xs) }
             }
         }
     }
@@ -433,7 +440,10 @@ mod avx2 {
     /// `U` running sums per pair, over alternate eights. Safety: every row of `ws` and `xs` is
     /// as long as the first of `ws`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dots<E: Weight, const T: usize, const N: usize, const U: usize>(ws: [&[E]; T], xs: [&[f32]; N]) -> [[f32; N]; T] {
+    unsafe fn dots<E: Weight, const T: usize, const N: usize, const U: usize>(
+        ws: [&[E]; T],
+        xs: [&[f32]; N],
+    ) -> [[f32; N]; T] {
         let len = ws[0].len();
         let (full, eights) = (len / (8 * U) * (8 * U), len / 8 * 8);
         let (tables, rows) = (ws.map(|w| w.as_ptr()), xs.map(|x| x.as_ptr()));
@@ -503,7 +513,10 @@ mod tests {
         let device = Device::flex();
         // Not a multiple of the task size nor of 8: every remainder path runs.
         let (rows, k) = (1037, 53);
-        let table = Tensor::<2>::from_data(TensorData::new((0..rows * k).map(|i| (i as f32 * 0.61).cos()).collect::<Vec<f32>>(), [rows, k]), &device);
+        let table = Tensor::<2>::from_data(
+            TensorData::new((0..rows * k).map(|i| (i as f32 * 0.61).cos()).collect::<Vec<f32>>(), [rows, k]),
+            &device,
+        );
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
         let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
         // One row, a group of four, four and three ones, three fours and one, the most (from
@@ -519,14 +532,19 @@ mod tests {
             let turned: Vec<f32> = (0..m).flat_map(|r| by_row.chunks_exact(m).map(move |row| row[r])).collect();
             assert!(close(&turned, &want), "{m} rows, portable");
             // Compact tables: the same as the matmul with the table widened back, both ways.
-            for compact in [CompactTable::f16(&read(table.clone()), rows, k), CompactTable::int8(&read(table.clone()), rows, k)] {
+            for compact in
+                [CompactTable::f16(&read(table.clone()), rows, k), CompactTable::int8(&read(table.clone()), rows, k)]
+            {
                 let want = read(h.clone().matmul(compact.to_tensor(&device).transpose()));
                 assert!(close(&read(rows_times_compact(&h, &compact).expect("flex rows")), &want), "{m} rows, compact");
                 match &compact.values {
                     Compact::F16(values) => dots_by::<f16, portable::Portable>(values, &x, k, &mut by_row),
                     Compact::Int8 { values, scales } => {
                         dots_by::<i8, portable::Portable>(values, &x, k, &mut by_row);
-                        by_row.chunks_exact_mut(m).zip(scales).for_each(|(dots, s)| dots.iter_mut().for_each(|d| *d *= s));
+                        by_row
+                            .chunks_exact_mut(m)
+                            .zip(scales)
+                            .for_each(|(dots, s)| dots.iter_mut().for_each(|d| *d *= s));
                     }
                 }
                 let turned: Vec<f32> = (0..m).flat_map(|r| by_row.chunks_exact(m).map(move |row| row[r])).collect();
@@ -539,7 +557,10 @@ mod tests {
         let widened = read(int8.to_tensor(&device));
         for (row, (got, want)) in widened.chunks_exact(k).zip(values.chunks_exact(k)).enumerate() {
             let step = want.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-            assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() <= step * 0.5 + 1e-7), "row {row} off by more than half a step");
+            assert!(
+                got.iter().zip(want).all(|(g, w)| (g - w).abs() <= step * 0.5 + 1e-7),
+                "row {row} off by more than half a step"
+            );
         }
         for compact in [CompactTable::f16(&values, rows, k), int8] {
             let picked = read(compact.select(&[5, 0, 5], &device));

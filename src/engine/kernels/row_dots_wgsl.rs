@@ -63,19 +63,29 @@ impl Packed {
     /// neighbouring outputs per word. Read row by row, never transposed: the browser quantizes
     /// as the weights stream in, on one thread.
     pub fn int8_per_column(values: &[f32], inputs: usize, outputs: usize, device: &Device) -> Self {
-        assert!(values.len() == inputs * outputs && outputs % 4 == 0, "a [{inputs}, {outputs}] matrix, outputs a multiple of 4");
+        assert!(
+            values.len() == inputs * outputs && outputs % 4 == 0,
+            "a [{inputs}, {outputs}] matrix, outputs a multiple of 4"
+        );
         let mut max = vec![0f32; outputs];
         for row in values.chunks_exact(outputs) {
             max.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(v.abs()));
         }
         let scales: Vec<f32> = max.into_iter().map(int8_scale).collect();
-        let words = values.chunks_exact(4).zip(scales.chunks_exact(4).cycle()).map(|(four, s)| word(four.iter().zip(s).map(|(&v, &s)| to_int8(v, s))));
+        let words = values
+            .chunks_exact(4)
+            .zip(scales.chunks_exact(4).cycle())
+            .map(|(four, s)| word(four.iter().zip(s).map(|(&v, &s)| to_int8(v, s))));
         Self::int8(words.collect(), [inputs, outputs / 4], &scales, false, device)
     }
 
     fn int8(words: Vec<f32>, dims: [usize; 2], scales: &[f32], per_row: bool, device: &Device) -> Self {
-        let scales = Tensor::from_data(TensorData::new(scales.iter().map(|s| s * 127.0).collect(), [scales.len()]), device);
-        Self { words: Tensor::from_data(TensorData::new(words, dims), device), packing: Packing::Int8 { scales, per_row } }
+        let scales =
+            Tensor::from_data(TensorData::new(scales.iter().map(|s| s * 127.0).collect(), [scales.len()]), device);
+        Self {
+            words: Tensor::from_data(TensorData::new(words, dims), device),
+            packing: Packing::Int8 { scales, per_row },
+        }
     }
 
     /// Values per word.
@@ -120,7 +130,12 @@ impl Packed {
         let words = to_cube(self.words.clone());
         let client = words.client.clone();
         let out = client.empty(rows * row_words * 4 * std::mem::size_of::<f32>());
-        let values = vec![("workgroup", WORKGROUP), ("words", rows * row_words), ("row_words", row_words), ("per_row", usize::from(per_row))];
+        let values = vec![
+            ("workgroup", WORKGROUP),
+            ("words", rows * row_words),
+            ("row_words", row_words),
+            ("per_row", usize::from(per_row)),
+        ];
         self.launch(
             WgslKernel { name: "widen_int8", source: include_str!("../../../shaders/widen_int8.wgsl"), values },
             &client,
@@ -194,8 +209,16 @@ pub fn widen_f16(words: &Tensor<2>) -> Tensor<2> {
     let words = to_cube(words.clone());
     let client = words.client.clone();
     let out = client.empty(rows * half_cols * 2 * std::mem::size_of::<f32>());
-    WgslKernel { name: "widen_f16", source: include_str!("../../../shaders/widen_f16.wgsl"), values: vec![("workgroup", WORKGROUP), ("words", rows * half_cols)] }
-        .launch(&client, grid((rows * half_cols).div_ceil(WORKGROUP)), vec![words.handle.clone().binding(), out.clone().binding()]);
+    WgslKernel {
+        name: "widen_f16",
+        source: include_str!("../../../shaders/widen_f16.wgsl"),
+        values: vec![("workgroup", WORKGROUP), ("words", rows * half_cols)],
+    }
+    .launch(
+        &client,
+        grid((rows * half_cols).div_ceil(WORKGROUP)),
+        vec![words.handle.clone().binding(), out.clone().binding()],
+    );
     f32_tensor(&words, [rows, half_cols * 2], out)
 }
 
@@ -215,7 +238,14 @@ pub fn rows_times_table(x: &Tensor<2>, chunks: &[Packed]) -> Option<Tensor<2>> {
     for chunk in chunks {
         let outputs = chunk.dims()[0];
         let table = to_cube(chunk.words.clone());
-        let values = vec![("workgroup", WORKGROUP), ("rows", rows), ("outputs", outputs), ("width_vec4s", width / 4), ("out_stride", total), ("out_offset", offset)];
+        let values = vec![
+            ("workgroup", WORKGROUP),
+            ("rows", rows),
+            ("outputs", outputs),
+            ("width_vec4s", width / 4),
+            ("out_stride", total),
+            ("out_offset", offset),
+        ];
         chunk.launch(
             WgslKernel { name: "row_dots_table", source: include_str!("../../../shaders/row_dots_table.wgsl"), values },
             &client,
@@ -243,7 +273,12 @@ pub fn rows_times_weight(x: &Tensor<2>, w: &Packed, bias: &Tensor<1>) -> Option<
         WgslKernel { name: "row_dots_weight", source: include_str!("../../../shaders/row_dots_weight.wgsl"), values },
         &client,
         grid((outputs / 4).div_ceil(WORKGROUP)),
-        vec![words.handle.clone().binding(), x.handle.clone().binding(), bias.handle.clone().binding(), out.clone().binding()],
+        vec![
+            words.handle.clone().binding(),
+            x.handle.clone().binding(),
+            bias.handle.clone().binding(),
+            out.clone().binding(),
+        ],
     );
     Some(f32_tensor(&x, [rows, outputs], out))
 }
@@ -254,12 +289,21 @@ pub fn packed_table_rows(chunks: &[Packed], rows_per_chunk: usize, ids: &[u32], 
     let width = chunks[0].dims()[1];
     let tokens = ids.len();
     // Ids ride as f32: exact below 2^24, and vocabularies are far smaller.
-    let ids = to_cube(Tensor::<1>::from_data(TensorData::new(ids.iter().map(|&id| id as f32).collect::<Vec<f32>>(), [tokens]), device));
+    let ids = to_cube(Tensor::<1>::from_data(
+        TensorData::new(ids.iter().map(|&id| id as f32).collect::<Vec<f32>>(), [tokens]),
+        device,
+    ));
     let client = ids.client.clone();
     let out = client.empty(tokens * width * std::mem::size_of::<f32>());
     for (c, chunk) in chunks.iter().enumerate() {
         let table = to_cube(chunk.words.clone());
-        let values = vec![("workgroup", WORKGROUP), ("tokens", tokens), ("width_vec4s", width / 4), ("first", c * rows_per_chunk), ("rows", chunk.dims()[0])];
+        let values = vec![
+            ("workgroup", WORKGROUP),
+            ("tokens", tokens),
+            ("width_vec4s", width / 4),
+            ("first", c * rows_per_chunk),
+            ("rows", chunk.dims()[0]),
+        ];
         chunk.launch(
             WgslKernel { name: "table_rows", source: include_str!("../../../shaders/table_rows.wgsl"), values },
             &client,

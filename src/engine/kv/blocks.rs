@@ -131,7 +131,12 @@ impl BlockManager {
     /// Makes `table` ready for tokens `from..to` to be written: blocks appended up to `to`,
     /// and any shared block in the written range replaced by a private copy (returned, for
     /// the cache to copy before the step). Changes nothing when the pool is short.
-    pub fn prepare_write(&mut self, table: &mut Vec<BlockId>, from: usize, to: usize) -> std::result::Result<Vec<BlockCopy>, Exhausted> {
+    pub fn prepare_write(
+        &mut self,
+        table: &mut Vec<BlockId>,
+        from: usize,
+        to: usize,
+    ) -> std::result::Result<Vec<BlockCopy>, Exhausted> {
         let bs = self.block_size;
         let first = from / bs;
         let shared: Vec<usize> =

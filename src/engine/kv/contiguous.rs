@@ -67,20 +67,9 @@ impl ContiguousKv {
         uploads: &StepUploads,
         path: Path,
     ) -> (Tensor<4>, Tensor<4>) {
-        let cache = self.layers[layer]
-            .take()
-            .expect("each layer is updated once per step");
-        let cache = kernels::append(
-            cache,
-            (k, v),
-            Slots {
-                base: self.step_start,
-                ring: false,
-                first: 0,
-            },
-            uploads,
-            path,
-        );
+        let cache = self.layers[layer].take().expect("each layer is updated once per step");
+        let cache =
+            kernels::append(cache, (k, v), Slots { base: self.step_start, ring: false, first: 0 }, uploads, path);
         self.layers[layer] = Some(cache.clone());
         cache
     }
@@ -107,9 +96,7 @@ impl ContiguousKv {
             device,
         );
         for layer in &mut self.layers {
-            let (k, v) = layer
-                .take()
-                .expect("cache buffers are in place between steps");
+            let (k, v) = layer.take().expect("cache buffers are in place between steps");
             *layer = Some((k.select(0, index.clone()), v.select(0, index.clone())));
         }
         self.meta = self.meta.gathered(parents);
@@ -118,9 +105,7 @@ impl ContiguousKv {
     /// Keys and values of one layer's filled slots (as transformers' `past_key_values`), f32
     /// rows `head_dim` wide.
     pub fn layer(&self, layer: usize, head_dim: usize) -> (Tensor<4>, Tensor<4>) {
-        let (k, v) = self.layers[layer]
-            .as_ref()
-            .expect("cache buffers are in place between steps");
+        let (k, v) = self.layers[layer].as_ref().expect("cache buffers are in place between steps");
         let filled = |t: &Tensor<4>| kernels::kv_values(t.clone(), head_dim).narrow(2, 0, self.len);
         (filled(k), filled(v))
     }

@@ -45,7 +45,10 @@ impl KvDtype {
     pub fn zeros<const D: usize>(self, mut dims: [usize; D], device: &Device) -> Result<Tensor<D>> {
         match self {
             Self::F32 => Ok(Tensor::zeros(dims, device)),
-            Self::F16 if dims[D - 1] % 2 != 0 => Err(EngineError::Request(format!("an f16 KV cache packs values in pairs: rows of {} values do not pair up", dims[D - 1]))),
+            Self::F16 if dims[D - 1] % 2 != 0 => Err(EngineError::Request(format!(
+                "an f16 KV cache packs values in pairs: rows of {} values do not pair up",
+                dims[D - 1]
+            ))),
             Self::F16 if is_wgpu(device) => {
                 dims[D - 1] /= 2;
                 Ok(Tensor::zeros(dims, device))

@@ -27,11 +27,7 @@ pub struct KeyMeta {
 impl KeyMeta {
     /// The keys of the step's own tokens.
     pub fn of_step(step: &Step) -> Self {
-        Self {
-            keys: step.len,
-            positions: step.positions.clone(),
-            real: step.real.clone(),
-        }
+        Self { keys: step.len, positions: step.positions.clone(), real: step.real.clone() }
     }
 
     /// These keys, then the step's own tokens, row by row.
@@ -44,14 +40,10 @@ impl KeyMeta {
             real: Vec::with_capacity(step.batch * keys),
         };
         for row in 0..step.batch {
-            out.positions
-                .extend_from_slice(&self.positions[row * old..(row + 1) * old]);
-            out.positions
-                .extend_from_slice(&step.positions[row * t..(row + 1) * t]);
-            out.real
-                .extend_from_slice(&self.real[row * old..(row + 1) * old]);
-            out.real
-                .extend_from_slice(&step.real[row * t..(row + 1) * t]);
+            out.positions.extend_from_slice(&self.positions[row * old..(row + 1) * old]);
+            out.positions.extend_from_slice(&step.positions[row * t..(row + 1) * t]);
+            out.real.extend_from_slice(&self.real[row * old..(row + 1) * old]);
+            out.real.extend_from_slice(&step.real[row * t..(row + 1) * t]);
         }
         out
     }
@@ -60,22 +52,10 @@ impl KeyMeta {
     pub fn truncated(&self, keys: usize) -> Self {
         let rows = self.positions.len().checked_div(self.keys).unwrap_or(0);
         let keep = |v: &[usize]| -> Vec<usize> {
-            (0..rows)
-                .flat_map(|r| v[r * self.keys..r * self.keys + keys].iter().copied())
-                .collect()
+            (0..rows).flat_map(|r| v[r * self.keys..r * self.keys + keys].iter().copied()).collect()
         };
-        let real = (0..rows)
-            .flat_map(|r| {
-                self.real[r * self.keys..r * self.keys + keys]
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        Self {
-            keys,
-            positions: keep(&self.positions),
-            real,
-        }
+        let real = (0..rows).flat_map(|r| self.real[r * self.keys..r * self.keys + keys].iter().copied()).collect();
+        Self { keys, positions: keep(&self.positions), real }
     }
 
     /// Row `parents[i]` becomes row `i` (beam reordering).
@@ -83,14 +63,8 @@ impl KeyMeta {
         let k = self.keys;
         Self {
             keys: k,
-            positions: parents
-                .iter()
-                .flat_map(|&p| self.positions[p * k..(p + 1) * k].iter().copied())
-                .collect(),
-            real: parents
-                .iter()
-                .flat_map(|&p| self.real[p * k..(p + 1) * k].iter().copied())
-                .collect(),
+            positions: parents.iter().flat_map(|&p| self.positions[p * k..(p + 1) * k].iter().copied()).collect(),
+            real: parents.iter().flat_map(|&p| self.real[p * k..(p + 1) * k].iter().copied()).collect(),
         }
     }
 }
@@ -112,12 +86,8 @@ pub struct StepMask {
 
 impl StepMask {
     pub fn new(keys: &KeyMeta, step: &Step, window: Option<usize>) -> Self {
-        let key_pos = keys
-            .positions
-            .iter()
-            .zip(&keys.real)
-            .map(|(&p, &real)| if real { p as i32 } else { -1 })
-            .collect();
+        let key_pos =
+            keys.positions.iter().zip(&keys.real).map(|(&p, &real)| if real { p as i32 } else { -1 }).collect();
         let query_pos = step.positions.iter().map(|&p| p as i32).collect();
         Self::from_positions(step.batch, step.len, keys.keys, key_pos, query_pos, window)
     }

@@ -48,9 +48,7 @@ impl FromStr for KvMode {
         match s {
             "contiguous" => Ok(Self::Contiguous),
             "none" => Ok(Self::None),
-            "paged" => Ok(Self::Paged {
-                block_size: DEFAULT_BLOCK_SIZE,
-            }),
+            "paged" => Ok(Self::Paged { block_size: DEFAULT_BLOCK_SIZE }),
             _ => match (
                 s.strip_prefix("sliding:").map(str::parse::<usize>),
                 s.strip_prefix("paged:").map(str::parse::<usize>),
@@ -109,21 +107,11 @@ impl KvCache {
     ) -> Result<Self> {
         let (l, h, d) = (config.n_layer, config.n_head, config.head_dim());
         Ok(match mode {
-            KvMode::Contiguous => {
-                Self::Contiguous(ContiguousKv::new(l, batch, h, d, capacity, dtype, device)?)
+            KvMode::Contiguous => Self::Contiguous(ContiguousKv::new(l, batch, h, d, capacity, dtype, device)?),
+            KvMode::Sliding { window } => Self::Sliding(SlidingKv::new(l, batch, h, d, window, dtype, device)?),
+            KvMode::Paged { block_size } => {
+                Self::Paged(PagedKv::for_rows(l, config.n_embd, batch, capacity, block_size, dtype, device)?)
             }
-            KvMode::Sliding { window } => {
-                Self::Sliding(SlidingKv::new(l, batch, h, d, window, dtype, device)?)
-            }
-            KvMode::Paged { block_size } => Self::Paged(PagedKv::for_rows(
-                l,
-                config.n_embd,
-                batch,
-                capacity,
-                block_size,
-                dtype,
-                device,
-            )?),
             KvMode::None => Self::Stateless { window: None },
         })
     }
@@ -135,9 +123,7 @@ impl KvCache {
             Self::Contiguous(c) => StepPlan::Masked(c.prepare(step)?),
             Self::Sliding(s) => StepPlan::Masked(s.prepare(step)?),
             Self::Paged(p) => StepPlan::Paged(p.prepare(step)?),
-            Self::Stateless { window } => {
-                StepPlan::Masked(StepMask::new(&KeyMeta::of_step(step), step, *window))
-            }
+            Self::Stateless { window } => StepPlan::Masked(StepMask::new(&KeyMeta::of_step(step), step, *window)),
         })
     }
 
@@ -158,9 +144,7 @@ impl KvCache {
         let mask = match plan {
             StepPlan::Masked(mask) => mask,
             StepPlan::Paged(plan) => {
-                let Self::Paged(paged) = self else {
-                    unreachable!("a paged plan comes from a paged cache")
-                };
+                let Self::Paged(paged) = self else { unreachable!("a paged plan comes from a paged cache") };
                 return paged.attend(layer, q, k, v, plan, heads, scale, path);
             }
         };
@@ -174,9 +158,7 @@ impl KvCache {
             Self::Sliding(s) => s.update(layer, k, v, &mask.uploads, path),
             Self::Paged(_) | Self::Stateless { .. } => (k, v),
         };
-        kernels::attention(to_heads(q), k, v, mask, scale, path)
-            .swap_dims(1, 2)
-            .reshape([n, e])
+        kernels::attention(to_heads(q), k, v, mask, scale, path).swap_dims(1, 2).reshape([n, e])
     }
 
     /// Keeps the first `tokens` tokens of every row and forgets the rest (speculative
@@ -202,9 +184,9 @@ impl KvCache {
             }
             Self::Paged(p) => p.reorder_rows(parents),
             Self::Stateless { .. } => Ok(()),
-            Self::Sliding(_) => Err(EngineError::Request(
-                "beam search runs on a contiguous or paged cache (or none)".into(),
-            )),
+            Self::Sliding(_) => {
+                Err(EngineError::Request("beam search runs on a contiguous or paged cache (or none)".into()))
+            }
         }
     }
 

@@ -116,15 +116,9 @@ impl PagedKv {
         }
         let bs = self.block_size;
         let slots = |pick: fn(&BlockCopy) -> BlockId| -> Vec<i64> {
-            copies
-                .iter()
-                .flat_map(|c| (0..bs).map(move |i| (pick(c) as usize * bs + i) as i64))
-                .collect()
+            copies.iter().flat_map(|c| (0..bs).map(move |i| (pick(c) as usize * bs + i) as i64)).collect()
         };
-        let (from, to) = (
-            index_tensor(slots(|c| c.from), &self.device),
-            index_tensor(slots(|c| c.to), &self.device),
-        );
+        let (from, to) = (index_tensor(slots(|c| c.from), &self.device), index_tensor(slots(|c| c.to), &self.device));
         for layer in &mut self.layers {
             let (k, v) = layer.take().expect("pools are in place between steps");
             let copy = |pool: Tensor<2>| {
@@ -155,9 +149,7 @@ impl PagedKv {
                 segments
             }
             (None, None) => {
-                return Err(EngineError::Request(
-                    "nothing scheduled for this paged step".into(),
-                ));
+                return Err(EngineError::Request("nothing scheduled for this paged step".into()));
             }
         };
         let positions = segments.iter().flat_map(|s| s.start..s.context());
@@ -183,9 +175,7 @@ impl PagedKv {
         scale: f32,
         path: Path,
     ) -> Tensor<2> {
-        let pools = self.layers[layer]
-            .take()
-            .expect("each layer is attended once per step");
+        let pools = self.layers[layer].take().expect("each layer is attended once per step");
         let (pool_k, pool_v) = kernels::write(pools, (k, v), plan, path);
         self.layers[layer] = Some((pool_k.clone(), pool_v.clone()));
         kernels::attention(q, pool_k, pool_v, plan, heads, scale, path)
@@ -212,10 +202,7 @@ impl PagedKv {
     /// partly filled block, at most one per row and step).
     pub fn reorder_rows(&mut self, parents: &[usize]) -> Result<()> {
         let rows = self.rows_mut()?;
-        let forked: Vec<Vec<BlockId>> = parents
-            .iter()
-            .map(|&p| rows.blocks.fork(&rows.tables[p]))
-            .collect();
+        let forked: Vec<Vec<BlockId>> = parents.iter().map(|&p| rows.blocks.fork(&rows.tables[p])).collect();
         for mut old in std::mem::replace(&mut rows.tables, forked) {
             rows.blocks.free(&mut old);
         }
@@ -226,16 +213,12 @@ impl PagedKv {
     /// Token slots in the blocks the rows hold (shared blocks once): the memory a beam
     /// search really uses.
     pub fn row_slots_held(&self) -> Option<usize> {
-        self.rows
-            .as_ref()
-            .map(|rows| rows.blocks.used_blocks() * self.block_size)
+        self.rows.as_ref().map(|rows| rows.blocks.used_blocks() * self.block_size)
     }
 
     fn rows_mut(&mut self) -> Result<&mut RowTables> {
         self.rows.as_mut().ok_or_else(|| {
-            EngineError::Request(
-                "this paged cache is scheduled by the batch runner, not by rows".into(),
-            )
+            EngineError::Request("this paged cache is scheduled by the batch runner, not by rows".into())
         })
     }
 }
@@ -261,13 +244,12 @@ impl RowTables {
         let capacity = self.capacity;
         for (table, len) in self.tables.iter_mut().zip(&mut self.lens) {
             copies.extend(self.blocks.prepare_write(table, *len, *len + step.len).map_err(|_| {
-                EngineError::Request(format!("the paged KV cache holds {capacity} tokens a row; {} more do not fit after {}", step.len, *len))
+                EngineError::Request(format!(
+                    "the paged KV cache holds {capacity} tokens a row; {} more do not fit after {}",
+                    step.len, *len
+                ))
             })?);
-            segments.push(Segment {
-                table: table.clone(),
-                start: *len,
-                len: step.len,
-            });
+            segments.push(Segment { table: table.clone(), start: *len, len: step.len });
             *len += step.len;
         }
         Ok((segments, copies))
@@ -317,37 +299,22 @@ pub struct GatherGroup {
 
 impl PagedPlan {
     fn new(segments: Vec<Segment>, block_size: usize, device: &Device) -> Self {
-        let slot = |table: &[BlockId], p: usize| {
-            (table[p / block_size] as usize * block_size + p % block_size) as i64
-        };
-        let offsets: Vec<usize> = segments
-            .iter()
-            .scan(0, |off, s| Some(std::mem::replace(off, *off + s.len)))
-            .collect();
+        let slot = |table: &[BlockId], p: usize| (table[p / block_size] as usize * block_size + p % block_size) as i64;
+        let offsets: Vec<usize> =
+            segments.iter().scan(0, |off, s| Some(std::mem::replace(off, *off + s.len))).collect();
         let mut plan = Self {
-            slot_mapping: segments
-                .iter()
-                .flat_map(|s| (s.start..s.context()).map(|p| slot(&s.table, p)))
-                .collect(),
+            slot_mapping: segments.iter().flat_map(|s| (s.start..s.context()).map(|p| slot(&s.table, p))).collect(),
             token_segment: segments
                 .iter()
                 .enumerate()
                 .flat_map(|(i, s)| std::iter::repeat_n(i as u32, s.len))
                 .collect(),
-            token_position: segments
-                .iter()
-                .flat_map(|s| (s.start..s.context()).map(|p| p as i32))
-                .collect(),
+            token_position: segments.iter().flat_map(|s| (s.start..s.context()).map(|p| p as i32)).collect(),
             table_offsets: segments
                 .iter()
-                .scan(0, |off, s| {
-                    Some(std::mem::replace(off, *off + s.table.len()) as u32)
-                })
+                .scan(0, |off, s| Some(std::mem::replace(off, *off + s.table.len()) as u32))
                 .collect(),
-            tables: segments
-                .iter()
-                .flat_map(|s| s.table.iter().copied())
-                .collect(),
+            tables: segments.iter().flat_map(|s| s.table.iter().copied()).collect(),
             groups: vec![],
             back: vec![0; segments.iter().map(|s| s.len).sum()],
             segments: vec![],
@@ -359,20 +326,13 @@ impl PagedPlan {
         };
         let mut base = 0;
         for decode in [true, false] {
-            let members: Vec<usize> = (0..segments.len())
-                .filter(|&i| (segments[i].len == 1) == decode)
-                .collect();
+            let members: Vec<usize> = (0..segments.len()).filter(|&i| (segments[i].len == 1) == decode).collect();
             if members.is_empty() {
                 continue;
             }
             let t = members.iter().map(|&i| segments[i].len).max().unwrap_or(1);
-            let l = members
-                .iter()
-                .map(|&i| segments[i].context())
-                .max()
-                .unwrap_or(1);
-            let (mut queries, mut keys, mut key_pos, mut query_pos) =
-                (vec![], vec![], vec![], vec![]);
+            let l = members.iter().map(|&i| segments[i].context()).max().unwrap_or(1);
+            let (mut queries, mut keys, mut key_pos, mut query_pos) = (vec![], vec![], vec![], vec![]);
             for (row, &i) in members.iter().enumerate() {
                 let s = &segments[i];
                 for q in 0..t {
@@ -383,11 +343,7 @@ impl PagedPlan {
                     }
                 }
                 for p in 0..l {
-                    keys.push(if p < s.context() {
-                        slot(&s.table, p)
-                    } else {
-                        0
-                    });
+                    keys.push(if p < s.context() { slot(&s.table, p) } else { 0 });
                     key_pos.push(if p < s.context() { p as i32 } else { -1 });
                 }
             }
@@ -406,15 +362,11 @@ impl PagedPlan {
     }
 
     pub fn slot_tensor(&self) -> Tensor<1, Int> {
-        self.slot_tensor
-            .get_or_init(|| index_tensor(self.slot_mapping.clone(), &self.device))
-            .clone()
+        self.slot_tensor.get_or_init(|| index_tensor(self.slot_mapping.clone(), &self.device)).clone()
     }
 
     pub fn back_tensor(&self) -> Tensor<1, Int> {
-        self.back_tensor
-            .get_or_init(|| index_tensor(self.back.clone(), &self.device))
-            .clone()
+        self.back_tensor.get_or_init(|| index_tensor(self.back.clone(), &self.device)).clone()
     }
 
     pub fn device(&self) -> &Device {
@@ -424,14 +376,10 @@ impl PagedPlan {
 
 impl GatherGroup {
     pub fn query_tensor(&self, device: &Device) -> Tensor<1, Int> {
-        self.query_tensor
-            .get_or_init(|| index_tensor(self.queries.clone(), device))
-            .clone()
+        self.query_tensor.get_or_init(|| index_tensor(self.queries.clone(), device)).clone()
     }
 
     pub fn key_tensor(&self, device: &Device) -> Tensor<1, Int> {
-        self.key_tensor
-            .get_or_init(|| index_tensor(self.keys.clone(), device))
-            .clone()
+        self.key_tensor.get_or_init(|| index_tensor(self.keys.clone(), device)).clone()
     }
 }

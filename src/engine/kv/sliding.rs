@@ -14,8 +14,8 @@ use super::dtype::KvDtype;
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kernels::{self, Path, Slots};
-use crate::engine::step_uploads::StepUploads;
 use crate::engine::step::Step;
+use crate::engine::step_uploads::StepUploads;
 
 pub struct SlidingKv {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
@@ -30,7 +30,15 @@ pub struct SlidingKv {
 }
 
 impl SlidingKv {
-    pub fn new(n_layer: usize, batch: usize, heads: usize, head_dim: usize, window: usize, dtype: KvDtype, device: &Device) -> Result<Self> {
+    pub fn new(
+        n_layer: usize,
+        batch: usize,
+        heads: usize,
+        head_dim: usize,
+        window: usize,
+        dtype: KvDtype,
+        device: &Device,
+    ) -> Result<Self> {
         if window == 0 {
             return Err(EngineError::Request("the sliding window must hold at least one token".into()));
         }
@@ -61,11 +69,19 @@ impl SlidingKv {
         Ok(before.unwrap_or_else(|| StepMask::new(&self.slots, step, Some(w))))
     }
 
-    pub fn update(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>, uploads: &StepUploads, path: Path) -> (Tensor<4>, Tensor<4>) {
+    pub fn update(
+        &mut self,
+        layer: usize,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        uploads: &StepUploads,
+        path: Path,
+    ) -> (Tensor<4>, Tensor<4>) {
         let ring = self.layers[layer].take().expect("each layer is updated once per step");
         // The chunk attends over ring and chunk as f32 (an f16 ring widened first).
         let d = k.dims()[3];
-        let joined = |ring: &Tensor<4>, new: &Tensor<4>| Tensor::cat(vec![kernels::kv_values(ring.clone(), d), new.clone()], 2);
+        let joined =
+            |ring: &Tensor<4>, new: &Tensor<4>| Tensor::cat(vec![kernels::kv_values(ring.clone(), d), new.clone()], 2);
         let keys = self.concat.then(|| (joined(&ring.0, &k), joined(&ring.1, &v)));
         let ring = kernels::append(ring, (k, v), self.writes, uploads, path);
         self.layers[layer] = Some(ring.clone());

@@ -32,21 +32,16 @@ impl FromStr for DraftSpec {
 
     fn from_str(s: &str) -> Result<Self> {
         let number = |rest: &str, what: &str| {
-            rest.parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    EngineError::Request(format!(
-                        "unknown drafter {s:?}: {what} takes a whole number ≥ 1 (e.g. {what}:2)"
-                    ))
-                })
+            rest.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                EngineError::Request(format!("unknown drafter {s:?}: {what} takes a whole number ≥ 1 (e.g. {what}:2)"))
+            })
         };
         match s.split_once(':') {
             Some(("layers", k)) => Ok(Self::EarlyExit(number(k, "layers")?)),
             Some(("ngram", n)) => Ok(Self::Ngram(number(n, "ngram")?)),
-            _ if s.trim().is_empty() => Err(EngineError::Request(
-                "the drafter is empty; give a model, layers:K or ngram:N".into(),
-            )),
+            _ if s.trim().is_empty() => {
+                Err(EngineError::Request("the drafter is empty; give a model, layers:K or ngram:N".into()))
+            }
             _ => Ok(Self::Model(s.to_string())),
         }
     }
@@ -74,12 +69,7 @@ pub trait Drafter {
     /// Caches the prompt (all but its last token) before the timed passes begin.
     async fn prefill(&mut self, tokens: &[u32]) -> Result<()>;
     /// Proposes up to `gamma` tokens continuing `sequence`.
-    async fn propose(
-        &mut self,
-        sequence: &[u32],
-        gamma: usize,
-        sampler: &mut Sampler,
-    ) -> Result<Draft>;
+    async fn propose(&mut self, sequence: &[u32], gamma: usize, sampler: &mut Sampler) -> Result<Draft>;
     /// Only the first `tokens` tokens of the sequence are final: forget the rest.
     fn rollback(&mut self, tokens: usize) -> Result<()>;
 }
@@ -95,12 +85,7 @@ pub struct ModelDrafter<'m> {
 
 impl<'m> ModelDrafter<'m> {
     /// Checks that `model` can draft for `target` over `capacity` tokens.
-    pub fn new(
-        model: &'m Gpt2,
-        layers: usize,
-        target: &Gpt2Config,
-        capacity: usize,
-    ) -> Result<Self> {
+    pub fn new(model: &'m Gpt2, layers: usize, target: &Gpt2Config, capacity: usize) -> Result<Self> {
         let c = &model.config;
         if c.vocab_size != target.vocab_size {
             return Err(EngineError::Request(format!(
@@ -122,21 +107,13 @@ impl<'m> ModelDrafter<'m> {
         }
         let cache = KvCache::new(
             KvMode::Contiguous,
-            &Gpt2Config {
-                n_layer: layers,
-                ..c.clone()
-            },
+            &Gpt2Config { n_layer: layers, ..c.clone() },
             1,
             capacity,
             model.kv_dtype(),
             model.device(),
         )?;
-        Ok(Self {
-            model,
-            layers,
-            cache,
-            cached: 0,
-        })
+        Ok(Self { model, layers, cache, cached: 0 })
     }
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Tensor<3>> {
@@ -160,21 +137,14 @@ impl Drafter for ModelDrafter<'_> {
         Ok(())
     }
 
-    async fn propose(
-        &mut self,
-        sequence: &[u32],
-        gamma: usize,
-        sampler: &mut Sampler,
-    ) -> Result<Draft> {
+    async fn propose(&mut self, sequence: &[u32], gamma: usize, sampler: &mut Sampler) -> Result<Draft> {
         let mut extended = sequence.to_vec();
         let sampled = !sampler.params().is_greedy();
         let mut q = vec![];
         for _ in 0..gamma {
             let logits = self.forward(&extended)?;
             let token = if sampled {
-                let probs = sampler
-                    .params()
-                    .probabilities(&mut readback::floats(logits).await?);
+                let probs = sampler.params().probabilities(&mut readback::floats(logits).await?);
                 let token = sampler.draw(&probs);
                 q.push(probs);
                 token
@@ -183,10 +153,7 @@ impl Drafter for ModelDrafter<'_> {
             };
             extended.push(token);
         }
-        Ok(Draft {
-            tokens: extended.split_off(sequence.len()),
-            q: sampled.then_some(q),
-        })
+        Ok(Draft { tokens: extended.split_off(sequence.len()), q: sampled.then_some(q) })
     }
 
     fn rollback(&mut self, tokens: usize) -> Result<()> {
@@ -215,27 +182,16 @@ impl Drafter for NgramDrafter {
         Ok(())
     }
 
-    async fn propose(
-        &mut self,
-        sequence: &[u32],
-        gamma: usize,
-        _sampler: &mut Sampler,
-    ) -> Result<Draft> {
+    async fn propose(&mut self, sequence: &[u32], gamma: usize, _sampler: &mut Sampler) -> Result<Draft> {
         let len = sequence.len();
         for n in (1..=self.max_n.min(len.saturating_sub(1))).rev() {
             let suffix = &sequence[len - n..];
             if let Some(start) = (0..len - n).rev().find(|&i| &sequence[i..i + n] == suffix) {
                 let from = start + n;
-                return Ok(Draft {
-                    tokens: sequence[from..(from + gamma).min(len)].to_vec(),
-                    q: None,
-                });
+                return Ok(Draft { tokens: sequence[from..(from + gamma).min(len)].to_vec(), q: None });
             }
         }
-        Ok(Draft {
-            tokens: vec![],
-            q: None,
-        })
+        Ok(Draft { tokens: vec![], q: None })
     }
 
     fn rollback(&mut self, _tokens: usize) -> Result<()> {
@@ -252,12 +208,7 @@ pub enum AnyDrafter<'m> {
 impl<'m> AnyDrafter<'m> {
     /// Builds the drafter `spec` names; `draft_model` is the loaded model of a
     /// [`DraftSpec::Model`] (the caller loads it: files, hub or browser cache).
-    pub fn new(
-        spec: &DraftSpec,
-        target: &'m Gpt2,
-        draft_model: Option<&'m Gpt2>,
-        capacity: usize,
-    ) -> Result<Self> {
+    pub fn new(spec: &DraftSpec, target: &'m Gpt2, draft_model: Option<&'m Gpt2>, capacity: usize) -> Result<Self> {
         Ok(match spec {
             DraftSpec::Ngram(n) => Self::Ngram(NgramDrafter::new(*n)),
             DraftSpec::EarlyExit(k) => {
@@ -271,15 +222,9 @@ impl<'m> AnyDrafter<'m> {
                 Self::Model(ModelDrafter::new(target, *k, &target.config, capacity)?)
             }
             DraftSpec::Model(name) => {
-                let model = draft_model.ok_or_else(|| {
-                    EngineError::Request(format!("the draft model {name} is not loaded"))
-                })?;
-                Self::Model(ModelDrafter::new(
-                    model,
-                    model.config.n_layer,
-                    &target.config,
-                    capacity,
-                )?)
+                let model =
+                    draft_model.ok_or_else(|| EngineError::Request(format!("the draft model {name} is not loaded")))?;
+                Self::Model(ModelDrafter::new(model, model.config.n_layer, &target.config, capacity)?)
             }
         })
     }
@@ -293,12 +238,7 @@ impl Drafter for AnyDrafter<'_> {
         }
     }
 
-    async fn propose(
-        &mut self,
-        sequence: &[u32],
-        gamma: usize,
-        sampler: &mut Sampler,
-    ) -> Result<Draft> {
+    async fn propose(&mut self, sequence: &[u32], gamma: usize, sampler: &mut Sampler) -> Result<Draft> {
         match self {
             Self::Model(m) => m.propose(sequence, gamma, sampler).await,
             Self::Ngram(n) => n.propose(sequence, gamma, sampler).await,

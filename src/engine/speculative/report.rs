@@ -15,11 +15,7 @@ pub fn theoretical_speedup(alpha: f64, gamma: f64, c: f64) -> f64 {
 
 /// Expected tokens per target pass, (1 − α^{γ+1}) / (1 − α) (γ + 1 when α = 1).
 pub fn tokens_per_pass(alpha: f64, gamma: f64) -> f64 {
-    if (1.0 - alpha).abs() < 1e-12 {
-        gamma + 1.0
-    } else {
-        (1.0 - alpha.powf(gamma + 1.0)) / (1.0 - alpha)
-    }
+    if (1.0 - alpha).abs() < 1e-12 { gamma + 1.0 } else { (1.0 - alpha.powf(gamma + 1.0)) / (1.0 - alpha) }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -49,20 +45,11 @@ pub struct SpeculativeReport {
 
 impl SpeculativeReport {
     /// Compares `run` with `plain`, a plain decode of the same prompt on the same device.
-    pub fn new(
-        drafter: &str,
-        options: &SpeculativeOptions,
-        run: &SpeculativeRun,
-        plain: &Generation,
-    ) -> Self {
+    pub fn new(drafter: &str, options: &SpeculativeOptions, run: &SpeculativeRun, plain: &Generation) -> Self {
         let plain_ms_per_token = plain_ms_per_token(plain);
         let speculative_ms_per_token = run.decode_ms / run.new_ids.len().max(1) as f64;
         let (alpha, mean_gamma) = (run.alpha(), run.mean_gamma());
-        let c = if plain_ms_per_token > 0.0 {
-            run.draft_ms_per_token() / plain_ms_per_token
-        } else {
-            0.0
-        };
+        let c = if plain_ms_per_token > 0.0 { run.draft_ms_per_token() / plain_ms_per_token } else { 0.0 };
         Self {
             drafter: drafter.to_string(),
             gamma: options.gamma,
@@ -81,7 +68,9 @@ impl SpeculativeReport {
             },
             passes: run.passes.len(),
             draft_ms_per_token: run.draft_ms_per_token(),
-            target_pass_in_steps: run.passes.iter().map(|p| p.target_ms).sum::<f64>() / run.passes.len().max(1) as f64 / plain_ms_per_token.max(1e-9),
+            target_pass_in_steps: run.passes.iter().map(|p| p.target_ms).sum::<f64>()
+                / run.passes.len().max(1) as f64
+                / plain_ms_per_token.max(1e-9),
             plain_ms_per_token,
             speculative_ms_per_token,
         }

@@ -60,7 +60,10 @@ impl Engine {
             dist,
         });
         let running = engine.clone();
-        std::thread::Builder::new().name("engine".into()).spawn(move || running.run(Session::new(device))).context("cannot start the engine thread")?;
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || running.run(Session::new(device)))
+            .context("cannot start the engine thread")?;
         Ok(engine)
     }
 
@@ -69,7 +72,10 @@ impl Engine {
     pub fn attach(&self, out: UnboundedSender<String>) -> u64 {
         let id = self.pages.fetch_add(1, Ordering::SeqCst) + 1;
         self.stop();
-        let hello = [Some(FromWorker::Ready { webgpu: Ok(self.description.clone()) }), lock(&self.model).clone().map(|info| FromWorker::Loaded { info, load_ms: 0.0, wasm_memory_bytes: None })];
+        let hello = [
+            Some(FromWorker::Ready { webgpu: Ok(self.description.clone()) }),
+            lock(&self.model).clone().map(|info| FromWorker::Loaded { info, load_ms: 0.0, wasm_memory_bytes: None }),
+        ];
         for message in hello.iter().flatten() {
             let _ = out.send(json(message));
         }
@@ -141,7 +147,13 @@ impl Engine {
         }
     }
 
-    fn load(&self, session: &mut Session, source: ModelSource, draft: bool, post: &dyn Fn(&FromWorker)) -> Result<(), String> {
+    fn load(
+        &self,
+        session: &mut Session,
+        source: ModelSource,
+        draft: bool,
+        post: &dyn Fn(&FromWorker),
+    ) -> Result<(), String> {
         let started = Instant::now();
         let files = self.fetch(source, post).map_err(|e| format!("{e:#}"))?;
         session.install(files, draft, started, post)
@@ -152,20 +164,42 @@ impl Engine {
         match source {
             ModelSource::Hub { hub: hub_url, repo, weights, kv_f16 } => {
                 let folder = Path::new(&repo).is_dir();
-                let from_cache = !folder && hub::MODEL_FILES.iter().all(|f| hub::repo_dir(&hub::cache_root(), &repo).join(f).is_file());
+                let from_cache = !folder
+                    && hub::MODEL_FILES.iter().all(|f| hub::repo_dir(&hub::cache_root(), &repo).join(f).is_file());
                 if !folder && !from_cache && hub::is_repo_id(&repo) {
-                    post(&FromWorker::Loading { stage: format!("downloading {repo} from {hub_url} into the native cache (progress in the terminal)") });
+                    post(&FromWorker::Loading {
+                        stage: format!(
+                            "downloading {repo} from {hub_url} into the native cache (progress in the terminal)"
+                        ),
+                    });
                 }
                 let dir = model_dir::resolve(&repo, &hub_url)?;
                 post(&FromWorker::Loading { stage: format!("reading {}", dir.display()) });
                 let read = |file| model_dir::read(&dir, file);
-                Ok(ModelFiles { name: repo.clone(), config: Some(read("config.json")?), tokenizer: read("tokenizer.json")?, weights: Weights::Safetensors(read("model.safetensors")?), from_cache, precision: Precision { weights, kv_f16 } })
+                Ok(ModelFiles {
+                    name: repo.clone(),
+                    config: Some(read("config.json")?),
+                    tokenizer: read("tokenizer.json")?,
+                    weights: Weights::Safetensors(read("model.safetensors")?),
+                    from_cache,
+                    precision: Precision { weights, kv_f16 },
+                })
             }
-            ModelSource::Files { .. } => anyhow::bail!("the native engine cannot take files picked in the page: type the folder that holds them in the Model box and load it"),
+            ModelSource::Files { .. } => anyhow::bail!(
+                "the native engine cannot take files picked in the page: type the folder that holds them in the Model box and load it"
+            ),
             ModelSource::Demo { seed } => {
                 let path = self.dist.join(DEMO_TOKENIZER);
-                let tokenizer = std::fs::read(&path).with_context(|| format!("cannot read the demo model's tokenizer {}", path.display()))?;
-                Ok(ModelFiles { name: "demo (gpt2-tiny shape, random weights)".into(), config: None, tokenizer, weights: Weights::Random(seed), from_cache: false, precision: Precision::default() })
+                let tokenizer = std::fs::read(&path)
+                    .with_context(|| format!("cannot read the demo model's tokenizer {}", path.display()))?;
+                Ok(ModelFiles {
+                    name: "demo (gpt2-tiny shape, random weights)".into(),
+                    config: None,
+                    tokenizer,
+                    weights: Weights::Random(seed),
+                    from_cache: false,
+                    precision: Precision::default(),
+                })
             }
         }
     }

@@ -62,7 +62,9 @@ fn find_dist(flag: Option<PathBuf>) -> Result<PathBuf> {
         return Ok(dir.clone());
     }
     let tried = candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
-    bail!("no built web app (index.html) in {tried}: build it with `trunk build --release` in the repository, then pass --dist DIR")
+    bail!(
+        "no built web app (index.html) in {tried}: build it with `trunk build --release` in the repository, then pass --dist DIR"
+    )
 }
 
 /// A token no other page can guess: 128 bits from the OS's random source.
@@ -93,7 +95,16 @@ fn say(line: &str) {
 
 /// Percent-encodes a query value.
 fn encode(value: &str) -> String {
-    value.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 pub fn run(args: AppArgs) -> Result<()> {
@@ -101,7 +112,8 @@ pub fn run(args: AppArgs) -> Result<()> {
     let (device, adapter) = args.device.init_described()?;
     let description = format!("{}: {adapter}", args.device);
     let engine = Engine::spawn(device, description, dist.clone())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(serve(args, engine, &dist))
 }
 
@@ -113,7 +125,8 @@ async fn serve(args: AppArgs, engine: Arc<Engine>, dist: &Path) -> Result<()> {
     let token = new_token()?;
     let url = page_url(port, &token, &args);
     let state = Arc::new(SocketState { engine: engine.clone(), token, port });
-    let routes = Router::new().route("/ws", get(socket::upgrade)).with_state(state).fallback_service(ServeDir::new(dist));
+    let routes =
+        Router::new().route("/ws", get(socket::upgrade)).with_state(state).fallback_service(ServeDir::new(dist));
     say(&format!("inferlab app: the native engine on {} — open {url}", engine.description));
     say(&format!("inferlab app: serving {}; ctrl-c stops", dist.display()));
     if !args.no_open
@@ -121,5 +134,8 @@ async fn serve(args: AppArgs, engine: Arc<Engine>, dist: &Path) -> Result<()> {
     {
         say(&format!("inferlab app: could not open a browser ({e}); open the URL above"));
     }
-    axum::serve(listener, routes).with_graceful_shutdown(super::serve::stop_signal()).await.context("the HTTP server failed")
+    axum::serve(listener, routes)
+        .with_graceful_shutdown(super::serve::stop_signal())
+        .await
+        .context("the HTTP server failed")
 }

@@ -35,13 +35,23 @@ fn is_own_loopback(host: &str, port: u16) -> bool {
 }
 
 /// Checks the token and the origin, then hands the socket to [`session`].
-pub async fn upgrade(State(state): State<Arc<SocketState>>, Query(query): Query<HashMap<String, String>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<Arc<SocketState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if query.get("token") != Some(&state.token) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong token: open the URL that `inferlab app` printed").into_response();
+        return (StatusCode::UNAUTHORIZED, "missing or wrong token: open the URL that `inferlab app` printed")
+            .into_response();
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
     if !is_own_loopback(host, state.port) {
-        return (StatusCode::FORBIDDEN, format!("the engine answers on 127.0.0.1:{} or localhost:{} only, not {host:?}", state.port, state.port)).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            format!("the engine answers on 127.0.0.1:{} or localhost:{} only, not {host:?}", state.port, state.port),
+        )
+            .into_response();
     }
     // Browsers always send Origin; a page of another origin must not drive the engine.
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -50,7 +60,9 @@ pub async fn upgrade(State(state): State<Arc<SocketState>>, Query(query): Query<
             return (StatusCode::FORBIDDEN, format!("cross-origin WebSocket from {origin:?} refused")).into_response();
         }
     }
-    ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES).on_upgrade(move |socket| session(socket, state.engine.clone()))
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| session(socket, state.engine.clone()))
 }
 
 /// One page's connection: its messages go to the engine, the engine's replies come back.
@@ -71,7 +83,13 @@ async fn session(socket: WebSocket, engine: Arc<Engine>) {
     while let Some(Ok(message)) = stream.next().await {
         match message {
             Message::Text(text) if text.len() > MAX_MESSAGE_BYTES => {
-                engine.reply_error(id, format!("a message of {} bytes is over the protocol's limit of {MAX_MESSAGE_BYTES} bytes", text.len()));
+                engine.reply_error(
+                    id,
+                    format!(
+                        "a message of {} bytes is over the protocol's limit of {MAX_MESSAGE_BYTES} bytes",
+                        text.len()
+                    ),
+                );
             }
             Message::Text(text) => match serde_json::from_str::<ToWorker>(&text) {
                 Ok(message) => engine.submit(id, message),
@@ -97,7 +115,9 @@ mod tests {
         for ok in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080"] {
             assert!(is_own_loopback(ok, 8080), "{ok}");
         }
-        for bad in ["127.0.0.1:8081", "evil.example:8080", "127.0.0.1", "localhost.evil.example:8080", "", "127.0.0.1:80x"] {
+        for bad in
+            ["127.0.0.1:8081", "evil.example:8080", "127.0.0.1", "localhost.evil.example:8080", "", "127.0.0.1:80x"]
+        {
             assert!(!is_own_loopback(bad, 8080), "{bad}");
         }
     }

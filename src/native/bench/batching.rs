@@ -50,7 +50,13 @@ pub fn run(args: BatchingArgs) -> Result<()> {
     }
     let cost = measure_cost(&model, args.scheduler.block_size, false)?;
     // Warm-up: kernels compile (and autotune) on their first launches.
-    let warm = WorkloadSpec { requests: 2, arrivals: Arrivals::Poisson { rate: 1000.0 }, prompt: Lengths::Uniform { min: 8, max: 8 }, output: Lengths::Uniform { min: 2, max: 2 }, seed: 1 };
+    let warm = WorkloadSpec {
+        requests: 2,
+        arrivals: Arrivals::Poisson { rate: 1000.0 },
+        prompt: Lengths::Uniform { min: 8, max: 8 },
+        output: Lengths::Uniform { min: 2, max: 2 },
+        seed: 1,
+    };
     let warm = warm.generate(model.config.vocab_size);
     run_real(&model, args.scheduler.config(Policy::Continuous, &warm, context, None)?, warm)?;
 
@@ -62,7 +68,13 @@ pub fn run(args: BatchingArgs) -> Result<()> {
             eprintln!("{policy}: {} requests, max batch {} …", requests.len(), config.max_batch);
         }
         let real = stats::stats(&run_real(&model, config.clone(), requests.clone())?);
-        let sim = stats::stats(&simulate::simulate(config.clone(), requests.clone(), cost, |_, _| ControlFlow::Continue(()))?);
+        let sim =
+            stats::stats(&simulate::simulate(
+                config.clone(),
+                requests.clone(),
+                cost,
+                |_, _| ControlFlow::Continue(()),
+            )?);
         if !args.json {
             println!("{policy} (max batch {})", config.max_batch);
             print_stats(&real);
@@ -104,7 +116,11 @@ pub fn run(args: BatchingArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         for (k, v) in &ratios {
-            println!("{k}: throughput ×{:.2}, p99 latency ×{:.2}", v["throughput"].as_f64().unwrap_or(0.0), v["p99_latency"].as_f64().unwrap_or(0.0));
+            println!(
+                "{k}: throughput ×{:.2}, p99 latency ×{:.2}",
+                v["throughput"].as_f64().unwrap_or(0.0),
+                v["p99_latency"].as_f64().unwrap_or(0.0)
+            );
         }
     }
     Ok(())

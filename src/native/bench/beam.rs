@@ -35,9 +35,8 @@ pub fn run(args: BeamBenchArgs) -> Result<()> {
     let device = args.device.init()?;
     let (model, name) = args.model.load(&device)?;
     let mut rng = StdRng::seed_from_u64(args.model.seed);
-    let prompt: Vec<u32> = (0..args.prompt_tokens.max(1))
-        .map(|_| rng.random_range(0..model.config.vocab_size as u32))
-        .collect();
+    let prompt: Vec<u32> =
+        (0..args.prompt_tokens.max(1)).map(|_| rng.random_range(0..model.config.vocab_size as u32)).collect();
     // No EOS and no early stop: every run takes exactly `new_tokens` steps.
     let options = |max_new_tokens| BeamOptions {
         num_beams: args.num_beams,
@@ -49,31 +48,18 @@ pub fn run(args: BeamBenchArgs) -> Result<()> {
         eos_token_ids: vec![],
     };
     let search = |kv: KvMode, new_tokens: usize| -> Result<BeamResult> {
-        Ok(pollster::block_on(beam_search(
-            &model,
-            &prompt,
-            &options(new_tokens),
-            kv,
-            |_| ControlFlow::Continue(()),
-        ))?)
+        Ok(pollster::block_on(beam_search(&model, &prompt, &options(new_tokens), kv, |_| ControlFlow::Continue(())))?)
     };
     let modes = [
-        (
-            "paged",
-            KvMode::Paged {
-                block_size: DEFAULT_BLOCK_SIZE,
-            },
-        ),
+        ("paged", KvMode::Paged { block_size: DEFAULT_BLOCK_SIZE }),
         ("contiguous", KvMode::Contiguous),
         ("recompute", KvMode::None),
     ];
     for (_, kv) in modes {
         search(kv, 2)?;
     }
-    let runs: Vec<(&str, BeamResult)> = modes
-        .iter()
-        .map(|&(label, kv)| Ok((label, search(kv, args.new_tokens)?)))
-        .collect::<Result<_>>()?;
+    let runs: Vec<(&str, BeamResult)> =
+        modes.iter().map(|&(label, kv)| Ok((label, search(kv, args.new_tokens)?))).collect::<Result<_>>()?;
     let recompute_ms = runs[2].1.total_ms;
     // Same sequences; scores differ only by float rounding (another summation order).
     let ids = |r: &BeamResult| r.hypotheses.iter().map(|h| h.ids.clone()).collect::<Vec<_>>();

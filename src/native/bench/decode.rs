@@ -45,26 +45,41 @@ pub struct DecodeArgs {
 pub fn run(args: DecodeArgs) -> Result<()> {
     args.precision.check(args.device)?;
     if !(1..=MAX_BATCH).contains(&args.batch) || args.prompt_tokens == 0 || args.new_tokens < 2 {
-        bail!("--batch must be in 1..={MAX_BATCH}, --prompt-tokens at least 1 and --new-tokens at least 2 (one prefill, one decode step)");
+        bail!(
+            "--batch must be in 1..={MAX_BATCH}, --prompt-tokens at least 1 and --new-tokens at least 2 (one prefill, one decode step)"
+        );
     }
     let device = args.device.init()?;
     let (model, name) = args.model.load(&device)?;
     let model = args.precision.apply(model)?;
     let c = model.config.clone();
     if args.prompt_tokens + args.new_tokens > c.n_positions {
-        bail!("--prompt-tokens {} + --new-tokens {} exceed the model's context of {} tokens", args.prompt_tokens, args.new_tokens, c.n_positions);
+        bail!(
+            "--prompt-tokens {} + --new-tokens {} exceed the model's context of {} tokens",
+            args.prompt_tokens,
+            args.new_tokens,
+            c.n_positions
+        );
     }
     let tokens = args.prompt_tokens + args.new_tokens;
     let kv_bytes = memory::kv_bytes(&c, tokens, args.batch, args.precision.kv_dtype.bytes_per_value());
-    let needed = memory::param_count(&c) * 4 + kv_bytes + memory::activation_bytes(&c, args.prompt_tokens, args.batch, 4);
+    let needed =
+        memory::param_count(&c) * 4 + kv_bytes + memory::activation_bytes(&c, args.prompt_tokens, args.batch, 4);
     if args.device == DeviceArg::Cpu
         && let Some(available) = available_memory()
         && needed > available
     {
-        bail!("batch {} needs about {} MiB (weights, KV cache, activations) but {} MiB are available; lower --batch", args.batch, needed >> 20, available >> 20);
+        bail!(
+            "batch {} needs about {} MiB (weights, KV cache, activations) but {} MiB are available; lower --batch",
+            args.batch,
+            needed >> 20,
+            available >> 20
+        );
     }
     let mut rng = StdRng::seed_from_u64(args.model.seed);
-    let prompts: Vec<Vec<u32>> = (0..args.batch).map(|_| (0..args.prompt_tokens).map(|_| rng.random_range(0..c.vocab_size as u32)).collect()).collect();
+    let prompts: Vec<Vec<u32>> = (0..args.batch)
+        .map(|_| (0..args.prompt_tokens).map(|_| rng.random_range(0..c.vocab_size as u32)).collect())
+        .collect();
     // Batch 1 runs the generation loop users run; larger batches the batched greedy loop.
     let step_ms = |new_tokens: usize| -> Result<Vec<f64>> {
         Ok(if args.batch == 1 {
@@ -85,7 +100,8 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         true => {
             let (reference, _) = args.model.load(&device)?;
             let options = GenerateOptions { max_new_tokens: args.new_tokens, ..GenerateOptions::default() };
-            let out = pollster::block_on(generate(&reference, &prompts[0], &options, None, |_| ControlFlow::Continue(())))?;
+            let out =
+                pollster::block_on(generate(&reference, &prompts[0], &options, None, |_| ControlFlow::Continue(())))?;
             let text = [prompts[0].as_slice(), &out.new_ids].concat();
             Some(pollster::block_on(f16_drift(&reference, &model, &text))?)
         }
@@ -103,13 +119,27 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         let (dtype, kv_dtype) = (args.precision.dtype.name(), args.precision.kv_dtype.name());
-        println!("bench decode · {name} · {} · {dtype} weights · {kv_dtype} KV cache ({:.1} MiB) · batch {} · prompt {} + {} new tokens", args.device.name(), kv_bytes as f64 / f64::from(1 << 20), args.batch, args.prompt_tokens, args.new_tokens);
+        println!(
+            "bench decode · {name} · {} · {dtype} weights · {kv_dtype} KV cache ({:.1} MiB) · batch {} · prompt {} + {} new tokens",
+            args.device.name(),
+            kv_bytes as f64 / f64::from(1 << 20),
+            args.batch,
+            args.prompt_tokens,
+            args.new_tokens
+        );
         println!("  time to first token {:>9.1} ms (the prefill step)", steps[0]);
-        println!("  decode step         {per_token_ms:>9.2} ms ({:.1} tokens/s over {} rows)", decode_tokens_per_s, args.batch);
+        println!(
+            "  decode step         {per_token_ms:>9.2} ms ({:.1} tokens/s over {} rows)",
+            decode_tokens_per_s, args.batch
+        );
         if let Some(d) = &drift {
             println!(
                 "  vs all-f32 over {} positions: log-prob of the next token moves {:.2e} on average ({:.2e} at most), logits {:.2e} at most, same top token {:.1}%",
-                d.positions, d.mean_abs_logprob_change, d.max_abs_logprob_change, d.max_abs_logit_diff, d.top1_agreement * 100.0
+                d.positions,
+                d.mean_abs_logprob_change,
+                d.max_abs_logprob_change,
+                d.max_abs_logit_diff,
+                d.top1_agreement * 100.0
             );
         }
     }

@@ -13,8 +13,8 @@ use std::ops::ControlFlow;
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use rand::{SeedableRng, rngs::StdRng};
 use clap::Args;
+use rand::{SeedableRng, rngs::StdRng};
 use serde::Serialize;
 use serde_json::json;
 use web_time::Instant;
@@ -23,9 +23,9 @@ use super::BenchModel;
 use crate::engine::generate::{GenerateOptions, generate};
 use crate::engine::kernels::row_dots_wgsl::{self, Packed};
 use crate::engine::kernels::{self, Path, Slots, row_dots};
-use crate::engine::step_uploads::StepUploads;
 use crate::engine::kv::mask::{KeyMeta, StepMask};
 use crate::engine::step::Step;
+use crate::engine::step_uploads::StepUploads;
 use crate::engine::vocab_table::VocabTable;
 use crate::engine::weight_dtype::WeightDtype;
 use crate::native::device::DeviceArg;
@@ -78,7 +78,9 @@ pub fn run(args: KernelArgs) -> Result<()> {
     let (rows, dots) = match args.device {
         DeviceArg::Wgpu => (wgsl_rows(&device, args.reps)?, row_dots_rows(&device, Path::Wgsl, args.reps)?),
         DeviceArg::Cpu => (vec![], row_dots_rows(&device, Path::Cpu, args.reps)?),
-        DeviceArg::Cuda => bail!("the hand-written kernels are WGSL (--device wgpu) and row dots (--device cpu); CUDA runs the tensor ops"),
+        DeviceArg::Cuda => bail!(
+            "the hand-written kernels are WGSL (--device wgpu) and row dots (--device cpu); CUDA runs the tensor ops"
+        ),
     };
 
     let (mut model, name) = args.model.load(&device)?;
@@ -107,19 +109,32 @@ pub fn run(args: KernelArgs) -> Result<()> {
     }
     println!("bench kernels · {} · {} reps", args.device.name(), args.reps);
     if !rows.is_empty() {
-        println!("  {:<18} {:>7} {:>10} {:>10} {:>8}   ({HEADS} heads × {HEAD_DIM})", "kernel", "context", "wgsl ms", "twin ms", "speedup");
+        println!(
+            "  {:<18} {:>7} {:>10} {:>10} {:>8}   ({HEADS} heads × {HEAD_DIM})",
+            "kernel", "context", "wgsl ms", "twin ms", "speedup"
+        );
     }
     for r in &rows {
         println!("  {:<18} {:>7} {:>10.3} {:>10.3} {:>7.2}×", r.name, r.context, r.wgsl_ms, r.twin_ms, r.speedup);
     }
     if !dots.is_empty() {
-        println!("  {:<18} {:>11} {:>5} {:>10} {:>10} {:>8}", "row dots", "table", "rows", "kernel ms", "matmul ms", "speedup");
+        println!(
+            "  {:<18} {:>11} {:>5} {:>10} {:>10} {:>8}",
+            "row dots", "table", "rows", "kernel ms", "matmul ms", "speedup"
+        );
     }
     for r in &dots {
         let table = format!("{}×{}", r.table[0], r.table[1]);
-        println!("  {:<18} {:>11} {:>5} {:>10.3} {:>10.3} {:>7.2}×", r.layer, table, r.rows, r.kernel_ms, r.twin_ms, r.speedup);
+        println!(
+            "  {:<18} {:>11} {:>5} {:>10.3} {:>10.3} {:>7.2}×",
+            r.layer, table, r.rows, r.kernel_ms, r.twin_ms, r.speedup
+        );
     }
-    println!("  decode {name}: kernels on {on:.2} tok/s, off {off:.2} tok/s, speedup {:.2}× (same tokens: {})", on / off, on_ids == off_ids);
+    println!(
+        "  decode {name}: kernels on {on:.2} tok/s, off {off:.2} tok/s, speedup {:.2}× (same tokens: {})",
+        on / off,
+        on_ids == off_ids
+    );
     Ok(())
 }
 
@@ -128,8 +143,16 @@ fn wgsl_rows(device: &Device, reps: usize) -> Result<Vec<KernelRow>> {
     let mut rows = vec![];
     for context in [128, 512, 1024] {
         for (name, wgsl_ms, twin_ms) in [
-            ("kv_append", time_append(device, context, Path::Wgsl, reps)?, time_append(device, context, Path::Twin, reps)?),
-            ("attention_decode", time_attention(device, context, 1, Path::Wgsl, reps)?, time_attention(device, context, 1, Path::Twin, reps)?),
+            (
+                "kv_append",
+                time_append(device, context, Path::Wgsl, reps)?,
+                time_append(device, context, Path::Twin, reps)?,
+            ),
+            (
+                "attention_decode",
+                time_attention(device, context, 1, Path::Wgsl, reps)?,
+                time_attention(device, context, 1, Path::Twin, reps)?,
+            ),
             (
                 "attention_prefill",
                 time_attention(device, context, context, Path::Wgsl, reps)?,
@@ -156,7 +179,9 @@ fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDots
     let mut out = vec![];
     let row_counts: &[usize] = if path == Path::Wgsl { &[1, 4, 8] } else { &[1, 8, 16] };
     let mut rng = StdRng::seed_from_u64(0);
-    for (layer, [outputs, inputs]) in [("c_attn", [2304, 768]), ("c_fc", [3072, 768]), ("mlp_proj", [768, 3072]), ("head", [50257, 768])] {
+    for (layer, [outputs, inputs]) in
+        [("c_attn", [2304, 768]), ("c_fc", [3072, 768]), ("mlp_proj", [768, 3072]), ("head", [50257, 768])]
+    {
         let data = TensorData::random::<f32, _, _>([outputs, inputs], Distribution::Normal(0.0, 0.02), &mut rng);
         let table = if layer == "head" {
             Table::Head(VocabTable::upload(data, WeightDtype::F32, device))
@@ -169,8 +194,12 @@ fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDots
             let x = Tensor::<2>::random([rows, inputs], Distribution::Normal(0.0, 1.0), device);
             let kernel_ms = time(device, reps, || match &table {
                 Table::Head(head) => drop(head.project(x.clone(), path)),
-                Table::Layer { w, bias, .. } if path == Path::Wgsl => drop(row_dots_wgsl::rows_times_weight(&x, w, bias).expect("up to 8 rows")),
-                Table::Layer { wt, .. } => drop(row_dots::rows_times_table(&x, wt).expect("row dots run on the CPU device")),
+                Table::Layer { w, bias, .. } if path == Path::Wgsl => {
+                    drop(row_dots_wgsl::rows_times_weight(&x, w, bias).expect("up to 8 rows"))
+                }
+                Table::Layer { wt, .. } => {
+                    drop(row_dots::rows_times_table(&x, wt).expect("row dots run on the CPU device"))
+                }
             })?;
             let twin_ms = time(device, reps, || {
                 let y = match &table {
@@ -183,7 +212,14 @@ fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDots
                     let _ = y.into_data();
                 }
             })?;
-            out.push(RowDotsRow { layer, table: [outputs, inputs], rows, kernel_ms, twin_ms, speedup: twin_ms / kernel_ms });
+            out.push(RowDotsRow {
+                layer,
+                table: [outputs, inputs],
+                rows,
+                kernel_ms,
+                twin_ms,
+                speedup: twin_ms / kernel_ms,
+            });
         }
     }
     Ok(out)
@@ -208,7 +244,8 @@ fn time(device: &Device, reps: usize, mut op: impl FnMut()) -> Result<f64> {
 
 /// Appending one decode token's K and V into a cache of `context` slots.
 fn time_append(device: &Device, context: usize, path: Path, reps: usize) -> Result<f64> {
-    let mut cache = Some((random([1, HEADS, context, HEAD_DIM], device), random([1, HEADS, context, HEAD_DIM], device)));
+    let mut cache =
+        Some((random([1, HEADS, context, HEAD_DIM], device), random([1, HEADS, context, HEAD_DIM], device)));
     let new = (random([1, HEADS, 1, HEAD_DIM], device), random([1, HEADS, 1, HEAD_DIM], device));
     let slots = Slots { base: context - 1, ring: false, first: 0 };
     time(device, reps, || {

@@ -104,8 +104,14 @@ pub fn run(args: KvArgs) -> Result<()> {
     );
     println!("  with cache    {:>10.1} ms total", with.total_ms);
     println!("  without cache {:>10.1} ms total", without.total_ms);
-    println!("  paged cache   {:>10.1} ms total   (decode speed {:.2}× the contiguous cache's)", paged.total_ms, paged_vs_contiguous);
-    println!("  speedup       {speedup:>10.2}×   (same tokens: {})", with.new_ids == without.new_ids && with.new_ids == paged.new_ids);
+    println!(
+        "  paged cache   {:>10.1} ms total   (decode speed {:.2}× the contiguous cache's)",
+        paged.total_ms, paged_vs_contiguous
+    );
+    println!(
+        "  speedup       {speedup:>10.2}×   (same tokens: {})",
+        with.new_ids == without.new_ids && with.new_ids == paged.new_ids
+    );
     println!("  per-token ms      token   with   without");
     let n = args.new_tokens;
     let mut marks = vec![0, n / 4, n / 2, 3 * n / 4, n - 1];

@@ -110,7 +110,11 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
             "{} requests at {} clients ({}): {} completed, {} refused (429), {} cancelled, {} failed in {:.1} s",
             r.requests,
             r.concurrency,
-            if args.workload.rate > 0.0 { format!("{} req/s offered", args.workload.rate) } else { "closed loop".into() },
+            if args.workload.rate > 0.0 {
+                format!("{} req/s offered", args.workload.rate)
+            } else {
+                "closed loop".into()
+            },
             r.completed,
             r.rejected_429,
             r.cancelled,
@@ -134,9 +138,19 @@ pub fn bench(args: &ServeBenchArgs) -> Result<ServeReport> {
         bail!("--concurrency must be at least 1, --disconnect a share in 0..=1 and --temperature >= 0");
     }
     let base = args.url.trim_end_matches('/').to_string();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(900))).build().into();
-    let text = agent.get(format!("{base}/v1/models")).call().with_context(|| format!("cannot reach {base}/v1/models"))?.into_body().read_to_string()?;
-    let models: Value = serde_json::from_str(&text).with_context(|| format!("/v1/models did not answer JSON: {text}"))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(900)))
+        .build()
+        .into();
+    let text = agent
+        .get(format!("{base}/v1/models"))
+        .call()
+        .with_context(|| format!("cannot reach {base}/v1/models"))?
+        .into_body()
+        .read_to_string()?;
+    let models: Value =
+        serde_json::from_str(&text).with_context(|| format!("/v1/models did not answer JSON: {text}"))?;
     let model = match &args.model {
         Some(m) => m.clone(),
         None => models["data"][0]["id"].as_str().context("/v1/models lists no model")?.to_string(),
@@ -224,7 +238,11 @@ fn plan(args: &ServeBenchArgs, spec: &WorkloadSpec, model: &str) -> Vec<Plan> {
 /// Sends one streaming request and reads it to its end (or hangs up as planned).
 fn send(agent: &ureq::Agent, base: &str, plan: &Plan) -> Outcome {
     let start = Instant::now();
-    let response = match agent.post(format!("{base}/v1/completions")).header("content-type", "application/json").send(plan.body.as_str()) {
+    let response = match agent
+        .post(format!("{base}/v1/completions"))
+        .header("content-type", "application/json")
+        .send(plan.body.as_str())
+    {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("request failed: {e}")),
     };
@@ -253,7 +271,9 @@ fn send(agent: &ureq::Agent, base: &str, plan: &Plan) -> Outcome {
         if data == "[DONE]" {
             break;
         }
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else { return Outcome::Failed(format!("a chunk is not JSON: {data}")) };
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            return Outcome::Failed(format!("a chunk is not JSON: {data}"));
+        };
         if chunk.get("error").is_some() {
             return Outcome::Failed(format!("error in the stream: {data}"));
         }

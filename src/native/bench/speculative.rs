@@ -14,8 +14,8 @@ use crate::engine::speculative::drafters::DraftSpec;
 use crate::engine::speculative::report::{ALPHA_DEFINITION, plain_ms_per_token};
 use crate::native::decoding;
 use crate::native::device::DeviceArg;
-use crate::native::model_dir;
 use crate::native::hub::DEFAULT_HUB;
+use crate::native::model_dir;
 
 #[derive(Args)]
 pub struct SpeculativeArgs {
@@ -60,16 +60,10 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
         Some(ids) => ids.clone(),
         None => {
             let mut rng = StdRng::seed_from_u64(args.seed);
-            (0..args.prompt_tokens.max(1))
-                .map(|_| rng.random_range(0..vocab))
-                .collect()
+            (0..args.prompt_tokens.max(1)).map(|_| rng.random_range(0..vocab)).collect()
         }
     };
-    let sampling = SamplingParams {
-        temperature: args.temperature,
-        seed: args.seed,
-        ..SamplingParams::default()
-    };
+    let sampling = SamplingParams { temperature: args.temperature, seed: args.seed, ..SamplingParams::default() };
     let options = |gamma: usize, max_new_tokens: usize| SpeculativeOptions {
         max_new_tokens,
         sampling: sampling.clone(),
@@ -86,27 +80,12 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
     for draft in &args.drafts {
         let spec: DraftSpec = draft.parse()?;
         let draft_model = decoding::load_draft(&spec, &args.hub_url, &device, args.seed)?;
-        decoding::speculative(
-            &target,
-            draft_model.as_ref(),
-            &spec,
-            &prompt,
-            &options(2, 4),
-            kv,
-            &plain,
-        )?;
+        decoding::speculative(&target, draft_model.as_ref(), &spec, &prompt, &options(2, 4), kv, &plain)?;
         for &gamma in &args.gammas {
             let opts = options(gamma, args.new_tokens);
             opts.validate()?;
-            let (run, report) = decoding::speculative(
-                &target,
-                draft_model.as_ref(),
-                &spec,
-                &prompt,
-                &opts,
-                kv,
-                &plain,
-            )?;
+            let (run, report) =
+                decoding::speculative(&target, draft_model.as_ref(), &spec, &prompt, &opts, kv, &plain)?;
             let same = run.new_ids == plain.new_ids;
             if !args.json {
                 println!(
@@ -119,11 +98,7 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
                     report.measured_speedup,
                     report.theoretical_speedup,
                     report.measured_speedup / report.theoretical_speedup,
-                    if same || args.temperature > 0.0 {
-                        ""
-                    } else {
-                        "  OUTPUT DIFFERS"
-                    }
+                    if same || args.temperature > 0.0 { "" } else { "  OUTPUT DIFFERS" }
                 );
             }
             rows.push(json!({

@@ -31,7 +31,10 @@ pub fn run(args: StepArgs) -> Result<()> {
     let (model, name) = args.model.load(&device)?;
     let (cost, timings) = pollster::block_on(simulate::fit_cost(&model, args.block_size, args.quick, |t| {
         if !args.json {
-            eprintln!("  {:>5} tokens {:>3} sampled {:>8} pairs  {:>8.2} ms", t.shape.tokens, t.shape.samples, t.shape.pairs, t.ms);
+            eprintln!(
+                "  {:>5} tokens {:>3} sampled {:>8} pairs  {:>8.2} ms",
+                t.shape.tokens, t.shape.samples, t.shape.pairs, t.ms
+            );
         }
     }))?;
     let error = cost.mean_error_pct(&timings);

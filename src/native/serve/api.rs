@@ -19,9 +19,28 @@ pub const MAX_LOGPROBS: usize = 5;
 pub const DEFAULT_MAX_TOKENS: usize = 16;
 
 const KNOWN_FIELDS: &[&str] = &[
-    "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "n", "stream", "stream_options",
-    "logprobs", "echo", "presence_penalty", "frequency_penalty", "repetition_penalty", "return_token_ids", "ignore_eos",
-    "user", "best_of", "suffix", "logit_bias",
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "logprobs",
+    "echo",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "return_token_ids",
+    "ignore_eos",
+    "user",
+    "best_of",
+    "suffix",
+    "logit_bias",
 ];
 
 /// What the server must know about its model to check a request.
@@ -70,7 +89,10 @@ impl ApiError {
 
     /// A 400 about one field.
     pub fn invalid(param: &str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { param: Some(param.to_string()), ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message) }
+        Self {
+            param: Some(param.to_string()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
+        }
     }
 
     pub fn body(&self) -> Value {
@@ -92,20 +114,41 @@ type Checked<T> = std::result::Result<T, ApiError>;
 
 /// Reads and checks a request body.
 pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<Completion> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_json", format!("the body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
     let Value::Object(fields) = value else {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_type", "the body must be a JSON object"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_type",
+            "the body must be a JSON object",
+        ));
     };
     if let Some(unknown) = fields.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(unknown, "unknown_parameter", format!("unrecognized request argument: {unknown}")));
+        return Err(ApiError::invalid(
+            unknown,
+            "unknown_parameter",
+            format!("unrecognized request argument: {unknown}"),
+        ));
     }
     let f = Fields(&fields);
-    let name = f.string("model")?.ok_or_else(|| ApiError::invalid("model", "missing_field", "you must provide a model parameter"))?;
+    let name = f
+        .string("model")?
+        .ok_or_else(|| ApiError::invalid("model", "missing_field", "you must provide a model parameter"))?;
     if name != model.name {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
-            ..ApiError::invalid("model", "model_not_found", format!("the model {name:?} does not exist; this server serves {:?}", model.name))
+            ..ApiError::invalid(
+                "model",
+                "model_not_found",
+                format!("the model {name:?} does not exist; this server serves {:?}", model.name),
+            )
         });
     }
     unsupported(&f)?;
@@ -113,7 +156,11 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
     let max_tokens = match f.integer("max_tokens", 1, i64::MAX)? {
         None => DEFAULT_MAX_TOKENS,
         Some(m) if m as usize > model.context => {
-            return Err(ApiError::invalid("max_tokens", "context_length_exceeded", format!("max_tokens is {m}, but the model's context is {} tokens", model.context)));
+            return Err(ApiError::invalid(
+                "max_tokens",
+                "context_length_exceeded",
+                format!("max_tokens is {m}, but the model's context is {} tokens", model.context),
+            ));
         }
         Some(m) => m as usize,
     };
@@ -122,21 +169,35 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
         return Err(ApiError::invalid(
             "max_tokens",
             "context_length_exceeded",
-            format!("this model's context is {} tokens, but a {longest}-token prompt plus max_tokens {max_tokens} needs {}", model.context, longest + max_tokens),
+            format!(
+                "this model's context is {} tokens, but a {longest}-token prompt plus max_tokens {max_tokens} needs {}",
+                model.context,
+                longest + max_tokens
+            ),
         ));
     }
     let n = f.integer("n", 1, MAX_N as i64)?.unwrap_or(1) as usize;
     if let Some(best_of) = f.integer("best_of", 1, MAX_N as i64)?
         && best_of as usize != n
     {
-        return Err(ApiError::invalid("best_of", "unsupported_parameter", "best_of other than n is not supported; use n, or beam search in `inferlab generate --num-beams`"));
+        return Err(ApiError::invalid(
+            "best_of",
+            "unsupported_parameter",
+            "best_of other than n is not supported; use n, or beam search in `inferlab generate --num-beams`",
+        ));
     }
     let blocks: usize = prompts.iter().map(|p| (p.len() + max_tokens).div_ceil(model.block_size) * n).sum();
     if blocks > model.num_blocks {
         return Err(ApiError::invalid(
             "n",
             "kv_pool_exceeded",
-            format!("{} sequences of up to {} tokens need {blocks} KV blocks of {} tokens; the server's whole pool has {}", prompts.len() * n, longest + max_tokens, model.block_size, model.num_blocks),
+            format!(
+                "{} sequences of up to {} tokens need {blocks} KV blocks of {} tokens; the server's whole pool has {}",
+                prompts.len() * n,
+                longest + max_tokens,
+                model.block_size,
+                model.num_blocks
+            ),
         ));
     }
     let temperature = f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0);
@@ -157,7 +218,11 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
     let logprobs = f.integer("logprobs", 0, MAX_LOGPROBS as i64)?.map(|k| k as usize);
     let echo = f.boolean("echo")?.unwrap_or(false);
     if echo && logprobs.is_some() {
-        return Err(ApiError::invalid("echo", "unsupported_parameter", "echo together with logprobs (the prompt's log-probabilities) is not supported"));
+        return Err(ApiError::invalid(
+            "echo",
+            "unsupported_parameter",
+            "echo together with logprobs (the prompt's log-probabilities) is not supported",
+        ));
     }
     let stream = f.boolean("stream")?.unwrap_or(false);
     let include_usage = match fields.get("stream_options") {
@@ -165,9 +230,21 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
         Some(Value::Object(o)) if stream => match o.get("include_usage") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ApiError::invalid("stream_options.include_usage", "invalid_type", "stream_options.include_usage must be a boolean")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "stream_options.include_usage",
+                    "invalid_type",
+                    "stream_options.include_usage must be a boolean",
+                ));
+            }
         },
-        Some(Value::Object(_)) => return Err(ApiError::invalid("stream_options", "invalid_value", "stream_options is only allowed with stream: true")),
+        Some(Value::Object(_)) => {
+            return Err(ApiError::invalid(
+                "stream_options",
+                "invalid_value",
+                "stream_options is only allowed with stream: true",
+            ));
+        }
         Some(_) => return Err(ApiError::invalid("stream_options", "invalid_type", "stream_options must be an object")),
     };
     f.string("user")?;
@@ -190,12 +267,22 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
 fn unsupported(f: &Fields) -> Checked<()> {
     for param in ["presence_penalty", "frequency_penalty"] {
         if f.number(param, -2.0, 2.0)?.is_some_and(|v| v != 0.0) {
-            return Err(ApiError::invalid(param, "unsupported_parameter", format!("{param} is not supported; use repetition_penalty (> 1 discourages repeats)")));
+            return Err(ApiError::invalid(
+                param,
+                "unsupported_parameter",
+                format!("{param} is not supported; use repetition_penalty (> 1 discourages repeats)"),
+            ));
         }
     }
     match f.0.get("suffix") {
         None | Some(Value::Null) => {}
-        Some(_) => return Err(ApiError::invalid("suffix", "unsupported_parameter", "suffix (insertion) is not supported by GPT-2")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "suffix",
+                "unsupported_parameter",
+                "suffix (insertion) is not supported by GPT-2",
+            ));
+        }
     }
     match f.0.get("logit_bias") {
         None | Some(Value::Null) => Ok(()),
@@ -209,19 +296,33 @@ fn prompts(value: Option<&Value>, model: &ModelInfo, tokenizer: &Tokenizer) -> C
     let bad = |msg: String| ApiError::invalid("prompt", "invalid_type", msg);
     let shape = "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists";
     let prompts: Vec<Vec<u32>> = match value {
-        None | Some(Value::Null) => return Err(ApiError::invalid("prompt", "missing_field", "you must provide a prompt")),
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid("prompt", "missing_field", "you must provide a prompt"));
+        }
         Some(Value::String(text)) => vec![encode(text, tokenizer)?],
-        Some(Value::Array(items)) if items.is_empty() => return Err(ApiError::invalid("prompt", "invalid_value", "prompt is an empty list")),
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(ApiError::invalid("prompt", "invalid_value", "prompt is an empty list"));
+        }
         Some(Value::Array(items)) => match &items[0] {
-            Value::String(_) => items.iter().map(|i| i.as_str().ok_or_else(|| bad(shape.into())).and_then(|t| encode(t, tokenizer))).collect::<Checked<_>>()?,
+            Value::String(_) => items
+                .iter()
+                .map(|i| i.as_str().ok_or_else(|| bad(shape.into())).and_then(|t| encode(t, tokenizer)))
+                .collect::<Checked<_>>()?,
             Value::Number(_) => vec![token_ids(items, model)?],
-            Value::Array(_) => items.iter().map(|i| i.as_array().ok_or_else(|| bad(shape.into())).and_then(|ids| token_ids(ids, model))).collect::<Checked<_>>()?,
+            Value::Array(_) => items
+                .iter()
+                .map(|i| i.as_array().ok_or_else(|| bad(shape.into())).and_then(|ids| token_ids(ids, model)))
+                .collect::<Checked<_>>()?,
             _ => return Err(bad(shape.into())),
         },
         Some(_) => return Err(bad(shape.into())),
     };
     if prompts.len() > MAX_PROMPTS {
-        return Err(ApiError::invalid("prompt", "invalid_value", format!("at most {MAX_PROMPTS} prompts per request, got {}", prompts.len())));
+        return Err(ApiError::invalid(
+            "prompt",
+            "invalid_value",
+            format!("at most {MAX_PROMPTS} prompts per request, got {}", prompts.len()),
+        ));
     }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(ApiError::invalid("prompt", "invalid_value", format!("prompt {i} is empty")));
@@ -230,7 +331,11 @@ fn prompts(value: Option<&Value>, model: &ModelInfo, tokenizer: &Tokenizer) -> C
         return Err(ApiError::invalid(
             "prompt",
             "context_length_exceeded",
-            format!("a prompt of {} tokens leaves no room to generate in this model's context of {} tokens", long.len(), model.context),
+            format!(
+                "a prompt of {} tokens leaves no room to generate in this model's context of {} tokens",
+                long.len(),
+                model.context
+            ),
         ));
     }
     Ok(prompts)
@@ -245,7 +350,11 @@ fn token_ids(items: &[Value], model: &ModelInfo) -> Checked<Vec<u32>> {
         .iter()
         .map(|v| match v.as_u64() {
             Some(id) if (id as usize) < model.vocab => Ok(id as u32),
-            _ => Err(ApiError::invalid("prompt", "invalid_value", format!("token id {v} is not in the vocabulary (0..{})", model.vocab))),
+            _ => Err(ApiError::invalid(
+                "prompt",
+                "invalid_value",
+                format!("token id {v} is not in the vocabulary (0..{})", model.vocab),
+            )),
         })
         .collect()
 }
@@ -257,12 +366,20 @@ fn stops(value: Option<&Value>) -> Checked<Vec<String>> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| ApiError::invalid("stop", "invalid_type", "stop must be a string or a list of strings")))
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::invalid("stop", "invalid_type", "stop must be a string or a list of strings")
+                })
+            })
             .collect::<Checked<_>>()?,
         Some(_) => return Err(ApiError::invalid("stop", "invalid_type", "stop must be a string or a list of strings")),
     };
     if list.len() > MAX_STOP {
-        return Err(ApiError::invalid("stop", "invalid_value", format!("at most {MAX_STOP} stop strings, got {}", list.len())));
+        return Err(ApiError::invalid(
+            "stop",
+            "invalid_value",
+            format!("at most {MAX_STOP} stop strings, got {}", list.len()),
+        ));
     }
     if list.iter().any(String::is_empty) {
         return Err(ApiError::invalid("stop", "invalid_value", "a stop string is empty"));
@@ -285,12 +402,21 @@ impl Fields<'_> {
 
     fn string(&self, name: &str) -> Checked<Option<String>> {
         self.get(name)
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::invalid(name, "invalid_type", format!("{name} must be a string"))))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::invalid(name, "invalid_type", format!("{name} must be a string")))
+            })
             .transpose()
     }
 
     fn boolean(&self, name: &str) -> Checked<Option<bool>> {
-        self.get(name).map(|v| v.as_bool().ok_or_else(|| ApiError::invalid(name, "invalid_type", format!("{name} must be true or false")))).transpose()
+        self.get(name)
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| ApiError::invalid(name, "invalid_type", format!("{name} must be true or false")))
+            })
+            .transpose()
     }
 
     /// An integer in `min..=max` (a float with no fraction counts, as in JSON Schema).
@@ -299,8 +425,16 @@ impl Fields<'_> {
         let int = v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64));
         match int {
             Some(i) if (min..=max).contains(&i) => Ok(Some(i)),
-            Some(i) => Err(ApiError::invalid(name, "invalid_value", format!("{name} must be between {min} and {max}, got {i}"))),
-            None if v.is_number() => Err(ApiError::invalid(name, "invalid_value", format!("{name} must be a whole number between {min} and {max}, got {v}"))),
+            Some(i) => Err(ApiError::invalid(
+                name,
+                "invalid_value",
+                format!("{name} must be between {min} and {max}, got {i}"),
+            )),
+            None if v.is_number() => Err(ApiError::invalid(
+                name,
+                "invalid_value",
+                format!("{name} must be a whole number between {min} and {max}, got {v}"),
+            )),
             None => Err(ApiError::invalid(name, "invalid_type", format!("{name} must be an integer"))),
         }
     }
@@ -310,7 +444,11 @@ impl Fields<'_> {
         let Some(v) = self.get(name) else { return Ok(None) };
         match v.as_f64() {
             Some(x) if (min..=max).contains(&x) => Ok(Some(x)),
-            Some(x) => Err(ApiError::invalid(name, "invalid_value", format!("{name} must be between {min} and {max}, got {x}"))),
+            Some(x) => Err(ApiError::invalid(
+                name,
+                "invalid_value",
+                format!("{name} must be between {min} and {max}, got {x}"),
+            )),
             None => Err(ApiError::invalid(name, "invalid_type", format!("{name} must be a number"))),
         }
     }

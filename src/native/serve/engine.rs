@@ -101,7 +101,8 @@ pub fn spawn(
                 Ok(model) => model,
                 Err(e) => return drop(loaded.send(Err(e))),
             };
-            let engine = Engine::new(&model, config, shared, queued).and_then(|mut engine| engine.warm_up().map(|()| engine));
+            let engine =
+                Engine::new(&model, config, shared, queued).and_then(|mut engine| engine.warm_up().map(|()| engine));
             match engine {
                 Err(e) => drop(loaded.send(Err(e.context("the warm-up request failed")))),
                 Ok(mut engine) => {
@@ -136,7 +137,16 @@ impl<'m> Engine<'m> {
         if scheduler.config.policy == Policy::Static {
             scheduler.close();
         }
-        Ok(Self { scheduler, runner, live: HashMap::new(), gauges, queued, epoch: Instant::now(), preemptions: 0, ended: vec![] })
+        Ok(Self {
+            scheduler,
+            runner,
+            live: HashMap::new(),
+            gauges,
+            queued,
+            epoch: Instant::now(),
+            preemptions: 0,
+            ended: vec![],
+        })
     }
 
     fn now_ms(&self) -> f64 {
@@ -210,7 +220,14 @@ impl<'m> Engine<'m> {
         let arrival_ms = job.received.saturating_duration_since(self.epoch).as_secs_f64() * 1000.0;
         for seq in job.seqs {
             let request = Request { arrival_ms, ..seq.request };
-            let live = Live { choice: seq.choice, events: job.events.clone(), stop: seq.stop, received: job.received, deadline: job.deadline, started: false };
+            let live = Live {
+                choice: seq.choice,
+                events: job.events.clone(),
+                stop: seq.stop,
+                received: job.received,
+                deadline: job.deadline,
+                started: false,
+            };
             match self.scheduler.add(request) {
                 Ok(id) => {
                     self.live.insert(id, live);
@@ -219,7 +236,8 @@ impl<'m> Engine<'m> {
                 Err(e) => {
                     self.queued.fetch_sub(1, Ordering::SeqCst);
                     self.gauges.inflight.fetch_sub(1, Ordering::SeqCst);
-                    let _ = live.events.send(Event::Done { choice: live.choice, outcome: Outcome::Failed(e.to_string()) });
+                    let _ =
+                        live.events.send(Event::Done { choice: live.choice, outcome: Outcome::Failed(e.to_string()) });
                 }
             }
         }
@@ -258,7 +276,8 @@ impl<'m> Engine<'m> {
             {
                 live.started = true;
                 self.queued.fetch_sub(1, Ordering::SeqCst);
-                histogram!("inferlab_admission_latency_seconds").record(started.duration_since(live.received).as_secs_f64());
+                histogram!("inferlab_admission_latency_seconds")
+                    .record(started.duration_since(live.received).as_secs_f64());
                 let cached = self.scheduler.seqs[item.seq].cached_tokens;
                 if cached > 0 {
                     counter!("inferlab_prefix_cache_hits_total").increment(1);
@@ -267,7 +286,8 @@ impl<'m> Engine<'m> {
             }
         }
         // A failing step (an error, or a panic inside burn) fails its own sequences only.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| pollster::block_on(self.runner.run(&step, &self.scheduler))));
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| pollster::block_on(self.runner.run(&step, &self.scheduler))));
         let sampled: Vec<Sampled> = match result {
             Ok(Ok(sampled)) => sampled,
             Ok(Err(e)) => return self.fail(&step, e.to_string()),
@@ -282,7 +302,11 @@ impl<'m> Engine<'m> {
         let sampling = step.items.iter().filter(|i| i.sample);
         for (item, sampled) in sampling.zip(sampled) {
             if let Some(live) = self.live.get(&item.seq) {
-                let _ = live.events.send(Event::Token { choice: live.choice, token: sampled.token, logprobs: sampled.logprobs });
+                let _ = live.events.send(Event::Token {
+                    choice: live.choice,
+                    token: sampled.token,
+                    logprobs: sampled.logprobs,
+                });
             }
         }
         for id in finished {

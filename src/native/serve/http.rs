@@ -48,11 +48,28 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", "no such route; see /v1/completions, /v1/models, /health, /metrics") })
-        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", "this route does not take that method") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "not_found",
+                "no such route; see /v1/completions, /v1/models, /health, /metrics",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         // A backstop behind the engine's own deadline (which answers 504 with a reason).
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, state.request_timeout + Duration::from_secs(10)))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            state.request_timeout + Duration::from_secs(10),
+        ))
         // Request spans at INFERLAB_LOG=tower_http=debug; 5xx answers are counted in /metrics
         // and an engine failure is logged where it happens, so failures stay at debug here.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
@@ -69,11 +86,18 @@ async fn completions(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
     response
 }
 
-async fn complete(state: &AppState, body: Result<Bytes, BytesRejection>, received: Instant) -> Result<Response, ApiError> {
+async fn complete(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    received: Instant,
+) -> Result<Response, ApiError> {
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "body_too_large", format!("the body is over the {}-byte limit", state.max_body_bytes))
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            format!("the body is over the {}-byte limit", state.max_body_bytes),
+        ),
         status => ApiError::new(status, "invalid_request_error", "invalid_body", e.body_text()),
     })?;
     let request = api::parse(&body, &state.model, &state.tokenizer)?;
@@ -103,8 +127,16 @@ fn sequences(request: &Completion, model: &ModelInfo) -> (Vec<JobSeq>, Vec<Arc<A
     for (p, prompt) in request.prompts.iter().enumerate() {
         for j in 0..request.n {
             let stop = Arc::new(AtomicBool::new(false));
-            let sampling = SamplingParams { seed: request.sampling.seed.wrapping_add(j as u64), ..request.sampling.clone() };
-            let engine_request = Request { prompt: prompt.clone(), max_new_tokens: request.max_tokens, sampling, eos_token_ids: eos.clone(), arrival_ms: 0.0, logprobs: request.logprobs };
+            let sampling =
+                SamplingParams { seed: request.sampling.seed.wrapping_add(j as u64), ..request.sampling.clone() };
+            let engine_request = Request {
+                prompt: prompt.clone(),
+                max_new_tokens: request.max_tokens,
+                sampling,
+                eos_token_ids: eos.clone(),
+                arrival_ms: 0.0,
+                logprobs: request.logprobs,
+            };
             seqs.push(JobSeq { choice: p * request.n + j, request: engine_request, stop: stop.clone() });
             stops.push(stop);
         }
@@ -115,9 +147,21 @@ fn sequences(request: &Completion, model: &ModelInfo) -> (Vec<JobSeq>, Vec<Arc<A
 /// The error for an answer that ended without all its choices.
 fn failure_error(answer: &Answer) -> Option<ApiError> {
     match answer.failure() {
-        Some(Failure::TimedOut) => Some(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "request_timeout", "the request ran past the server's --request-timeout")),
-        Some(Failure::Engine(message)) => Some(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_error", message.clone())),
-        None if !answer.done() => Some(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "engine_stopped", "the engine stopped before the answer was complete")),
+        Some(Failure::TimedOut) => Some(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "request_timeout",
+            "the request ran past the server's --request-timeout",
+        )),
+        Some(Failure::Engine(message)) => {
+            Some(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_error", message.clone()))
+        }
+        None if !answer.done() => Some(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "engine_stopped",
+            "the engine stopped before the answer was complete",
+        )),
         None => None,
     }
 }
@@ -127,7 +171,11 @@ fn failure_error(answer: &Answer) -> Option<ApiError> {
 /// sees as a cancellation.
 fn stream(mut answer: Answer, events: UnboundedReceiver<Event>, request: &Completion) -> Response {
     let token_ids = request.return_token_ids;
-    let pending: VecDeque<String> = if request.echo { answer.echo(request).iter().map(|d| answer.chunk(d, token_ids).to_string()).collect() } else { VecDeque::new() };
+    let pending: VecDeque<String> = if request.echo {
+        answer.echo(request).iter().map(|d| answer.chunk(d, token_ids).to_string()).collect()
+    } else {
+        VecDeque::new()
+    };
     let state = Streaming { answer, events, pending, finished: false, include_usage: request.include_usage, token_ids };
     let chunks = futures_util::stream::unfold(state, |mut s| async move {
         loop {

@@ -80,7 +80,9 @@ pub struct ServeArgs {
 
 fn parse_policy(s: &str) -> std::result::Result<Policy, String> {
     match s.parse::<Policy>() {
-        Ok(Policy::Adaptive) => Err("adaptive batching needs a measured workload; serve with continuous, dynamic or static".into()),
+        Ok(Policy::Adaptive) => {
+            Err("adaptive batching needs a measured workload; serve with continuous, dynamic or static".into())
+        }
         other => other.map_err(|e| e.to_string()),
     }
 }
@@ -98,13 +100,25 @@ impl Source {
     fn open(args: &ServeArgs) -> Result<Self> {
         let spec = &args.model.model;
         if let Some(shape) = spec.strip_prefix("random:") {
-            let path = args.tokenizer.as_deref().context("a random:NAME model needs --tokenizer (a folder with tokenizer.json, or the file)")?;
-            return Ok(Self { name: spec.clone(), config: Gpt2Config::named(shape)?, tokenizer: Arc::new(read_tokenizer(path)?), dir: None });
+            let path = args
+                .tokenizer
+                .as_deref()
+                .context("a random:NAME model needs --tokenizer (a folder with tokenizer.json, or the file)")?;
+            return Ok(Self {
+                name: spec.clone(),
+                config: Gpt2Config::named(shape)?,
+                tokenizer: Arc::new(read_tokenizer(path)?),
+                dir: None,
+            });
         }
         let dir = model_dir::resolve(spec, &args.model.hub_url)?;
         let config = model_dir::read_config(&dir)?;
         let tokenizer = read_tokenizer(args.tokenizer.as_deref().unwrap_or(&dir))?;
-        let name = if Path::new(spec).is_dir() { dir.file_name().map_or_else(|| spec.clone(), |n| n.to_string_lossy().into_owned()) } else { spec.clone() };
+        let name = if Path::new(spec).is_dir() {
+            dir.file_name().map_or_else(|| spec.clone(), |n| n.to_string_lossy().into_owned())
+        } else {
+            spec.clone()
+        };
         Ok(Self { name, config, tokenizer: Arc::new(tokenizer), dir: Some(dir) })
     }
 
@@ -145,7 +159,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     for spec in &specs {
         args.precision.check(spec.kind)?;
     }
-    let devices: Vec<Device> = specs.iter().map(|s| s.init().with_context(|| format!("device {s}"))).collect::<Result<_>>()?;
+    let devices: Vec<Device> =
+        specs.iter().map(|s| s.init().with_context(|| format!("device {s}"))).collect::<Result<_>>()?;
     let model = ModelInfo {
         name: args.served_model_name.clone().unwrap_or_else(|| source.name.clone()),
         context,
@@ -154,11 +169,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
         block_size: config.block_size,
         num_blocks: config.num_blocks,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(serve(args, source, model, config, specs, devices))
 }
 
-async fn serve(args: ServeArgs, source: Arc<Source>, model: ModelInfo, config: SchedulerConfig, specs: Vec<DeviceSpec>, devices: Vec<Device>) -> Result<()> {
+async fn serve(
+    args: ServeArgs,
+    source: Arc<Source>,
+    model: ModelInfo,
+    config: SchedulerConfig,
+    specs: Vec<DeviceSpec>,
+    devices: Vec<Device>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{} (is another server using the port?)", args.host, args.port))?;
@@ -170,7 +193,8 @@ async fn serve(args: ServeArgs, source: Arc<Source>, model: ModelInfo, config: S
         let source = source.clone();
         let (seed, precision) = (args.seed, args.precision);
         let load = move || precision.apply(source.load(&device, seed)?);
-        let replica = engine::spawn(format!("engine-{i}-{spec}"), load, config.clone(), queued.clone(), loaded.clone())?;
+        let replica =
+            engine::spawn(format!("engine-{i}-{spec}"), load, config.clone(), queued.clone(), loaded.clone())?;
         replicas.push((replica.inbox, replica.gauges));
     }
     drop(loaded);
@@ -184,7 +208,8 @@ async fn serve(args: ServeArgs, source: Arc<Source>, model: ModelInfo, config: S
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         max_body_bytes: args.max_body_bytes,
     });
-    let kv_mib = config.num_blocks * config.block_size * 2 * source.config.n_layer * source.config.n_embd * 4 / (1 << 20);
+    let kv_mib =
+        config.num_blocks * config.block_size * 2 * source.config.n_layer * source.config.n_embd * 4 / (1 << 20);
     let devices = specs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     println!(
         "inferlab serve: listening on http://{address} — model {:?} on {devices}, {} policy, {} KV blocks of {} tokens per replica ({kv_mib} MiB); loading…",
@@ -203,7 +228,9 @@ async fn serve(args: ServeArgs, source: Arc<Source>, model: ModelInfo, config: S
     };
     let server = axum::serve(listener, http::routes(state)).with_graceful_shutdown(shutdown);
     let mut server = std::pin::pin!(server.into_future());
-    let ready = tokio::task::spawn_blocking(move || (0..count).try_for_each(|_| loading.recv().context("an engine thread died while loading")?));
+    let ready = tokio::task::spawn_blocking(move || {
+        (0..count).try_for_each(|_| loading.recv().context("an engine thread died while loading")?)
+    });
     tokio::select! {
         done = &mut server => return done.context("the HTTP server failed"),
         loaded = ready => loaded.context("an engine thread panicked")?.context("the model could not be served")?,
@@ -247,8 +274,11 @@ fn prometheus() -> Result<PrometheusHandle> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
-    let latency_buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
-    let recorder = PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency_buckets)?.build_recorder();
+    let latency_buckets =
+        [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency_buckets)?
+        .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     Ok(HANDLE.get_or_init(|| handle).clone())

@@ -84,10 +84,23 @@ pub struct Answer {
 
 impl Answer {
     /// `stops[i]` is choice i's stop flag (read by the engine).
-    pub fn new(request: &Completion, model: String, stops: Vec<Arc<AtomicBool>>, tokenizer: Arc<Tokenizer>, received: Instant) -> Self {
+    pub fn new(
+        request: &Completion,
+        model: String,
+        stops: Vec<Arc<AtomicBool>>,
+        tokenizer: Arc<Tokenizer>,
+        received: Instant,
+    ) -> Self {
         let choices = stops
             .into_iter()
-            .map(|stop| Choice { text: TextStream::new(request.stop.clone()), chars: 0, generated: 0, finish: None, stop, last_token: None })
+            .map(|stop| Choice {
+                text: TextStream::new(request.stop.clone()),
+                chars: 0,
+                generated: 0,
+                finish: None,
+                stop,
+                last_token: None,
+            })
             .collect();
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Self {
@@ -139,13 +152,22 @@ impl Answer {
                 self.first_token.get_or_insert(now);
                 choice.generated += 1;
                 let delta = choice.text.push(token, &self.tokenizer);
-                let logprobs = self.logprobs.zip(logprobs).map(|(_, lp)| token_logprobs(token, &lp, choice.chars, &self.tokenizer));
+                let logprobs = self
+                    .logprobs
+                    .zip(logprobs)
+                    .map(|(_, lp)| token_logprobs(token, &lp, choice.chars, &self.tokenizer));
                 choice.chars += delta.text.chars().count();
                 if delta.stopped {
                     choice.finish = Some("stop");
                     choice.stop.store(true, Ordering::Relaxed);
                 }
-                Some(ChoiceDelta { index, text: delta.text, token_ids: vec![token], logprobs, finish_reason: choice.finish })
+                Some(ChoiceDelta {
+                    index,
+                    text: delta.text,
+                    token_ids: vec![token],
+                    logprobs,
+                    finish_reason: choice.finish,
+                })
             }
             Event::Done { choice: index, outcome } => {
                 let choice = self.choices.get_mut(index)?;
@@ -185,7 +207,8 @@ impl Answer {
 
     /// The whole answer from every delta, in order.
     pub fn body(&self, deltas: Vec<ChoiceDelta>, token_ids: bool) -> Value {
-        let mut merged: Vec<ChoiceDelta> = (0..self.choices.len()).map(|index| ChoiceDelta { index, ..ChoiceDelta::default() }).collect();
+        let mut merged: Vec<ChoiceDelta> =
+            (0..self.choices.len()).map(|index| ChoiceDelta { index, ..ChoiceDelta::default() }).collect();
         for d in deltas {
             let m = &mut merged[d.index];
             m.text.push_str(&d.text);
@@ -255,5 +278,10 @@ fn choice_json(delta: &ChoiceDelta, token_ids: bool) -> Value {
 fn token_logprobs(token: u32, lp: &TokenLogprobs, offset: usize, tokenizer: &Tokenizer) -> Logprobs {
     let piece = |id: u32| tokenizer.decode(&[id]).unwrap_or_default();
     let top: Map<String, Value> = lp.top.iter().map(|&(id, l)| (piece(id), json!(l))).collect();
-    Logprobs { tokens: vec![piece(token)], token_logprobs: vec![lp.logprob], top_logprobs: vec![top], text_offset: vec![offset] }
+    Logprobs {
+        tokens: vec![piece(token)],
+        token_logprobs: vec![lp.logprob],
+        top_logprobs: vec![top],
+        text_offset: vec![offset],
+    }
 }

@@ -19,7 +19,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(replicas: Vec<(tokio::sync::mpsc::UnboundedSender<Job>, Arc<Gauges>)>, queued: Arc<AtomicUsize>, max_queue: usize) -> Self {
+    pub fn new(
+        replicas: Vec<(tokio::sync::mpsc::UnboundedSender<Job>, Arc<Gauges>)>,
+        queued: Arc<AtomicUsize>,
+        max_queue: usize,
+    ) -> Self {
         Self { replicas, queued, max_queue, draining: AtomicBool::new(false) }
     }
 
@@ -43,13 +47,25 @@ impl Router {
     /// Admits a job, or says why not.
     pub fn submit(&self, job: Job) -> Result<(), ApiError> {
         if self.draining() {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "draining", "the server is shutting down; retry on another replica"));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "draining",
+                "the server is shutting down; retry on another replica",
+            ));
         }
         if !self.ready() {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "loading", "the model is still loading; retry shortly"));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "loading",
+                "the model is still loading; retry shortly",
+            ));
         }
         let n = job.seqs.len();
-        let admitted = self.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| (q + n <= self.max_queue).then_some(q + n));
+        let admitted = self
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| (q + n <= self.max_queue).then_some(q + n));
         if let Err(q) = admitted {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -58,12 +74,18 @@ impl Router {
                 format!("the queue is full ({q} of {} sequences waiting); retry after a second", self.max_queue),
             ));
         }
-        let (inbox, gauges) = self.replicas.iter().min_by_key(|(_, g)| g.inflight.load(Ordering::SeqCst)).expect("at least one replica");
+        let (inbox, gauges) =
+            self.replicas.iter().min_by_key(|(_, g)| g.inflight.load(Ordering::SeqCst)).expect("at least one replica");
         gauges.inflight.fetch_add(n, Ordering::SeqCst);
         inbox.send(job).map_err(|_| {
             self.queued.fetch_sub(n, Ordering::SeqCst);
             gauges.inflight.fetch_sub(n, Ordering::SeqCst);
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "engine_stopped", "the engine has stopped")
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "engine_stopped",
+                "the engine has stopped",
+            )
         })
     }
 }

@@ -74,7 +74,8 @@ mod tests {
     use super::*;
 
     fn tokenizer() -> Tokenizer {
-        let root = std::env::var("INFERLAB_FIXTURES").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/gpt2").into());
+        let root = std::env::var("INFERLAB_FIXTURES")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpt2").into());
         Tokenizer::from_bytes(&std::fs::read(format!("{root}/tokenizer/tokenizer.json")).unwrap()).unwrap()
     }
 

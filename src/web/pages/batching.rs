@@ -10,10 +10,10 @@ use leptos::prelude::*;
 use crate::engine::batching::scheduler::{Policy, SchedulerConfig};
 use crate::engine::batching::workload::{Arrivals, Lengths, WorkloadSpec};
 use crate::engine::simulate::CostModel;
+use crate::session::protocol::{PolicyRun, ToWorker};
 use crate::web::bridge::{Engine, ModelStatus};
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field};
-use crate::session::protocol::{PolicyRun, ToWorker};
 use crate::web::timeline::{BlockMap, Timeline, run_end};
 
 /// A policy's colour in every chart of the page.
@@ -148,7 +148,9 @@ pub fn BatchingPage() -> impl IntoView {
     };
     let runs = move || engine.simulation.with(|s| s.as_ref().map(|s| s.runs.clone()).unwrap_or_default());
     let viewed_run = Signal::derive(move || {
-        engine.simulation.with(|s| s.as_ref().and_then(|s| s.runs.iter().find(|r| r.policy == viewed.get()).or(s.runs.last()).cloned()))
+        engine.simulation.with(|s| {
+            s.as_ref().and_then(|s| s.runs.iter().find(|r| r.policy == viewed.get()).or(s.runs.last()).cloned())
+        })
     });
     let ready = move || context().is_some() && engine.cost.with(Option::is_some);
     let toggle = move |p: Policy| {
@@ -249,7 +251,9 @@ fn PolicyCards(runs: Signal<Vec<PolicyRun>>, viewed: RwSignal<Policy>) -> impl I
 fn OverTime(runs: Signal<Vec<PolicyRun>>) -> impl IntoView {
     let engine = expect_context::<Engine>();
     let per_policy = move |f: fn(&PolicyRun) -> Vec<(f64, f64)>| {
-        Signal::derive(move || runs.get().iter().map(|r| Series::new(r.policy.name(), policy_color(r.policy), f(r))).collect::<Vec<_>>())
+        Signal::derive(move || {
+            runs.get().iter().map(|r| Series::new(r.policy.name(), policy_color(r.policy), f(r))).collect::<Vec<_>>()
+        })
     };
     let batch = per_policy(|r| r.steps.iter().map(|s| (s.end_ms, s.seqs as f64)).collect());
     let blocks = per_policy(|r| r.steps.iter().map(|s| (s.end_ms, s.blocks_used as f64)).collect());
@@ -260,7 +264,16 @@ fn OverTime(runs: Signal<Vec<PolicyRun>>) -> impl IntoView {
         latencies.iter().enumerate().map(|(i, &l)| (l, (i + 1) as f64 / n)).collect()
     });
     let curves = Signal::derive(move || {
-        engine.simulation.with(|s| s.as_ref().map(|s| s.curves.iter().map(|c| Series::new(c.policy.name(), policy_color(c.policy), c.points.clone())).collect()).unwrap_or_default())
+        engine.simulation.with(|s| {
+            s.as_ref()
+                .map(|s| {
+                    s.curves
+                        .iter()
+                        .map(|c| Series::new(c.policy.name(), policy_color(c.policy), c.points.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
     });
     view! {
         <div class="charts">

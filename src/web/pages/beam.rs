@@ -4,9 +4,9 @@
 use leptos::prelude::*;
 
 use crate::engine::beam::{BeamOptions, EarlyStopping};
+use crate::session::protocol::ToWorker;
 use crate::web::bridge::Engine;
 use crate::web::form::{Field, field};
-use crate::session::protocol::ToWorker;
 use crate::web::tree::BeamTree;
 
 #[component]

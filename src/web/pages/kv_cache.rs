@@ -8,10 +8,10 @@ use crate::engine::config::Gpt2Config;
 use crate::engine::generate::decode_tokens_per_s;
 use crate::engine::kv::memory::{activation_bytes, kv_bytes, param_count};
 use crate::engine::sampling::SamplingParams;
+use crate::session::protocol::{Run, ToWorker};
 use crate::web::bridge::{Engine, ModelStatus, RunState};
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field};
-use crate::session::protocol::{Run, ToWorker};
 
 const NAMED: [&str; 5] = ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"];
 
@@ -46,7 +46,8 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
         };
         for (run, kv) in [(Run::WithCache, "contiguous"), (Run::WithoutCache, "none")] {
             let sampling = SamplingParams::default();
-            engine.send(&ToWorker::Generate { run, prompt: prompt.get(), max_new_tokens, sampling, kv: kv.into() }, &[]);
+            engine
+                .send(&ToWorker::Generate { run, prompt: prompt.get(), max_new_tokens, sampling, kv: kv.into() }, &[]);
         }
     };
     let state = move |run: Run| engine.runs.with(|r| r.get(&run).cloned().unwrap_or_default());
@@ -65,8 +66,20 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
         // What the cache held at the end, in the loaded model's KV dtype.
         let ModelStatus::Ready(info) = engine.status.get() else { return None };
         let bytes = if info.kv_f16 { 2 } else { 4 };
-        let kv = (kv_bytes(&info.config, with.prompt_ids.len() + with.ids.len(), 1, bytes), if info.kv_f16 { "f16" } else { "f32" });
-        Some((a.total_ms, b.total_ms, speedup, with.ids == without.ids, with.prompt_ids.len(), ms_per_token(&with.step_ms), ms_per_token(&without.step_ms), kv))
+        let kv = (
+            kv_bytes(&info.config, with.prompt_ids.len() + with.ids.len(), 1, bytes),
+            if info.kv_f16 { "f16" } else { "f32" },
+        );
+        Some((
+            a.total_ms,
+            b.total_ms,
+            speedup,
+            with.ids == without.ids,
+            with.prompt_ids.len(),
+            ms_per_token(&with.step_ms),
+            ms_per_token(&without.step_ms),
+            kv,
+        ))
     };
     let ready = move || matches!(engine.status.get(), ModelStatus::Ready(_));
     view! {
@@ -124,10 +137,18 @@ fn MemoryModel() -> impl IntoView {
             let mb = |v: u64| v as f64 / 1e6;
             let mut series = vec![];
             for (i, batch) in [1usize, 4, 8].into_iter().enumerate() {
-                series.push(Series::new(format!("KV cache, batch {batch}"), PALETTE[i], lens.iter().map(|&t| (t as f64, mb(kv_bytes(&c, t, batch, bytes)))).collect()));
+                series.push(Series::new(
+                    format!("KV cache, batch {batch}"),
+                    PALETTE[i],
+                    lens.iter().map(|&t| (t as f64, mb(kv_bytes(&c, t, batch, bytes)))).collect(),
+                ));
             }
             for (i, batch) in [1usize, 4, 8].into_iter().enumerate() {
-                let mut s = Series::new(format!("activations, batch {batch}"), PALETTE[i], lens.iter().map(|&t| (t as f64, mb(activation_bytes(&c, t, batch, bytes)))).collect());
+                let mut s = Series::new(
+                    format!("activations, batch {batch}"),
+                    PALETTE[i],
+                    lens.iter().map(|&t| (t as f64, mb(activation_bytes(&c, t, batch, bytes)))).collect(),
+                );
                 s.dashed = true;
                 series.push(s);
             }
@@ -165,7 +186,8 @@ fn SlidingWindow(prompt: RwSignal<String>) -> impl IntoView {
     let tokens = RwSignal::new("24".to_string());
     let ran_window = RwSignal::new(8usize);
     let start = move |_| {
-        let request = (|| Ok::<_, String>((field::<usize>("W", &window.get())?, field::<usize>("tokens", &tokens.get())?)))();
+        let request =
+            (|| Ok::<_, String>((field::<usize>("W", &window.get())?, field::<usize>("tokens", &tokens.get())?)))();
         match request {
             Ok((w, new_tokens)) => {
                 ran_window.set(w.max(1));
@@ -184,7 +206,8 @@ fn SlidingWindow(prompt: RwSignal<String>) -> impl IntoView {
         let last = engine.drift.with(|d| d.last().cloned());
         (0..w)
             .map(|slot| {
-                let held = last.as_ref().and_then(|s| (s.position >= slot).then(|| s.position - (s.position - slot) % w));
+                let held =
+                    last.as_ref().and_then(|s| (s.position >= slot).then(|| s.position - (s.position - slot) % w));
                 let fresh = last.as_ref().is_some_and(|s| s.slot == slot);
                 view! {
                     <div class="slot" class:fresh=fresh>
@@ -199,7 +222,10 @@ fn SlidingWindow(prompt: RwSignal<String>) -> impl IntoView {
         engine.drift.with(|d| {
             d.last().map(|last| {
                 let agree = d.iter().filter(|s| s.same_top1).count();
-                let eviction = last.evicted.map(|e| format!("position {} overwrote position {e} in slot {}", last.position, last.slot)).unwrap_or_else(|| format!("position {} went into the empty slot {}", last.position, last.slot));
+                let eviction = last
+                    .evicted
+                    .map(|e| format!("position {} overwrote position {e} in slot {}", last.position, last.slot))
+                    .unwrap_or_else(|| format!("position {} went into the empty slot {}", last.position, last.slot));
                 format!("{eviction} · same next token as the full cache in {agree} of {} steps", d.len())
             })
         })

@@ -5,11 +5,10 @@ use leptos::prelude::*;
 
 use crate::engine::generate::decode_tokens_per_s;
 use crate::engine::sampling::SamplingParams;
-use crate::web::form::{Field, field};
+use crate::session::protocol::{Run, ToWorker};
 use crate::web::bridge::{Engine, ModelStatus};
 use crate::web::charts::{LineChart, PALETTE, Series};
-use crate::session::protocol::{Run, ToWorker};
-
+use crate::web::form::{Field, field};
 
 #[component]
 pub fn PlaygroundPage() -> impl IntoView {
@@ -35,7 +34,13 @@ pub fn PlaygroundPage() -> impl IntoView {
             "sliding" => format!("sliding:{}", field::<usize>("window", &window.get())?),
             other => other.to_string(),
         };
-        Ok(ToWorker::Generate { run: Run::Playground, prompt: prompt.get(), max_new_tokens: field("max new tokens", &max_new.get())?, sampling, kv })
+        Ok(ToWorker::Generate {
+            run: Run::Playground,
+            prompt: prompt.get(),
+            max_new_tokens: field("max new tokens", &max_new.get())?,
+            sampling,
+            kv,
+        })
     };
     let on_generate = move |_| match request() {
         Ok(message) => engine.send(&message, &[]),

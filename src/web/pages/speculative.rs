@@ -5,15 +5,14 @@
 use leptos::prelude::*;
 
 use crate::engine::sampling::SamplingParams;
-use crate::engine::speculative::{SpeculativeOptions, running_alpha};
 use crate::engine::speculative::drafters::DraftSpec;
 use crate::engine::speculative::report::theoretical_speedup;
+use crate::engine::speculative::{SpeculativeOptions, running_alpha};
 use crate::engine::weight_dtype::WeightDtype;
+use crate::session::protocol::{ModelSource, PassView, ToWorker};
 use crate::web::bridge::Engine;
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field, picked_files};
-use crate::session::protocol::{ModelSource, PassView, ToWorker};
-
 
 #[component]
 pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
@@ -32,11 +31,16 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
         let mut out = vec![];
         if let Some(info) = engine.loaded.get() {
             let n = info.config.n_layer;
-            out.extend((1..n).map(|k| (format!("layers:{k}"), format!("early exit: the target's first {k} of {n} layers"))));
+            out.extend(
+                (1..n).map(|k| (format!("layers:{k}"), format!("early exit: the target's first {k} of {n} layers"))),
+            );
         }
         out.extend([2, 3].map(|n| (format!("ngram:{n}"), format!("prompt lookup: last {n} tokens"))));
         if let Some(draft) = engine.draft.get() {
-            out.push(("model".into(), format!("draft model: {} ({} layers × {})", draft.name, draft.config.n_layer, draft.config.n_embd)));
+            out.push((
+                "model".into(),
+                format!("draft model: {} ({} layers × {})", draft.name, draft.config.n_layer, draft.config.n_embd),
+            ));
         }
         out
     };
@@ -46,7 +50,8 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
                 "model" => DraftSpec::Model(engine.draft.get().map(|d| d.name).ok_or("load a draft model first")?),
                 other => other.parse().map_err(|e| format!("{e}"))?,
             };
-            let sampling = SamplingParams { temperature: field("temperature", &temperature.get())?, ..SamplingParams::default() };
+            let sampling =
+                SamplingParams { temperature: field("temperature", &temperature.get())?, ..SamplingParams::default() };
             let options = SpeculativeOptions {
                 max_new_tokens: field("new tokens", &tokens.get())?,
                 sampling,
@@ -55,7 +60,12 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
                 eos_token_ids: vec![],
             };
             options.validate().map_err(|e| e.to_string())?;
-            let sweep = sweep.get().split(',').filter(|g| !g.trim().is_empty()).map(|g| field::<usize>("sweep γ", g)).collect::<Result<Vec<_>, _>>()?;
+            let sweep = sweep
+                .get()
+                .split(',')
+                .filter(|g| !g.trim().is_empty())
+                .map(|g| field::<usize>("sweep γ", g))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(ToWorker::Speculate { prompt: prompt.get(), draft, options, sweep })
         })();
         match parsed {
@@ -63,7 +73,17 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
             Err(e) => engine.error.set(Some(e)),
         }
     };
-    let load_draft = move |_| engine.send(&ToWorker::LoadDraft(ModelSource::Hub { hub: hub.get(), repo: draft_repo.get(), weights: WeightDtype::F32, kv_f16: false }), &[]);
+    let load_draft = move |_| {
+        engine.send(
+            &ToWorker::LoadDraft(ModelSource::Hub {
+                hub: hub.get(),
+                repo: draft_repo.get(),
+                weights: WeightDtype::F32,
+                kv_f16: false,
+            }),
+            &[],
+        )
+    };
     let load_demo_draft = move |_| engine.send(&ToWorker::LoadDraft(ModelSource::Demo { seed: 1 }), &[]);
     let load_draft_files = move |ev: leptos::ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
@@ -158,7 +178,11 @@ fn PassRow(index: usize, pass: PassView) -> impl IntoView {
             view! { <span class=class title=format!("draft token {} of {}: {text:?} (id {id}) · {what}", j + 1, p.drafted.len())>{shown(text)}</span> }
         })
         .collect_view();
-    let kind = if p.bonus { "bonus: every draft token was accepted" } else { "resampled from max(0, p − q) at the rejection" };
+    let kind = if p.bonus {
+        "bonus: every draft token was accepted"
+    } else {
+        "resampled from max(0, p − q) at the rejection"
+    };
     let title = format!("pass {} · draft {:.1} ms · target {:.1} ms", index + 1, p.draft_ms, p.target_ms);
     view! {
         <div class="pass" title=title>
@@ -220,15 +244,32 @@ fn Sweep() -> impl IntoView {
             let predicted = s.sweep.iter().map(|r| (r.gamma as f64, r.theoretical_speedup)).collect();
             // The curve for the mean α and c of the sweep, at every γ up to the largest.
             let n = s.sweep.len() as f64;
-            let (alpha, c) = (s.sweep.iter().map(|r| r.alpha).sum::<f64>() / n, s.sweep.iter().map(|r| r.c).sum::<f64>() / n);
+            let (alpha, c) =
+                (s.sweep.iter().map(|r| r.alpha).sum::<f64>() / n, s.sweep.iter().map(|r| r.c).sum::<f64>() / n);
             let top = s.sweep.iter().map(|r| r.gamma).max().unwrap_or(1) as f64;
-            let curve = (16..=(16.0 * top) as usize).map(|i| i as f64 / 16.0).map(|g| (g, theoretical_speedup(alpha, g, c))).collect();
+            let curve = (16..=(16.0 * top) as usize)
+                .map(|i| i as f64 / 16.0)
+                .map(|g| (g, theoretical_speedup(alpha, g, c)))
+                .collect();
             let mut theory = Series::new(format!("theory at mean α {alpha:.2}, c {c:.2}"), PALETTE[3], curve);
             theory.dashed = true;
-            vec![Series::new("measured", PALETTE[0], measured), Series::new("theory at each γ's α, c", PALETTE[2], predicted), theory, Series::new("plain decoding", PALETTE[1], vec![(1.0, 1.0), (top, 1.0)])]
+            vec![
+                Series::new("measured", PALETTE[0], measured),
+                Series::new("theory at each γ's α, c", PALETTE[2], predicted),
+                theory,
+                Series::new("plain decoding", PALETTE[1], vec![(1.0, 1.0), (top, 1.0)]),
+            ]
         })
     });
-    let alphas = Signal::derive(move || engine.spec.with(|s| if s.sweep.is_empty() { vec![] } else { vec![Series::new("α measured", PALETTE[0], s.sweep.iter().map(|r| (r.gamma as f64, r.alpha)).collect())] }));
+    let alphas = Signal::derive(move || {
+        engine.spec.with(|s| {
+            if s.sweep.is_empty() {
+                vec![]
+            } else {
+                vec![Series::new("α measured", PALETTE[0], s.sweep.iter().map(|r| (r.gamma as f64, r.alpha)).collect())]
+            }
+        })
+    });
     view! {
         <div class="charts">
             <LineChart title="Speedup over plain decoding vs γ" x_label="γ (draft tokens per pass)" y_label="speedup ×" series=speedups testid="spec-chart" x_from_data=true/>
