@@ -111,7 +111,8 @@ fn next(socket: &mut Socket) -> FromWorker {
     loop {
         match socket.read().expect("the engine answers") {
             Message::Text(text) => {
-                return serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a FromWorker message ({e}): {text}"));
+                return serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("not a FromWorker message ({e}): {text}"));
             }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected {other:?}"),
