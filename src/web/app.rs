@@ -83,6 +83,8 @@ pub fn App() -> impl IntoView {
             }}</span>
             <EngineSwitch/>
             <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}{tab(Page::Speculative, "Speculative", "tab-speculative")}{tab(Page::Beam, "Beam search", "tab-beam")}</nav>
+            // The book sits beside the app on a static host (scripts/build_site.sh puts it in dist/book/).
+            <a class="book-link" href="book/index.html" target="_blank" rel="noopener" data-testid="book-link">"The book"</a>
         </header>
         <ModelPanel hub repo weights kv_dtype/>
         <DemoOffer/>

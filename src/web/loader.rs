@@ -109,9 +109,8 @@ pub async fn stream_hub_file(
 /// The copy of a download that goes into Cache Storage, fed each chunk after we took it. Not
 /// `Response.clone()`: that tees the body, and the cache, the faster reader, would make the
 /// slower one (us, uploading to the GPU) queue the whole file in memory. The other way round,
-/// a download faster than Cache Storage writes (a local hub: ~115 MB/s of writes in headless
-/// chromium here) queued ~1 GB of gpt2-medium's chunks in the tab, and the load then waited
-/// 12 s for the cache: so the download waits while the copy holds more than
+/// a download faster than Cache Storage writes (a local hub) queued most of a model's chunks in
+/// the tab, and the load then ended waiting for the cache: so the download waits while the copy holds more than
 /// [`COPY_QUEUE_BYTES`].
 struct CacheCopy {
     controller: JsValue,

@@ -283,7 +283,7 @@ try {
     await byId(page, 'spec-prompt').fill(text);
     await byId(page, 'spec-gamma').fill('3');
     await byId(page, 'spec-temperature').fill('0');
-    // SwiftShader runs a forward in about half a second: a short run, and no γ sweep yet.
+    // SwiftShader runs each forward slowly, on the CPU: a short run, and no γ sweep yet.
     const expected = assisted.new_ids.slice(0, 12);
     await byId(page, 'spec-tokens').fill(String(expected.length));
     await byId(page, 'spec-sweep').fill('');

@@ -1,8 +1,8 @@
 //! Attention of a few queries on the CPU: `softmax(q·kᵀ·scale + mask)·v`, one task per
 //! (sequence, head) for the CPU team's threads, each walking its keys once per query. The tensor
 //! ops run a decode step's attention as two small matmuls per sequence and head, whose set-up
-//! costs more than their arithmetic: at batch 8, gpt2's decode step spent 12% of its time in
-//! the gemm's per-matrix work for ~1% of its multiply-adds. Masked keys get the same additive
+//! costs more than their arithmetic: at batch 8 the gemm's per-matrix work took a large share
+//! of gpt2's decode step for a tiny share of its multiply-adds. Masked keys get the same additive
 //! bias as the twin (`attention_twin` in `kernels.rs`, the oracle), so even a query that sees
 //! nothing (padding) gets the twin's answer.
 

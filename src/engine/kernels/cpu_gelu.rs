@@ -1,9 +1,9 @@
 //! GPT-2's tanh GELU on the CPU in one pass, shared out to the CPU team's threads. burn's
 //! `gelu_approximate` (the twin, and the oracle) composes it from eight tensor ops, each a
-//! full pass that allocates its result, one of them a `powf`: at batch 8 that took ~6% of a
-//! gpt2 decode step on this machine, for the MLP's 8 × 3072 activations per layer. With AVX2
-//! the tanh is computed eight lanes at a time from an exp polynomial: libm's `tanhf`, one value
-//! at a time, still took ~15 ns a value, 11% of a batch-8 step.
+//! full pass that allocates its result, one of them a `powf`: a visible share of a batch-8
+//! gpt2 decode step, for the MLP's 8 × 3072 activations per layer. With AVX2 the tanh is
+//! computed eight lanes at a time from an exp polynomial: libm's `tanhf`, one value at a time,
+//! was still a visible share (the book's benchmarks chapter has both figures).
 
 use burn::tensor::Tensor;
 

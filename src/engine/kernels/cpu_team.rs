@@ -1,8 +1,8 @@
 //! The CPU kernels' helper threads, kept spinning between calls. A batch-1 decode step is ~50
-//! short kernel calls (four linear layers per block, the head), each a few hundred µs of
-//! streaming weights. rayon's workers go to sleep between them, and waking one costs tens of
-//! µs in which only the calling thread reads memory: the block layers streamed at 25–27 GB/s
-//! where the head, one long call, reaches 32. Like llama.cpp's thread pool, these helpers
+//! short kernel calls (four linear layers per block, the head), each a short burst of
+//! streaming weights. rayon's workers go to sleep between them, and while one wakes only the
+//! calling thread reads memory: the block layers streamed weights more slowly than the head,
+//! one long call. Like llama.cpp's thread pool, these helpers
 //! spin for a short while after each call, so the next one starts on every core at once, and
 //! park when the engine goes quiet.
 
@@ -73,7 +73,7 @@ fn run(work: &(dyn Fn() + Sync)) {
 /// `f(i, chunk)` for each `len`-long chunk of `out` (the last may be shorter), the chunks
 /// handed out from a counter: the calling thread starts at once, and a helper that comes late
 /// takes what is left (halves fixed in advance, as rayon splits, kept the caller waiting for a
-/// late half: batch 8 decoded ~6% slower).
+/// late half, which slowed batch-8 decode).
 pub fn for_each_chunk(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() <= len {
         return f(0, out);

@@ -6,8 +6,8 @@
 //! positions) it carries.
 //!
 //! burn's flex device runs them through its gemm: single-threaded below 192³ multiply-adds
-//! (every block layer at batch 1), and at 7–9 GB/s even threaded (the head: 15–19 ms for a
-//! 134 MB chunk, where this kernel takes 8.9 ms), measured on this 2-core machine. Here each
+//! (every block layer at batch 1), and well short of the memory's bandwidth even threaded (the
+//! book's benchmarks chapter has the figures). Here each
 //! weight row is read once from memory and met by every input row while it sits in L1 (four
 //! input rows at a time, against two weight rows, from batch 4 up), so a batch of 8 costs the
 //! memory traffic of one row plus the arithmetic. On x86-64 with AVX2, FMA and F16C (checked
@@ -320,7 +320,7 @@ trait Group {
 fn dots_by<E: Weight, G: Group>(table: &[E], x: &[f32], k: usize, out: &mut [f32]) {
     let m = x.len() / k;
     // Below four rows the table is read from memory faster one row at a time: two rows at
-    // once took the head from 4.8 to 7 ms at batch 1.
+    // once made the head slower at batch 1.
     let pairs = if m >= 4 { in_blocks::<E, G, 2>(table, x, k, out) } else { 0 };
     in_blocks::<E, G, 1>(&table[pairs * k..], x, k, &mut out[pairs * m..]);
 }
@@ -391,8 +391,8 @@ mod portable {
 /// AVX2 + FMA: each (table row, input row) pair's sums in 8-lane registers, fused
 /// multiply-adds; a 2×4 block keeps eight multiply-adds in flight, which hides their latency.
 /// One row alone (batch 1) keeps four running sums: with one, each multiply-add waited on the
-/// last (4 cycles per 8 weights), which capped int8 weights at ~12 GB/s on two cores; four
-/// took int8 batch-1 decode from 122 to 163 tok/s and f16 from 107 to 113 (f32 waits on
+/// last (4 cycles per 8 weights), which held int8 and f16 weights well below the memory's
+/// bandwidth; four made batch-1 decode faster with both (see the book's benchmarks; f32 waits on
 /// memory either way). Written with the intrinsics because the dev profile (opt-level 1, for
 /// quick rebuilds) leaves the portable loops unvectorized.
 #[cfg(target_arch = "x86_64")]
@@ -434,7 +434,7 @@ mod avx2 {
     }
 
     /// Bytes ahead of the sums that are fetched into L1 (a few table rows): with the hardware
-    /// prefetchers alone, 8 rows against the head took 18 ms instead of 9.
+    /// prefetchers alone, 8 rows against the head took about twice as long.
     const PREFETCH_BYTES: usize = 8192;
 
     /// `U` running sums per pair, over alternate eights. Safety: every row of `ws` and `xs` is
@@ -482,7 +482,7 @@ mod avx2 {
         }
         // Summed with loops, not closures: a closure reading `sums` kept them in memory,
         // stored back on every step of the loop (opt-level 1, dev), and a call per dot
-        // product (50,257 at the head) cost 5% of a batch-1 step.
+        // product (50,257 at the head) was a visible share of a batch-1 step.
         let mut dots = [[0f32; N]; T];
         for t in 0..T {
             for n in 0..N {

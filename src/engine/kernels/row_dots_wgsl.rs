@@ -2,8 +2,8 @@
 //! invocation per output (per 4 outputs for a layer), each weight read once for all rows, sums
 //! in registers, no workgroup memory (`shaders/row_dots_*.wgsl`). burn's matmul tiles the row
 //! dimension, so a one-row step pays for a whole tile and its barriers; on the CPU-backed
-//! WebGPU of headless Chromium (SwiftShader) that made the head of even a tiny model cost
-//! hundreds of milliseconds per token. The WGSL twin of the CPU's `row_dots`.
+//! WebGPU of headless Chromium (SwiftShader) that made the head dominate each token's time,
+//! even for a tiny model. The WGSL twin of the CPU's `row_dots`.
 //!
 //! Weights are f32, f16 or int8 ([`Packing`]): f16 as two halves per u32 word, widened in the
 //! shader by `unpack2x16float`; int8 as four values per word, widened by `unpack4x8snorm` and

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The static site: the release web app (trunk build --release) with the book beside it, in
+# dist/book/, which the app's header links to. Copy dist/ to any static host.
+#
+#   scripts/build_site.sh [DIST]      # default: dist/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+. scripts/setup.sh
+dist="$(realpath -m "${1:-dist}")"
+ensure_web_tools
+ensure_mdbook
+trunk build --release --locked --dist "$dist"
+mdbook build docs --dest-dir "$dist/book"
+python3 scripts/book_links.py "$dist/book"
+say "the app and the book are in $dist (the book at $dist/book/)"
