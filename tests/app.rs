@@ -10,9 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{fixtures_root, golden, model_dirs};
-use inferlab::engine::sampling::SamplingParams;
-use inferlab::engine::weight_dtype::WeightDtype;
-use inferlab::session::protocol::{FromWorker, ModelSource, Run, ToWorker};
+use inferlab::engine::decode::sampling::SamplingParams;
+use inferlab::engine::kv::KvMode;
+use inferlab::engine::model::weight_dtype::WeightDtype;
+use inferlab::session::protocol::{FromEngine, ModelSource, Run, ToEngine};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -88,7 +89,7 @@ impl App {
     fn connect(&self) -> Socket {
         let mut socket = self.request(Some(&self.token), &self.own_origin(), None).expect("the page connects");
         match next(&mut socket) {
-            FromWorker::Ready { webgpu: Ok(device) } => assert!(device.starts_with("cpu: CPU"), "{device}"),
+            FromEngine::Ready { webgpu: Ok(device) } => assert!(device.starts_with("cpu: CPU"), "{device}"),
             other => panic!("expected Ready, got {other:?}"),
         }
         socket
@@ -102,17 +103,17 @@ impl Drop for App {
     }
 }
 
-fn send(socket: &mut Socket, message: &ToWorker) {
+fn send(socket: &mut Socket, message: &ToEngine) {
     socket.send(Message::text(serde_json::to_string(message).unwrap())).unwrap();
 }
 
 /// The next protocol message (pings and pongs skipped).
-fn next(socket: &mut Socket) -> FromWorker {
+fn next(socket: &mut Socket) -> FromEngine {
     loop {
         match socket.read().expect("the engine answers") {
             Message::Text(text) => {
                 return serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("not a FromWorker message ({e}): {text}"));
+                    .unwrap_or_else(|e| panic!("not a FromEngine message ({e}): {text}"));
             }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected {other:?}"),
@@ -121,11 +122,11 @@ fn next(socket: &mut Socket) -> FromWorker {
 }
 
 /// Messages until one that `last` accepts; an Error first fails the test.
-fn until(socket: &mut Socket, last: impl Fn(&FromWorker) -> bool) -> Vec<FromWorker> {
+fn until(socket: &mut Socket, last: impl Fn(&FromEngine) -> bool) -> Vec<FromEngine> {
     let mut seen = vec![];
     loop {
         let message = next(socket);
-        if let FromWorker::Error { message } = &message {
+        if let FromEngine::Error { message } = &message {
             panic!("the engine failed: {message}");
         }
         let done = last(&message);
@@ -138,7 +139,7 @@ fn until(socket: &mut Socket, last: impl Fn(&FromWorker) -> bool) -> Vec<FromWor
 
 fn error(socket: &mut Socket) -> String {
     match next(socket) {
-        FromWorker::Error { message } => message,
+        FromEngine::Error { message } => message,
         other => panic!("expected an Error, got {other:?}"),
     }
 }
@@ -146,14 +147,14 @@ fn error(socket: &mut Socket) -> String {
 fn load_folder(socket: &mut Socket, dir: &std::path::Path) {
     send(
         socket,
-        &ToWorker::Load(ModelSource::Hub {
+        &ToEngine::Load(ModelSource::Hub {
             hub: "http://127.0.0.1:9".into(),
             repo: dir.to_str().unwrap().into(),
             weights: WeightDtype::F32,
             kv_f16: false,
         }),
     );
-    until(socket, |m| matches!(m, FromWorker::Loaded { .. }));
+    until(socket, |m| matches!(m, FromEngine::Loaded { .. }));
 }
 
 /// A greedy generation as the Playground (or the KV page, without a cache) asks for it.
@@ -166,21 +167,21 @@ fn generate(
 ) -> (Vec<u32>, Vec<u32>, usize) {
     send(
         socket,
-        &ToWorker::Generate {
+        &ToEngine::Generate {
             run,
             prompt: prompt.into(),
             max_new_tokens,
             sampling: SamplingParams::default(),
-            kv: kv.into(),
+            kv: kv.parse().unwrap(),
         },
     );
-    let messages = until(socket, |m| matches!(m, FromWorker::Done { .. }));
+    let messages = until(socket, |m| matches!(m, FromEngine::Done { .. }));
     let prompt_ids = messages
         .iter()
-        .find_map(|m| if let FromWorker::Prompt { ids, .. } = m { Some(ids.clone()) } else { None })
+        .find_map(|m| if let FromEngine::Prompt { ids, .. } = m { Some(ids.clone()) } else { None })
         .expect("the prompt's ids");
-    let tokens = messages.iter().filter(|m| matches!(m, FromWorker::Token { .. })).count();
-    let Some(FromWorker::Done { ids, .. }) = messages.last() else { unreachable!() };
+    let tokens = messages.iter().filter(|m| matches!(m, FromEngine::Token { .. })).count();
+    let Some(FromEngine::Done { ids, .. }) = messages.last() else { unreachable!() };
     (prompt_ids, ids.clone(), tokens)
 }
 
@@ -218,19 +219,19 @@ fn bad_messages_get_clear_errors_and_the_engine_carries_on() {
     assert!(error(&mut socket).contains("over the protocol's limit"));
     send(
         &mut socket,
-        &ToWorker::Generate {
+        &ToEngine::Generate {
             run: Run::Playground,
             prompt: "hi".into(),
             max_new_tokens: 4,
             sampling: SamplingParams::default(),
-            kv: "contiguous".into(),
+            kv: KvMode::Contiguous,
         },
     );
     assert!(error(&mut socket).contains("no model is loaded"));
     let missing = fixtures_root().join("no-such-model");
     send(
         &mut socket,
-        &ToWorker::Load(ModelSource::Hub {
+        &ToEngine::Load(ModelSource::Hub {
             hub: "http://127.0.0.1:9".into(),
             repo: missing.to_str().unwrap().into(),
             weights: WeightDtype::F32,
@@ -242,22 +243,24 @@ fn bad_messages_get_clear_errors_and_the_engine_carries_on() {
         message.contains("no-such-model") && message.contains("neither a model folder nor a hub repo id"),
         "{message}"
     );
-    send(&mut socket, &ToWorker::Load(ModelSource::Files { weights: WeightDtype::F32, kv_f16: false }));
+    send(&mut socket, &ToEngine::Load(ModelSource::Files { weights: WeightDtype::F32, kv_f16: false }));
     assert!(error(&mut socket).contains("type the folder"));
     // Everything above was refused; the engine still loads and generates.
     let dir = fixtures_root().join("gpt2-tiny");
     load_folder(&mut socket, &dir);
     let first = &golden(&dir).prompts[0];
-    send(
-        &mut socket,
-        &ToWorker::Generate {
-            run: Run::Playground,
-            prompt: first.text.clone(),
-            max_new_tokens: 4,
-            sampling: SamplingParams::default(),
-            kv: "bad-kv".into(),
-        },
-    );
+    // A KV mode the engine does not know, as a page's JSON could carry it: the typed message
+    // cannot hold one, so the text is written by hand.
+    let mut message = serde_json::to_value(ToEngine::Generate {
+        run: Run::Playground,
+        prompt: first.text.clone(),
+        max_new_tokens: 4,
+        sampling: SamplingParams::default(),
+        kv: KvMode::Contiguous,
+    })
+    .unwrap();
+    message["Generate"]["kv"] = "bad-kv".into();
+    socket.send(Message::text(message.to_string())).unwrap();
     assert!(error(&mut socket).contains("unknown KV mode"));
     assert_eq!(generate(&mut socket, Run::Playground, &first.text, 4, "contiguous").1, first.greedy.new_ids[..4]);
 }
@@ -292,7 +295,7 @@ fn only_this_launchs_page_may_drive_the_engine() {
     load_folder(&mut first, &fixtures_root().join("gpt2-tiny"));
     let mut second = app.connect();
     match next(&mut second) {
-        FromWorker::Loaded { info, .. } => assert!(info.name.ends_with("gpt2-tiny"), "{}", info.name),
+        FromEngine::Loaded { info, .. } => assert!(info.name.ends_with("gpt2-tiny"), "{}", info.name),
         other => panic!("expected the loaded model, got {other:?}"),
     }
     match first.read() {
@@ -306,8 +309,8 @@ fn only_this_launchs_page_may_drive_the_engine() {
         "no answer to a 17 MiB message"
     );
     let mut third = app.connect();
-    send(&mut third, &ToWorker::Load(ModelSource::Demo { seed: 0 }));
-    until(&mut third, |m| matches!(m, FromWorker::Loaded { info, .. } if info.demo));
+    send(&mut third, &ToEngine::Load(ModelSource::Demo { seed: 0 }));
+    until(&mut third, |m| matches!(m, FromEngine::Loaded { info, .. } if info.demo));
 }
 
 #[test]

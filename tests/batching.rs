@@ -13,9 +13,9 @@ use inferlab::engine::batching::runner::ModelRunner;
 use inferlab::engine::batching::scheduler::{Policy, Scheduler, SchedulerConfig};
 use inferlab::engine::batching::sequence::Request;
 use inferlab::engine::batching::stats;
-use inferlab::engine::generate::{GenerateOptions, generate};
+use inferlab::engine::decode::generate::{GenerateOptions, generate};
+use inferlab::engine::decode::sampling::SamplingParams;
 use inferlab::engine::kv::KvMode;
-use inferlab::engine::sampling::SamplingParams;
 
 /// The fixtures' prompts as requests for their greedy goldens, arriving 3 ms apart.
 fn golden_requests(case: &Case) -> Vec<Request> {

@@ -6,11 +6,11 @@ mod common;
 use std::ops::ControlFlow;
 
 use common::{BeamGolden, Case, cases};
-use inferlab::engine::beam::{BeamOptions, EarlyStopping, beam_search};
-use inferlab::engine::generate::{GenerateOptions, generate};
-use inferlab::engine::gpt2::Gpt2;
+use inferlab::engine::decode::beam::{BeamOptions, EarlyStopping, beam_search};
+use inferlab::engine::decode::generate::{GenerateOptions, generate};
 use inferlab::engine::kv::KvMode;
 use inferlab::engine::kv::dtype::KvDtype;
+use inferlab::engine::model::gpt2::Gpt2;
 use inferlab::native::model_dir::load;
 
 fn options(golden: &BeamGolden) -> BeamOptions {
@@ -125,8 +125,11 @@ fn the_tree_keeps_num_beams_per_step_and_paged_beams_share_blocks() {
     .expect("beam search");
     for (i, step) in paged.steps.iter().enumerate() {
         assert_eq!(step.candidates.len(), 2 * opts.num_beams, "step {i}");
-        let kept =
-            step.candidates.iter().filter(|c| matches!(c.fate, inferlab::engine::beam::Fate::Kept { .. })).count();
+        let kept = step
+            .candidates
+            .iter()
+            .filter(|c| matches!(c.fate, inferlab::engine::decode::beam::Fate::Kept { .. }))
+            .count();
         assert!(kept == opts.num_beams || i + 1 == paged.steps.len(), "step {i}: {kept} kept");
     }
     // The 56-token prompt's blocks are held once, not once per beam.

@@ -74,7 +74,11 @@ fn sampling_is_seeded_and_stop_strings_cut_the_text() {
     let (stdout, _) = inferlab(&["generate", "--model", model, "--prompt", "Hello", "--stop", stop, "--json"]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["stop_reason"], "stop_string");
-    assert_eq!(json["text"].as_str().unwrap(), &greedy[..greedy.find(stop).unwrap()]);
+    let before_stop = &greedy[..greedy.find(stop).unwrap()];
+    assert_eq!(json["text"].as_str().unwrap(), before_stop);
+    // Streamed to the terminal: the same text, the stop string never shown.
+    let (stdout, _) = inferlab(&["generate", "--model", model, "--prompt", "Hello", "--stop", stop]);
+    assert_eq!(stdout.trim_end_matches('\n'), before_stop);
 }
 
 #[test]

@@ -8,12 +8,12 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use inferlab::engine::config::Gpt2Config;
-use inferlab::engine::gpt2::{Gpt2, Logits};
 use inferlab::engine::kv::KvCache;
+use inferlab::engine::model::config::Gpt2Config;
+use inferlab::engine::model::gpt2::{Gpt2, Logits};
+use inferlab::engine::model::tokenizer::Tokenizer;
+use inferlab::engine::model::weights::Gpt2Weights;
 use inferlab::engine::step::Step;
-use inferlab::engine::tokenizer::Tokenizer;
-use inferlab::engine::weights::Gpt2Weights;
 use inferlab::native::serve::api::{self, MAX_LOGPROBS, MAX_N, ModelInfo};
 use proptest::prelude::*;
 use serde_json::Value;

@@ -10,16 +10,16 @@ mod common;
 use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorData};
 use inferlab::engine::kernels::row_dots::quantize_int8;
 use inferlab::engine::kernels::row_dots_wgsl::{self, Packed, PackedRows};
-use inferlab::engine::kernels::{self, Path, Slots};
+use inferlab::engine::kernels::{self, KernelPath, Slots};
 use inferlab::engine::kv::blocks::BlockManager;
 use inferlab::engine::kv::dtype::KvDtype;
 use inferlab::engine::kv::mask::{KeyMeta, StepMask};
 use inferlab::engine::kv::paged::{PagedKv, Segment};
+use inferlab::engine::model::vocab_table::{TableRows, VocabTable};
+use inferlab::engine::model::weight_dtype::WeightDtype;
 use inferlab::engine::readback;
 use inferlab::engine::step::Step;
 use inferlab::engine::step_uploads::StepUploads;
-use inferlab::engine::vocab_table::{TableRows, VocabTable};
-use inferlab::engine::weight_dtype::WeightDtype;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 fn wgpu() -> Option<Device> {
@@ -89,8 +89,8 @@ impl Case {
         let v = random([b, h, slots, d], rng, device);
         let scale = 1.0 / (d as f32).sqrt();
         let mask = self.mask();
-        let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, scale, Path::Wgsl));
-        let twin = read(kernels::attention(q, k, v, &mask, scale, Path::Twin));
+        let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, scale, KernelPath::Wgsl));
+        let twin = read(kernels::attention(q, k, v, &mask, scale, KernelPath::Twin));
         let error = relative_error(&ours, &twin);
         assert!(
             error <= 1e-5,
@@ -145,8 +145,8 @@ fn append_kernel_matches_its_twin() {
                 random([2, heads, len, head_dim], &mut rng, &device),
                 random([2, heads, len, head_dim], &mut rng, &device),
             );
-            let (ok, ov) = kernels::append(cache(), new.clone(), slots, &StepUploads::default(), Path::Wgsl);
-            let (tk, tv) = kernels::append(cache(), new, slots, &StepUploads::default(), Path::Twin);
+            let (ok, ov) = kernels::append(cache(), new.clone(), slots, &StepUploads::default(), KernelPath::Wgsl);
+            let (tk, tv) = kernels::append(cache(), new, slots, &StepUploads::default(), KernelPath::Twin);
             assert_eq!(read(ok), read(tk), "keys: capacity {capacity} len {len} {slots:?}");
             assert_eq!(read(ov), read(tv), "values: capacity {capacity} len {len} {slots:?}");
         }
@@ -212,14 +212,14 @@ fn paged_case(
         KvDtype::F32 => {
             let pools = || (pool(seed), pool(seed + 1));
             (
-                kernels::paged::write(pools(), (k.clone(), v.clone()), &plan, Path::Wgsl),
-                kernels::paged::write(pools(), (k, v), &plan, Path::Twin),
+                kernels::paged::write(pools(), (k.clone(), v.clone()), &plan, KernelPath::Wgsl),
+                kernels::paged::write(pools(), (k, v), &plan, KernelPath::Twin),
             )
         }
         KvDtype::F16 => {
             let ((k32, k16), (v32, v16)) = (f16_pair(&pool(seed)), f16_pair(&pool(seed + 1)));
-            let (wk, wv) = kernels::paged::write((k16, v16), (k.clone(), v.clone()), &plan, Path::Wgsl);
-            let (tk, tv) = kernels::paged::write((k32, v32), (f16_pair(&k).0, f16_pair(&v).0), &plan, Path::Twin);
+            let (wk, wv) = kernels::paged::write((k16, v16), (k.clone(), v.clone()), &plan, KernelPath::Wgsl);
+            let (tk, tv) = kernels::paged::write((k32, v32), (f16_pair(&k).0, f16_pair(&v).0), &plan, KernelPath::Twin);
             assert_eq!(read(kernels::kv_values(wk.clone(), e)), read(tk), "{label}: key pool");
             assert_eq!(read(kernels::kv_values(wv.clone(), e)), read(tv), "{label}: value pool");
             ((wk.clone(), wv.clone()), (wk, wv))
@@ -230,8 +230,8 @@ fn paged_case(
         assert_eq!(read(wv.clone()), read(tv.clone()), "{label}: value pool");
     }
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let ours = read(kernels::paged::attention(q.clone(), wk, wv, &plan, heads, scale, Path::Wgsl));
-    let twin = read(kernels::paged::attention(q, tk, tv, &plan, heads, scale, Path::Twin));
+    let ours = read(kernels::paged::attention(q.clone(), wk, wv, &plan, heads, scale, KernelPath::Wgsl));
+    let twin = read(kernels::paged::attention(q, tk, tv, &plan, heads, scale, KernelPath::Twin));
     let error = relative_error(&ours, &twin);
     assert!(error <= 1e-5, "{label}: relative error {error}");
 }
@@ -414,8 +414,10 @@ fn a_table_streamed_in_blocks_equals_it_uploaded_whole() {
         let streamed = rows.finish().unwrap();
         let error = relative_error(&read(streamed.lookup(&ids, &device)), &read(whole.lookup(&ids, &device)));
         assert!(error <= 1e-6, "{dtype} lookup: relative error {error}");
-        let error =
-            relative_error(&read(streamed.project(h.clone(), Path::Wgsl)), &read(whole.project(h.clone(), Path::Wgsl)));
+        let error = relative_error(
+            &read(streamed.project(h.clone(), KernelPath::Wgsl)),
+            &read(whole.project(h.clone(), KernelPath::Wgsl)),
+        );
         assert!(error <= 1e-6, "{dtype} logits: relative error {error}");
         let mut short = TableRows::new(vocab, width, dtype, &device);
         short.push(&values[..(vocab - 1) * width]);
@@ -447,11 +449,17 @@ fn f16_kv_kernels_match_their_twins() {
             (new.clone(), new),
             slots,
             &StepUploads::default(),
-            Path::Wgsl,
+            KernelPath::Wgsl,
         );
         let want = read(
-            kernels::append((old.clone(), old), (rounded.clone(), rounded), slots, &StepUploads::default(), Path::Twin)
-                .0,
+            kernels::append(
+                (old.clone(), old),
+                (rounded.clone(), rounded),
+                slots,
+                &StepUploads::default(),
+                KernelPath::Twin,
+            )
+            .0,
         );
         assert_eq!(read(kernels::kv_values(pk, head_dim)), want, "keys: capacity {capacity} len {len} {slots:?}");
         assert_eq!(read(kernels::kv_values(pv, head_dim)), want, "values: capacity {capacity} len {len} {slots:?}");
@@ -469,8 +477,8 @@ fn f16_kv_kernels_match_their_twins() {
             f16_pair(&random([b, h, slots, d], &mut rng, &device)).1,
         );
         let mask = case.mask();
-        let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, 0.125, Path::Wgsl));
-        let twin = read(kernels::attention(q, k, v, &mask, 0.125, Path::Twin));
+        let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, 0.125, KernelPath::Wgsl));
+        let twin = read(kernels::attention(q, k, v, &mask, 0.125, KernelPath::Twin));
         let error = relative_error(&ours, &twin);
         assert!(error <= 1e-5, "f16 cache, {} queries over {} keys: relative error {error}", case.queries, case.keys);
     }
@@ -490,8 +498,13 @@ fn f16_kv_on_the_cpu_matches_its_twin() {
     let cache = KvDtype::F16.zeros([b, h, 12, d], &device).unwrap();
     let new = random([b, h, case.keys, d], &mut rng, &device);
     let slots = Slots { base: 0, ring: false, first: 0 };
-    let (k, v) =
-        kernels::append((cache.clone(), cache), (new.clone(), new.clone()), slots, &StepUploads::default(), Path::Cpu);
+    let (k, v) = kernels::append(
+        (cache.clone(), cache),
+        (new.clone(), new.clone()),
+        slots,
+        &StepUploads::default(),
+        KernelPath::Cpu,
+    );
     assert_eq!(k.dtype(), DType::F16, "the cache stays f16");
     assert_eq!(
         read(k.clone().narrow(2, 0, case.keys)),
@@ -500,8 +513,8 @@ fn f16_kv_on_the_cpu_matches_its_twin() {
     );
     let q = random([b, h, case.queries, d], &mut rng, &device);
     let mask = case.mask();
-    let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, 0.25, Path::Cpu));
-    let twin = read(kernels::attention(q, k, v, &mask, 0.25, Path::Twin));
+    let ours = read(kernels::attention(q.clone(), k.clone(), v.clone(), &mask, 0.25, KernelPath::Cpu));
+    let twin = read(kernels::attention(q, k, v, &mask, 0.25, KernelPath::Twin));
     let error = relative_error(&ours, &twin);
     assert!(error <= 1e-5, "f16 cache on the CPU: relative error {error}");
 }

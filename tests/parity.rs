@@ -9,16 +9,16 @@ use std::ops::ControlFlow;
 use burn::tensor::Device;
 use burn::tensor::activation::log_softmax;
 use common::{Case, cases, check_row, max_abs_diff, unpad};
-use inferlab::engine::f16_drift::f16_drift;
-use inferlab::engine::generate::{GenerateOptions, StopReason, generate, generate_batch_greedy};
-use inferlab::engine::gpt2::{Gpt2, Gpt2Loader, Logits};
+use inferlab::engine::analysis::precision_drift::precision_drift;
+use inferlab::engine::analysis::window_drift::window_drift;
+use inferlab::engine::decode::generate::{GenerateOptions, StopReason, generate, generate_batch_greedy};
 use inferlab::engine::kv::dtype::KvDtype;
 use inferlab::engine::kv::{KvCache, KvMode};
+use inferlab::engine::model::gpt2::{Gpt2, Gpt2Loader, Logits};
+use inferlab::engine::model::safetensors_stream::SafetensorsStream;
+use inferlab::engine::model::weight_dtype::WeightDtype;
 use inferlab::engine::readback;
-use inferlab::engine::safetensors_stream::SafetensorsStream;
 use inferlab::engine::step::Step;
-use inferlab::engine::weight_dtype::WeightDtype;
-use inferlab::engine::window_drift::window_drift;
 use inferlab::native::model_dir::load;
 
 /// Logits `[len, vocab]` of one uncached forward over `ids`, on the host.
@@ -344,7 +344,7 @@ fn f16_weights_stay_close_to_transformers() {
             assert!(vs_after <= 1e-5, "{label}: rounded on load vs after differ by {vs_after}");
             let diff = max_abs_diff(&last, &case.golden_tensor(&prompt.last_logits.tensor));
             let text = [prompt.input_ids.clone(), prompt.greedy.new_ids.clone()].concat();
-            let drift = pollster::block_on(f16_drift(&case.loaded.model, &f16, &text)).unwrap();
+            let drift = pollster::block_on(precision_drift(&case.loaded.model, &f16, &text)).unwrap();
             // Bounds with room above what f16 weights give on the fixtures (the book's precision
             // chapter has the figures); top choices all the same.
             assert!(diff <= 2e-2, "{label}: last-position logits differ by {diff}");
@@ -393,7 +393,7 @@ fn f16_kv_cache_stays_close_to_transformers() {
                 &case.golden_tensor(&prompt.last_logits.tensor),
             );
             let text = [prompt.input_ids.clone(), golden.clone()].concat();
-            let drift = pollster::block_on(f16_drift(&case.loaded.model, &model, &text)).unwrap();
+            let drift = pollster::block_on(precision_drift(&case.loaded.model, &model, &text)).unwrap();
             eprintln!("{label}: last logits within {diff:.2e}; {drift:?}");
             assert!(diff <= 1e-2, "{label}: last-position logits differ by {diff}");
             assert!(
@@ -438,7 +438,7 @@ fn int8_weights_stay_close_to_transformers() {
             let last = last_logits(&int8);
             let diff = max_abs_diff(&last, &case.golden_tensor(&prompt.last_logits.tensor));
             let text = [prompt.input_ids.clone(), prompt.greedy.new_ids.clone()].concat();
-            let drift = pollster::block_on(f16_drift(&case.loaded.model, &int8, &text)).unwrap();
+            let drift = pollster::block_on(precision_drift(&case.loaded.model, &int8, &text)).unwrap();
             eprintln!("{label}: last logits within {diff:.2e}; {drift:?}");
             // Bounds with room above what int8 gives on the random-weight fixtures (the book's
             // precision chapter); random weights are a hard case for per-output scales.

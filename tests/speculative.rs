@@ -7,13 +7,13 @@ mod common;
 use std::ops::ControlFlow;
 
 use common::{Case, cases, fixtures_root};
-use inferlab::engine::generate::{GenerateOptions, generate};
-use inferlab::engine::gpt2::{Gpt2, Logits};
+use inferlab::engine::decode::generate::{GenerateOptions, generate};
+use inferlab::engine::decode::sampling::{Sampler, SamplingParams};
+use inferlab::engine::decode::speculative::drafters::{AnyDrafter, Draft, DraftSpec, Drafter, ModelDrafter};
+use inferlab::engine::decode::speculative::{SpeculativeOptions, SpeculativeRun, speculative_generate};
 use inferlab::engine::kv::{KvCache, KvMode};
+use inferlab::engine::model::gpt2::{Gpt2, Logits};
 use inferlab::engine::readback;
-use inferlab::engine::sampling::{Sampler, SamplingParams};
-use inferlab::engine::speculative::drafters::{AnyDrafter, Draft, DraftSpec, Drafter, ModelDrafter};
-use inferlab::engine::speculative::{SpeculativeOptions, SpeculativeRun, speculative_generate};
 use inferlab::engine::step::Step;
 use inferlab::native::model_dir::load;
 

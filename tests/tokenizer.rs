@@ -3,7 +3,7 @@
 
 mod common;
 
-use inferlab::engine::tokenizer::Tokenizer;
+use inferlab::engine::model::tokenizer::Tokenizer;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

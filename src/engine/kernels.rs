@@ -16,16 +16,10 @@
 //! graphs, and only a raw `CubeTensor` gives the buffer handles a hand-written kernel binds.
 //! The project's burn feature set has no fusion for that reason (Cargo.toml).
 
-use burn::backend::wgpu::{
-    CubeBackend, CubeDim, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
+use burn::backend::wgpu::CubeBackend;
 use burn::backend::{CubeDevice, DispatchDevice};
 use burn::tensor::activation::softmax;
-use burn::tensor::{DType, Device, Shape, Tensor};
-use cubecl::CubeCount;
-use cubecl::client::Client;
-use cubecl::prelude::KernelId;
-use cubecl::server::{BufferBinding, Handle, KernelArguments};
+use burn::tensor::{DType, Device, Tensor};
 
 pub mod cpu_attention;
 pub mod cpu_gelu;
@@ -34,13 +28,15 @@ mod cpu_team;
 pub mod paged;
 pub mod row_dots;
 pub mod row_dots_wgsl;
+mod wgsl;
 
-use super::kv::mask::StepMask;
-use super::step_uploads::{StepUploads, words};
+use crate::engine::kv::mask::StepMask;
+use crate::engine::step_uploads::{StepUploads, words};
+use wgsl::{WgslKernel, f32_tensor, grid, prev_power_of_two, to_cube};
 
 /// Which implementation a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub enum KernelPath {
     Wgsl,
     Cpu,
     Twin,
@@ -52,7 +48,7 @@ pub fn is_wgpu(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Cube(CubeDevice::Wgpu(_)))
 }
 
-impl Path {
+impl KernelPath {
     /// The WGSL kernels on the wgpu device, the CPU kernels on the CPU (unless disabled, e.g.
     /// to measure them); tensor ops everywhere else.
     pub fn choose(device: &Device, kernels_enabled: bool) -> Self {
@@ -75,18 +71,18 @@ pub struct Slots {
 
 /// Writes new K/V rows `[batch, heads, len, head_dim]` into the cache buffers
 /// `[batch, heads, slots, head_dim]` (f32 or f16; packed f16 words `[.., head_dim / 2]` on
-/// wgpu, see [`KvDtype`](super::kv::dtype::KvDtype)) and returns the updated buffers. `uploads`
+/// wgpu, see [`KvDtype`](crate::engine::kv::dtype::KvDtype)) and returns the updated buffers. `uploads`
 /// is the step's (its mask's), so the layers of a step share one parameter buffer.
 pub fn append(
     cache: (Tensor<4>, Tensor<4>),
     new: (Tensor<4>, Tensor<4>),
     slots: Slots,
     uploads: &StepUploads,
-    path: Path,
+    path: KernelPath,
 ) -> (Tensor<4>, Tensor<4>) {
     // Packed words are written by their kernel whatever the path: tensor ops cannot pack.
     match path {
-        Path::Twin | Path::Cpu if !packed(&cache.0, new.0.dims()[3]) => {
+        KernelPath::Twin | KernelPath::Cpu if !packed(&cache.0, new.0.dims()[3]) => {
             let dtype = cache.0.dtype();
             (append_twin(cache.0, new.0.cast(dtype), slots), append_twin(cache.1, new.1.cast(dtype), slots))
         }
@@ -118,10 +114,10 @@ pub fn kv_values<const D: usize>(t: Tensor<D>, width: usize) -> Tensor<D> {
 /// f16; packed f16 words `[.., head_dim / 2]` on wgpu) with slots ≥ keys. Returns `[batch,
 /// heads, queries, head_dim]`. The WGSL kernels read rows as vec4: a head width that is not a
 /// multiple of 4 takes the tensor ops.
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32, path: Path) -> Tensor<4> {
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, scale: f32, path: KernelPath) -> Tensor<4> {
     match path {
-        Path::Wgsl if q.dims()[3] % 4 == 0 => attention_wgsl(q, k, v, mask, scale),
-        Path::Cpu => {
+        KernelPath::Wgsl if q.dims()[3].is_multiple_of(4) => attention_wgsl(q, k, v, mask, scale),
+        KernelPath::Cpu => {
             cpu_attention::attention(&q, &k, &v, mask, scale).unwrap_or_else(|| attention_twin(q, k, v, mask, scale))
         }
         _ => attention_twin(q, k, v, mask, scale),
@@ -156,7 +152,7 @@ fn attention_twin(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &StepMask, sca
 }
 
 /// Invocations per workgroup of the append kernel.
-const APPEND_WORKGROUP: usize = 256;
+pub(super) const APPEND_WORKGROUP: usize = 256;
 /// Most invocations (keys in flight) per workgroup of the decode kernel.
 const DECODE_WORKGROUP: usize = 64;
 /// Queries per workgroup of the prefill kernel (one invocation each).
@@ -164,81 +160,6 @@ const PREFILL_WORKGROUP: usize = 64;
 /// Chunks of at most this many queries take the decode kernel (parallel over keys); longer
 /// ones the prefill kernel (parallel over queries, keys shared through workgroup memory).
 const DECODE_MAX_QUERIES: usize = 8;
-
-/// A WGSL file and its template values. The values are part of the kernel id, so every
-/// variant (head width, workgroup size, tile, f16 or int8 weights) compiles to a pipeline of
-/// its own.
-struct WgslKernel {
-    name: &'static str,
-    source: &'static str,
-    values: Vec<(&'static str, usize)>,
-}
-
-impl KernelSource for WgslKernel {
-    fn source(&self) -> SourceTemplate {
-        // Four weights as an f32 vec4, as two u32 words of two f16 each (`per_word` = 2), or as
-        // one u32 word of four int8 (`per_word` = 4) whose scales are bound at `scales_at`;
-        // four K/V values likewise, f32 or two f16 words (`kv_half` = 1), and a K/V word as
-        // the append kernel stores it.
-        const F32S: (&str, &str) = ("vec4<f32>", "v");
-        const HALVES: (&str, &str) = ("vec2<u32>", "vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y))");
-        let value = |name: &str| self.values.iter().find(|(n, _)| *n == name).map(|&(_, v)| v);
-        let (word, widen) = match value("per_word") {
-            Some(2) => HALVES,
-            Some(4) => ("u32", "unpack4x8snorm(v)"),
-            _ => F32S,
-        };
-        let (scales, scale) = match value("scales_at") {
-            Some(at) => (format!("@group(0) @binding({at}) var<storage, read_write> scales: array<f32>;"), "scales[i]"),
-            None => (String::new(), "1.0"),
-        };
-        let kv_half = value("kv_half") == Some(1);
-        let (kv_word, kv_widen) = if kv_half { HALVES } else { F32S };
-        let (kv_elem, kv_pack) = if kv_half { ("u32", "pack2x16float(a)") } else { ("f32", "a.x") };
-        let template = SourceTemplate::new(self.source)
-            .register("elem", "f32")
-            .register("weight_word", word)
-            .register("widen", widen)
-            .register("scales", scales)
-            .register("scale", scale)
-            .register("kv_word", kv_word)
-            .register("kv_widen", kv_widen)
-            .register("kv_elem", kv_elem)
-            .register("kv_pack", kv_pack)
-            .register("kv_per_word", if kv_half { "2" } else { "1" });
-        self.values.iter().fold(template, |t, (name, value)| t.register(*name, value.to_string()))
-    }
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, self.values.clone()))
-    }
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-impl WgslKernel {
-    /// Queues the kernel; `values` must hold its `workgroup` size.
-    fn launch(self, client: &Client, groups: (usize, usize), buffers: Vec<BufferBinding>) {
-        let workgroup =
-            self.values.iter().find(|(name, _)| *name == "workgroup").expect("every kernel has a workgroup size").1;
-        client.launch(
-            Box::new(SourceKernel::new(self, CubeDim::new_1d(workgroup as u32))),
-            CubeCount::Static(groups.0 as u32, groups.1 as u32, 1),
-            KernelArguments::new().with_buffers(buffers),
-        );
-    }
-}
-
-/// The f32 tensor of `dims` over `buffer`, the output a kernel filled, on `like`'s device.
-fn f32_tensor<const D: usize>(like: &CubeTensor, dims: [usize; D], buffer: Handle) -> Tensor<D> {
-    let out =
-        CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::new(dims), buffer, DType::F32);
-    Tensor::from_primitive::<CubeBackend>(out)
-}
-
-fn to_cube<const D: usize>(t: Tensor<D>) -> CubeTensor {
-    into_contiguous(t.try_into_primitive::<CubeBackend>().expect("Path::Wgsl is only chosen for wgpu tensors"))
-}
 
 fn append_wgsl(
     cache: (Tensor<4>, Tensor<4>),
@@ -366,13 +287,4 @@ fn decode_workgroup(head_dim: usize, shared_bytes: usize, max_invocations: usize
         workgroup /= 2;
     }
     workgroup
-}
-
-/// `groups` workgroups as a 2-D grid: WebGPU allows at most 65535 along one dimension.
-fn grid(groups: usize) -> (usize, usize) {
-    (groups.min(32768), groups.div_ceil(32768))
-}
-
-fn prev_power_of_two(n: usize) -> usize {
-    if n == 0 { 0 } else { 1 << (usize::BITS - 1 - n.leading_zeros()) }
 }

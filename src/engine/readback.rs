@@ -3,7 +3,7 @@
 
 use burn::tensor::{Int, Tensor};
 
-use super::error::{EngineError, Result};
+use crate::engine::error::{EngineError, Result};
 
 pub async fn floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     let data = t.into_data_async().await.map_err(|e| EngineError::Device(format!("{e:?}")))?;

@@ -2,7 +2,7 @@
 //! of every token and whether it is real or left padding. Prefill, decode, recompute-everything
 //! and left-padded batches are all just different `Step`s.
 
-use super::error::{EngineError, Result};
+use crate::engine::error::{EngineError, Result};
 
 #[derive(Debug, Clone)]
 pub struct Step {

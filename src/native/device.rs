@@ -1,5 +1,5 @@
-//! `--device cpu|wgpu|cuda` → a burn device; `--dtype f32|f16|int8` → how it holds the
-//! weights, and `--kv-dtype f32|f16` → how the KV cache holds keys and values.
+//! `--device cpu|wgpu|cuda` → a burn device, and which precisions (`--dtype`, `--kv-dtype`:
+//! the engine's `Precision`) each can run.
 //!
 //! `cpu` is burn's `flex` device (pure Rust gemm with SIMD and rayon): faster than `ndarray`
 //! and than wgpu on lavapipe, for both 768² matmuls and decode-sized mat-vecs (the book's
@@ -7,50 +7,10 @@
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 
-use crate::engine::gpt2::Gpt2;
-use crate::engine::kv::dtype::KvDtype;
-use crate::engine::weight_dtype::WeightDtype;
-
-/// `--dtype` and `--kv-dtype`: what the weights and what the KV cache are held in.
-#[derive(Debug, Clone, Copy, Args)]
-pub struct Precision {
-    /// The weights' type, f32, f16 or int8: f16 for the linear layers and the token table (CPU
-    /// and wgpu) halves their memory and the bytes each decode step reads, int8 (a scale per
-    /// output) quarters them; all else stays f32.
-    #[arg(long, default_value = "f32")]
-    pub dtype: WeightDtype,
-    /// The KV cache's type, f32 or f16: f16 halves its memory and the bytes each attention
-    /// reads (every device); keys and values are rounded as they are stored.
-    #[arg(long, default_value = "f32")]
-    pub kv_dtype: KvDtype,
-}
-
-impl Precision {
-    /// Refuses a pairing the engine cannot run, before anything loads.
-    pub fn check(self, device: DeviceArg) -> Result<()> {
-        if self.dtype != WeightDtype::F32 && device == DeviceArg::Cuda {
-            bail!(
-                "--dtype {} runs on --device cpu and --device wgpu for now (their kernels widen {0} weights); CUDA keeps f32",
-                self.dtype
-            );
-        }
-        Ok(())
-    }
-
-    /// `model` with its weights and its KV caches in these types.
-    pub fn apply(self, model: Gpt2) -> Result<Gpt2> {
-        let mut model = model.into_weight_dtype(self.dtype)?;
-        model.set_kv_dtype(self.kv_dtype)?;
-        Ok(model)
-    }
-
-    /// Anything held below f32.
-    pub fn reduced(self) -> bool {
-        self.dtype != WeightDtype::F32 || self.kv_dtype != KvDtype::F32
-    }
-}
+use crate::engine::model::precision::Precision;
+use crate::engine::model::weight_dtype::WeightDtype;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {
@@ -73,6 +33,17 @@ impl DeviceArg {
 
     pub fn init(self) -> Result<Device> {
         DeviceSpec { kind: self, index: 0 }.init()
+    }
+
+    /// Refuses a precision this device cannot run, before anything loads.
+    pub fn check(self, precision: Precision) -> Result<()> {
+        if precision.dtype != WeightDtype::F32 && self == DeviceArg::Cuda {
+            bail!(
+                "--dtype {} runs on --device cpu and --device wgpu for now (their kernels widen {0} weights); CUDA keeps f32",
+                precision.dtype
+            );
+        }
+        Ok(())
     }
 }
 

@@ -2,11 +2,12 @@
 //! the `inferlab` command line and its benchmarks, the server and the desktop app.
 
 pub mod app;
+pub mod args;
 pub mod batch;
 pub mod bench;
 pub mod cli;
-pub mod decoding;
 pub mod device;
+pub mod generate;
 pub mod hub;
 pub mod model_dir;
 pub mod serve;

@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 
 use super::hub;
-use crate::engine::config::Gpt2Config;
-use crate::engine::gpt2::Gpt2;
-use crate::engine::tokenizer::Tokenizer;
-use crate::engine::weights::Gpt2Weights;
+use crate::engine::model::config::Gpt2Config;
+use crate::engine::model::gpt2::Gpt2;
+use crate::engine::model::tokenizer::Tokenizer;
+use crate::engine::model::weights::Gpt2Weights;
 
 pub struct LoadedModel {
     pub model: Gpt2,
@@ -50,7 +50,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
 /// Reads and checks `dir`'s config.json.
 pub fn read_config(dir: &Path) -> Result<Gpt2Config> {
     let config_text = String::from_utf8(read(dir, "config.json")?).context("config.json is not UTF-8")?;
-    Ok(Gpt2Config::from_json(&config_text).with_context(|| format!("in {}", dir.join("config.json").display()))?)
+    Gpt2Config::from_json(&config_text).with_context(|| format!("in {}", dir.join("config.json").display()))
 }
 
 /// Reads `dir`'s model.safetensors, checks it against `config` and uploads it to `device`.

@@ -8,13 +8,13 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 use web_time::Instant;
 
-use super::batch::{SchedulerArgs, WorkloadArgs, measure_cost, print_stats};
-use super::bench::BenchModel;
+use super::args::{BenchModel, SchedulerArgs, WorkloadArgs};
+use super::batch::{measure_cost, print_stats};
 use super::device::DeviceArg;
 use crate::engine::batching::scheduler::Policy;
+use crate::engine::batching::simulate::{self, CostModel};
 use crate::engine::batching::{stats, workload};
 use crate::engine::error::EngineError;
-use crate::engine::simulate::{self, CostModel};
 
 #[derive(Args)]
 pub struct SimulateArgs {

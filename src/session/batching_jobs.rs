@@ -4,16 +4,17 @@
 
 use std::ops::ControlFlow;
 
+use super::error::Result;
 use crate::engine::batching::driver::{self, Run};
 use crate::engine::batching::runner::ModelRunner;
 use crate::engine::batching::scheduler::{Policy, Scheduler, SchedulerConfig};
 use crate::engine::batching::sequence::Request;
+use crate::engine::batching::simulate::{self, CostModel};
 use crate::engine::batching::stats::{self, BlockSnapshot, thin};
 use crate::engine::batching::workload::{Arrivals, WorkloadSpec};
-use crate::engine::generate::{GenerateOptions, generate};
-use crate::engine::gpt2::Gpt2;
+use crate::engine::decode::generate::{GenerateOptions, generate};
 use crate::engine::kv::KvMode;
-use crate::engine::simulate::{self, CostModel};
+use crate::engine::model::gpt2::Gpt2;
 use crate::session::protocol::{PolicyRun, RateCurve};
 
 /// Steps and block maps kept per run: enough to scrub through, small enough to post.
@@ -39,14 +40,13 @@ fn policy_run(config: SchedulerConfig, run: &Run, snapshots: &[BlockSnapshot]) -
     }
 }
 
-fn simulated(config: SchedulerConfig, requests: Vec<Request>, cost: CostModel) -> Result<PolicyRun, String> {
+fn simulated(config: SchedulerConfig, requests: Vec<Request>, cost: CostModel) -> Result<PolicyRun> {
     let config = resolve(config, &cost, &requests);
     let mut snapshots = vec![];
     let run = simulate::simulate(config.clone(), requests, cost, |record, scheduler| {
         snapshots.push(BlockSnapshot::of(scheduler, record.end_ms));
         ControlFlow::Continue(())
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     Ok(policy_run(config, &run, &snapshots))
 }
 
@@ -57,7 +57,7 @@ pub fn simulate_all(
     cost: CostModel,
     rates: &[f64],
     vocab: usize,
-) -> Result<(Vec<PolicyRun>, Vec<RateCurve>), String> {
+) -> Result<(Vec<PolicyRun>, Vec<RateCurve>)> {
     let requests = workload.generate(vocab);
     let runs = configs.iter().map(|c| simulated(c.clone(), requests.clone(), cost)).collect::<Result<Vec<_>, _>>()?;
     let mut curves = vec![];
@@ -70,8 +70,7 @@ pub fn simulate_all(
             };
             let requests = WorkloadSpec { arrivals, ..*workload }.generate(vocab);
             let config = resolve(config.clone(), &cost, &requests);
-            let run = simulate::simulate(config, requests, cost, |_, _| ControlFlow::Continue(()))
-                .map_err(|e| e.to_string())?;
+            let run = simulate::simulate(config, requests, cost, |_, _| ControlFlow::Continue(()))?;
             points.push((rate, stats::stats(&run).throughput_tok_s));
         }
         curves.push(RateCurve { policy: config.policy, points });
@@ -87,18 +86,17 @@ pub async fn real_run(
     config: SchedulerConfig,
     cost: CostModel,
     stop: impl Fn() -> bool,
-) -> Result<(PolicyRun, PolicyRun, Vec<bool>), String> {
+) -> Result<(PolicyRun, PolicyRun, Vec<bool>)> {
     let requests = workload.generate(model.config.vocab_size);
     let config = resolve(config, &cost, &requests);
-    let mut runner = ModelRunner::new(model, config.num_blocks, config.block_size).map_err(|e| e.to_string())?;
-    let scheduler = Scheduler::new(config.clone()).map_err(|e| e.to_string())?;
+    let mut runner = ModelRunner::new(model, config.num_blocks, config.block_size)?;
+    let scheduler = Scheduler::new(config.clone())?;
     let mut snapshots = vec![];
     let run = driver::run(scheduler, requests.clone(), &mut runner, |record, scheduler| {
         snapshots.push(BlockSnapshot::of(scheduler, record.end_ms));
         if stop() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let real = policy_run(config.clone(), &run, &snapshots);
     let mut matches = vec![];
     for (request, report) in requests.iter().zip(&real.requests) {
@@ -107,9 +105,7 @@ pub async fn real_run(
             kv: KvMode::Contiguous,
             ..GenerateOptions::default()
         };
-        let alone = generate(model, &request.prompt, &options, None, |_| ControlFlow::Continue(()))
-            .await
-            .map_err(|e| e.to_string())?;
+        let alone = generate(model, &request.prompt, &options, None, |_| ControlFlow::Continue(())).await?;
         matches.push(alone.new_ids == report.generated_ids);
     }
     Ok((real, simulated(config, requests, cost)?, matches))

@@ -7,6 +7,7 @@
 
 pub mod batching_jobs;
 pub mod decoding_jobs;
+pub mod error;
 pub mod protocol;
 
 use std::ops::ControlFlow;
@@ -14,18 +15,19 @@ use std::ops::ControlFlow;
 use burn::tensor::Device;
 use web_time::Instant;
 
-use crate::engine::config::Gpt2Config;
-use crate::engine::generate::{GenerateOptions, fit_context, generate};
-use crate::engine::gpt2::{Gpt2, Gpt2Loader};
+use crate::engine::analysis::window_drift::window_drift;
+use crate::engine::batching::simulate;
+use crate::engine::decode::generate::{GenerateOptions, fit_context, generate};
+use crate::engine::kv::DEFAULT_BLOCK_SIZE;
 use crate::engine::kv::dtype::KvDtype;
 use crate::engine::kv::memory::param_count;
-use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
-use crate::engine::simulate;
-use crate::engine::tokenizer::Tokenizer;
-use crate::engine::weight_dtype::WeightDtype;
-use crate::engine::weights::Gpt2Weights;
-use crate::engine::window_drift::window_drift;
-use protocol::{FromWorker, ModelInfo, ToWorker};
+use crate::engine::model::config::Gpt2Config;
+use crate::engine::model::gpt2::{Gpt2, Gpt2Loader};
+use crate::engine::model::precision::Precision;
+use crate::engine::model::tokenizer::Tokenizer;
+use crate::engine::model::weights::Gpt2Weights;
+use error::{Result, SessionError};
+use protocol::{FromEngine, ModelInfo, ToEngine};
 
 /// The file the demo model's tokenizer (GPT-2's real one) is shipped as, next to the app.
 pub const DEMO_TOKENIZER: &str = "gpt2-tokenizer.json";
@@ -40,15 +42,6 @@ pub struct ModelFiles {
     /// Every file came from a cache.
     pub from_cache: bool,
     pub precision: Precision,
-}
-
-/// What a model is held in.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Precision {
-    /// What the weights are converted to as they are uploaded.
-    pub weights: WeightDtype,
-    /// KV caches of f16.
-    pub kv_f16: bool,
 }
 
 pub enum Weights {
@@ -76,17 +69,14 @@ impl PendingLoad {
         demo: bool,
         precision: Precision,
         draft: bool,
-        post: &dyn Fn(&FromWorker),
-    ) -> Result<Self, String> {
-        post(&FromWorker::Loading { stage: "parsing config and tokenizer".into() });
+        post: &dyn Fn(&FromEngine),
+    ) -> Result<Self> {
+        post(&FromEngine::Loading { stage: "parsing config and tokenizer".into() });
         let config = match config {
-            Some(bytes) => Gpt2Config::from_json(
-                std::str::from_utf8(bytes).map_err(|_| "config.json is not UTF-8 text".to_string())?,
-            ),
+            Some(bytes) => Gpt2Config::from_json(std::str::from_utf8(bytes).map_err(|_| SessionError::ConfigNotUtf8)?),
             None => Gpt2Config::named("gpt2-tiny"),
-        }
-        .map_err(|e| e.to_string())?;
-        let tokenizer = Tokenizer::from_bytes(tokenizer).map_err(|e| e.to_string())?;
+        }?;
+        let tokenizer = Tokenizer::from_bytes(tokenizer)?;
         Ok(Self { config, name, tokenizer, demo, precision, draft })
     }
 }
@@ -114,8 +104,8 @@ impl Session {
         Self { device, model: None, draft: None }
     }
 
-    fn loaded(&self) -> Result<&Loaded, String> {
-        self.model.as_ref().ok_or_else(|| "no model is loaded yet".to_string())
+    fn loaded(&self) -> Result<&Loaded> {
+        self.model.as_ref().ok_or(SessionError::NoModel)
     }
 
     /// Checks `files` and makes them the target model, or (`draft`) the draft model; reports
@@ -126,8 +116,8 @@ impl Session {
         files: ModelFiles,
         draft: bool,
         started: Instant,
-        post: &dyn Fn(&FromWorker),
-    ) -> Result<(), String> {
+        post: &dyn Fn(&FromEngine),
+    ) -> Result<()> {
         let ModelFiles { name, config, tokenizer, weights: raw, from_cache, precision } = files;
         let load = PendingLoad::begin(
             name,
@@ -138,27 +128,25 @@ impl Session {
             draft,
             post,
         )?;
-        post(&FromWorker::Loading { stage: "checking weights and uploading them to the device".into() });
+        post(&FromEngine::Loading { stage: "checking weights and uploading them to the device".into() });
         let weights = match &raw {
-            Weights::Safetensors(bytes) => {
-                Gpt2Weights::from_safetensors(bytes, &load.config).map_err(|e| e.to_string())?
-            }
+            Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &load.config)?,
             Weights::Random(seed) => Gpt2Weights::random(&load.config, *seed),
         };
         drop(raw);
         let mut loader = self.loader(&load)?;
         self.unload(load.draft);
         for (name, data) in weights.tensors {
-            loader.put(&name, data).map_err(|e| e.to_string())?;
+            loader.put(&name, data)?;
         }
-        let model = loader.finish().map_err(|e| e.to_string())?;
+        let model = loader.finish()?;
         self.end_load(load, model, from_cache, started, post)
     }
 
     /// A loader that uploads `load`'s tensors to this session's device, or why the device
     /// cannot hold the asked dtype.
-    pub fn loader(&self, load: &PendingLoad) -> Result<Gpt2Loader, String> {
-        Gpt2Loader::new(load.config.clone(), &self.device, load.precision.weights).map_err(|e| e.to_string())
+    pub fn loader(&self, load: &PendingLoad) -> Result<Gpt2Loader> {
+        Ok(Gpt2Loader::new(load.config.clone(), &self.device, load.precision.dtype)?)
     }
 
     /// Frees the target's (or the draft's) model: called once the new one's weights have
@@ -175,26 +163,26 @@ impl Session {
         mut model: Gpt2,
         from_cache: bool,
         started: Instant,
-        post: &dyn Fn(&FromWorker),
-    ) -> Result<(), String> {
+        post: &dyn Fn(&FromEngine),
+    ) -> Result<()> {
         let PendingLoad { config, name, tokenizer, demo, precision, draft } = load;
-        model.set_kv_dtype(if precision.kv_f16 { KvDtype::F16 } else { KvDtype::F32 }).map_err(|e| e.to_string())?;
-        post(&FromWorker::Loading { stage: "a first step (the device compiles its kernels)".into() });
-        model.warm_up().map_err(|e| e.to_string())?;
+        model.set_kv_dtype(precision.kv_dtype)?;
+        post(&FromEngine::Loading { stage: "a first step (the device compiles its kernels)".into() });
+        model.warm_up()?;
         let info = ModelInfo {
             name,
             params: param_count(&config),
             config,
-            weights: precision.weights,
-            kv_f16: precision.kv_f16,
+            weights: precision.dtype,
+            kv_f16: precision.kv_dtype == KvDtype::F16,
             from_cache,
             demo,
         };
         *self.slot(draft) = Some(Loaded { info: info.clone(), model, tokenizer });
         if draft {
-            post(&FromWorker::DraftLoaded { info });
+            post(&FromEngine::DraftLoaded { info });
         } else {
-            post(&FromWorker::Loaded {
+            post(&FromEngine::Loaded {
                 info,
                 load_ms: started.elapsed().as_secs_f64() * 1000.0,
                 wasm_memory_bytes: wasm_memory_bytes(),
@@ -209,16 +197,11 @@ impl Session {
 
     /// Runs one job to its end (or until `stop` says so between two steps), streaming what
     /// it computes through `post`. Loads are the transport's: their files come its own way.
-    pub async fn job(
-        &self,
-        message: ToWorker,
-        post: &dyn Fn(&FromWorker),
-        stop: &dyn Fn() -> bool,
-    ) -> Result<(), String> {
+    pub async fn job(&self, message: ToEngine, post: &dyn Fn(&FromEngine), stop: &dyn Fn() -> bool) -> Result<()> {
         match message {
-            ToWorker::Load(_) | ToWorker::LoadDraft(_) => Err("loading is the transport's job".into()),
-            ToWorker::Stop => Ok(()),
-            ToWorker::Speculate { prompt, draft, options, sweep } => {
+            ToEngine::Load(_) | ToEngine::LoadDraft(_) => Err(SessionError::LoadIsTransports),
+            ToEngine::Stop => Ok(()),
+            ToEngine::Speculate { prompt, draft, options, sweep } => {
                 let loaded = self.loaded()?;
                 let draft_model = self.draft.as_ref().map(|d| &d.model);
                 decoding_jobs::speculate(
@@ -234,76 +217,66 @@ impl Session {
                 )
                 .await
             }
-            ToWorker::Beam { prompt, options } => {
+            ToEngine::Beam { prompt, options } => {
                 let loaded = self.loaded()?;
                 decoding_jobs::beam(&loaded.model, &loaded.tokenizer, &prompt, options, post, stop).await
             }
-            ToWorker::Generate { run, prompt, max_new_tokens, sampling, kv } => {
+            ToEngine::Generate { run, prompt, max_new_tokens, sampling, kv } => {
                 let loaded = self.loaded()?;
-                let kv: KvMode = kv.parse().map_err(|e| format!("{e}"))?;
-                let ids = loaded.tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
+                let ids = loaded.tokenizer.encode(&prompt)?;
                 let (ids, max_new_tokens, _) =
-                    fit_context(&ids, max_new_tokens, loaded.model.config.n_positions, false)
-                        .map_err(|e| e.to_string())?;
-                post(&FromWorker::Prompt { run, ids: ids.clone() });
+                    fit_context(&ids, max_new_tokens, loaded.model.config.n_positions, false)?;
+                post(&FromEngine::Prompt { run, ids: ids.clone() });
                 let eos_token_ids = loaded.model.config.eos_token_id.into_iter().collect();
                 let options = GenerateOptions { max_new_tokens, sampling, kv, eos_token_ids, stop_strings: vec![] };
                 let mut new_ids = vec![];
                 let out = generate(&loaded.model, &ids, &options, Some(&loaded.tokenizer), |event| {
                     new_ids.push(event.id);
                     let text = loaded.tokenizer.decode(&new_ids).unwrap_or_default();
-                    post(&FromWorker::Token { run, index: event.index, id: event.id, text, step_ms: event.step_ms });
+                    post(&FromEngine::Token { run, index: event.index, id: event.id, text, step_ms: event.step_ms });
                     flow(stop)
                 })
-                .await
-                .map_err(|e| e.to_string())?;
-                let stop_reason = serde_json::to_value(out.stop_reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                post(&FromWorker::Done {
+                .await?;
+                post(&FromEngine::Done {
                     run,
                     ids: out.new_ids,
                     text: out.text.unwrap_or_default(),
                     ttft_ms: out.ttft_ms,
                     total_ms: out.total_ms,
-                    stop_reason,
+                    stop_reason: out.stop_reason,
                 });
                 Ok(())
             }
-            ToWorker::WindowDrift { prompt, new_tokens, window } => {
+            ToEngine::WindowDrift { prompt, new_tokens, window } => {
                 let loaded = self.loaded()?;
-                let ids = loaded.tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
+                let ids = loaded.tokenizer.encode(&prompt)?;
                 window_drift(&loaded.model, &ids, new_tokens, window, |step| {
-                    post(&FromWorker::Drift(step.clone()));
+                    post(&FromEngine::Drift(step.clone()));
                     flow(stop)
                 })
-                .await
-                .map_err(|e| e.to_string())?;
-                post(&FromWorker::DriftDone);
+                .await?;
+                post(&FromEngine::DriftDone);
                 Ok(())
             }
-            ToWorker::MeasureCost => {
+            ToEngine::MeasureCost => {
                 let loaded = self.loaded()?;
-                let (cost, timings) = simulate::fit_cost(&loaded.model, DEFAULT_BLOCK_SIZE, true, |_| {})
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (cost, timings) = simulate::fit_cost(&loaded.model, DEFAULT_BLOCK_SIZE, true, |_| {}).await?;
                 let error_pct = cost.mean_error_pct(&timings);
-                post(&FromWorker::Cost { cost, timings, error_pct, model: loaded.info.name.clone() });
+                post(&FromEngine::Cost { cost, timings, error_pct, model: loaded.info.name.clone() });
                 Ok(())
             }
-            ToWorker::Simulate { workload, configs, cost, rates } => {
+            ToEngine::Simulate { workload, configs, cost, rates } => {
                 let start = Instant::now();
                 let vocab = self.model.as_ref().map_or(50257, |l| l.model.config.vocab_size);
                 let (runs, curves) = batching_jobs::simulate_all(&workload, &configs, cost, &rates, vocab)?;
-                post(&FromWorker::Simulated { runs, curves, wall_ms: start.elapsed().as_secs_f64() * 1000.0 });
+                post(&FromEngine::Simulated { runs, curves, wall_ms: start.elapsed().as_secs_f64() * 1000.0 });
                 Ok(())
             }
-            ToWorker::BatchReal { workload, config, cost } => {
+            ToEngine::BatchReal { workload, config, cost } => {
                 let loaded = self.loaded()?;
                 let (real, simulated, matches_solo) =
                     batching_jobs::real_run(&loaded.model, &workload, config, cost, stop).await?;
-                post(&FromWorker::RealRun { real, simulated, matches_solo });
+                post(&FromEngine::RealRun { real, simulated, matches_solo });
                 Ok(())
             }
         }

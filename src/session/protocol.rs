@@ -4,19 +4,21 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::analysis::window_drift::DriftStep;
 use crate::engine::batching::driver::StepRecord;
 use crate::engine::batching::scheduler::{Policy, SchedulerConfig};
+use crate::engine::batching::simulate::{CostModel, Timing};
 use crate::engine::batching::stats::{BlockSnapshot, RequestReport, Stats};
 use crate::engine::batching::workload::WorkloadSpec;
-use crate::engine::beam::{BeamOptions, BeamStep, Hypothesis};
-use crate::engine::config::Gpt2Config;
-use crate::engine::sampling::SamplingParams;
-use crate::engine::simulate::{CostModel, Timing};
-use crate::engine::speculative::drafters::DraftSpec;
-use crate::engine::speculative::report::SpeculativeReport;
-use crate::engine::speculative::{Pass, SpeculativeOptions};
-use crate::engine::weight_dtype::WeightDtype;
-use crate::engine::window_drift::DriftStep;
+use crate::engine::decode::beam::{BeamOptions, BeamStep, Hypothesis};
+use crate::engine::decode::generate::StopReason;
+use crate::engine::decode::sampling::SamplingParams;
+use crate::engine::decode::speculative::drafters::DraftSpec;
+use crate::engine::decode::speculative::report::SpeculativeReport;
+use crate::engine::decode::speculative::{Pass, SpeculativeOptions};
+use crate::engine::kv::KvMode;
+use crate::engine::model::config::Gpt2Config;
+use crate::engine::model::weight_dtype::WeightDtype;
 
 /// Where a model comes from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,14 +55,14 @@ pub enum Run {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum ToWorker {
+pub enum ToEngine {
     Load(ModelSource),
     Generate {
         run: Run,
         prompt: String,
         max_new_tokens: usize,
         sampling: SamplingParams,
-        kv: String,
+        kv: KvMode,
     },
     /// Full cache vs a sliding window of `window` slots, fed the same greedy tokens.
     WindowDrift {
@@ -157,7 +159,8 @@ pub struct ModelInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum FromWorker {
+#[allow(clippy::large_enum_variant)] // a message is serialised at once: boxing would buy nothing
+pub enum FromEngine {
     /// The engine is listening: its device described, or why no device could be opened
     /// (the worker's WebGPU; natively, the `--device`).
     Ready {
@@ -199,7 +202,7 @@ pub enum FromWorker {
         text: String,
         ttft_ms: f64,
         total_ms: f64,
-        stop_reason: String,
+        stop_reason: StopReason,
     },
     Drift(DriftStep),
     DriftDone,

@@ -9,7 +9,7 @@ use leptos::ev;
 use leptos::prelude::*;
 use web_sys::{File, HtmlInputElement};
 
-use super::bridge::{Engine, EngineKind, ModelStatus, native_token};
+use super::bridge::{EngineHandle, EngineKind, ModelStatus, native_token};
 use super::form::picked_files;
 use super::pages::batching::BatchingPage;
 use super::pages::beam::BeamPage;
@@ -17,8 +17,8 @@ use super::pages::kv_cache::KvCachePage;
 use super::pages::playground::PlaygroundPage;
 use super::pages::speculative::SpeculativePage;
 use crate::engine::kv::dtype::KvDtype;
-use crate::engine::weight_dtype::WeightDtype;
-use crate::session::protocol::{ModelSource, ToWorker};
+use crate::engine::model::weight_dtype::WeightDtype;
+use crate::session::protocol::{ModelSource, ToEngine};
 
 /// The hub used when the URL and the settings name none.
 pub const DEFAULT_HUB: &str = "https://huggingface.co";
@@ -55,10 +55,10 @@ pub fn App() -> impl IntoView {
         _ => Page::Playground,
     });
     let preload = query("model");
-    let engine = Engine::start(move |engine| {
+    let engine = EngineHandle::start(move |engine| {
         if let Some(repo) = preload {
             engine.send(
-                &ToWorker::Load(ModelSource::Hub {
+                &ToEngine::Load(ModelSource::Hub {
                     hub: hub.get_untracked(),
                     repo,
                     weights: weights.get_untracked(),
@@ -103,7 +103,7 @@ pub fn App() -> impl IntoView {
 /// `inferlab app` served the page (the default there). Elsewhere there is only the tab's.
 #[component]
 fn EngineSwitch() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let native = move || engine.native.get().unwrap_or_else(|| "this machine".into());
     let on_change = move |ev: ev::Event| {
         engine.switch(if event_target_value(&ev) == "native" { EngineKind::Native } else { EngineKind::Tab })
@@ -126,8 +126,8 @@ fn EngineSwitch() -> impl IntoView {
 /// leads to the offline demo model: one click, no network.
 #[component]
 fn DemoOffer() -> impl IntoView {
-    let engine = expect_context::<Engine>();
-    let load_demo = move |_| engine.send(&ToWorker::Load(ModelSource::Demo { seed: 0 }), &[]);
+    let engine = expect_context::<EngineHandle>();
+    let load_demo = move |_| engine.send(&ToEngine::Load(ModelSource::Demo { seed: 0 }), &[]);
     move || {
         let reason = match engine.status.get() {
             ModelStatus::Idle(_) => "No model loaded yet. Models from the hub are large downloads (gpt2: 550 MB);",
@@ -146,7 +146,7 @@ fn DemoOffer() -> impl IntoView {
 /// The last job error, dismissable.
 #[component]
 fn ErrorBanner() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     move || {
         engine.error.get().map(|e| {
             view! {
@@ -192,11 +192,11 @@ fn ModelPanel(
     weights: RwSignal<WeightDtype>,
     kv_dtype: RwSignal<KvDtype>,
 ) -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let kv_f16 = move || kv_dtype.get() == KvDtype::F16;
     let load_hub = move |_| {
         engine.send(
-            &ToWorker::Load(ModelSource::Hub {
+            &ToEngine::Load(ModelSource::Hub {
                 hub: hub.get(),
                 repo: repo.get(),
                 weights: weights.get(),
@@ -205,10 +205,10 @@ fn ModelPanel(
             &[],
         )
     };
-    let load_demo = move |_| engine.send(&ToWorker::Load(ModelSource::Demo { seed: 0 }), &[]);
+    let load_demo = move |_| engine.send(&ToEngine::Load(ModelSource::Demo { seed: 0 }), &[]);
     let load_files = move |files: Vec<File>| {
         if !files.is_empty() {
-            engine.send(&ToWorker::Load(ModelSource::Files { weights: weights.get(), kv_f16: kv_f16() }), &files);
+            engine.send(&ToEngine::Load(ModelSource::Files { weights: weights.get(), kv_f16: kv_f16() }), &files);
         }
     };
     let on_pick = move |ev: ev::Event| {

@@ -11,11 +11,12 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{File, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-use crate::engine::beam::BeamStep;
-use crate::engine::simulate::{CostModel, Timing};
-use crate::engine::speculative::report::SpeculativeReport;
-use crate::engine::window_drift::DriftStep;
-use crate::session::protocol::{BeamView, FromWorker, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToWorker};
+use crate::engine::analysis::window_drift::DriftStep;
+use crate::engine::batching::simulate::{CostModel, Timing};
+use crate::engine::decode::beam::BeamStep;
+use crate::engine::decode::generate::StopReason;
+use crate::engine::decode::speculative::report::SpeculativeReport;
+use crate::session::protocol::{BeamView, FromEngine, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToEngine};
 
 /// What the model panel shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +57,7 @@ pub struct RunState {
 pub struct RunSummary {
     pub ttft_ms: f64,
     pub total_ms: f64,
-    pub stop_reason: String,
+    pub stop_reason: StopReason,
 }
 
 /// The step-cost model measured on the loaded model in this browser.
@@ -110,9 +111,10 @@ pub struct BeamDone {
     pub kv_peak_tokens: usize,
 }
 
-/// Everything the worker reported, as signals. `Copy`: pass it around freely.
+/// The page's handle on its engine (the tab's Web Worker or the native one): what it reported,
+/// as signals, and the way to send it work. `Copy`: pass it around freely.
 #[derive(Clone, Copy)]
-pub struct Engine {
+pub struct EngineHandle {
     pub kind: RwSignal<EngineKind>,
     /// The native engine's device in words, once it said so.
     pub native: RwSignal<Option<String>>,
@@ -219,7 +221,7 @@ impl Transport {
 
 thread_local! {
     static TRANSPORT: RefCell<Option<Transport>> = const { RefCell::new(None) };
-    static ON_READY: RefCell<Option<Box<dyn FnOnce(Engine)>>> = const { RefCell::new(None) };
+    static ON_READY: RefCell<Option<Box<dyn FnOnce(EngineHandle)>>> = const { RefCell::new(None) };
 }
 
 /// The per-launch token of `inferlab app`, in the URL it opened: only then is there a
@@ -229,12 +231,12 @@ pub fn native_token() -> Option<String> {
     web_sys::UrlSearchParams::new_with_str(&search).ok()?.get("token").filter(|t| !t.is_empty())
 }
 
-impl Engine {
+impl EngineHandle {
     /// Starts the engine: the native one when `inferlab app` served the page, else the Web
     /// Worker. `on_ready` runs once, when that first engine's device is open, e.g. to preload
     /// a model named in the URL (a switch later does not: the URL meant the first engine).
-    pub fn start(on_ready: impl FnOnce(Engine) + 'static) -> Engine {
-        let engine = Engine {
+    pub fn start(on_ready: impl FnOnce(EngineHandle) + 'static) -> EngineHandle {
+        let engine = EngineHandle {
             kind: RwSignal::new(if native_token().is_some() { EngineKind::Native } else { EngineKind::Tab }),
             native: RwSignal::new(None),
             adapter: RwSignal::new(None),
@@ -300,8 +302,8 @@ impl Engine {
 
     /// A message from the engine, whichever transport brought it.
     fn receive(&self, data: Option<String>) {
-        match data.as_deref().map(serde_json::from_str::<FromWorker>) {
-            Some(Ok(FromWorker::Ready { webgpu: Ok(adapter) })) => {
+        match data.as_deref().map(serde_json::from_str::<FromEngine>) {
+            Some(Ok(FromEngine::Ready { webgpu: Ok(adapter) })) => {
                 if self.kind.get_untracked() == EngineKind::Native {
                     self.native.set(Some(adapter.clone()));
                 }
@@ -361,38 +363,38 @@ impl Engine {
     }
 
     /// Sends one message; `files` travel with it (local model files).
-    pub fn send(&self, message: &ToWorker, files: &[File]) {
+    pub fn send(&self, message: &ToEngine, files: &[File]) {
         let json = serde_json::to_string(message).expect("messages serialize");
         match message {
             // The running job still reports its end; the waiting ones are dropped.
-            ToWorker::Stop => self.pending.update(|n| *n = (*n).min(1)),
-            ToWorker::Load(_) => {
+            ToEngine::Stop => self.pending.update(|n| *n = (*n).min(1)),
+            ToEngine::Load(_) => {
                 self.status.set(ModelStatus::Loading { stage: "starting".into() });
                 self.download.set(None);
                 self.pending.update(|n| *n += 1);
             }
-            ToWorker::Generate { run, .. } => {
+            ToEngine::Generate { run, .. } => {
                 self.runs.update(|runs| {
                     runs.insert(*run, RunState::default());
                 });
                 self.pending.update(|n| *n += 1);
             }
-            ToWorker::WindowDrift { .. } => {
+            ToEngine::WindowDrift { .. } => {
                 self.drift.set(vec![]);
                 self.drift_done.set(false);
                 self.pending.update(|n| *n += 1);
             }
-            ToWorker::MeasureCost | ToWorker::Simulate { .. } => self.pending.update(|n| *n += 1),
-            ToWorker::BatchReal { .. } => {
+            ToEngine::MeasureCost | ToEngine::Simulate { .. } => self.pending.update(|n| *n += 1),
+            ToEngine::BatchReal { .. } => {
                 self.real_batch.set(None);
                 self.pending.update(|n| *n += 1);
             }
-            ToWorker::LoadDraft(_) => self.pending.update(|n| *n += 1),
-            ToWorker::Speculate { .. } => {
+            ToEngine::LoadDraft(_) => self.pending.update(|n| *n += 1),
+            ToEngine::Speculate { .. } => {
                 self.spec.set(SpecState::default());
                 self.pending.update(|n| *n += 1);
             }
-            ToWorker::Beam { .. } => {
+            ToEngine::Beam { .. } => {
                 self.beam.set(BeamState::default());
                 self.pending.update(|n| *n += 1);
             }
@@ -415,31 +417,31 @@ impl Engine {
         self.pending.update(|n| *n = n.saturating_sub(1));
     }
 
-    fn apply(&self, message: FromWorker) {
+    fn apply(&self, message: FromEngine) {
         match message {
-            FromWorker::Ready { webgpu: Err(e) } => self.status.set(ModelStatus::NoWebGpu(e)),
-            FromWorker::Ready { webgpu: Ok(_) } => {}
-            FromWorker::Loading { stage } => self.status.set(ModelStatus::Loading { stage }),
-            FromWorker::Progress { file, loaded, total, mb_per_s, from_cache } => {
+            FromEngine::Ready { webgpu: Err(e) } => self.status.set(ModelStatus::NoWebGpu(e)),
+            FromEngine::Ready { webgpu: Ok(_) } => {}
+            FromEngine::Loading { stage } => self.status.set(ModelStatus::Loading { stage }),
+            FromEngine::Progress { file, loaded, total, mb_per_s, from_cache } => {
                 self.status.set(ModelStatus::Loading {
                     stage: format!("{} {file}", if from_cache { "reading cached" } else { "downloading" }),
                 });
                 self.download.set(Some(Download { file, loaded, total, mb_per_s, from_cache }));
             }
-            FromWorker::Loaded { info, wasm_memory_bytes, .. } => {
+            FromEngine::Loaded { info, wasm_memory_bytes, .. } => {
                 self.loaded.set(Some(info.clone()));
                 self.wasm_memory_bytes.set(wasm_memory_bytes);
                 self.status.set(ModelStatus::Ready(info));
                 self.finish_job();
             }
-            FromWorker::Prompt { run, ids } => self.runs.update(|runs| runs.entry(run).or_default().prompt_ids = ids),
-            FromWorker::Token { run, id, text, step_ms, .. } => self.runs.update(|runs| {
+            FromEngine::Prompt { run, ids } => self.runs.update(|runs| runs.entry(run).or_default().prompt_ids = ids),
+            FromEngine::Token { run, id, text, step_ms, .. } => self.runs.update(|runs| {
                 let state = runs.entry(run).or_default();
                 state.ids.push(id);
                 state.text = text;
                 state.step_ms.push(step_ms);
             }),
-            FromWorker::Done { run, ids, text, ttft_ms, total_ms, stop_reason } => {
+            FromEngine::Done { run, ids, text, ttft_ms, total_ms, stop_reason } => {
                 self.runs.update(|runs| {
                     let state = runs.entry(run).or_default();
                     state.ids = ids;
@@ -448,24 +450,24 @@ impl Engine {
                 });
                 self.finish_job();
             }
-            FromWorker::Drift(step) => self.drift.update(|d| d.push(step)),
-            FromWorker::DriftDone => {
+            FromEngine::Drift(step) => self.drift.update(|d| d.push(step)),
+            FromEngine::DriftDone => {
                 self.drift_done.set(true);
                 self.finish_job();
             }
-            FromWorker::Cost { cost, timings, error_pct, model } => {
+            FromEngine::Cost { cost, timings, error_pct, model } => {
                 self.cost.set(Some(CostInfo { cost, timings, error_pct, model }));
                 self.finish_job();
             }
-            FromWorker::Simulated { runs, curves, wall_ms } => {
+            FromEngine::Simulated { runs, curves, wall_ms } => {
                 self.simulation.set(Some(Simulation { runs, curves, wall_ms }));
                 self.finish_job();
             }
-            FromWorker::RealRun { real, simulated, matches_solo } => {
+            FromEngine::RealRun { real, simulated, matches_solo } => {
                 self.real_batch.set(Some(RealBatch { real, simulated, matches_solo }));
                 self.finish_job();
             }
-            FromWorker::DraftLoaded { info } => {
+            FromEngine::DraftLoaded { info } => {
                 self.draft.set(Some(info));
                 // Its download reported progress in the model panel: the target is still there.
                 self.status.set(self.loaded.get_untracked().map_or_else(
@@ -474,20 +476,20 @@ impl Engine {
                 ));
                 self.finish_job();
             }
-            FromWorker::SpecPass(pass) => self.spec.update(|s| s.passes.push(pass)),
-            FromWorker::SpecDone { ids, text, report } => self.spec.update(|s| s.done = Some((ids, text, report))),
-            FromWorker::SpecSweep(report) => self.spec.update(|s| s.sweep.push(report)),
-            FromWorker::SpecSweepDone => {
+            FromEngine::SpecPass(pass) => self.spec.update(|s| s.passes.push(pass)),
+            FromEngine::SpecDone { ids, text, report } => self.spec.update(|s| s.done = Some((ids, text, report))),
+            FromEngine::SpecSweep(report) => self.spec.update(|s| s.sweep.push(report)),
+            FromEngine::SpecSweepDone => {
                 self.spec.update(|s| s.sweep_done = true);
                 self.finish_job();
             }
-            FromWorker::BeamStep { step, texts } => self.beam.update(|b| b.steps.push((step, texts))),
-            FromWorker::BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens } => {
+            FromEngine::BeamStep { step, texts } => self.beam.update(|b| b.steps.push((step, texts))),
+            FromEngine::BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens } => {
                 self.beam
                     .update(|b| b.done = Some(BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens }));
                 self.finish_job();
             }
-            FromWorker::Error { message } => {
+            FromEngine::Error { message } => {
                 match (self.status.get_untracked(), self.loaded.get_untracked()) {
                     // A failed load keeps the model that was there: say why, carry on with it.
                     (ModelStatus::Loading { .. }, Some(info)) => {

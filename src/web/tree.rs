@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 
-use crate::engine::beam::{BeamStep, Fate};
+use crate::engine::decode::beam::{BeamStep, Fate};
 
 const COL: f64 = 96.0;
 const ROW: f64 = 24.0;

@@ -18,20 +18,22 @@ use web_sys::{DedicatedWorkerGlobalScope, File, MessageEvent};
 use web_time::Instant;
 
 use super::loader::{self, MODEL_FILES};
-use crate::engine::gpt2::{Gpt2, Gpt2Loader};
-use crate::engine::safetensors_stream::{Rows, SafetensorsStream};
-use crate::session::protocol::{FromWorker, ModelSource, ToWorker};
-use crate::session::{DEMO_TOKENIZER, ModelFiles, PendingLoad, Precision, Session, Weights};
+use crate::engine::model::gpt2::{Gpt2, Gpt2Loader};
+use crate::engine::model::precision::Precision;
+use crate::engine::model::safetensors_stream::{Rows, SafetensorsStream};
+use crate::session::error::SessionError;
+use crate::session::protocol::{FromEngine, ModelSource, ToEngine};
+use crate::session::{DEMO_TOKENIZER, ModelFiles, PendingLoad, Session, Weights};
 
 struct Worker {
     session: RefCell<Session>,
     /// Jobs wait here while one runs (the KV page sends two runs back to back).
-    queue: RefCell<VecDeque<(ToWorker, Vec<File>)>>,
+    queue: RefCell<VecDeque<(ToEngine, Vec<File>)>>,
     busy: Cell<bool>,
     stop: Cell<bool>,
 }
 
-fn post(message: &FromWorker) {
+fn post(message: &FromEngine) {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let json = serde_json::to_string(message).expect("worker messages serialize");
     // Posting only fails if the page is gone; nothing is left to tell then.
@@ -40,7 +42,7 @@ fn post(message: &FromWorker) {
 
 /// Entry point in the worker: open WebGPU, then listen.
 pub fn run() {
-    std::panic::set_hook(Box::new(|info| post(&FromWorker::Error { message: format!("the engine crashed: {info}") })));
+    std::panic::set_hook(Box::new(|info| post(&FromEngine::Error { message: format!("the engine crashed: {info}") })));
     spawn_local(async {
         let opened = Device::wgpu_options().init_with_setup_async().await;
         let (webgpu, device) = match opened {
@@ -61,7 +63,7 @@ pub fn run() {
                 stop: Cell::new(false),
             }));
         }
-        post(&FromWorker::Ready { webgpu });
+        post(&FromEngine::Ready { webgpu });
     });
 }
 
@@ -76,9 +78,9 @@ fn listen(worker: Rc<Worker>) {
             }
             None => (data.as_string(), vec![]),
         };
-        match json.as_deref().map(serde_json::from_str::<ToWorker>) {
+        match json.as_deref().map(serde_json::from_str::<ToEngine>) {
             Some(Ok(message)) => worker.handle(message, files),
-            _ => post(&FromWorker::Error { message: "the worker got a message it does not understand".into() }),
+            _ => post(&FromEngine::Error { message: "the worker got a message it does not understand".into() }),
         }
     });
     scope.set_onmessage(Some(handler.as_ref().unchecked_ref()));
@@ -87,8 +89,8 @@ fn listen(worker: Rc<Worker>) {
 }
 
 impl Worker {
-    fn handle(self: &Rc<Self>, message: ToWorker, files: Vec<File>) {
-        if let ToWorker::Stop = message {
+    fn handle(self: &Rc<Self>, message: ToEngine, files: Vec<File>) {
+        if let ToEngine::Stop = message {
             // Stop ends the running job after its current step and drops the waiting ones.
             self.stop.set(true);
             self.queue.borrow_mut().clear();
@@ -103,18 +105,18 @@ impl Worker {
             loop {
                 let Some((message, files)) = worker.queue.borrow_mut().pop_front() else { break };
                 worker.stop.set(false);
-                if let Err(message) = worker.job(message, files).await {
-                    post(&FromWorker::Error { message });
+                if let Err(error) = worker.job(message, files).await {
+                    post(&FromEngine::Error { message: error.to_string() });
                 }
             }
             worker.busy.set(false);
         });
     }
 
-    async fn job(&self, message: ToWorker, picked: Vec<File>) -> Result<(), String> {
+    async fn job(&self, message: ToEngine, picked: Vec<File>) -> Result<(), SessionError> {
         match message {
-            ToWorker::Load(source) => self.load(source, picked, false).await,
-            ToWorker::LoadDraft(source) => self.load(source, picked, true).await,
+            ToEngine::Load(source) => self.load(source, picked, false).await,
+            ToEngine::LoadDraft(source) => self.load(source, picked, true).await,
             // No borrow_mut happens while a job runs: loads run between jobs, in this same loop.
             job => self.session.borrow().job(job, &post, &|| self.stop.get()).await,
         }
@@ -123,10 +125,10 @@ impl Worker {
     /// Loads the target model, or (`draft`) the draft model of speculative decoding. A hub's or
     /// a picked `model.safetensors` is streamed: each tensor goes to the GPU as its bytes
     /// arrive, so the tab never holds the file (wasm32 has 4 GB; gpt2-xl's f32 file is 6.2).
-    async fn load(&self, source: ModelSource, picked: Vec<File>, draft: bool) -> Result<(), String> {
+    async fn load(&self, source: ModelSource, picked: Vec<File>, draft: bool) -> Result<(), SessionError> {
         let started = Instant::now();
         let progress = |p: loader::Progress| {
-            post(&FromWorker::Progress {
+            post(&FromEngine::Progress {
                 file: p.file.into(),
                 loaded: p.loaded,
                 total: p.total,
@@ -146,7 +148,7 @@ impl Worker {
                     Some(&config),
                     &tokenizer,
                     false,
-                    Precision { weights, kv_f16 },
+                    Precision::from_page(weights, kv_f16),
                     draft,
                     &post,
                 )?;
@@ -174,7 +176,8 @@ impl Worker {
                         other => {
                             return Err(format!(
                                 "{other}: expected config.json, tokenizer.json and a .safetensors file"
-                            ));
+                            )
+                            .into());
                         }
                     };
                     found[slot] = Some(file);
@@ -194,7 +197,7 @@ impl Worker {
                     Some(&config),
                     &tokenizer,
                     false,
-                    Precision { weights, kv_f16 },
+                    Precision::from_page(weights, kv_f16),
                     draft,
                     &post,
                 )?;
@@ -229,7 +232,7 @@ struct Streamed {
 }
 
 impl Streamed {
-    fn new(session: &RefCell<Session>, load: &PendingLoad) -> Result<Self, String> {
+    fn new(session: &RefCell<Session>, load: &PendingLoad) -> Result<Self, SessionError> {
         Ok(Self {
             stream: SafetensorsStream::new(&load.config),
             loader: session.borrow().loader(load)?,
@@ -248,8 +251,8 @@ impl Streamed {
         stream.feed(chunk, &mut put).map_err(|e| e.to_string())
     }
 
-    fn finish(self) -> Result<Gpt2, String> {
-        self.stream.finish().map_err(|e| e.to_string())?;
-        self.loader.finish().map_err(|e| e.to_string())
+    fn finish(self) -> Result<Gpt2, SessionError> {
+        self.stream.finish()?;
+        Ok(self.loader.finish()?)
     }
 }

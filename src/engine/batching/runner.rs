@@ -11,13 +11,13 @@ use web_time::Instant;
 
 use super::driver::Executor;
 use super::scheduler::{ScheduledStep, Scheduler};
+use crate::engine::decode::sampling::{Sampler, TokenLogprobs};
 use crate::engine::error::Result;
-use crate::engine::gpt2::{Gpt2, Logits};
 use crate::engine::kv::KvCache;
 use crate::engine::kv::blocks::{BlockCopy, BlockId};
 use crate::engine::kv::paged::{PagedKv, Segment};
+use crate::engine::model::gpt2::{Gpt2, Logits};
 use crate::engine::readback;
-use crate::engine::sampling::{Sampler, TokenLogprobs};
 use crate::engine::step::Step;
 
 pub struct ModelRunner<'a> {
@@ -89,8 +89,8 @@ impl<'a> ModelRunner<'a> {
             return Ok(vec![]);
         }
         for &id in &sampling {
-            if !self.samplers.contains_key(&id) {
-                self.samplers.insert(id, Sampler::new(seqs[id].request.sampling.clone())?);
+            if let std::collections::hash_map::Entry::Vacant(e) = self.samplers.entry(id) {
+                e.insert(Sampler::new(seqs[id].request.sampling.clone())?);
             }
         }
         if sampling.iter().all(|&id| !self.samplers[&id].params().needs_logits() && seqs[id].request.logprobs.is_none())

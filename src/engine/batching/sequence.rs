@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::decode::sampling::SamplingParams;
 use crate::engine::kv::blocks::BlockId;
-use crate::engine::sampling::SamplingParams;
 
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

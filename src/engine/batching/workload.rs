@@ -5,8 +5,8 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use super::sequence::Request;
+use crate::engine::decode::sampling::SamplingParams;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::sampling::SamplingParams;
 
 /// One line of a requests file.
 #[derive(Debug, Deserialize)]

@@ -134,7 +134,7 @@ mod tests {
     use burn::tensor::{Device, Distribution};
 
     use super::*;
-    use crate::engine::kernels::{Path, attention as any_path};
+    use crate::engine::kernels::{KernelPath, attention as any_path};
 
     #[test]
     fn equals_the_twin_under_every_mask() {
@@ -154,7 +154,7 @@ mod tests {
                 .collect();
             for window in [None, Some(3)] {
                 let mask = StepMask::from_positions(b, t, keys, key_pos.clone(), query_pos.clone(), window);
-                let want = read(any_path(q.clone(), k.clone(), v.clone(), &mask, 0.3, Path::Twin));
+                let want = read(any_path(q.clone(), k.clone(), v.clone(), &mask, 0.3, KernelPath::Twin));
                 let got = read(attention(&q, &k, &v, &mask, 0.3).expect("a CPU attention"));
                 assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{t} queries, window {window:?}");
                 // Heads and positions swapped, as the paged cache gathers them: read in place.

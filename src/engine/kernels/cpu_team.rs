@@ -125,7 +125,7 @@ fn help(team: &Team) {
         while team.call.load(Ordering::Acquire) == seen {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 256 == 0 && since.elapsed() > SPIN {
+            if spins.is_multiple_of(256) && since.elapsed() > SPIN {
                 let mut parked = team.parked.lock().expect("the parking lot is never poisoned");
                 *parked += 1;
                 while team.call.load(Ordering::Acquire) == seen {

@@ -7,14 +7,10 @@
 use burn::backend::wgpu::CubeBackend;
 use burn::tensor::{IndexingUpdateOp, Tensor};
 
-use super::{
-    Path, WgslKernel, attention as padded_attention, decode_workgroup, f32_tensor, grid, kv_values, packed, to_cube,
-};
+use super::wgsl::{WgslKernel, f32_tensor, grid, to_cube};
+use super::{APPEND_WORKGROUP, KernelPath, attention as padded_attention, decode_workgroup, kv_values, packed};
 use crate::engine::kv::paged::PagedPlan;
 use crate::engine::step_uploads::words;
-
-/// Invocations per workgroup of the append kernel.
-const APPEND_WORKGROUP: usize = 256;
 
 /// Writes the step's new rows `[tokens, n_embd]` into their pool slots (f32, f16, or packed f16
 /// words `[slots, n_embd / 2]` on wgpu, which only their kernel writes); returns the pools.
@@ -22,10 +18,10 @@ pub fn write(
     pools: (Tensor<2>, Tensor<2>),
     new: (Tensor<2>, Tensor<2>),
     plan: &PagedPlan,
-    path: Path,
+    path: KernelPath,
 ) -> (Tensor<2>, Tensor<2>) {
     match path {
-        Path::Twin | Path::Cpu if !packed(&pools.0, new.0.dims()[1]) => {
+        KernelPath::Twin | KernelPath::Cpu if !packed(&pools.0, new.0.dims()[1]) => {
             let slots = plan.slot_tensor();
             let dtype = pools.0.dtype();
             let put = |pool: Tensor<2>, rows: Tensor<2>| {
@@ -46,11 +42,11 @@ pub fn attention(
     plan: &PagedPlan,
     heads: usize,
     scale: f32,
-    path: Path,
+    path: KernelPath,
 ) -> Tensor<2> {
     let head_dim = q.dims()[1] / heads;
     match path {
-        Path::Wgsl if head_dim % 4 == 0 => attention_wgsl(q, pool_k, pool_v, plan, heads, scale),
+        KernelPath::Wgsl if head_dim.is_multiple_of(4) => attention_wgsl(q, pool_k, pool_v, plan, heads, scale),
         _ => attention_gathered(q, pool_k, pool_v, plan, heads, scale, path),
     }
 }
@@ -64,7 +60,7 @@ fn attention_gathered(
     plan: &PagedPlan,
     heads: usize,
     scale: f32,
-    path: Path,
+    path: KernelPath,
 ) -> Tensor<2> {
     let e = q.dims()[1];
     let d = e / heads;

@@ -440,6 +440,9 @@ mod avx2 {
     /// `U` running sums per pair, over alternate eights. Safety: every row of `ws` and `xs` is
     /// as long as the first of `ws`.
     #[target_feature(enable = "avx2,fma,f16c")]
+    // Index loops, not iterators: each would be a closure, which does not share this
+    // function's target features, so every load in it would become a call.
+    #[allow(clippy::needless_range_loop)]
     unsafe fn dots<E: Weight, const T: usize, const N: usize, const U: usize>(
         ws: [&[E]; T],
         xs: [&[f32]; N],

@@ -17,7 +17,7 @@ use cubecl::server::BufferBinding;
 use half::f16;
 
 use super::row_dots::{int8_scale, quantize_int8, to_int8};
-use super::{Client, WgslKernel, f32_tensor, grid, to_cube};
+use super::wgsl::{Client, WgslKernel, f32_tensor, grid, to_cube};
 
 /// Most rows per launch; longer steps (prefill) take the matmul.
 pub const MAX_ROWS: usize = 8;
@@ -25,6 +25,7 @@ const WORKGROUP: usize = 64;
 
 /// How a weight's words hold its values.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per weight, made at load: not worth a box
 pub enum Packing {
     /// One f32 value per word.
     F32,
@@ -52,7 +53,7 @@ impl Packed {
     /// A row-major `[rows, cols]` f32 matrix (cols even) rounded to f16, each pair of
     /// neighbours in one word.
     pub fn f16(values: &[f32], rows: usize, cols: usize, device: &Device) -> Self {
-        assert!(values.len() == rows * cols && cols % 2 == 0, "a [{rows}, {cols}] matrix with an even width");
+        assert!(values.len() == rows * cols && cols.is_multiple_of(2), "a [{rows}, {cols}] matrix with an even width");
         let mut packed = PackedRows::new(false, cols, rows);
         packed.push(values);
         packed.upload(device)
@@ -64,7 +65,7 @@ impl Packed {
     /// as the weights stream in, on one thread.
     pub fn int8_per_column(values: &[f32], inputs: usize, outputs: usize, device: &Device) -> Self {
         assert!(
-            values.len() == inputs * outputs && outputs % 4 == 0,
+            values.len() == inputs * outputs && outputs.is_multiple_of(4),
             "a [{inputs}, {outputs}] matrix, outputs a multiple of 4"
         );
         let mut max = vec![0f32; outputs];
@@ -262,7 +263,7 @@ pub fn rows_times_table(x: &Tensor<2>, chunks: &[Packed]) -> Option<Tensor<2>> {
 pub fn rows_times_weight(x: &Tensor<2>, w: &Packed, bias: &Tensor<1>) -> Option<Tensor<2>> {
     let [rows, inputs] = x.dims();
     let outputs = w.dims()[1];
-    if rows > MAX_ROWS || outputs % 4 != 0 {
+    if rows > MAX_ROWS || !outputs.is_multiple_of(4) {
         return None;
     }
     let (x, words, bias) = (to_cube(x.clone()), to_cube(w.words.clone()), to_cube(bias.clone()));

@@ -210,7 +210,7 @@ impl BlockManager {
             let mut tail = table.split_off(keep);
             self.free(&mut tail);
         }
-        if tokens % self.block_size != 0
+        if !tokens.is_multiple_of(self.block_size)
             && let Some(&last) = table.last()
             && self.ref_counts[last as usize] == 1
             && let Some((hash, _)) = self.registered[last as usize].take()

@@ -7,7 +7,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::dtype::KvDtype;
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::kernels::{self, Path, Slots};
+use crate::engine::kernels::{self, KernelPath, Slots};
 use crate::engine::step::Step;
 use crate::engine::step_uploads::StepUploads;
 
@@ -65,7 +65,7 @@ impl ContiguousKv {
         k: Tensor<4>,
         v: Tensor<4>,
         uploads: &StepUploads,
-        path: Path,
+        path: KernelPath,
     ) -> (Tensor<4>, Tensor<4>) {
         let cache = self.layers[layer].take().expect("each layer is updated once per step");
         let cache =

@@ -20,8 +20,9 @@ use crate::engine::error::{EngineError, Result};
 use crate::engine::kernels::is_wgpu;
 
 /// `--kv-dtype f32|f16` parses to it (`FromStr`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KvDtype {
+    #[default]
     F32,
     F16,
 }
@@ -45,7 +46,7 @@ impl KvDtype {
     pub fn zeros<const D: usize>(self, mut dims: [usize; D], device: &Device) -> Result<Tensor<D>> {
         match self {
             Self::F32 => Ok(Tensor::zeros(dims, device)),
-            Self::F16 if dims[D - 1] % 2 != 0 => Err(EngineError::Request(format!(
+            Self::F16 if !dims[D - 1].is_multiple_of(2) => Err(EngineError::Request(format!(
                 "an f16 KV cache packs values in pairs: rows of {} values do not pair up",
                 dims[D - 1]
             ))),

@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use crate::engine::config::Gpt2Config;
+use crate::engine::model::config::Gpt2Config;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct MemoryRow {

@@ -18,16 +18,18 @@ use self::dtype::KvDtype;
 use self::mask::{KeyMeta, StepMask};
 use self::paged::{PagedKv, PagedPlan};
 use self::sliding::SlidingKv;
-use super::config::Gpt2Config;
-use super::error::{EngineError, Result};
-use super::kernels::{self, Path};
-use super::step::Step;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::kernels::{self, KernelPath};
+use crate::engine::model::config::Gpt2Config;
+use crate::engine::step::Step;
 
 /// Tokens per block of the paged cache unless told otherwise (vLLM's default too).
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
 
-/// The cache a generation uses: `contiguous`, `sliding:W`, `paged[:B]` or `none`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The cache a generation uses: `contiguous`, `sliding:W`, `paged[:B]` or `none`, which is
+/// also how it travels in the pages' messages (a string, checked as it is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum KvMode {
     Contiguous,
     Sliding {
@@ -63,6 +65,20 @@ impl FromStr for KvMode {
     }
 }
 
+impl From<KvMode> for String {
+    fn from(mode: KvMode) -> Self {
+        mode.to_string()
+    }
+}
+
+impl TryFrom<String> for KvMode {
+    type Error = EngineError;
+
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
 impl fmt::Display for KvMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -75,6 +91,7 @@ impl fmt::Display for KvMode {
 }
 
 /// A cache instance for one batch of sequences.
+#[allow(clippy::large_enum_variant)] // one per generation: not worth a box
 pub enum KvCache {
     Contiguous(ContiguousKv),
     Sliding(SlidingKv),
@@ -87,6 +104,7 @@ pub enum KvCache {
 }
 
 /// What every layer of one step shares: who attends to whom, and where new rows go.
+#[allow(clippy::large_enum_variant)] // one per step: not worth a box
 pub enum StepPlan {
     /// Rectangular steps over position-masked buffers (contiguous, sliding, none).
     Masked(StepMask),
@@ -139,7 +157,7 @@ impl KvCache {
         plan: &StepPlan,
         heads: usize,
         scale: f32,
-        path: Path,
+        path: KernelPath,
     ) -> Tensor<2> {
         let mask = match plan {
             StepPlan::Masked(mask) => mask,

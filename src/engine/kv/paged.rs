@@ -17,7 +17,7 @@ use super::blocks::{BlockCopy, BlockId, BlockManager};
 use super::dtype::KvDtype;
 use super::mask::StepMask;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::kernels::{Path, paged as kernels};
+use crate::engine::kernels::{KernelPath, paged as kernels};
 use crate::engine::step::Step;
 use crate::engine::step_uploads::StepUploads;
 
@@ -164,6 +164,9 @@ impl PagedKv {
 
     /// Stores one layer's new K/V rows `[tokens, n_embd]` in their slots and returns the
     /// attention output `[tokens, n_embd]` of the queries `q`.
+    // One layer's q, k, v, the step's plan and the attention's shape: a struct for this one call
+    // would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &mut self,
         layer: usize,
@@ -173,7 +176,7 @@ impl PagedKv {
         plan: &PagedPlan,
         heads: usize,
         scale: f32,
-        path: Path,
+        path: KernelPath,
     ) -> Tensor<2> {
         let pools = self.layers[layer].take().expect("each layer is attended once per step");
         let (pool_k, pool_v) = kernels::write(pools, (k, v), plan, path);

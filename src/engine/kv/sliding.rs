@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor};
 use super::dtype::KvDtype;
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::kernels::{self, Path, Slots};
+use crate::engine::kernels::{self, KernelPath, Slots};
 use crate::engine::step::Step;
 use crate::engine::step_uploads::StepUploads;
 
@@ -75,7 +75,7 @@ impl SlidingKv {
         k: Tensor<4>,
         v: Tensor<4>,
         uploads: &StepUploads,
-        path: Path,
+        path: KernelPath,
     ) -> (Tensor<4>, Tensor<4>) {
         let ring = self.layers[layer].take().expect("each layer is updated once per step");
         // The chunk attends over ring and chunk as f32 (an f16 ring widened first).

@@ -16,10 +16,12 @@ use burn::tensor::Device;
 use tokio::sync::mpsc::UnboundedSender;
 use web_time::Instant;
 
+use crate::engine::model::precision::Precision;
 use crate::native::hub;
 use crate::native::model_dir;
-use crate::session::protocol::{FromWorker, ModelInfo, ModelSource, ToWorker};
-use crate::session::{DEMO_TOKENIZER, ModelFiles, Precision, Session, Weights};
+use crate::session::error::SessionError;
+use crate::session::protocol::{FromEngine, ModelInfo, ModelSource, ToEngine};
+use crate::session::{DEMO_TOKENIZER, ModelFiles, Session, Weights};
 
 /// The page currently connected: its number and where its messages go (as JSON).
 struct Page {
@@ -27,10 +29,10 @@ struct Page {
     out: UnboundedSender<String>,
 }
 
-pub struct Engine {
+pub struct AppEngine {
     /// The device in words, as the page's engine switch shows it.
     pub description: String,
-    jobs: Mutex<VecDeque<(u64, ToWorker)>>,
+    jobs: Mutex<VecDeque<(u64, ToEngine)>>,
     wake: Condvar,
     stop: AtomicBool,
     page: Mutex<Option<Page>>,
@@ -46,7 +48,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Engine {
+impl AppEngine {
     /// Starts the engine thread on `device`.
     pub fn spawn(device: Device, description: String, dist: PathBuf) -> Result<Arc<Self>> {
         let engine = Arc::new(Self {
@@ -73,8 +75,8 @@ impl Engine {
         let id = self.pages.fetch_add(1, Ordering::SeqCst) + 1;
         self.stop();
         let hello = [
-            Some(FromWorker::Ready { webgpu: Ok(self.description.clone()) }),
-            lock(&self.model).clone().map(|info| FromWorker::Loaded { info, load_ms: 0.0, wasm_memory_bytes: None }),
+            Some(FromEngine::Ready { webgpu: Ok(self.description.clone()) }),
+            lock(&self.model).clone().map(|info| FromEngine::Loaded { info, load_ms: 0.0, wasm_memory_bytes: None }),
         ];
         for message in hello.iter().flatten() {
             let _ = out.send(json(message));
@@ -85,8 +87,8 @@ impl Engine {
 
     /// Queues a job from page `id`; Stop ends the running job after its step and drops the
     /// waiting ones, as in the worker.
-    pub fn submit(&self, id: u64, message: ToWorker) {
-        if let ToWorker::Stop = message {
+    pub fn submit(&self, id: u64, message: ToEngine) {
+        if let ToEngine::Stop = message {
             return self.stop();
         }
         lock(&self.jobs).push_back((id, message));
@@ -100,10 +102,10 @@ impl Engine {
 
     /// Tells the error to page `id` alone (a message it sent that is not part of the protocol).
     pub fn reply_error(&self, id: u64, message: String) {
-        self.send_to(id, &FromWorker::Error { message });
+        self.send_to(id, &FromEngine::Error { message });
     }
 
-    fn send_to(&self, id: u64, message: &FromWorker) {
+    fn send_to(&self, id: u64, message: &FromEngine) {
         let page = lock(&self.page);
         if let Some(page) = page.as_ref().filter(|p| p.id == id) {
             // A closed page is gone; its socket task ends on its own.
@@ -123,26 +125,26 @@ impl Engine {
                 }
             };
             self.stop.store(false, Ordering::SeqCst);
-            let post = |message: &FromWorker| {
+            let post = |message: &FromEngine| {
                 // Known before the page hears of it, so a page that connects next is told too.
-                if let FromWorker::Loaded { info, .. } = message {
+                if let FromEngine::Loaded { info, .. } = message {
                     *lock(&self.model) = Some(info.clone());
                 }
                 self.send_to(id, message)
             };
             let stop = || self.stop.load(Ordering::SeqCst);
             let outcome = catch_unwind(AssertUnwindSafe(|| match job {
-                ToWorker::Load(source) => self.load(&mut session, source, false, &post),
-                ToWorker::LoadDraft(source) => self.load(&mut session, source, true, &post),
+                ToEngine::Load(source) => self.load(&mut session, source, false, &post),
+                ToEngine::LoadDraft(source) => self.load(&mut session, source, true, &post),
                 job => pollster::block_on(session.job(job, &post, &stop)),
             }));
             let error = match outcome {
                 Ok(Ok(())) => None,
-                Ok(Err(message)) => Some(message),
+                Ok(Err(error)) => Some(error.to_string()),
                 Err(panic) => Some(format!("the engine failed: {}", crate::native::panic_message(panic.as_ref()))),
             };
             if let Some(message) = error {
-                post(&FromWorker::Error { message });
+                post(&FromEngine::Error { message });
             }
         }
     }
@@ -152,29 +154,29 @@ impl Engine {
         session: &mut Session,
         source: ModelSource,
         draft: bool,
-        post: &dyn Fn(&FromWorker),
-    ) -> Result<(), String> {
+        post: &dyn Fn(&FromEngine),
+    ) -> Result<(), SessionError> {
         let started = Instant::now();
-        let files = self.fetch(source, post).map_err(|e| format!("{e:#}"))?;
+        let files = self.fetch(source, post).map_err(|e| SessionError::Transport(format!("{e:#}")))?;
         session.install(files, draft, started, post)
     }
 
     /// The model's files: a local folder if `repo` names one, else the hub's, through the cache.
-    fn fetch(&self, source: ModelSource, post: &dyn Fn(&FromWorker)) -> Result<ModelFiles> {
+    fn fetch(&self, source: ModelSource, post: &dyn Fn(&FromEngine)) -> Result<ModelFiles> {
         match source {
             ModelSource::Hub { hub: hub_url, repo, weights, kv_f16 } => {
                 let folder = Path::new(&repo).is_dir();
                 let from_cache = !folder
                     && hub::MODEL_FILES.iter().all(|f| hub::repo_dir(&hub::cache_root(), &repo).join(f).is_file());
                 if !folder && !from_cache && hub::is_repo_id(&repo) {
-                    post(&FromWorker::Loading {
+                    post(&FromEngine::Loading {
                         stage: format!(
                             "downloading {repo} from {hub_url} into the native cache (progress in the terminal)"
                         ),
                     });
                 }
                 let dir = model_dir::resolve(&repo, &hub_url)?;
-                post(&FromWorker::Loading { stage: format!("reading {}", dir.display()) });
+                post(&FromEngine::Loading { stage: format!("reading {}", dir.display()) });
                 let read = |file| model_dir::read(&dir, file);
                 Ok(ModelFiles {
                     name: repo.clone(),
@@ -182,7 +184,7 @@ impl Engine {
                     tokenizer: read("tokenizer.json")?,
                     weights: Weights::Safetensors(read("model.safetensors")?),
                     from_cache,
-                    precision: Precision { weights, kv_f16 },
+                    precision: Precision::from_page(weights, kv_f16),
                 })
             }
             ModelSource::Files { .. } => anyhow::bail!(
@@ -205,6 +207,6 @@ impl Engine {
     }
 }
 
-fn json(message: &FromWorker) -> String {
+fn json(message: &FromEngine) -> String {
     serde_json::to_string(message).expect("engine messages serialize")
 }

@@ -22,7 +22,7 @@ use tower_http::services::ServeDir;
 
 use super::device::DeviceSpec;
 use super::hub::DEFAULT_HUB;
-use engine::Engine;
+use engine::AppEngine;
 use socket::SocketState;
 
 #[derive(Args)]
@@ -111,13 +111,13 @@ pub fn run(args: AppArgs) -> Result<()> {
     let dist = find_dist(args.dist.clone())?;
     let (device, adapter) = args.device.init_described()?;
     let description = format!("{}: {adapter}", args.device);
-    let engine = Engine::spawn(device, description, dist.clone())?;
+    let engine = AppEngine::spawn(device, description, dist.clone())?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(serve(args, engine, &dist))
 }
 
-async fn serve(args: AppArgs, engine: Arc<Engine>, dist: &Path) -> Result<()> {
+async fn serve(args: AppArgs, engine: Arc<AppEngine>, dist: &Path) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{} (is another program using the port?)", args.port))?;

@@ -1,6 +1,6 @@
 //! The WebSocket transport of the pages' protocol: `GET /ws?token=…` upgrades when the
 //! per-launch token matches and the request comes from this server's own page on a loopback
-//! name; then each text message is a [`ToWorker`] as JSON and each reply a [`FromWorker`].
+//! name; then each text message is a [`ToEngine`] as JSON and each reply a [`FromEngine`].
 //! Anything else gets an `Error` message and the connection carries on.
 
 use std::collections::HashMap;
@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
-use super::engine::Engine;
-use crate::session::protocol::ToWorker;
+use super::engine::AppEngine;
+use crate::session::protocol::ToEngine;
 
 /// The largest message the protocol handles (its messages are a few KB; a prompt fits).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -21,7 +21,7 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 const MAX_FRAME_BYTES: usize = 16 << 20;
 
 pub struct SocketState {
-    pub engine: Arc<Engine>,
+    pub engine: Arc<AppEngine>,
     pub token: String,
     pub port: u16,
 }
@@ -66,7 +66,7 @@ pub async fn upgrade(
 }
 
 /// One page's connection: its messages go to the engine, the engine's replies come back.
-async fn session(socket: WebSocket, engine: Arc<Engine>) {
+async fn session(socket: WebSocket, engine: Arc<AppEngine>) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut replies) = tokio::sync::mpsc::unbounded_channel::<String>();
     let id = engine.attach(out);
@@ -91,7 +91,7 @@ async fn session(socket: WebSocket, engine: Arc<Engine>) {
                     ),
                 );
             }
-            Message::Text(text) => match serde_json::from_str::<ToWorker>(&text) {
+            Message::Text(text) => match serde_json::from_str::<ToEngine>(&text) {
                 Ok(message) => engine.submit(id, message),
                 Err(e) => engine.reply_error(id, format!("the engine got a message it does not understand: {e}")),
             },

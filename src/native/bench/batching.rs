@@ -9,12 +9,13 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::{Map, Value, json};
 
-use super::BenchModel;
 use crate::engine::batching::scheduler::Policy;
+use crate::engine::batching::simulate;
 use crate::engine::batching::stats::{self, Stats};
 use crate::engine::batching::workload::{Arrivals, Lengths, WorkloadSpec};
-use crate::engine::simulate;
-use crate::native::batch::{SchedulerArgs, WorkloadArgs, measure_cost, print_stats, run_real};
+use crate::native::args::BenchModel;
+use crate::native::args::{SchedulerArgs, WorkloadArgs};
+use crate::native::batch::{measure_cost, print_stats, run_real};
 use crate::native::device::DeviceArg;
 
 #[derive(Args)]

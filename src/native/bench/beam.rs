@@ -9,9 +9,9 @@ use clap::Args;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use serde_json::json;
 
-use super::BenchModel;
-use crate::engine::beam::{BeamOptions, BeamResult, EarlyStopping, beam_search};
+use crate::engine::decode::beam::{BeamOptions, BeamResult, EarlyStopping, beam_search};
 use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode};
+use crate::native::args::BenchModel;
 use crate::native::device::DeviceArg;
 
 #[derive(Args)]

@@ -10,12 +10,13 @@ use clap::Args;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use serde_json::json;
 
-use super::BenchModel;
-use crate::engine::f16_drift::f16_drift;
-use crate::engine::generate::{GenerateOptions, decode_tokens_per_s, generate, generate_batch_greedy};
+use crate::engine::analysis::precision_drift::precision_drift;
+use crate::engine::decode::generate::{GenerateOptions, decode_tokens_per_s, generate, generate_batch_greedy};
 use crate::engine::kv::memory;
-use crate::engine::weight_dtype::WeightDtype;
-use crate::native::device::{DeviceArg, Precision};
+use crate::engine::model::precision::Precision;
+use crate::engine::model::weight_dtype::WeightDtype;
+use crate::native::args::BenchModel;
+use crate::native::device::DeviceArg;
 
 /// Most rows a benchmark batch may have: past it the request is absurd on any device here.
 const MAX_BATCH: usize = 1024;
@@ -43,7 +44,7 @@ pub struct DecodeArgs {
 }
 
 pub fn run(args: DecodeArgs) -> Result<()> {
-    args.precision.check(args.device)?;
+    args.device.check(args.precision)?;
     if !(1..=MAX_BATCH).contains(&args.batch) || args.prompt_tokens == 0 || args.new_tokens < 2 {
         bail!(
             "--batch must be in 1..={MAX_BATCH}, --prompt-tokens at least 1 and --new-tokens at least 2 (one prefill, one decode step)"
@@ -103,7 +104,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
             let out =
                 pollster::block_on(generate(&reference, &prompts[0], &options, None, |_| ControlFlow::Continue(())))?;
             let text = [prompts[0].as_slice(), &out.new_ids].concat();
-            Some(pollster::block_on(f16_drift(&reference, &model, &text))?)
+            Some(pollster::block_on(precision_drift(&reference, &model, &text))?)
         }
     };
     if args.json {

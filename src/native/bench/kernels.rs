@@ -19,15 +19,15 @@ use serde::Serialize;
 use serde_json::json;
 use web_time::Instant;
 
-use super::BenchModel;
-use crate::engine::generate::{GenerateOptions, generate};
+use crate::engine::decode::generate::{GenerateOptions, generate};
 use crate::engine::kernels::row_dots_wgsl::{self, Packed};
-use crate::engine::kernels::{self, Path, Slots, row_dots};
+use crate::engine::kernels::{self, KernelPath, Slots, row_dots};
 use crate::engine::kv::mask::{KeyMeta, StepMask};
+use crate::engine::model::vocab_table::VocabTable;
+use crate::engine::model::weight_dtype::WeightDtype;
 use crate::engine::step::Step;
 use crate::engine::step_uploads::StepUploads;
-use crate::engine::vocab_table::VocabTable;
-use crate::engine::weight_dtype::WeightDtype;
+use crate::native::args::BenchModel;
 use crate::native::device::DeviceArg;
 
 #[derive(Args)]
@@ -76,8 +76,8 @@ pub fn run(args: KernelArgs) -> Result<()> {
     }
     let device = args.device.init()?;
     let (rows, dots) = match args.device {
-        DeviceArg::Wgpu => (wgsl_rows(&device, args.reps)?, row_dots_rows(&device, Path::Wgsl, args.reps)?),
-        DeviceArg::Cpu => (vec![], row_dots_rows(&device, Path::Cpu, args.reps)?),
+        DeviceArg::Wgpu => (wgsl_rows(&device, args.reps)?, row_dots_rows(&device, KernelPath::Wgsl, args.reps)?),
+        DeviceArg::Cpu => (vec![], row_dots_rows(&device, KernelPath::Cpu, args.reps)?),
         DeviceArg::Cuda => bail!(
             "the hand-written kernels are WGSL (--device wgpu) and row dots (--device cpu); CUDA runs the tensor ops"
         ),
@@ -145,18 +145,18 @@ fn wgsl_rows(device: &Device, reps: usize) -> Result<Vec<KernelRow>> {
         for (name, wgsl_ms, twin_ms) in [
             (
                 "kv_append",
-                time_append(device, context, Path::Wgsl, reps)?,
-                time_append(device, context, Path::Twin, reps)?,
+                time_append(device, context, KernelPath::Wgsl, reps)?,
+                time_append(device, context, KernelPath::Twin, reps)?,
             ),
             (
                 "attention_decode",
-                time_attention(device, context, 1, Path::Wgsl, reps)?,
-                time_attention(device, context, 1, Path::Twin, reps)?,
+                time_attention(device, context, 1, KernelPath::Wgsl, reps)?,
+                time_attention(device, context, 1, KernelPath::Twin, reps)?,
             ),
             (
                 "attention_prefill",
-                time_attention(device, context, context, Path::Wgsl, reps)?,
-                time_attention(device, context, context, Path::Twin, reps)?,
+                time_attention(device, context, context, KernelPath::Wgsl, reps)?,
+                time_attention(device, context, context, KernelPath::Twin, reps)?,
             ),
         ] {
             rows.push(KernelRow { name, context, wgsl_ms, twin_ms, speedup: twin_ms / wgsl_ms });
@@ -169,15 +169,16 @@ fn wgsl_rows(device: &Device, reps: usize) -> Result<Vec<KernelRow>> {
 /// GPT-2-small's tables: `x @ W` for a layer (the WGSL kernel adds the bias, zero here), and
 /// for the head the token table as the model holds it (in binding-sized chunks) projected both
 /// ways.
-fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDotsRow>> {
+fn row_dots_rows(device: &Device, path: KernelPath, reps: usize) -> Result<Vec<RowDotsRow>> {
     /// What one row of the table times: the head, or a layer's `Wᵀ` (the CPU kernel's),
     /// `W` and a zero bias (the WGSL kernel's and the twin's).
+    #[allow(clippy::large_enum_variant)] // a handful per benchmark
     enum Table {
         Head(VocabTable),
         Layer { wt: Tensor<2>, w: Packed, bias: Tensor<1> },
     }
     let mut out = vec![];
-    let row_counts: &[usize] = if path == Path::Wgsl { &[1, 4, 8] } else { &[1, 8, 16] };
+    let row_counts: &[usize] = if path == KernelPath::Wgsl { &[1, 4, 8] } else { &[1, 8, 16] };
     let mut rng = StdRng::seed_from_u64(0);
     for (layer, [outputs, inputs]) in
         [("c_attn", [2304, 768]), ("c_fc", [3072, 768]), ("mlp_proj", [768, 3072]), ("head", [50257, 768])]
@@ -194,7 +195,7 @@ fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDots
             let x = Tensor::<2>::random([rows, inputs], Distribution::Normal(0.0, 1.0), device);
             let kernel_ms = time(device, reps, || match &table {
                 Table::Head(head) => drop(head.project(x.clone(), path)),
-                Table::Layer { w, bias, .. } if path == Path::Wgsl => {
+                Table::Layer { w, bias, .. } if path == KernelPath::Wgsl => {
                     drop(row_dots_wgsl::rows_times_weight(&x, w, bias).expect("up to 8 rows"))
                 }
                 Table::Layer { wt, .. } => {
@@ -203,12 +204,12 @@ fn row_dots_rows(device: &Device, path: Path, reps: usize) -> Result<Vec<RowDots
             })?;
             let twin_ms = time(device, reps, || {
                 let y = match &table {
-                    Table::Head(head) => head.project(x.clone(), Path::Twin),
+                    Table::Head(head) => head.project(x.clone(), KernelPath::Twin),
                     Table::Layer { w, .. } => x.clone().matmul(w.words.clone()),
                 };
                 // The CPU kernel returns finished values; so does the twin once read. GPU work is
                 // awaited by `time`'s device sync, for both.
-                if path == Path::Cpu {
+                if path == KernelPath::Cpu {
                     let _ = y.into_data();
                 }
             })?;
@@ -243,7 +244,7 @@ fn time(device: &Device, reps: usize, mut op: impl FnMut()) -> Result<f64> {
 }
 
 /// Appending one decode token's K and V into a cache of `context` slots.
-fn time_append(device: &Device, context: usize, path: Path, reps: usize) -> Result<f64> {
+fn time_append(device: &Device, context: usize, path: KernelPath, reps: usize) -> Result<f64> {
     let mut cache =
         Some((random([1, HEADS, context, HEAD_DIM], device), random([1, HEADS, context, HEAD_DIM], device)));
     let new = (random([1, HEADS, 1, HEAD_DIM], device), random([1, HEADS, 1, HEAD_DIM], device));
@@ -255,7 +256,7 @@ fn time_append(device: &Device, context: usize, path: Path, reps: usize) -> Resu
 }
 
 /// `queries` causal queries (the last ones of the context) against `context` keys.
-fn time_attention(device: &Device, context: usize, queries: usize, path: Path, reps: usize) -> Result<f64> {
+fn time_attention(device: &Device, context: usize, queries: usize, path: KernelPath, reps: usize) -> Result<f64> {
     let q = random([1, HEADS, queries, HEAD_DIM], device);
     let k = random([1, HEADS, context, HEAD_DIM], device);
     let v = random([1, HEADS, context, HEAD_DIM], device);

@@ -11,10 +11,11 @@ use clap::Args;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use serde_json::json;
 
-use super::BenchModel;
-use crate::engine::generate::{GenerateOptions, Generation, generate};
+use crate::engine::decode::generate::{GenerateOptions, Generation, generate};
 use crate::engine::kv::{DEFAULT_BLOCK_SIZE, KvMode, memory};
-use crate::native::device::{DeviceArg, Precision};
+use crate::engine::model::precision::Precision;
+use crate::native::args::BenchModel;
+use crate::native::device::DeviceArg;
 
 #[derive(Args)]
 pub struct KvArgs {
@@ -35,7 +36,7 @@ pub struct KvArgs {
 }
 
 pub fn run(args: KvArgs) -> Result<()> {
-    args.precision.check(args.device)?;
+    args.device.check(args.precision)?;
     let device = args.device.init()?;
     let (model, name) = args.model.load(&device)?;
     let model = args.precision.apply(model)?;

@@ -10,13 +10,8 @@ pub mod serve;
 pub mod speculative;
 pub mod step;
 
-use anyhow::{Result, bail};
-use burn::tensor::Device;
-use clap::{Args, Subcommand};
-
-use crate::engine::gpt2::Gpt2;
-use crate::native::hub::DEFAULT_HUB;
-use crate::native::model_dir;
+use anyhow::Result;
+use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -48,34 +43,5 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Speculative(args) => speculative::run(args),
         BenchCommand::Beam(args) => beam::run(args),
         BenchCommand::Serve(args) => serve::run(args),
-    }
-}
-
-/// The model a benchmark runs: a real one, or a seeded random one of a published shape.
-#[derive(Args)]
-pub struct BenchModel {
-    /// A model folder or hub repo id.
-    #[arg(long, conflicts_with = "random")]
-    model: Option<String>,
-    #[arg(long, env = "INFERLAB_HUB_URL", default_value = DEFAULT_HUB)]
-    hub_url: String,
-    /// A seeded random model with a named HF config (distilgpt2, gpt2, gpt2-medium,
-    /// gpt2-large, gpt2-xl): real speed without a download.
-    #[arg(long)]
-    random: Option<String>,
-    /// Seed of the random model and of the prompt.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-impl BenchModel {
-    /// The model on `device`, and the name the report gives it.
-    pub fn load(&self, device: &Device) -> Result<(Gpt2, String)> {
-        let name = match (&self.model, &self.random) {
-            (_, Some(name)) => format!("random:{name}"),
-            (Some(model), None) => model.clone(),
-            (None, None) => bail!("give --model or --random"),
-        };
-        Ok((model_dir::load_named(&name, &self.hub_url, device, self.seed)?, name))
     }
 }

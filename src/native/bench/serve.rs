@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::engine::batching::stats::percentile;
 use crate::engine::batching::workload::WorkloadSpec;
-use crate::native::batch::WorkloadArgs;
+use crate::native::args::WorkloadArgs;
 
 /// GPT-2's vocabulary: the prompts' random ids are drawn from it.
 const VOCAB: usize = 50257;
@@ -134,7 +134,11 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
 
 /// Runs the load and reports it.
 pub fn bench(args: &ServeBenchArgs) -> Result<ServeReport> {
-    if args.concurrency == 0 || !(0.0..=1.0).contains(&args.disconnect) || !(args.temperature >= 0.0) {
+    if args.concurrency == 0
+        || !(0.0..=1.0).contains(&args.disconnect)
+        || args.temperature.is_nan()
+        || args.temperature < 0.0
+    {
         bail!("--concurrency must be at least 1, --disconnect a share in 0..=1 and --temperature >= 0");
     }
     let base = args.url.trim_end_matches('/').to_string();

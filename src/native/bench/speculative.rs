@@ -7,13 +7,13 @@ use clap::Args;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use serde_json::json;
 
+use crate::engine::decode::sampling::SamplingParams;
+use crate::engine::decode::speculative::SpeculativeOptions;
+use crate::engine::decode::speculative::drafters::DraftSpec;
+use crate::engine::decode::speculative::report::{ALPHA_DEFINITION, plain_ms_per_token};
 use crate::engine::kv::KvMode;
-use crate::engine::sampling::SamplingParams;
-use crate::engine::speculative::SpeculativeOptions;
-use crate::engine::speculative::drafters::DraftSpec;
-use crate::engine::speculative::report::{ALPHA_DEFINITION, plain_ms_per_token};
-use crate::native::decoding;
 use crate::native::device::DeviceArg;
+use crate::native::generate;
 use crate::native::hub::DEFAULT_HUB;
 use crate::native::model_dir;
 
@@ -74,18 +74,18 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
     let kv = KvMode::Contiguous;
 
     // Warm-up (kernel compilation), then the baseline.
-    decoding::plain(&target, &prompt, &options(1, 2), kv)?;
-    let plain = decoding::plain(&target, &prompt, &options(1, args.new_tokens), kv)?;
+    generate::plain(&target, &prompt, &options(1, 2), kv)?;
+    let plain = generate::plain(&target, &prompt, &options(1, args.new_tokens), kv)?;
     let mut rows = vec![];
     for draft in &args.drafts {
         let spec: DraftSpec = draft.parse()?;
-        let draft_model = decoding::load_draft(&spec, &args.hub_url, &device, args.seed)?;
-        decoding::speculative(&target, draft_model.as_ref(), &spec, &prompt, &options(2, 4), kv, &plain)?;
+        let draft_model = generate::load_draft(&spec, &args.hub_url, &device, args.seed)?;
+        generate::speculative(&target, draft_model.as_ref(), &spec, &prompt, &options(2, 4), kv, &plain)?;
         for &gamma in &args.gammas {
             let opts = options(gamma, args.new_tokens);
             opts.validate()?;
             let (run, report) =
-                decoding::speculative(&target, draft_model.as_ref(), &spec, &prompt, &opts, kv, &plain)?;
+                generate::speculative(&target, draft_model.as_ref(), &spec, &prompt, &opts, kv, &plain)?;
             let same = run.new_ids == plain.new_ids;
             if !args.json {
                 println!(

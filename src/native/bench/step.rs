@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::BenchModel;
-use crate::engine::simulate::{self, MeasureGrid};
+use crate::engine::batching::simulate::{self, MeasureGrid};
+use crate::native::args::BenchModel;
 use crate::native::device::DeviceArg;
 
 #[derive(Args)]

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::engine::sampling::SamplingParams;
-use crate::engine::tokenizer::Tokenizer;
+use crate::engine::decode::sampling::SamplingParams;
+use crate::engine::model::tokenizer::Tokenizer;
 
 /// Most prompts one request may carry, choices per prompt, stop strings, top log-probs.
 pub const MAX_PROMPTS: usize = 64;

@@ -18,8 +18,8 @@ use crate::engine::batching::driver::Executor;
 use crate::engine::batching::runner::{ModelRunner, Sampled};
 use crate::engine::batching::scheduler::{Policy, ScheduledStep, Scheduler, SchedulerConfig};
 use crate::engine::batching::sequence::{Finish, Request};
-use crate::engine::gpt2::Gpt2;
-use crate::engine::sampling::{SamplingParams, TokenLogprobs};
+use crate::engine::decode::sampling::{SamplingParams, TokenLogprobs};
+use crate::engine::model::gpt2::Gpt2;
 
 /// One request's sequences (its prompts × n choices) and where their tokens go.
 pub struct Job {
@@ -101,8 +101,8 @@ pub fn spawn(
                 Ok(model) => model,
                 Err(e) => return drop(loaded.send(Err(e))),
             };
-            let engine =
-                Engine::new(&model, config, shared, queued).and_then(|mut engine| engine.warm_up().map(|()| engine));
+            let engine = ReplicaLoop::new(&model, config, shared, queued)
+                .and_then(|mut engine| engine.warm_up().map(|()| engine));
             match engine {
                 Err(e) => drop(loaded.send(Err(e.context("the warm-up request failed")))),
                 Ok(mut engine) => {
@@ -116,7 +116,7 @@ pub fn spawn(
     Ok(Replica { inbox, gauges })
 }
 
-struct Engine<'m> {
+struct ReplicaLoop<'m> {
     scheduler: Scheduler,
     runner: ModelRunner<'m>,
     live: HashMap<usize, Live>,
@@ -128,7 +128,7 @@ struct Engine<'m> {
     ended: Vec<usize>,
 }
 
-impl<'m> Engine<'m> {
+impl<'m> ReplicaLoop<'m> {
     fn new(model: &'m Gpt2, config: SchedulerConfig, gauges: Arc<Gauges>, queued: Arc<AtomicUsize>) -> Result<Self> {
         let runner = ModelRunner::new(model, config.num_blocks, config.block_size)?;
         let mut scheduler = Scheduler::new(config)?;

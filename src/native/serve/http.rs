@@ -29,8 +29,8 @@ use super::engine::{Event, Job, JobSeq};
 use super::response::{Answer, ChoiceDelta, Failure, fold_finishes};
 use super::router::Router;
 use crate::engine::batching::sequence::Request;
-use crate::engine::sampling::SamplingParams;
-use crate::engine::tokenizer::Tokenizer;
+use crate::engine::decode::sampling::SamplingParams;
+use crate::engine::model::tokenizer::Tokenizer;
 
 pub struct AppState {
     pub router: Arc<Router>,

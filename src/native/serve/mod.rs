@@ -3,15 +3,15 @@
 //! One engine thread per device owns a model, its paged KV cache and a scheduler
 //! (`engine.rs`); the router admits requests through a bounded queue and sends each to the
 //! least-loaded replica (`router.rs`); axum handlers check requests and stream tokens back
-//! (`http.rs`, `api.rs`, `response.rs`, `text.rs`). SIGTERM or ctrl-c drains: no new requests,
-//! running ones finish within `--drain-timeout`, then the process exits 0.
+//! (`http.rs`, `api.rs`, `response.rs`; the text through the engine's `TextStream`). SIGTERM
+//! or ctrl-c drains: no new requests, running ones finish within `--drain-timeout`, then the
+//! process exits 0.
 
 pub mod api;
 pub mod engine;
 pub mod http;
 pub mod response;
 pub mod router;
-pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,15 +23,15 @@ use burn::tensor::Device;
 use clap::Args;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::batch::SchedulerArgs;
-use super::cli::ModelArgs;
-use super::device::{DeviceArg, DeviceSpec, Precision};
+use super::args::{ModelArgs, SchedulerArgs};
+use super::device::{DeviceArg, DeviceSpec};
 use super::model_dir;
 use crate::engine::batching::scheduler::{Policy, SchedulerConfig};
-use crate::engine::config::Gpt2Config;
-use crate::engine::gpt2::Gpt2;
-use crate::engine::tokenizer::Tokenizer;
-use crate::engine::weights::Gpt2Weights;
+use crate::engine::model::config::Gpt2Config;
+use crate::engine::model::gpt2::Gpt2;
+use crate::engine::model::precision::Precision;
+use crate::engine::model::tokenizer::Tokenizer;
+use crate::engine::model::weights::Gpt2Weights;
 use api::ModelInfo;
 
 #[derive(Args)]
@@ -134,7 +134,7 @@ impl Source {
 fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
     let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    Ok(Tokenizer::from_bytes(&bytes).with_context(|| format!("in {}", file.display()))?)
+    Tokenizer::from_bytes(&bytes).with_context(|| format!("in {}", file.display()))
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -157,7 +157,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         bail!("--devices lists no device");
     }
     for spec in &specs {
-        args.precision.check(spec.kind)?;
+        spec.kind.check(args.precision)?;
     }
     let devices: Vec<Device> =
         specs.iter().map(|s| s.init().with_context(|| format!("device {s}"))).collect::<Result<_>>()?;
@@ -192,7 +192,7 @@ async fn serve(
     for (i, (spec, device)) in specs.iter().zip(devices).enumerate() {
         let source = source.clone();
         let (seed, precision) = (args.seed, args.precision);
-        let load = move || precision.apply(source.load(&device, seed)?);
+        let load = move || Ok(precision.apply(source.load(&device, seed)?)?);
         let replica =
             engine::spawn(format!("engine-{i}-{spec}"), load, config.clone(), queued.clone(), loaded.clone())?;
         replicas.push((replica.inbox, replica.gauges));

@@ -12,10 +12,10 @@ use serde_json::{Map, Value, json};
 
 use super::api::Completion;
 use super::engine::{Event, Outcome};
-use super::text::TextStream;
 use crate::engine::batching::sequence::Finish;
-use crate::engine::sampling::TokenLogprobs;
-use crate::engine::tokenizer::Tokenizer;
+use crate::engine::decode::sampling::TokenLogprobs;
+use crate::engine::decode::text_stream::TextStream;
+use crate::engine::model::tokenizer::Tokenizer;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -151,7 +151,7 @@ impl Answer {
                 choice.last_token = Some(now);
                 self.first_token.get_or_insert(now);
                 choice.generated += 1;
-                let delta = choice.text.push(token, &self.tokenizer);
+                let delta = choice.text.push(token, &self.tokenizer).unwrap_or_default();
                 let logprobs = self
                     .logprobs
                     .zip(logprobs)
@@ -178,7 +178,7 @@ impl Answer {
                     Outcome::Finished(finish) => {
                         let reason = if finish == Finish::MaxNewTokens { "length" } else { "stop" };
                         choice.finish = Some(reason);
-                        let text = choice.text.finish(&self.tokenizer);
+                        let text = choice.text.finish();
                         choice.chars += text.chars().count();
                         Some(ChoiceDelta { index, text, finish_reason: Some(reason), ..ChoiceDelta::default() })
                     }

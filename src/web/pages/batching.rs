@@ -8,10 +8,10 @@
 use leptos::prelude::*;
 
 use crate::engine::batching::scheduler::{Policy, SchedulerConfig};
+use crate::engine::batching::simulate::CostModel;
 use crate::engine::batching::workload::{Arrivals, Lengths, WorkloadSpec};
-use crate::engine::simulate::CostModel;
-use crate::session::protocol::{PolicyRun, ToWorker};
-use crate::web::bridge::{Engine, ModelStatus};
+use crate::session::protocol::{PolicyRun, ToEngine};
+use crate::web::bridge::{EngineHandle, ModelStatus};
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field};
 use crate::web::timeline::{BlockMap, Timeline, run_end};
@@ -93,7 +93,7 @@ impl Form {
 
 #[component]
 pub fn BatchingPage() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let form = Form::new();
     let chosen = RwSignal::new(vec![Policy::Static, Policy::Dynamic, Policy::Continuous]);
     let viewed = RwSignal::new(Policy::Continuous);
@@ -106,7 +106,7 @@ pub fn BatchingPage() -> impl IntoView {
             && engine.cost.with_untracked(|c| c.as_ref().is_none_or(|c| c.model != info.name))
         {
             measured_for.set(Some(info.name));
-            engine.send(&ToWorker::MeasureCost, &[]);
+            engine.send(&ToEngine::MeasureCost, &[]);
         }
     });
     let context = move || match engine.status.get() {
@@ -114,7 +114,7 @@ pub fn BatchingPage() -> impl IntoView {
         _ => None,
     };
     // Sends what `build` makes of the model's context and the measured cost, or says why not.
-    let send = move |build: &dyn Fn(usize, CostModel) -> Result<ToWorker, String>| {
+    let send = move |build: &dyn Fn(usize, CostModel) -> Result<ToEngine, String>| {
         let message = (|| {
             let context = context().ok_or("load a model first")?;
             build(context, engine.cost.get().ok_or("the step cost is still being measured")?.cost)
@@ -131,7 +131,7 @@ pub fn BatchingPage() -> impl IntoView {
             let rate = match workload.arrivals {
                 Arrivals::Poisson { rate } | Arrivals::Bursty { rate, .. } => rate,
             };
-            Ok(ToWorker::Simulate { workload, configs, cost, rates: RATE_SWEEP.iter().map(|m| m * rate).collect() })
+            Ok(ToEngine::Simulate { workload, configs, cost, rates: RATE_SWEEP.iter().map(|m| m * rate).collect() })
         })
     };
     let real_run = move |_| {
@@ -143,7 +143,7 @@ pub fn BatchingPage() -> impl IntoView {
                 output: Lengths::Uniform { min: 4, max: 8 },
                 ..form.workload(context)?
             };
-            Ok(ToWorker::BatchReal { workload, config: form.config(viewed.get(), context)?, cost })
+            Ok(ToEngine::BatchReal { workload, config: form.config(viewed.get(), context)?, cost })
         })
     };
     let runs = move || engine.simulation.with(|s| s.as_ref().map(|s| s.runs.clone()).unwrap_or_default());
@@ -249,7 +249,7 @@ fn PolicyCards(runs: Signal<Vec<PolicyRun>>, viewed: RwSignal<Policy>) -> impl I
 /// Batch size and KV blocks over time, the latency CDF, and throughput vs arrival rate.
 #[component]
 fn OverTime(runs: Signal<Vec<PolicyRun>>) -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let per_policy = move |f: fn(&PolicyRun) -> Vec<(f64, f64)>| {
         Signal::derive(move || {
             runs.get().iter().map(|r| Series::new(r.policy.name(), policy_color(r.policy), f(r))).collect::<Vec<_>>()
@@ -287,7 +287,7 @@ fn OverTime(runs: Signal<Vec<PolicyRun>>) -> impl IntoView {
 
 #[component]
 fn RealVsSimulated() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let real = Signal::derive(move || engine.real_batch.with(|b| b.as_ref().map(|b| b.real.clone())));
     let simulated = Signal::derive(move || engine.real_batch.with(|b| b.as_ref().map(|b| b.simulated.clone())));
     let (scrub_real, scrub_sim) = (RwSignal::new(0.0), RwSignal::new(0.0));

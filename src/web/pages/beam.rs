@@ -3,15 +3,15 @@
 
 use leptos::prelude::*;
 
-use crate::engine::beam::{BeamOptions, EarlyStopping};
-use crate::session::protocol::ToWorker;
-use crate::web::bridge::Engine;
+use crate::engine::decode::beam::{BeamOptions, EarlyStopping};
+use crate::session::protocol::ToEngine;
+use crate::web::bridge::EngineHandle;
 use crate::web::form::{Field, field};
 use crate::web::tree::BeamTree;
 
 #[component]
 pub fn BeamPage() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let prompt = RwSignal::new("The quick brown fox".to_string());
     let num_beams = RwSignal::new("4".to_string());
     let length_penalty = RwSignal::new("1.0".to_string());
@@ -37,7 +37,7 @@ pub fn BeamPage() -> impl IntoView {
         match parsed {
             Ok(options) => {
                 sent_penalty.set(options.length_penalty);
-                engine.send(&ToWorker::Beam { prompt: prompt.get(), options }, &[]);
+                engine.send(&ToEngine::Beam { prompt: prompt.get(), options }, &[]);
             }
             Err(e) => engine.error.set(Some(e)),
         }
@@ -78,7 +78,7 @@ pub fn BeamPage() -> impl IntoView {
 /// The returned hypotheses, best first, beside greedy decoding of the same prompt.
 #[component]
 fn Result() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     move || {
         engine.beam.with(|b| b.done.clone()).map(|done| {
             let ids: Vec<&Vec<u32>> = done.beams.iter().map(|b| &b.hypothesis.ids).collect();

@@ -4,12 +4,13 @@
 
 use leptos::prelude::*;
 
-use crate::engine::config::Gpt2Config;
-use crate::engine::generate::decode_tokens_per_s;
+use crate::engine::decode::generate::decode_tokens_per_s;
+use crate::engine::decode::sampling::SamplingParams;
+use crate::engine::kv::KvMode;
 use crate::engine::kv::memory::{activation_bytes, kv_bytes, param_count};
-use crate::engine::sampling::SamplingParams;
-use crate::session::protocol::{Run, ToWorker};
-use crate::web::bridge::{Engine, ModelStatus, RunState};
+use crate::engine::model::config::Gpt2Config;
+use crate::session::protocol::{Run, ToEngine};
+use crate::web::bridge::{EngineHandle, ModelStatus, RunState};
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field};
 
@@ -37,17 +38,16 @@ fn series_of(state: &RunState) -> Vec<(f64, f64)> {
 
 #[component]
 fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let tokens = RwSignal::new("64".to_string());
     let start = move |_| {
         let max_new_tokens = match field::<usize>("tokens", &tokens.get()) {
             Ok(n) => n,
             Err(e) => return engine.error.set(Some(e)),
         };
-        for (run, kv) in [(Run::WithCache, "contiguous"), (Run::WithoutCache, "none")] {
+        for (run, kv) in [(Run::WithCache, KvMode::Contiguous), (Run::WithoutCache, KvMode::None)] {
             let sampling = SamplingParams::default();
-            engine
-                .send(&ToWorker::Generate { run, prompt: prompt.get(), max_new_tokens, sampling, kv: kv.into() }, &[]);
+            engine.send(&ToEngine::Generate { run, prompt: prompt.get(), max_new_tokens, sampling, kv }, &[]);
         }
     };
     let state = move |run: Run| engine.runs.with(|r| r.get(&run).cloned().unwrap_or_default());
@@ -87,7 +87,7 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
         <div class="row">
             <Field label="tokens" value=tokens testid="kv-tokens"/>
             <button on:click=start disabled=move || !ready() || engine.busy() data-testid="kv-run">"Run both"</button>
-            <button on:click=move |_| engine.send(&ToWorker::Stop, &[]) disabled=move || !engine.busy()>"Stop"</button>
+            <button on:click=move |_| engine.send(&ToEngine::Stop, &[]) disabled=move || !engine.busy()>"Stop"</button>
         </div>
         <LineChart title="Latency of each generated token" x_label="token" y_label="ms" series=chart testid="kv-chart"/>
         <p class="hint">"Token 1 includes the prompt. A lone spike is usually a GPU kernel being compiled the first time a shape "
@@ -111,7 +111,7 @@ fn CacheVsRecompute(prompt: RwSignal<String>) -> impl IntoView {
 }
 
 /// The loaded model's config (if any) and the published ones.
-fn configs(engine: Engine) -> Vec<(String, Gpt2Config)> {
+fn configs(engine: EngineHandle) -> Vec<(String, Gpt2Config)> {
     let mut out = vec![];
     if let ModelStatus::Ready(info) = engine.status.get() {
         out.push((format!("loaded: {}", info.name), info.config));
@@ -122,7 +122,7 @@ fn configs(engine: Engine) -> Vec<(String, Gpt2Config)> {
 
 #[component]
 fn MemoryModel() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let choice = RwSignal::new(0usize);
     // The loaded model comes and goes: a choice past the end falls back to the first config.
     let config = move || {
@@ -181,7 +181,7 @@ fn MemoryModel() -> impl IntoView {
 
 #[component]
 fn SlidingWindow(prompt: RwSignal<String>) -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let window = RwSignal::new("8".to_string());
     let tokens = RwSignal::new("24".to_string());
     let ran_window = RwSignal::new(8usize);
@@ -191,7 +191,7 @@ fn SlidingWindow(prompt: RwSignal<String>) -> impl IntoView {
         match request {
             Ok((w, new_tokens)) => {
                 ran_window.set(w.max(1));
-                engine.send(&ToWorker::WindowDrift { prompt: prompt.get(), new_tokens, window: w }, &[]);
+                engine.send(&ToEngine::WindowDrift { prompt: prompt.get(), new_tokens, window: w }, &[]);
             }
             Err(e) => engine.error.set(Some(e)),
         }

@@ -3,16 +3,17 @@
 
 use leptos::prelude::*;
 
-use crate::engine::generate::decode_tokens_per_s;
-use crate::engine::sampling::SamplingParams;
-use crate::session::protocol::{Run, ToWorker};
-use crate::web::bridge::{Engine, ModelStatus};
+use crate::engine::decode::generate::decode_tokens_per_s;
+use crate::engine::decode::sampling::SamplingParams;
+use crate::engine::kv::KvMode;
+use crate::session::protocol::{Run, ToEngine};
+use crate::web::bridge::{EngineHandle, ModelStatus};
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field};
 
 #[component]
 pub fn PlaygroundPage() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let prompt = RwSignal::new("Hello".to_string());
     let max_new = RwSignal::new("24".to_string());
     let temperature = RwSignal::new("0".to_string());
@@ -22,7 +23,7 @@ pub fn PlaygroundPage() -> impl IntoView {
     let kv = RwSignal::new("contiguous".to_string());
     let window = RwSignal::new("64".to_string());
 
-    let request = move || -> Result<ToWorker, String> {
+    let request = move || -> Result<ToEngine, String> {
         let sampling = SamplingParams {
             temperature: field("temperature", &temperature.get())?,
             top_k: field("top-k", &top_k.get())?,
@@ -34,7 +35,8 @@ pub fn PlaygroundPage() -> impl IntoView {
             "sliding" => format!("sliding:{}", field::<usize>("window", &window.get())?),
             other => other.to_string(),
         };
-        Ok(ToWorker::Generate {
+        let kv: KvMode = kv.parse().map_err(|e| format!("{e}"))?;
+        Ok(ToEngine::Generate {
             run: Run::Playground,
             prompt: prompt.get(),
             max_new_tokens: field("max new tokens", &max_new.get())?,
@@ -74,7 +76,7 @@ pub fn PlaygroundPage() -> impl IntoView {
             </div>
             <div class="row">
                 <button on:click=on_generate disabled=move || !ready() || engine.busy() data-testid="generate">"Generate"</button>
-                <button on:click=move |_| engine.send(&ToWorker::Stop, &[]) disabled=move || !engine.busy() data-testid="stop">"Stop"</button>
+                <button on:click=move |_| engine.send(&ToEngine::Stop, &[]) disabled=move || !engine.busy() data-testid="stop">"Stop"</button>
                 <span class="hint">"temperature 0 = greedy (identical to transformers' greedy search)"</span>
             </div>
             <div class="output">
@@ -89,7 +91,7 @@ pub fn PlaygroundPage() -> impl IntoView {
                     v => format!("{v:.1}"),
                 }}</b></span>
                 <span>"tokens " <b data-testid="token-count">{move || run().ids.len()}</b></span>
-                <span data-testid="stop-reason">{move || run().done.map(|d| format!("stopped: {}", d.stop_reason.replace('_', " ")))}</span>
+                <span data-testid="stop-reason">{move || run().done.map(|d| format!("stopped: {}", d.stop_reason.words()))}</span>
             </div>
             <p class="ids">"ids: " <code data-testid="output-ids">{move || {
                 let run = run();

@@ -4,19 +4,19 @@
 
 use leptos::prelude::*;
 
-use crate::engine::sampling::SamplingParams;
-use crate::engine::speculative::drafters::DraftSpec;
-use crate::engine::speculative::report::theoretical_speedup;
-use crate::engine::speculative::{SpeculativeOptions, running_alpha};
-use crate::engine::weight_dtype::WeightDtype;
-use crate::session::protocol::{ModelSource, PassView, ToWorker};
-use crate::web::bridge::Engine;
+use crate::engine::decode::sampling::SamplingParams;
+use crate::engine::decode::speculative::drafters::DraftSpec;
+use crate::engine::decode::speculative::report::theoretical_speedup;
+use crate::engine::decode::speculative::{SpeculativeOptions, running_alpha};
+use crate::engine::model::weight_dtype::WeightDtype;
+use crate::session::protocol::{ModelSource, PassView, ToEngine};
+use crate::web::bridge::EngineHandle;
 use crate::web::charts::{LineChart, PALETTE, Series};
 use crate::web::form::{Field, field, picked_files};
 
 #[component]
 pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let prompt = RwSignal::new("The quick brown fox jumps over the lazy dog. The quick brown fox".to_string());
     let drafter = RwSignal::new("layers:1".to_string());
     let gamma = RwSignal::new("4".to_string());
@@ -45,7 +45,7 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
         out
     };
     let run = move |_| {
-        let parsed = (|| -> Result<ToWorker, String> {
+        let parsed = (|| -> Result<ToEngine, String> {
             let draft = match drafter.get().as_str() {
                 "model" => DraftSpec::Model(engine.draft.get().map(|d| d.name).ok_or("load a draft model first")?),
                 other => other.parse().map_err(|e| format!("{e}"))?,
@@ -66,7 +66,7 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
                 .filter(|g| !g.trim().is_empty())
                 .map(|g| field::<usize>("sweep γ", g))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(ToWorker::Speculate { prompt: prompt.get(), draft, options, sweep })
+            Ok(ToEngine::Speculate { prompt: prompt.get(), draft, options, sweep })
         })();
         match parsed {
             Ok(message) => engine.send(&message, &[]),
@@ -75,7 +75,7 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
     };
     let load_draft = move |_| {
         engine.send(
-            &ToWorker::LoadDraft(ModelSource::Hub {
+            &ToEngine::LoadDraft(ModelSource::Hub {
                 hub: hub.get(),
                 repo: draft_repo.get(),
                 weights: WeightDtype::F32,
@@ -84,12 +84,12 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
             &[],
         )
     };
-    let load_demo_draft = move |_| engine.send(&ToWorker::LoadDraft(ModelSource::Demo { seed: 1 }), &[]);
+    let load_demo_draft = move |_| engine.send(&ToEngine::LoadDraft(ModelSource::Demo { seed: 1 }), &[]);
     let load_draft_files = move |ev: leptos::ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         let files = picked_files(input.files());
         if !files.is_empty() {
-            engine.send(&ToWorker::LoadDraft(ModelSource::Files { weights: WeightDtype::F32, kv_f16: false }), &files);
+            engine.send(&ToEngine::LoadDraft(ModelSource::Files { weights: WeightDtype::F32, kv_f16: false }), &files);
         }
     };
     let no_model = move || engine.loaded.get().is_none() || engine.busy();
@@ -134,7 +134,7 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
 /// The running figures and a strip per target pass.
 #[component]
 fn Passes() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let alpha = move || engine.spec.with(|s| running_alpha(s.passes.iter().map(|p| &p.pass)));
     let per_pass = move || {
         engine.spec.with(|s| {
@@ -201,7 +201,7 @@ fn shown(text: &str) -> String {
 /// Measured against plain decoding, and what the theory predicts for the measured α and c.
 #[component]
 fn Outcome() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     move || {
         engine.spec.with(|s| s.done.clone()).map(|(ids, text, r)| {
             let bar = |label: &str, ms: f64, max: f64, color: &'static str| {
@@ -234,7 +234,7 @@ fn Outcome() -> impl IntoView {
 /// α and speedup over γ: the sweep's measurements with the theoretical curve over them.
 #[component]
 fn Sweep() -> impl IntoView {
-    let engine = expect_context::<Engine>();
+    let engine = expect_context::<EngineHandle>();
     let speedups = Signal::derive(move || {
         engine.spec.with(|s| {
             if s.sweep.is_empty() {

@@ -9,9 +9,9 @@
 use burn::tensor::{Distribution, TensorData};
 use rand::{SeedableRng, rngs::StdRng};
 
-use super::config::Gpt2Config;
-use super::error::Result;
-use super::safetensors_stream::{SafetensorsStream, WholeTensors};
+use crate::engine::error::Result;
+use crate::engine::model::config::Gpt2Config;
+use crate::engine::model::safetensors_stream::{SafetensorsStream, WholeTensors};
 
 /// One parameter: HF's name without the `transformer.` prefix, and its shape.
 pub struct Parameter {

@@ -7,10 +7,10 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::kernels::row_dots::{self, CompactTable};
-use super::kernels::row_dots_wgsl::{Packed, PackedRows};
-use super::kernels::{Path, row_dots_wgsl};
-use super::weight_dtype::WeightDtype;
+use crate::engine::kernels::row_dots::{self, CompactTable};
+use crate::engine::kernels::row_dots_wgsl::{Packed, PackedRows};
+use crate::engine::kernels::{KernelPath, row_dots_wgsl};
+use crate::engine::model::weight_dtype::WeightDtype;
 
 /// Largest chunk, in bytes: WebGPU's default `maxStorageBufferBindingSize`.
 const MAX_CHUNK_BYTES: usize = 128 << 20;
@@ -93,12 +93,12 @@ impl VocabTable {
     /// the row-dots kernel, which streams the table once; `h @ tableᵀ` makes the gemm repack
     /// all of it per call (on burn's flex device a second row costs almost as much as the first). On wgpu
     /// they take the WGSL row dots, all chunks into one output.
-    pub fn project(&self, h: Tensor<2>, path: Path) -> Tensor<2> {
+    pub fn project(&self, h: Tensor<2>, path: KernelPath) -> Tensor<2> {
         if let Some(compact) = &self.compact {
-            let kernel = if path == Path::Cpu { row_dots::rows_times_compact(&h, compact) } else { None };
+            let kernel = if path == KernelPath::Cpu { row_dots::rows_times_compact(&h, compact) } else { None };
             return kernel.unwrap_or_else(|| h.clone().matmul(compact.to_tensor(&h.device()).transpose()));
         }
-        if (path == Path::Wgsl || self.packed())
+        if (path == KernelPath::Wgsl || self.packed())
             && let Some(logits) = row_dots_wgsl::rows_times_table(&h, &self.chunks)
         {
             return logits;
@@ -107,7 +107,7 @@ impl VocabTable {
             .chunks
             .iter()
             .map(|c| {
-                let kernel = if path == Path::Cpu { row_dots::rows_times_table(&h, &c.words) } else { None };
+                let kernel = if path == KernelPath::Cpu { row_dots::rows_times_table(&h, &c.words) } else { None };
                 kernel.unwrap_or_else(|| h.clone().matmul(c.widen().transpose()))
             })
             .collect();
@@ -247,7 +247,7 @@ mod tests {
             TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25, 1.0, 1.0, -0.5, 0.0], [2, width]),
             &device,
         );
-        let (a, b) = (read(chunked.project(h.clone(), Path::Cpu)), read(whole.project(h, Path::Cpu)));
+        let (a, b) = (read(chunked.project(h.clone(), KernelPath::Cpu)), read(whole.project(h, KernelPath::Cpu)));
         assert_eq!(a.len(), 2 * vocab);
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
     }

@@ -4,7 +4,7 @@
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-use super::error::{EngineError, Result};
+use crate::engine::error::{EngineError, Result};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SamplingParams {
@@ -147,6 +147,19 @@ impl SamplingParams {
     }
 }
 
+/// float32 `log_softmax` of one row (the log-sum-exp accumulated in f64).
+pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let (max, log_sum) = log_sum_exp(logits);
+    logits.iter().map(|&l| (f64::from(l - max) - log_sum) as f32).collect()
+}
+
+/// The largest logit, and `ln Σ exp(l − max)` summed in f64: a softmax's normaliser without
+/// overflow. `log_softmax` and the server's `logprobs` both start from it.
+fn log_sum_exp(logits: &[f32]) -> (f32, f64) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (max, logits.iter().map(|&l| f64::from(l - max).exp()).sum::<f64>().ln())
+}
+
 /// The log-probability of a chosen token and the `k` likeliest tokens' (best first), from the
 /// model's raw logits — before temperature and filters, as OpenAI's and vLLM's `logprobs` are.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,8 +170,8 @@ pub struct TokenLogprobs {
 
 impl TokenLogprobs {
     pub fn new(logits: &[f32], chosen: u32, k: usize) -> Self {
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let log_z = max + logits.iter().map(|&l| f64::from(l - max).exp()).sum::<f64>().ln() as f32;
+        let (max, log_sum) = log_sum_exp(logits);
+        let log_z = max + log_sum as f32;
         let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
         let mut top: Vec<u32> = (0..logits.len() as u32).collect();
         let k = k.min(top.len());

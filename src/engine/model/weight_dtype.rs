@@ -13,9 +13,9 @@ use std::str::FromStr;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::config::Gpt2Config;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::kernels::{is_wgpu, row_dots};
+use crate::engine::model::config::Gpt2Config;
 
 /// `--dtype f32|f16|int8` parses to it (`FromStr`); the page sends it as `"f32"`, `"f16"` or `"int8"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ impl WeightDtype {
                 "{self} weights run on the CPU and wgpu devices; CUDA keeps f32 for now"
             )));
         }
-        if config.n_embd % 4 != 0 || config.n_inner % 4 != 0 {
+        if !config.n_embd.is_multiple_of(4) || !config.n_inner.is_multiple_of(4) {
             return Err(EngineError::Request(format!(
                 "{self} weights on wgpu need n_embd and n_inner to be multiples of 4 (the kernels read four values at a time); this model has {} and {}",
                 config.n_embd, config.n_inner

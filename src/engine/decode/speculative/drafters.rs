@@ -7,13 +7,13 @@ use std::str::FromStr;
 
 use burn::tensor::Tensor;
 
-use crate::engine::config::Gpt2Config;
+use crate::engine::decode::generate::argmax_rows;
+use crate::engine::decode::sampling::Sampler;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::generate::argmax_rows;
-use crate::engine::gpt2::{Gpt2, Logits};
 use crate::engine::kv::{KvCache, KvMode};
+use crate::engine::model::config::Gpt2Config;
+use crate::engine::model::gpt2::{Gpt2, Logits};
 use crate::engine::readback;
-use crate::engine::sampling::Sampler;
 use crate::engine::step::Step;
 
 /// The draft as the user names it: `MODEL` (a folder / repo / loaded model), `layers:K` or
@@ -200,6 +200,7 @@ impl Drafter for NgramDrafter {
 }
 
 /// The drafter chosen at run time.
+#[allow(clippy::large_enum_variant)] // one per run: not worth a box
 pub enum AnyDrafter<'m> {
     Model(ModelDrafter<'m>),
     Ngram(NgramDrafter),

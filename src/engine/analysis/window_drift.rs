@@ -6,12 +6,12 @@
 
 use std::ops::ControlFlow;
 
-use super::error::{EngineError, Result};
-use super::gpt2::{Gpt2, Logits};
-use super::kv::KvMode;
-use super::readback;
-use super::sampling::argmax;
-use super::step::Step;
+use crate::engine::decode::sampling::argmax;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::kv::KvMode;
+use crate::engine::model::gpt2::{Gpt2, Logits};
+use crate::engine::readback;
+use crate::engine::step::Step;
 
 /// One generated token seen through both caches.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

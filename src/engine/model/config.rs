@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::error::{EngineError, Result};
+use crate::engine::error::{EngineError, Result};
 
 /// The activations `GPT2LMHeadModel` accepts that the engine implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
@@ -145,7 +145,7 @@ impl Gpt2Config {
                 return Err(EngineError::Config(format!("{name} must be positive")));
             }
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(EngineError::Config(format!(
                 "n_embd ({}) must be divisible by n_head ({})",
                 self.n_embd, self.n_head

@@ -20,12 +20,13 @@ use std::str::FromStr;
 
 use web_time::Instant;
 
-use super::error::{EngineError, Result};
-use super::generate::fit_context;
-use super::gpt2::{Gpt2, Logits};
-use super::kv::{KvCache, KvMode};
-use super::readback;
-use super::step::Step;
+use crate::engine::decode::generate::fit_context;
+use crate::engine::decode::sampling::log_softmax;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::kv::{KvCache, KvMode};
+use crate::engine::model::gpt2::{Gpt2, Logits};
+use crate::engine::readback;
+use crate::engine::step::Step;
 
 /// Beams beyond this are refused: each is a full row of the batch and of the KV cache.
 pub const MAX_BEAMS: usize = 64;
@@ -278,13 +279,6 @@ fn held_tokens(cache: &KvCache, rows: usize, capacity: usize) -> usize {
         KvCache::Contiguous(_) => rows * capacity,
         _ => 0,
     }
-}
-
-/// float32 `log_softmax` of one row (the log-sum-exp accumulated in f64).
-pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_sum = logits.iter().map(|&l| f64::from(l - max).exp()).sum::<f64>().ln();
-    logits.iter().map(|&l| (f64::from(l - max) - log_sum) as f32).collect()
 }
 
 /// Indices of the `n` largest values, largest first (lower index first among equals).

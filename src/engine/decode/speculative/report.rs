@@ -2,7 +2,7 @@
 //! theory promises for the measured α and cost ratio c.
 
 use super::{SpeculativeOptions, SpeculativeRun};
-use crate::engine::generate::Generation;
+use crate::engine::decode::generate::Generation;
 
 /// How α is measured, printed beside it.
 pub const ALPHA_DEFINITION: &str = "accepted draft tokens / draft tokens tested by the target (each pass tests up to and including its first rejection)";

@@ -17,13 +17,13 @@ use burn::tensor::Tensor;
 use web_time::Instant;
 
 use self::drafters::{Draft, Drafter};
-use super::error::{EngineError, Result};
-use super::generate::{GenerateOptions, StopReason, argmax_rows, fit_context};
-use super::gpt2::{Gpt2, Logits};
-use super::kv::KvMode;
-use super::readback;
-use super::sampling::{Sampler, SamplingParams};
-use super::step::Step;
+use crate::engine::decode::generate::{GenerateOptions, StopReason, argmax_rows, fit_context};
+use crate::engine::decode::sampling::{Sampler, SamplingParams};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::kv::KvMode;
+use crate::engine::model::gpt2::{Gpt2, Logits};
+use crate::engine::readback;
+use crate::engine::step::Step;
 
 /// The largest γ accepted (a longer draft is almost surely rejected early and wastes work).
 pub const MAX_GAMMA: usize = 32;

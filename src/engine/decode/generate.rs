@@ -8,13 +8,14 @@ use burn::tensor::Int;
 use burn::tensor::Tensor;
 use web_time::Instant;
 
-use super::error::{EngineError, Result};
-use super::gpt2::{Gpt2, Logits};
-use super::kv::KvMode;
-use super::readback;
-use super::sampling::{Sampler, SamplingParams};
-use super::step::Step;
-use super::tokenizer::Tokenizer;
+use crate::engine::decode::sampling::{Sampler, SamplingParams};
+use crate::engine::decode::text_stream::TextStream;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::kv::KvMode;
+use crate::engine::model::gpt2::{Gpt2, Logits};
+use crate::engine::model::tokenizer::Tokenizer;
+use crate::engine::readback;
+use crate::engine::step::Step;
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -39,7 +40,7 @@ impl Default for GenerateOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     Eos,
@@ -47,6 +48,18 @@ pub enum StopReason {
     MaxNewTokens,
     /// The callback asked to stop.
     Cancelled,
+}
+
+impl StopReason {
+    /// In words, for people: "stop string", "max new tokens".
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Eos => "eos",
+            Self::StopString => "stop string",
+            Self::MaxNewTokens => "max new tokens",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One streamed token.
@@ -140,6 +153,8 @@ pub async fn generate(
     let mut sampler = Sampler::new(options.sampling.clone())?;
     let mut cache = model.cache(options.kv, 1, prompt.len() + max_new)?;
 
+    // Stop strings are looked for in the text, so only when there are some is it decoded.
+    let mut stream = (!options.stop_strings.is_empty()).then(|| TextStream::new(options.stop_strings.clone()));
     let start = Instant::now();
     let mut sequence = prompt.clone();
     let mut cached = 0;
@@ -171,15 +186,12 @@ pub async fn generate(
             out.stop_reason = StopReason::Eos;
             break;
         }
-        if let Some(tok) = tokenizer
-            && !options.stop_strings.is_empty()
+        if let (Some(tok), Some(stream)) = (tokenizer, stream.as_mut())
+            && stream.push(id, tok)?.stopped
         {
-            let text = tok.decode(&out.new_ids)?;
-            if let Some(cut) = options.stop_strings.iter().filter_map(|s| text.find(s.as_str())).min() {
-                out.text = Some(text[..cut].to_string());
-                out.stop_reason = StopReason::StopString;
-                break;
-            }
+            out.text = Some(stream.text().to_owned());
+            out.stop_reason = StopReason::StopString;
+            break;
         }
         if cancelled {
             out.stop_reason = StopReason::Cancelled;

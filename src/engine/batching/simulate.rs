@@ -16,14 +16,14 @@ use std::task::{Context, Poll, Waker};
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-use super::batching::driver::{self, Executor, Run, StepRecord};
-use super::batching::runner::{Chunk, ModelRunner};
-use super::batching::scheduler::{ScheduledStep, Scheduler, SchedulerConfig};
-use super::batching::sequence::Request;
-use super::error::{EngineError, Result};
-use super::gpt2::Gpt2;
-use super::kv::blocks::BlockManager;
-use super::readback;
+use super::driver::{self, Executor, Run, StepRecord};
+use super::runner::{Chunk, ModelRunner};
+use super::scheduler::{ScheduledStep, Scheduler, SchedulerConfig};
+use super::sequence::Request;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::kv::blocks::BlockManager;
+use crate::engine::model::gpt2::Gpt2;
+use crate::engine::readback;
 
 /// The work of one step, as the cost model sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -155,8 +155,9 @@ fn least_squares(timings: &[Timing], active: &[bool; 4]) -> Result<[f64; 4]> {
         for row in 0..k {
             if row != col {
                 let factor = a[row][col] / a[col][col];
-                for c in col..=k {
-                    a[row][c] -= factor * a[col][c];
+                let pivot_row = a[col].clone();
+                for (x, p) in a[row][col..=k].iter_mut().zip(&pivot_row[col..=k]) {
+                    *x -= factor * p;
                 }
             }
         }

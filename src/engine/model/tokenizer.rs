@@ -3,7 +3,7 @@
 //! browser. Like transformers: no prefix space is added, `<|endoftext|>` in the text is the
 //! special token, decoding never cleans up spaces and maps broken UTF-8 to U+FFFD.
 
-use super::error::{EngineError, Result};
+use crate::engine::error::{EngineError, Result};
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,

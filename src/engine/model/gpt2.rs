@@ -10,18 +10,18 @@ use std::collections::HashMap;
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::config::{Activation, Gpt2Config};
-use super::error::{EngineError, Result};
-use super::kernels::row_dots::{self, CompactTable};
-use super::kernels::row_dots_wgsl::{self, Packed};
-use super::kernels::{self, Path, cpu_gelu};
-use super::kv::dtype::KvDtype;
-use super::kv::{KvCache, KvMode};
-use super::safetensors_stream::{Rows, WholeTensors};
-use super::step::Step;
-use super::vocab_table::{TableRows, VocabTable};
-use super::weight_dtype::WeightDtype;
-use super::weights::Gpt2Weights;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::kernels::row_dots::{self, CompactTable};
+use crate::engine::kernels::row_dots_wgsl::{self, Packed};
+use crate::engine::kernels::{self, KernelPath, cpu_gelu};
+use crate::engine::kv::dtype::KvDtype;
+use crate::engine::kv::{KvCache, KvMode};
+use crate::engine::model::config::{Activation, Gpt2Config};
+use crate::engine::model::safetensors_stream::{Rows, WholeTensors};
+use crate::engine::model::vocab_table::{TableRows, VocabTable};
+use crate::engine::model::weight_dtype::WeightDtype;
+use crate::engine::model::weights::Gpt2Weights;
+use crate::engine::step::Step;
 
 /// Which positions get logits: the last of each row (generation), all (scoring, tests), or
 /// the given token rows of the flattened step (a ragged batch: each sequence's last token).
@@ -90,14 +90,14 @@ fn transposed(weight: &TensorData) -> Vec<f32> {
 
 impl Dense {
     /// `x @ W + b`; few-row steps take the row-dots kernel of the CPU or of WGSL.
-    fn forward(&self, x: Tensor<2>, path: Path) -> Tensor<2> {
-        let cpu = path == Path::Cpu;
+    fn forward(&self, x: Tensor<2>, path: KernelPath) -> Tensor<2> {
+        let cpu = path == KernelPath::Cpu;
         let y = match &self.weight {
             DenseWeight::Packed(w) => match row_dots_wgsl::rows_times_weight(&x, w, &self.bias) {
                 Some(y) => return y,
                 None => x.matmul(w.widen()),
             },
-            DenseWeight::F32 { w, .. } if path == Path::Wgsl => {
+            DenseWeight::F32 { w, .. } if path == KernelPath::Wgsl => {
                 match row_dots_wgsl::rows_times_weight(&x, &Packed::plain(w.clone()), &self.bias) {
                     Some(y) => return y,
                     None => x.matmul(w.clone()),
@@ -211,7 +211,7 @@ impl Gpt2 {
     /// Makes the KV caches of later generations hold f16 (half their memory, and half the bytes
     /// each attention reads) or f32. Keys and values are rounded once, as they are stored.
     pub fn set_kv_dtype(&mut self, dtype: KvDtype) -> Result<()> {
-        if dtype == KvDtype::F16 && self.config.head_dim() % 2 != 0 {
+        if dtype == KvDtype::F16 && !self.config.head_dim().is_multiple_of(2) {
             return Err(EngineError::Request(format!(
                 "an f16 KV cache packs head rows in pairs; this model's heads are {} wide",
                 self.config.head_dim()
@@ -278,7 +278,7 @@ impl Gpt2 {
         let mut x = self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions);
 
         let plan = cache.prepare(step)?;
-        let path = Path::choose(&self.device, self.kernels);
+        let path = KernelPath::choose(&self.device, self.kernels);
         let n = b * t;
         for (layer, block) in self.blocks.iter().take(layers).enumerate() {
             let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()), path);
@@ -295,7 +295,7 @@ impl Gpt2 {
             let hidden = block.c_fc.forward(block.ln_2.forward(x.clone()), path);
             let hidden = match c.activation {
                 Activation::GeluTanh => {
-                    let fused = if path == Path::Cpu { cpu_gelu::gelu_tanh(&hidden) } else { None };
+                    let fused = if path == KernelPath::Cpu { cpu_gelu::gelu_tanh(&hidden) } else { None };
                     fused.unwrap_or_else(|| gelu_approximate(hidden))
                 }
                 Activation::Gelu => gelu(hidden),
@@ -324,7 +324,7 @@ impl Gpt2 {
     }
 }
 
-/// A model whose parameters arrive by [`parameters`](super::weights::parameters) name, in any
+/// A model whose parameters arrive by [`parameters`](crate::engine::model::weights::parameters) name, in any
 /// order, whole or in blocks of rows (a streamed file's), each uploaded as it completes; the
 /// token table chunk by chunk, so the host never holds it whole.
 pub struct Gpt2Loader {

@@ -11,9 +11,9 @@ use burn::tensor::TensorData;
 use safetensors::Dtype;
 use serde::Deserialize;
 
-use super::config::Gpt2Config;
-use super::error::{EngineError, Result};
-use super::weights::{Parameter, parameters};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::model::config::Gpt2Config;
+use crate::engine::model::weights::{Parameter, parameters};
 
 /// Headers past this are refused (the safetensors crate's own limit).
 const MAX_HEADER_BYTES: usize = 100_000_000;
@@ -357,7 +357,7 @@ mod tests {
     use safetensors::tensor::TensorView;
 
     use super::*;
-    use crate::engine::weights::Gpt2Weights;
+    use crate::engine::model::weights::Gpt2Weights;
 
     /// A 1-layer model in a file with the `transformer.` prefix, f16 `wpe`, a mask buffer and a
     /// tied `lm_head` copy: what HF checkpoints in the wild carry.

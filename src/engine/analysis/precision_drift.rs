@@ -1,4 +1,4 @@
-//! What f16 (or int8) costs in accuracy: a text is scored teacher-forced by the f32 model and
+//! What reduced precision (f16 or int8 weights, an f16 KV cache) costs in accuracy: a text is scored teacher-forced by the f32 model and
 //! by its reduced copy (weights: [`Gpt2::into_weight_dtype`]; KV cache:
 //! [`Gpt2::set_kv_dtype`]), and at every position the two next-token distributions are
 //! compared: the log-probability each gives the token that actually comes next, the logits
@@ -9,17 +9,17 @@
 use burn::tensor::Tensor;
 use serde::Serialize;
 
-use super::beam::log_softmax;
-use super::error::{EngineError, Result};
-use super::gpt2::{Gpt2, Logits};
-use super::kv::KvMode;
-use super::readback;
-use super::sampling::argmax;
-use super::step::Step;
+use crate::engine::decode::sampling::argmax;
+use crate::engine::decode::sampling::log_softmax;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::kv::KvMode;
+use crate::engine::model::gpt2::{Gpt2, Logits};
+use crate::engine::readback;
+use crate::engine::step::Step;
 
-/// The f16 model against the f32 one over one text.
+/// The reduced model (f16 or int8 weights, or an f16 cache) against the f32 one over one text.
 #[derive(Debug, Clone, Serialize)]
-pub struct F16Drift {
+pub struct PrecisionDrift {
     /// Positions with a next token to score (`ids.len() - 1`).
     pub positions: usize,
     /// Mean over positions of |log p₁₆(next) − log p₃₂(next)|.
@@ -32,16 +32,16 @@ pub struct F16Drift {
 }
 
 /// Scores `ids` (at least two, within the context) with both models, each in one cached prefill.
-pub async fn f16_drift(f32_model: &Gpt2, f16_model: &Gpt2, ids: &[u32]) -> Result<F16Drift> {
+pub async fn precision_drift(reference: &Gpt2, reduced: &Gpt2, ids: &[u32]) -> Result<PrecisionDrift> {
     if ids.len() < 2 {
         return Err(EngineError::Request("scoring needs at least two tokens".into()));
     }
-    let vocab = f32_model.config.vocab_size;
+    let vocab = reference.config.vocab_size;
     let logits = |model: &Gpt2| -> Result<Tensor<3>> {
         let step = Step::single(ids, 0);
         model.forward(&step, &mut model.cache(KvMode::Contiguous, 1, ids.len())?, Logits::All)
     };
-    let (a, b) = (readback::floats(logits(f32_model)?).await?, readback::floats(logits(f16_model)?).await?);
+    let (a, b) = (readback::floats(logits(reference)?).await?, readback::floats(logits(reduced)?).await?);
     let (mut total, mut max_change, mut max_logit, mut agree) = (0.0, 0.0f64, 0.0f64, 0usize);
     for (pos, &next) in ids.iter().enumerate().skip(1) {
         let (ra, rb) = (&a[(pos - 1) * vocab..][..vocab], &b[(pos - 1) * vocab..][..vocab]);
@@ -52,7 +52,7 @@ pub async fn f16_drift(f32_model: &Gpt2, f16_model: &Gpt2, ids: &[u32]) -> Resul
         agree += usize::from(argmax(ra) == argmax(rb));
     }
     let positions = ids.len() - 1;
-    Ok(F16Drift {
+    Ok(PrecisionDrift {
         positions,
         mean_abs_logprob_change: total / positions as f64,
         max_abs_logprob_change: max_change,
