@@ -47,6 +47,13 @@ if [ ${#wanted[@]} -gt 0 ]; then
   fi
 fi
 
+# Under CI nothing may be cut from outside either: an inherited INFERLAB_SKIP_WGPU would drop the
+# wgpu half of every parity test, an inherited PROPTEST_CASES the fuzz targets' cases.
+if [ -n "${CI:-}" ]; then
+  for inherited in INFERLAB_SKIP_WGPU PROPTEST_CASES; do
+    [ -z "${!inherited:-}" ] || die "CI must run everything, but $inherited is set in the environment: unset it"
+  done
+fi
 skipped=()
 if ! has_vulkan; then
   warn "NO VULKAN DRIVER: the wgpu half of every parity test is SKIPPED (install mesa-vulkan-drivers libvulkan1)"
