@@ -10,6 +10,15 @@ cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 . scripts/setup.sh
 
+# Under CI nothing may be cut from outside either: an inherited INFERLAB_SKIP_WGPU would drop the
+# wgpu half of every parity test (the tests refuse it under CI too), and PROPTEST_CASES changes
+# the fuzz targets' case count (it can only raise it; CI runs the suite's own 2,000).
+if [ -n "${CI:-}" ]; then
+  for inherited in INFERLAB_SKIP_WGPU PROPTEST_CASES; do
+    [ -z "${!inherited+set}" ] || die "CI must run everything, but $inherited is set in the environment: unset it"
+  done
+fi
+
 # The HF fixtures ship in the repository; INFERLAB_FIXTURES points the tests at another copy.
 export INFERLAB_FIXTURES="${INFERLAB_FIXTURES:-$PWD/tests/fixtures/gpt2}"
 [ -f "$INFERLAB_FIXTURES/gpt2-tiny/golden.json" ] ||
@@ -47,13 +56,6 @@ if [ ${#wanted[@]} -gt 0 ]; then
   fi
 fi
 
-# Under CI nothing may be cut from outside either: an inherited INFERLAB_SKIP_WGPU would drop the
-# wgpu half of every parity test, an inherited PROPTEST_CASES the fuzz targets' cases.
-if [ -n "${CI:-}" ]; then
-  for inherited in INFERLAB_SKIP_WGPU PROPTEST_CASES; do
-    [ -z "${!inherited:-}" ] || die "CI must run everything, but $inherited is set in the environment: unset it"
-  done
-fi
 skipped=()
 if ! has_vulkan; then
   warn "NO VULKAN DRIVER: the wgpu half of every parity test is SKIPPED (install mesa-vulkan-drivers libvulkan1)"

@@ -131,6 +131,34 @@ fn a_repeated_prompt_reuses_its_cached_prefix() {
     }
 }
 
+/// Two different prompts sharing full blocks: the 56-token prompt, then (after it finished)
+/// that prompt followed by its first 8 greedy tokens. The second reuses exactly the 7 full
+/// blocks of 8 they share and still continues with transformers' greedy ids.
+#[test]
+fn a_longer_prompt_reuses_exactly_the_shared_blocks() {
+    for case in cases() {
+        let longest = case.golden.prompts.iter().max_by_key(|p| p.input_ids.len()).unwrap();
+        let first = Request {
+            prompt: longest.input_ids.clone(),
+            max_new_tokens: longest.greedy.new_ids.len(),
+            sampling: SamplingParams::default(),
+            eos_token_ids: vec![],
+            arrival_ms: 0.0,
+            logprobs: None,
+        };
+        let extended = [longest.input_ids.clone(), longest.greedy.new_ids[..8].to_vec()].concat();
+        let second = Request { prompt: extended.clone(), max_new_tokens: 16, arrival_ms: 10_000.0, ..first.clone() };
+        let run = run(&case, config(&case, Policy::Continuous, |c| c.block_size = 8), vec![first, second]);
+        let reports = stats::requests(&run);
+        assert_eq!(reports[0].generated_ids, longest.greedy.new_ids, "{}", case.label);
+        assert_eq!(reports[1].generated_ids, longest.greedy.new_ids[8..], "{}: after the shared blocks", case.label);
+        let shared = (extended.len() - 1) / 8 * 8;
+        assert_eq!(shared, 56);
+        assert_eq!(reports[1].cached_tokens, shared, "{}: the shared full blocks, no more, no fewer", case.label);
+        assert_eq!(run.scheduler.blocks.free_blocks(), run.scheduler.blocks.num_blocks());
+    }
+}
+
 #[test]
 fn seeded_sampling_is_reproducible_and_independent_of_the_batch() {
     let case = cases().into_iter().next().expect("a fixture model");

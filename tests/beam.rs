@@ -5,7 +5,7 @@ mod common;
 
 use std::ops::ControlFlow;
 
-use common::{BeamGolden, Case, cases};
+use common::{BeamGolden, BeamVariant, Case, cases};
 use inferlab::engine::decode::beam::{BeamOptions, EarlyStopping, beam_search};
 use inferlab::engine::decode::generate::{GenerateOptions, generate};
 use inferlab::engine::kv::KvMode;
@@ -13,13 +13,18 @@ use inferlab::engine::kv::dtype::KvDtype;
 use inferlab::engine::model::gpt2::Gpt2;
 use inferlab::native::model_dir::load;
 
-fn options(golden: &BeamGolden) -> BeamOptions {
-    let p = &golden.params;
-    let early_stopping = match &p.early_stopping {
+/// transformers' `early_stopping`: `true`, `false` or `"never"`.
+fn early_stopping(value: &serde_json::Value) -> EarlyStopping {
+    match value {
         serde_json::Value::Bool(true) => EarlyStopping::True,
         serde_json::Value::Bool(false) => EarlyStopping::False,
         other => other.as_str().expect("early_stopping is a bool or a string").parse().expect("known early_stopping"),
-    };
+    }
+}
+
+fn options(golden: &BeamGolden) -> BeamOptions {
+    let p = &golden.params;
+    let early_stopping = early_stopping(&p.early_stopping);
     BeamOptions {
         num_beams: p.num_beams,
         num_return_sequences: p.num_return_sequences,
@@ -61,6 +66,47 @@ fn beams_match_transformers_with_shared_and_gathered_caches() {
         for prompt in &case.golden.prompts {
             for kv in [KvMode::Paged { block_size: 4 }, KvMode::Contiguous] {
                 check(&case, &prompt.name, &prompt.input_ids, &prompt.beam, kv);
+            }
+        }
+    }
+}
+
+/// Each option of `generate(num_beams=…)` against transformers, through both ways of keeping
+/// the beams' caches: length_penalty 0.5, length_penalty 2 without early stopping,
+/// early_stopping "never", early_stopping true, no_repeat_ngram_size 2, and 3 of 5 beams
+/// returned. Sequences identical, scores within 1e-4.
+#[test]
+fn every_beam_option_matches_transformers() {
+    let variant_options = |v: &BeamVariant| BeamOptions {
+        num_beams: v.params.num_beams,
+        num_return_sequences: v.params.num_return_sequences,
+        max_new_tokens: v.max_new_tokens,
+        length_penalty: v.params.length_penalty,
+        early_stopping: early_stopping(&v.params.early_stopping),
+        no_repeat_ngram_size: v.params.no_repeat_ngram_size,
+        eos_token_ids: vec![50256],
+    };
+    for case in cases() {
+        let variants = case.extra().beam_variants;
+        let names: std::collections::BTreeSet<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names.len(), 6, "{}: six option sets", case.label);
+        for v in &variants {
+            for kv in [KvMode::Paged { block_size: 4 }, KvMode::Contiguous] {
+                let label = format!("{} / {} / {} / kv {kv}", case.label, v.prompt, v.name);
+                let out =
+                    pollster::block_on(beam_search(&case.loaded.model, &v.prompt_ids, &variant_options(v), kv, |_| {
+                        ControlFlow::Continue(())
+                    }))
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                let ids: Vec<Vec<u32>> = out.hypotheses.iter().map(|h| h.ids.clone()).collect();
+                assert_eq!(ids, v.new_ids, "{label}: sequences");
+                for (h, &reference) in out.hypotheses.iter().zip(&v.sequences_scores) {
+                    assert!(
+                        (f64::from(h.score) - reference).abs() <= 1e-4,
+                        "{label}: score {} vs {reference}",
+                        h.score
+                    );
+                }
             }
         }
     }

@@ -159,9 +159,10 @@ fn check_parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) {
 }
 
 proptest! {
-    // 2,000 cases each in the suite; `scripts/fuzz.sh` sets PROPTEST_CASES for long runs.
+    // 2,000 cases each in the suite; `scripts/fuzz.sh` sets PROPTEST_CASES for longer runs (a
+    // smaller figure cannot shorten the suite).
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000),
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(0).max(2000),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

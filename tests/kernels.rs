@@ -22,10 +22,6 @@ use inferlab::engine::step::Step;
 use inferlab::engine::step_uploads::StepUploads;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-fn wgpu() -> Option<Device> {
-    common::devices().into_iter().find(|(name, _)| *name == "wgpu").map(|(_, d)| d)
-}
-
 fn random<const D: usize>(shape: [usize; D], rng: &mut StdRng, device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::random::<f32, _, _>(shape, Distribution::Normal(0.0, 1.0), rng), device)
 }
@@ -105,7 +101,7 @@ impl Case {
 
 #[test]
 fn attention_kernels_match_their_twin() {
-    let Some(device) = wgpu() else { return };
+    let Some(device) = common::wgpu() else { return };
     let mut rng = StdRng::seed_from_u64(3);
     for &(heads, head_dim) in &[(1, 32), (4, 64), (12, 64), (3, 32)] {
         for &keys in &[1, 7, 64, 100, 1024] {
@@ -125,7 +121,7 @@ fn attention_kernels_match_their_twin() {
 
 #[test]
 fn append_kernel_matches_its_twin() {
-    let Some(device) = wgpu() else { return };
+    let Some(device) = common::wgpu() else { return };
     let mut rng = StdRng::seed_from_u64(4);
     for &(heads, head_dim, capacity, len) in &[(1, 32, 8, 1), (12, 64, 1024, 9), (3, 32, 7, 20), (4, 64, 16, 5)] {
         for ring in [false, true] {
@@ -238,7 +234,7 @@ fn paged_case(
 
 #[test]
 fn paged_kernels_match_their_twins() {
-    let Some(device) = wgpu() else { return };
+    let Some(device) = common::wgpu() else { return };
     let mut rng = StdRng::seed_from_u64(5);
     let shapes: [&[(usize, usize)]; 4] = [
         &[(0, 1)],
@@ -257,7 +253,7 @@ fn paged_kernels_match_their_twins() {
 
 #[test]
 fn row_dots_kernels_match_the_matmul() {
-    let Some(device) = wgpu() else { return };
+    let Some(device) = common::wgpu() else { return };
     let mut rng = StdRng::seed_from_u64(9);
     for rows in [1, 3, 8] {
         // A layer: x @ W + b, W [inputs, outputs].
@@ -304,7 +300,7 @@ fn row_dots_kernels_match_the_matmul() {
 /// the widening for a prefill's matmul; and the embedding lookup from a chunked table.
 #[test]
 fn packed_row_dots_match_the_matmul_on_their_values() {
-    let Some(device) = wgpu() else { return };
+    let Some(device) = common::wgpu() else { return };
     let mut rng = StdRng::seed_from_u64(10);
     // What a row-major [rows, cols] matrix's words hold, as f32 on the host: f16-rounded, or
     // int8 times a scale per row (`per_row`) or per column.
@@ -400,7 +396,7 @@ fn packed_row_dots_match_the_matmul_on_their_values() {
 /// table whose last rows never came is refused.
 #[test]
 fn a_table_streamed_in_blocks_equals_it_uploaded_whole() {
-    let Some(device) = wgpu() else { return };
+    let Some(device) = common::wgpu() else { return };
     let mut rng = StdRng::seed_from_u64(11);
     let (vocab, width) = (37, 64);
     let values = read(random([vocab, width], &mut rng, &device));
@@ -431,7 +427,7 @@ fn a_table_streamed_in_blocks_equals_it_uploaded_whole() {
 /// and values equal the twins, which widen them first.
 #[test]
 fn f16_kv_kernels_match_their_twins() {
-    let Some(device) = wgpu() else { return };
+    let Some(device) = common::wgpu() else { return };
     let mut rng = StdRng::seed_from_u64(11);
     for &(heads, head_dim, capacity, len, ring) in
         &[(1, 32, 8, 1, false), (12, 64, 100, 9, false), (3, 32, 7, 20, true)]
@@ -524,7 +520,7 @@ fn f16_kv_on_the_cpu_matches_its_twin() {
 /// where a word reads as an f32 denormal (its high half zero or a tiny f16) or as zero.
 #[test]
 fn packed_f16_words_survive_gathers() {
-    let Some(device) = wgpu() else { return };
+    let Some(device) = common::wgpu() else { return };
     let halves = |high: f32, low: f32| {
         u32::from(half::f16::from_f32(high).to_bits()) << 16 | u32::from(half::f16::from_f32(low).to_bits())
     };

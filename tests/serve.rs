@@ -549,6 +549,132 @@ fn load_with_hang_ups_and_429s_loses_nothing_and_leaks_no_block() {
     assert_eq!(report["completed"], 12);
 }
 
+/// A streamed request sent over a raw socket, so the test decides when the client hangs up.
+struct RawClient(std::net::TcpStream);
+
+impl RawClient {
+    fn send(url: &str, body: &Value) -> RawClient {
+        use std::io::Write;
+        let mut socket = std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+        let body = body.to_string();
+        let head = format!(
+            "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).unwrap();
+        socket.write_all(body.as_bytes()).unwrap();
+        RawClient(socket)
+    }
+
+    /// Reads until the first SSE data event has arrived.
+    fn first_chunk(&mut self) {
+        use std::io::Read;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("data: ") {
+            let n = self.0.read(&mut buf).unwrap();
+            assert!(n > 0, "the stream closed before its first chunk");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn hang_up(self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Server {
+    /// Polls a metric (summed over labels) until `ok` holds; panics with its last value after 20 s.
+    fn wait_for(&self, name: &str, ok: impl Fn(f64) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut value = self.metric(name);
+        while !ok(value) {
+            assert!(Instant::now() < deadline, "{name} stayed at {value}");
+            std::thread::sleep(Duration::from_millis(20));
+            value = self.metric(name);
+        }
+    }
+}
+
+/// A client that hangs up is aborted: the one running (after its first chunk of a long
+/// answer) and the one still queued behind it. Both are counted as cancelled, their blocks are
+/// free, and the running one generated far fewer tokens than it was asked for.
+#[test]
+fn hung_up_requests_are_aborted_running_or_queued() {
+    let server = Server::tiny(&["--max-batch", "1"]);
+    let long = json!({"model": "gpt2-tiny", "prompt": [15496], "max_tokens": 250, "ignore_eos": true,
+        "temperature": 0, "stream": true});
+    let mut running = RawClient::send(&server.url, &long);
+    running.first_chunk();
+    let queued = RawClient::send(&server.url, &long);
+    server.wait_for("inferlab_waiting", |v| v == 1.0);
+    assert_eq!(server.metric("inferlab_cancelled_sequences_total"), 0.0);
+    queued.hang_up();
+    server.wait_for("inferlab_cancelled_sequences_total", |v| v == 1.0);
+    server.wait_for("inferlab_waiting", |v| v == 0.0);
+    assert_eq!(server.metric("inferlab_running"), 1.0, "the running one runs on (it takes seconds)");
+    running.hang_up();
+    server.wait_for("inferlab_cancelled_sequences_total", |v| v == 2.0);
+    server.wait_for("inferlab_kv_blocks_used", |v| v == 0.0);
+    server.wait_for("inferlab_running", |v| v == 0.0);
+    let generated = server.metric("inferlab_generated_tokens_total");
+    assert!(generated < 125.0, "aborted after {generated} of 250 tokens: the hang-up was noticed late");
+}
+
+/// A KV pool too small for four sequences at once forces preemption (a sequence's blocks are
+/// freed and its tokens recomputed later): every stream must still be exactly its solo run, no
+/// token twice and none lost, greedy (transformers' goldens) and with seeded sampling, with an
+/// f32 and an f16 cache.
+#[test]
+fn preempted_streams_equal_their_solo_runs() {
+    let dir = fixtures_root().join("gpt2-tiny");
+    let golden = golden(&dir);
+    for kv_dtype in ["f32", "f16"] {
+        // The longest prompt and its answer take 20 blocks of 4; four sequences need up to 52.
+        let server =
+            Server::tiny(&["--max-batch", "4", "--block-size", "4", "--num-blocks", "24", "--kv-dtype", kv_dtype]);
+        let body = |prompt: &[u32], sampled: bool| {
+            let n = 24;
+            match sampled {
+                false => json!({"model": "gpt2-tiny", "prompt": prompt, "max_tokens": n, "temperature": 0,
+                    "ignore_eos": true, "return_token_ids": true, "stream": true}),
+                true => json!({"model": "gpt2-tiny", "prompt": prompt, "max_tokens": n, "temperature": 0.9,
+                    "top_k": 40, "seed": 11, "ignore_eos": true, "return_token_ids": true, "stream": true}),
+            }
+        };
+        let streamed = |sampled: bool, concurrent: bool| -> Vec<Vec<u32>> {
+            let run = |prompt: &Vec<u32>| -> Vec<u32> {
+                let chunks = stream(&server.url, &body(prompt, sampled));
+                chunks.iter().flat_map(|c| ids(&c["choices"][0]["token_ids"])).collect()
+            };
+            match concurrent {
+                true => std::thread::scope(|scope| {
+                    let run = &run;
+                    let handles: Vec<_> =
+                        golden.prompts.iter().map(|p| scope.spawn(move || run(&p.input_ids))).collect();
+                    handles.into_iter().map(|h| h.join().unwrap()).collect()
+                }),
+                false => golden.prompts.iter().map(|p| run(&p.input_ids)).collect(),
+            }
+        };
+        for sampled in [false, true] {
+            let before = server.metric("inferlab_preemptions_total");
+            let together = streamed(sampled, true);
+            let preempted = server.metric("inferlab_preemptions_total") - before;
+            assert!(preempted > 0.0, "{kv_dtype}, sampled {sampled}: the small pool never preempted");
+            let solo = streamed(sampled, false);
+            for ((p, ours), alone) in golden.prompts.iter().zip(&together).zip(&solo) {
+                let label = format!("{kv_dtype} cache, sampled {sampled}, {} ({preempted} preemptions)", p.name);
+                assert_eq!(ours, alone, "{label}: the stream differs from its solo run");
+                if !sampled {
+                    assert_eq!(ours, &p.greedy.new_ids, "{label}: transformers' greedy ids");
+                }
+            }
+        }
+        assert_eq!(server.metric("inferlab_kv_blocks_used"), 0.0);
+    }
+}
+
 #[test]
 fn sigterm_drains_running_streams_and_refuses_new_requests() {
     let tokenizer = fixtures_root().join("tokenizer");

@@ -25,6 +25,7 @@ pub mod cpu_attention;
 pub mod cpu_gelu;
 #[cfg(not(target_arch = "wasm32"))]
 mod cpu_team;
+pub mod held_bytes;
 pub mod paged;
 pub mod row_dots;
 pub mod row_dots_wgsl;

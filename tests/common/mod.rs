@@ -33,17 +33,29 @@ pub fn model_dirs() -> Vec<PathBuf> {
 /// The devices every parity check runs on: the CPU device, and wgpu (lavapipe on a machine
 /// without a GPU). Set `INFERLAB_SKIP_WGPU=1` only where no Vulkan driver can be installed.
 pub fn devices() -> Vec<(&'static str, Device)> {
-    static WGPU: OnceLock<Device> = OnceLock::new();
     let mut devices = vec![("cpu", Device::flex())];
-    if std::env::var_os("INFERLAB_SKIP_WGPU").is_none() {
-        let wgpu = WGPU.get_or_init(|| {
+    devices.extend(wgpu().map(|device| ("wgpu", device)));
+    devices
+}
+
+/// The wgpu device, or `None` under `INFERLAB_SKIP_WGPU`, which the test then says on stderr
+/// (it names itself). Under CI (`CI` set) nothing may be skipped: the skip fails the test.
+pub fn wgpu() -> Option<Device> {
+    static WGPU: OnceLock<Device> = OnceLock::new();
+    if std::env::var_os("INFERLAB_SKIP_WGPU").is_some() {
+        let test = std::thread::current().name().unwrap_or("this test").to_string();
+        assert!(std::env::var_os("CI").is_none(), "{test}: CI must run everything, but INFERLAB_SKIP_WGPU is set");
+        eprintln!("SKIPPED: the wgpu half of {test} (INFERLAB_SKIP_WGPU is set)");
+        return None;
+    }
+    Some(
+        WGPU.get_or_init(|| {
             Device::wgpu_options().init().unwrap_or_else(|e| {
                 panic!("no wgpu adapter ({e:?}); install mesa-vulkan-drivers or set INFERLAB_SKIP_WGPU=1")
             })
-        });
-        devices.push(("wgpu", wgpu.clone()));
-    }
-    devices
+        })
+        .clone(),
+    )
 }
 
 /// A fixture model folder's goldens.
@@ -80,10 +92,7 @@ pub struct Case {
 impl Case {
     /// A full-vocabulary tensor from `golden_logits.safetensors`.
     pub fn golden_tensor(&self, name: &str) -> Vec<f32> {
-        let bytes = std::fs::read(self.dir.join(&self.golden.side_file)).expect("golden logits file");
-        let file = safetensors::SafeTensors::deserialize(&bytes).expect("golden logits are safetensors");
-        let view = file.tensor(name).unwrap_or_else(|_| panic!("{name} missing from the golden logits"));
-        view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        read_f32(&self.dir.join(&self.golden.side_file), name)
     }
 
     pub fn prompt(&self, name: &str) -> &PromptGolden {
@@ -284,4 +293,111 @@ pub fn unpad(ids: &[Vec<u32>], mask: &[Vec<u8>]) -> Vec<Vec<u32>> {
         .zip(mask)
         .map(|(row, m)| row.iter().zip(m).filter(|(_, keep)| **keep == 1).map(|(&id, _)| id).collect())
         .collect()
+}
+
+/// `golden_extra.json`: transformers' sliding window (a banded causal mask), the exact
+/// distributions `generate(do_sample=True)` draws from, and beam search's options.
+#[derive(Deserialize, Clone)]
+pub struct GoldenExtra {
+    pub sliding_window: Vec<WindowGolden>,
+    pub sampling: Vec<SamplingGolden>,
+    pub beam_variants: Vec<BeamVariant>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct WindowGolden {
+    pub prompt: String,
+    pub window: usize,
+    pub prompt_ids: Vec<u32>,
+    pub last_logits_key: String,
+    pub greedy_new_ids: Vec<u32>,
+    pub differs_from_full_attention: bool,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct SamplingGolden {
+    pub prompt: String,
+    pub name: String,
+    pub prompt_ids: Vec<u32>,
+    pub params: SamplingGoldenParams,
+    pub probs_key: String,
+    pub support_size: usize,
+    pub processors: Vec<String>,
+}
+
+/// transformers' defaults where a setting leaves one out.
+#[derive(Deserialize, Clone)]
+pub struct SamplingGoldenParams {
+    #[serde(default = "one")]
+    pub temperature: f32,
+    #[serde(default)]
+    pub top_k: usize,
+    #[serde(default = "one")]
+    pub top_p: f32,
+    #[serde(default = "one")]
+    pub repetition_penalty: f32,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct BeamVariant {
+    pub prompt: String,
+    pub name: String,
+    pub prompt_ids: Vec<u32>,
+    pub params: BeamVariantParams,
+    pub max_new_tokens: usize,
+    pub new_ids: Vec<Vec<u32>>,
+    pub sequences_scores: Vec<f64>,
+}
+
+/// `generate(num_beams=…)`'s arguments; absent ones take transformers' defaults (and the
+/// fixture's `generation_config.json`: EOS 50256).
+#[derive(Deserialize, Clone)]
+pub struct BeamVariantParams {
+    pub num_beams: usize,
+    #[serde(default = "one_usize")]
+    pub num_return_sequences: usize,
+    #[serde(default = "one")]
+    pub length_penalty: f32,
+    #[serde(default = "es_false")]
+    pub early_stopping: serde_json::Value,
+    #[serde(default)]
+    pub no_repeat_ngram_size: usize,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+fn es_false() -> serde_json::Value {
+    serde_json::Value::Bool(false)
+}
+
+impl Case {
+    pub fn extra(&self) -> GoldenExtra {
+        golden_extra(&self.dir)
+    }
+
+    /// A float32 tensor from `golden_extra_logits.safetensors`.
+    pub fn extra_tensor(&self, name: &str) -> Vec<f32> {
+        read_f32(&self.dir.join("golden_extra_logits.safetensors"), name)
+    }
+}
+
+/// A fixture model folder's `golden_extra.json`.
+pub fn golden_extra(dir: &std::path::Path) -> GoldenExtra {
+    serde_json::from_slice(&std::fs::read(dir.join("golden_extra.json")).expect("golden_extra.json"))
+        .unwrap_or_else(|e| panic!("{}: golden_extra.json does not follow its schema: {e}", dir.display()))
+}
+
+/// Tensor `name` of a float32 safetensors file, flattened.
+pub fn read_f32(file: &std::path::Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("golden tensors are safetensors");
+    let view = tensors.tensor(name).unwrap_or_else(|_| panic!("{name} missing from {}", file.display()));
+    assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name} is float32");
+    view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }

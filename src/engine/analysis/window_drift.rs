@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use crate::engine::decode::sampling::argmax;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::kv::KvMode;
+use crate::engine::kv::{KvCache, KvMode};
 use crate::engine::model::gpt2::{Gpt2, Logits};
 use crate::engine::readback;
 use crate::engine::step::Step;
@@ -18,9 +18,9 @@ use crate::engine::step::Step;
 pub struct DriftStep {
     /// Position of the token that was fed in this step (its K/V went into `slot`).
     pub position: usize,
-    /// Ring slot written by this step: token `s` of the stream lives in slot `s % window`.
+    /// Ring slot written by this step, as the sliding cache reports it.
     pub slot: usize,
-    /// The position whose K/V that write overwrote, once the ring is full.
+    /// The position whose K/V that write overwrote, once the ring is full (the cache's record).
     pub evicted: Option<usize>,
     /// The greedy token the full cache chose next.
     pub token: u32,
@@ -59,12 +59,14 @@ pub async fn window_drift(
     for _ in 0..new_tokens {
         let a = readback::floats(model.forward(&step, &mut full, Logits::Last)?).await?;
         let b = readback::floats(model.forward(&step, &mut sliding, Logits::Last)?).await?;
+        let KvCache::Sliding(ring) = &sliding else { unreachable!("a sliding cache was made") };
+        let write = ring.last_write().expect("the step stored its tokens");
         let max_abs_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         let token = argmax(&a);
         let report = DriftStep {
             position,
-            slot: position % window,
-            evicted: position.checked_sub(window),
+            slot: write.slot,
+            evicted: write.evicted,
             token,
             max_abs_diff,
             same_top1: argmax(&b) == token,

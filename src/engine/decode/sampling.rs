@@ -68,23 +68,13 @@ impl Sampler {
     }
 
     /// Picks the next token from one row of logits; `history` is the sequence so far
-    /// (prompt included, as HF's repetition penalty sees it).
+    /// (prompt included, as HF's repetition penalty sees it). The token is a draw from
+    /// [`SamplingParams::distribution`] (greedy: its one token).
     pub fn pick(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
-        let p = &self.params;
-        if p.repetition_penalty != 1.0 {
-            let mut seen = history.to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            for id in seen {
-                if let Some(l) = logits.get_mut(id as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
-                }
-            }
+        let probs = self.params.distribution(logits, history);
+        if self.params.is_greedy() {
+            return probs.iter().position(|&q| q > 0.0).unwrap_or(0) as u32;
         }
-        if p.is_greedy() {
-            return argmax(logits);
-        }
-        let probs = p.probabilities(logits);
         self.draw(&probs)
     }
 
@@ -111,6 +101,30 @@ impl Sampler {
 }
 
 impl SamplingParams {
+    /// The distribution the next token is drawn from after `history`, with every setting in
+    /// transformers' order: repetition penalty, temperature, top-k, top-p (greedy: one-hot on
+    /// the penalised argmax). It overwrites `logits` with the penalised ones.
+    pub fn distribution(&self, logits: &mut [f32], history: &[u32]) -> Vec<f64> {
+        self.penalize(logits, history);
+        self.probabilities(logits)
+    }
+
+    /// CTRL's repetition penalty as transformers applies it: each token seen once or more has
+    /// its logit divided by the penalty when positive, multiplied when not.
+    fn penalize(&self, logits: &mut [f32], history: &[u32]) {
+        if self.repetition_penalty == 1.0 {
+            return;
+        }
+        let mut seen = history.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        for id in seen {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = if *l > 0.0 { *l / self.repetition_penalty } else { *l * self.repetition_penalty };
+            }
+        }
+    }
+
     /// The distribution the next token is drawn from: temperature, top-k, then top-p applied
     /// to one row of logits (no repetition penalty); greedy is one-hot on the argmax. The
     /// speculative verifier applies it identically to target and draft logits.

@@ -24,6 +24,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+use super::held_bytes::{HeldBytes, bytes_of};
+
 /// Most input rows the kernel takes; more (a prompt's prefill) are the gemm's job, whose
 /// packed micro-kernels win once there is enough arithmetic per weight.
 pub const MAX_ROWS: usize = 16;
@@ -69,6 +71,16 @@ impl CompactTable {
 
     pub fn dims(&self) -> [usize; 2] {
         [self.rows, self.k]
+    }
+
+    /// The bytes its values (and scales) occupy.
+    pub fn held_bytes(&self) -> HeldBytes {
+        match &self.values {
+            Compact::F16(values) => HeldBytes { f16: bytes_of(values), ..HeldBytes::default() },
+            Compact::Int8 { values, scales } => {
+                HeldBytes { int8: bytes_of(values), int8_scales: bytes_of(scales), ..HeldBytes::default() }
+            }
+        }
     }
 
     /// Rows `first..` widened to f32 into `out` (a whole number of rows).

@@ -16,6 +16,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use cubecl::server::BufferBinding;
 use half::f16;
 
+use super::held_bytes::{HeldBytes, tensor_bytes};
 use super::row_dots::{int8_scale, quantize_int8, to_int8};
 use super::wgsl::{Client, WgslKernel, f32_tensor, grid, to_cube};
 
@@ -100,6 +101,18 @@ impl Packed {
 
     pub fn is_plain(&self) -> bool {
         matches!(self.packing, Packing::F32)
+    }
+
+    /// The bytes its words (and int8 scales) occupy, by the type the words hold.
+    pub fn held_bytes(&self) -> HeldBytes {
+        let words = tensor_bytes(&self.words);
+        match &self.packing {
+            Packing::F32 => HeldBytes { f32: words, ..HeldBytes::default() },
+            Packing::F16 => HeldBytes { f16: words, ..HeldBytes::default() },
+            Packing::Int8 { scales, .. } => {
+                HeldBytes { int8: words, int8_scales: tensor_bytes(scales), ..HeldBytes::default() }
+            }
+        }
     }
 
     /// `[rows, cols]` of the values.

@@ -9,7 +9,10 @@
 //! - **Prefix caching**: every full block is registered under a hash of its tokens chained
 //!   with its prefix's hash. A freed block keeps its content and registration until the pool
 //!   hands it out again (least recently freed first), so a later prompt that starts with the
-//!   same full blocks takes them instead of recomputing them.
+//!   same full blocks takes them instead of recomputing them. The hash only finds a candidate:
+//!   a block is reused only if its tokens are the prompt's and it was computed after the very
+//!   registration of the block before it, so a hash collision costs a recompute, never a
+//!   wrong answer.
 //! - Running out of blocks is an ordinary answer ([`Exhausted`]): the scheduler preempts.
 
 use std::collections::hash_map::DefaultHasher;
@@ -33,15 +36,32 @@ pub struct BlockCopy {
     pub to: BlockId,
 }
 
+/// What a full, computed block holds, for prefix caching.
+#[derive(Debug, Clone, PartialEq)]
+struct Registration {
+    hash: u64,
+    tokens: Vec<u32>,
+    /// The registration of the block before it (`None` for a first block): its K/V were
+    /// computed after exactly that content.
+    parent: Option<(BlockId, u64)>,
+    /// Unique per registration: a block registered anew (other content) gets a new one.
+    generation: u64,
+}
+
+/// The prefix hash of a block: its tokens chained with the hash of the block before it.
+pub type PrefixHasher = fn(prev: u64, tokens: &[u32]) -> u64;
+
 #[derive(Debug, Clone)]
 pub struct BlockManager {
     block_size: usize,
     ref_counts: Vec<u32>,
     /// Blocks with no owner, least recently freed first.
     free: VecDeque<BlockId>,
-    /// The prefix hash and tokens of each registered (full, computed) block.
-    registered: Vec<Option<(u64, Vec<u32>)>>,
+    /// Each registered (full, computed) block's content.
+    registered: Vec<Option<Registration>>,
     by_hash: HashMap<u64, BlockId>,
+    hasher: PrefixHasher,
+    generations: u64,
     /// Full prompt blocks looked up in the prefix cache, and how many were found.
     pub prefix_queries: u64,
     pub prefix_hits: u64,
@@ -61,9 +81,16 @@ impl BlockManager {
             free: (0..num_blocks as BlockId).collect(),
             registered: vec![None; num_blocks],
             by_hash: HashMap::new(),
+            hasher: block_hash,
+            generations: 0,
             prefix_queries: 0,
             prefix_hits: 0,
         })
+    }
+
+    /// The same pool with another prefix hash (tests force collisions with it).
+    pub fn with_hasher(self, hasher: PrefixHasher) -> Self {
+        Self { hasher, ..self }
     }
 
     pub fn num_blocks(&self) -> usize {
@@ -86,20 +113,18 @@ impl BlockManager {
     /// Takes the least recently freed block, forgetting what it held.
     fn take_free(&mut self) -> BlockId {
         let block = self.free.pop_front().expect("callers check free_blocks first");
-        if let Some((hash, _)) = self.registered[block as usize].take()
-            && self.by_hash.get(&hash) == Some(&block)
-        {
-            self.by_hash.remove(&hash);
-        }
+        self.unregister(block);
         self.ref_counts[block as usize] = 1;
         block
     }
 
-    fn block_hash(prev: u64, tokens: &[u32]) -> u64 {
-        let mut h = DefaultHasher::new();
-        prev.hash(&mut h);
-        tokens.hash(&mut h);
-        h.finish()
+    /// Forgets what `block` held for prefix caching.
+    fn unregister(&mut self, block: BlockId) {
+        if let Some(old) = self.registered[block as usize].take()
+            && self.by_hash.get(&old.hash) == Some(&block)
+        {
+            self.by_hash.remove(&old.hash);
+        }
     }
 
     /// Prefix caching for a sequence about to be admitted with an empty `table`: appends the
@@ -110,13 +135,15 @@ impl BlockManager {
         let bs = self.block_size;
         let full = tokens.len().saturating_sub(1) / bs;
         self.prefix_queries += full as u64;
-        let mut prev = 0;
+        let (mut prev, mut parent) = (0, None);
         for chunk in tokens[..full * bs].chunks_exact(bs) {
-            let hash = Self::block_hash(prev, chunk);
+            let hash = (self.hasher)(prev, chunk);
             let Some(&block) = self.by_hash.get(&hash) else { break };
-            if self.registered[block as usize].as_ref().is_none_or(|(_, t)| t != chunk) {
-                break; // a hash collision: recompute
+            let Some(found) = &self.registered[block as usize] else { break };
+            if found.tokens != chunk || found.parent != parent {
+                break; // a hash collision: other tokens, or the same after another prefix
             }
+            parent = Some((block, found.generation));
             if self.ref_counts[block as usize] == 0 {
                 self.free.retain(|&b| b != block);
             }
@@ -165,17 +192,19 @@ impl BlockManager {
     /// caching (those already registered are skipped).
     pub fn register_full(&mut self, table: &[BlockId], tokens: &[u32], computed: usize) {
         let bs = self.block_size;
-        let mut prev = 0;
+        let (mut prev, mut parent) = (0, None);
         for (i, chunk) in tokens[..computed.min(tokens.len())].chunks_exact(bs).enumerate() {
             let block = table[i];
-            if let Some((hash, _)) = &self.registered[block as usize] {
-                prev = *hash;
-                continue;
+            if self.registered[block as usize].is_none() {
+                let hash = (self.hasher)(prev, chunk);
+                self.generations += 1;
+                let generation = self.generations;
+                self.registered[block as usize] =
+                    Some(Registration { hash, tokens: chunk.to_vec(), parent, generation });
+                self.by_hash.insert(hash, block);
             }
-            let hash = Self::block_hash(prev, chunk);
-            self.registered[block as usize] = Some((hash, chunk.to_vec()));
-            self.by_hash.insert(hash, block);
-            prev = hash;
+            let registered = self.registered[block as usize].as_ref().expect("registered above");
+            (prev, parent) = (registered.hash, Some((block, registered.generation)));
         }
     }
 
@@ -213,9 +242,8 @@ impl BlockManager {
         if !tokens.is_multiple_of(self.block_size)
             && let Some(&last) = table.last()
             && self.ref_counts[last as usize] == 1
-            && let Some((hash, _)) = self.registered[last as usize].take()
         {
-            self.by_hash.remove(&hash);
+            self.unregister(last);
         }
     }
 
@@ -223,6 +251,14 @@ impl BlockManager {
     pub fn prefix_hit_rate(&self) -> f64 {
         if self.prefix_queries == 0 { 0.0 } else { self.prefix_hits as f64 / self.prefix_queries as f64 }
     }
+}
+
+/// The default prefix hash (std's SipHash): collisions are astronomically rare, and harmless.
+fn block_hash(prev: u64, tokens: &[u32]) -> u64 {
+    let mut h = DefaultHasher::new();
+    prev.hash(&mut h);
+    tokens.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -279,6 +315,76 @@ mod tests {
         m.free(&mut b);
         m.free(&mut c);
         assert_eq!(m.free_blocks(), 8);
+    }
+
+    /// Blocks holding `tokens`, registered, then freed: cached, owned by nobody.
+    fn cached(m: &mut BlockManager, tokens: &[u32]) -> Vec<BlockId> {
+        let mut t = vec![];
+        m.prepare_write(&mut t, 0, tokens.len()).unwrap();
+        m.register_full(&t, tokens, tokens.len());
+        let blocks = t.clone();
+        m.free(&mut t);
+        blocks
+    }
+
+    #[test]
+    fn different_prompts_share_exactly_their_common_full_blocks() {
+        let mut m = BlockManager::new(16, 4).unwrap();
+        let a = cached(&mut m, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        let mut b = vec![];
+        assert_eq!(m.match_prefix(&[1, 2, 3, 4, 5, 6, 7, 8, 20, 21, 22, 23, 24], &mut b), 8);
+        assert_eq!(b, a[..2], "the two shared blocks, not the third");
+        // The same tokens after another prefix hold other keys and values: not reused.
+        let mut c = vec![];
+        assert_eq!(m.match_prefix(&[9, 9, 9, 9, 5, 6, 7, 8, 30], &mut c), 0);
+        assert!(c.is_empty());
+        m.free(&mut b);
+        assert_eq!(m.free_blocks(), 16);
+    }
+
+    #[test]
+    fn a_hash_collision_never_reuses_a_wrong_block() {
+        // Every block hashes alike: the hash finds a candidate, the content check decides.
+        let mut m = BlockManager::new(16, 4).unwrap().with_hasher(|_, _| 7);
+        let a = cached(&mut m, &[1, 2, 3, 4, 5, 6, 7, 8]);
+        for probe in [&[5, 6, 7, 8, 1][..], &[9, 9, 9, 9, 5, 6, 7, 8, 1], &[1, 2, 3, 4, 5, 6, 7, 8, 1]] {
+            let mut t = vec![];
+            let reused = m.match_prefix(probe, &mut t);
+            // Whatever is reused holds exactly the probe's tokens after exactly its prefix.
+            for (i, &block) in t.iter().enumerate() {
+                assert_eq!(block, a[i], "{probe:?}: block {i}");
+            }
+            assert_eq!(reused, t.len() * 4);
+            m.free(&mut t);
+        }
+        // A hash that forgets the prefix: the same tokens after another block collide.
+        let forgetful: PrefixHasher = |_, tokens| tokens.iter().map(|&t| u64::from(t)).sum();
+        let mut m = BlockManager::new(16, 4).unwrap().with_hasher(forgetful);
+        cached(&mut m, &[9, 9, 9, 9, 5, 6, 7, 8]);
+        let first = cached(&mut m, &[1, 2, 3, 4]);
+        let mut t = vec![];
+        assert_eq!(m.match_prefix(&[1, 2, 3, 4, 5, 6, 7, 8, 1], &mut t), 4);
+        assert_eq!(t, first, "the first block only: [5, 6, 7, 8] was computed after [9, 9, 9, 9]");
+        m.free(&mut t);
+    }
+
+    #[test]
+    fn a_block_registered_anew_invalidates_its_old_children() {
+        let forgetful: PrefixHasher = |_, tokens| tokens.iter().map(|&t| u64::from(t)).sum();
+        let mut m = BlockManager::new(2, 2).unwrap().with_hasher(forgetful);
+        let mut a = vec![];
+        m.prepare_write(&mut a, 0, 4).unwrap();
+        m.register_full(&a, &[1, 2, 3, 4], 4);
+        // The first block alone is freed and handed out again for other tokens, while the
+        // second, computed after [1, 2], stays registered (still owned).
+        m.free(&mut vec![a[0]]);
+        let mut b = vec![];
+        m.prepare_write(&mut b, 0, 2).unwrap();
+        assert_eq!(b, a[..1], "the freed block is the one handed out");
+        m.register_full(&b, &[7, 8], 2);
+        let mut probe = vec![];
+        assert_eq!(m.match_prefix(&[7, 8, 3, 4, 9], &mut probe), 2, "[3, 4] was computed after [1, 2]");
+        assert_eq!(probe, b);
     }
 
     #[test]

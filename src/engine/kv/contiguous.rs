@@ -4,6 +4,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::Allocated;
 use super::dtype::KvDtype;
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
@@ -24,6 +25,11 @@ pub struct ContiguousKv {
 }
 
 impl ContiguousKv {
+    /// Element type and bytes of its buffers, read off them.
+    pub fn allocated(&self) -> Allocated {
+        Allocated::of(self.layers.iter().flatten().flat_map(|(k, v)| [k, v]))
+    }
+
     pub fn new(
         n_layer: usize,
         batch: usize,

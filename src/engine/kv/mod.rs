@@ -11,7 +11,7 @@ pub mod sliding;
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 use self::contiguous::ContiguousKv;
 use self::dtype::KvDtype;
@@ -19,6 +19,7 @@ use self::mask::{KeyMeta, StepMask};
 use self::paged::{PagedKv, PagedPlan};
 use self::sliding::SlidingKv;
 use crate::engine::error::{EngineError, Result};
+use crate::engine::kernels::held_bytes::tensor_bytes;
 use crate::engine::kernels::{self, KernelPath};
 use crate::engine::model::config::Gpt2Config;
 use crate::engine::step::Step;
@@ -87,6 +88,25 @@ impl fmt::Display for KvMode {
             Self::Paged { block_size } => write!(f, "paged:{block_size}"),
             Self::None => write!(f, "none"),
         }
+    }
+}
+
+/// What a cache's buffers hold, read off the buffers: element type and bytes. An f16 cache on
+/// wgpu shows as f32 words holding two halves each, in half the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocated {
+    pub dtype: DType,
+    pub bytes: u64,
+}
+
+impl Allocated {
+    fn of<'a, const D: usize>(buffers: impl Iterator<Item = &'a Tensor<D>>) -> Self {
+        let mut out = Self { dtype: DType::F32, bytes: 0 };
+        for t in buffers {
+            out.dtype = t.dtype();
+            out.bytes += tensor_bytes(t);
+        }
+        out
     }
 }
 
@@ -205,6 +225,16 @@ impl KvCache {
             Self::Sliding(_) => {
                 Err(EngineError::Request("beam search runs on a contiguous or paged cache (or none)".into()))
             }
+        }
+    }
+
+    /// Its buffers' element type and bytes (none for a stateless cache).
+    pub fn allocated(&self) -> Option<Allocated> {
+        match self {
+            Self::Contiguous(c) => Some(c.allocated()),
+            Self::Sliding(s) => Some(s.allocated()),
+            Self::Paged(p) => Some(p.allocated()),
+            Self::Stateless { .. } => None,
         }
     }
 

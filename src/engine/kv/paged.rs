@@ -13,6 +13,7 @@ use std::cell::OnceCell;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::Allocated;
 use super::blocks::{BlockCopy, BlockId, BlockManager};
 use super::dtype::KvDtype;
 use super::mask::StepMask;
@@ -59,6 +60,11 @@ struct RowTables {
 }
 
 impl PagedKv {
+    /// Element type and bytes of its buffers, read off them.
+    pub fn allocated(&self) -> Allocated {
+        Allocated::of(self.layers.iter().flatten().flat_map(|(k, v)| [k, v]))
+    }
+
     /// Pools of `num_blocks` blocks of `block_size` slots for a model of `n_layer` × `n_embd`.
     pub fn new(
         n_layer: usize,

@@ -10,6 +10,7 @@
 
 use burn::tensor::{Device, Tensor};
 
+use super::Allocated;
 use super::dtype::KvDtype;
 use super::mask::{KeyMeta, StepMask};
 use crate::engine::error::{EngineError, Result};
@@ -27,6 +28,16 @@ pub struct SlidingKv {
     /// Where the current step writes, and whether it attends over ring + chunk.
     writes: Slots,
     concat: bool,
+    /// Where the last step's last token went in row 0, and whom it evicted.
+    last_write: Option<RingWrite>,
+}
+
+/// A token stored in the ring: its slot, and the position whose keys and values it overwrote
+/// (`None` while the ring still had room).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingWrite {
+    pub slot: usize,
+    pub evicted: Option<usize>,
 }
 
 impl SlidingKv {
@@ -50,6 +61,7 @@ impl SlidingKv {
             slots: KeyMeta { keys: window, positions: vec![0; batch * window], real: vec![false; batch * window] },
             writes: Slots { base: 0, ring: true, first: 0 },
             concat: false,
+            last_write: None,
         })
     }
 
@@ -60,6 +72,10 @@ impl SlidingKv {
         let before = self.concat.then(|| StepMask::new(&self.slots.followed_by(step), step, Some(w)));
         for i in self.writes.first..t {
             let slot = (self.seen + i) % w;
+            if i + 1 == t {
+                let evicted = self.slots.real[slot].then_some(self.slots.positions[slot]);
+                self.last_write = Some(RingWrite { slot, evicted });
+            }
             for row in 0..step.batch {
                 self.slots.positions[row * w + slot] = step.positions[row * t + i];
                 self.slots.real[row * w + slot] = step.real[row * t + i];
@@ -67,6 +83,16 @@ impl SlidingKv {
         }
         self.seen += t;
         Ok(before.unwrap_or_else(|| StepMask::new(&self.slots, step, Some(w))))
+    }
+
+    /// Element type and bytes of its buffers, read off them.
+    pub fn allocated(&self) -> Allocated {
+        Allocated::of(self.layers.iter().flatten().flat_map(|(k, v)| [k, v]))
+    }
+
+    /// Where the last step stored its last token (row 0), as the ring itself recorded it.
+    pub fn last_write(&self) -> Option<RingWrite> {
+        self.last_write
     }
 
     pub fn update(

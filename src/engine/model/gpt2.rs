@@ -11,6 +11,7 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::engine::error::{EngineError, Result};
+use crate::engine::kernels::held_bytes::{HeldBytes, tensor_bytes};
 use crate::engine::kernels::row_dots::{self, CompactTable};
 use crate::engine::kernels::row_dots_wgsl::{self, Packed};
 use crate::engine::kernels::{self, KernelPath, cpu_gelu};
@@ -86,6 +87,19 @@ fn transposed(weight: &TensorData) -> Vec<f32> {
     let [inputs, outputs] = [weight.shape()[0], weight.shape()[1]];
     let values = weight.as_slice::<f32>().expect("weights are converted to f32 on load");
     (0..outputs).flat_map(|o| (0..inputs).map(move |i| values[i * outputs + o])).collect()
+}
+
+impl DenseWeight {
+    /// The bytes the weight occupies (both copies on the CPU's f32), by the type it is held in.
+    fn held_bytes(&self) -> HeldBytes {
+        match self {
+            Self::F32 { w, wt } => {
+                HeldBytes { f32: tensor_bytes(w) + wt.as_ref().map_or(0, tensor_bytes), ..HeldBytes::default() }
+            }
+            Self::Compact(table) => table.held_bytes(),
+            Self::Packed(packed) => packed.held_bytes(),
+        }
+    }
 }
 
 impl Dense {
@@ -206,6 +220,15 @@ impl Gpt2 {
             lm_head: self.lm_head.map(|t| t.into_reduced(dtype)),
             ..self
         })
+    }
+
+    /// The bytes the linear layers' weights and the token table(s) occupy, by the type they
+    /// are held in, read off the buffers (biases, LayerNorms and positions, always f32, aside).
+    pub fn held_weight_bytes(&self) -> HeldBytes {
+        let blocks = self.blocks.iter().flat_map(|b| [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj]);
+        blocks.map(|dense| dense.weight.held_bytes()).sum::<HeldBytes>()
+            + self.wte.held_bytes()
+            + self.lm_head.as_ref().map(VocabTable::held_bytes).unwrap_or_default()
     }
 
     /// Makes the KV caches of later generations hold f16 (half their memory, and half the bytes

@@ -7,6 +7,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::engine::kernels::held_bytes::HeldBytes;
 use crate::engine::kernels::row_dots::{self, CompactTable};
 use crate::engine::kernels::row_dots_wgsl::{Packed, PackedRows};
 use crate::engine::kernels::{KernelPath, row_dots_wgsl};
@@ -37,6 +38,12 @@ impl VocabTable {
         let mut rows = TableRows::new(vocab, width, dtype, device);
         rows.push(data.as_slice::<f32>().expect("weights are converted to f32 on load"));
         rows.finish().expect("every row was pushed")
+    }
+
+    /// The bytes the table occupies, by the type it is held in.
+    pub fn held_bytes(&self) -> HeldBytes {
+        self.chunks.iter().map(Packed::held_bytes).sum::<HeldBytes>()
+            + self.compact.as_ref().map(CompactTable::held_bytes).unwrap_or_default()
     }
 
     /// Whether the chunks hold packed words, which only the WGSL kernels read.
