@@ -52,6 +52,13 @@ done
 
 export INFERLAB_FIXTURES="${INFERLAB_FIXTURES:-$PWD/tests/fixtures/gpt2}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+# A target directory of its own: the mutants build a copy of the tree under the same crate
+# name, and in a shared one their (newer) artifacts would pass for the real tree's. The first
+# module pays a full build (~25 min on 2 cores); copy a warm target there to skip it.
+export CARGO_TARGET_DIR="${INFERLAB_MUTANTS_TARGET:-/var/cache/inferlab/mutants-target}"
+# The decisions mutated here are host code: the CPU half of the tests judges them, and the
+# wgpu half (lavapipe) would double every mutant's test time.
+export INFERLAB_SKIP_WGPU=1
 for module in "${modules[@]}"; do
   test_args=(--cargo-test-arg=--lib)
   for t in ${TESTS[$module]}; do test_args+=("--cargo-test-arg=--test=$t"); done

@@ -65,6 +65,8 @@ pub struct BlockManager {
     /// Full prompt blocks looked up in the prefix cache, and how many were found.
     pub prefix_queries: u64,
     pub prefix_hits: u64,
+    /// Hash hits refused because the block held other tokens, or the same after another prefix.
+    pub prefix_collisions: u64,
 }
 
 impl BlockManager {
@@ -85,6 +87,7 @@ impl BlockManager {
             generations: 0,
             prefix_queries: 0,
             prefix_hits: 0,
+            prefix_collisions: 0,
         })
     }
 
@@ -141,7 +144,8 @@ impl BlockManager {
             let Some(&block) = self.by_hash.get(&hash) else { break };
             let Some(found) = &self.registered[block as usize] else { break };
             if found.tokens != chunk || found.parent != parent {
-                break; // a hash collision: other tokens, or the same after another prefix
+                self.prefix_collisions += 1;
+                break;
             }
             parent = Some((block, found.generation));
             if self.ref_counts[block as usize] == 0 {
@@ -347,7 +351,8 @@ mod tests {
         // Every block hashes alike: the hash finds a candidate, the content check decides.
         let mut m = BlockManager::new(16, 4).unwrap().with_hasher(|_, _| 7);
         let a = cached(&mut m, &[1, 2, 3, 4, 5, 6, 7, 8]);
-        for probe in [&[5, 6, 7, 8, 1][..], &[9, 9, 9, 9, 5, 6, 7, 8, 1], &[1, 2, 3, 4, 5, 6, 7, 8, 1]] {
+        let probes = [&[5, 6, 7, 8, 1][..], &[9, 9, 9, 9, 5, 6, 7, 8, 1], &[1, 2, 3, 4, 5, 6, 7, 8, 1]];
+        for probe in probes {
             let mut t = vec![];
             let reused = m.match_prefix(probe, &mut t);
             // Whatever is reused holds exactly the probe's tokens after exactly its prefix.
@@ -357,6 +362,7 @@ mod tests {
             assert_eq!(reused, t.len() * 4);
             m.free(&mut t);
         }
+        assert_eq!(m.prefix_collisions, 3, "each probe met the one registered block under the same hash");
         // A hash that forgets the prefix: the same tokens after another block collide.
         let forgetful: PrefixHasher = |_, tokens| tokens.iter().map(|&t| u64::from(t)).sum();
         let mut m = BlockManager::new(16, 4).unwrap().with_hasher(forgetful);
@@ -365,6 +371,7 @@ mod tests {
         let mut t = vec![];
         assert_eq!(m.match_prefix(&[1, 2, 3, 4, 5, 6, 7, 8, 1], &mut t), 4);
         assert_eq!(t, first, "the first block only: [5, 6, 7, 8] was computed after [9, 9, 9, 9]");
+        assert_eq!(m.prefix_collisions, 1);
         m.free(&mut t);
     }
 
@@ -385,6 +392,7 @@ mod tests {
         let mut probe = vec![];
         assert_eq!(m.match_prefix(&[7, 8, 3, 4, 9], &mut probe), 2, "[3, 4] was computed after [1, 2]");
         assert_eq!(probe, b);
+        assert_eq!(m.prefix_collisions, 1);
     }
 
     #[test]
