@@ -8,9 +8,10 @@ mod common;
 
 use std::ops::ControlFlow;
 
-use common::{Case, cases, max_abs_diff};
+use common::{Case, WindowGolden, cases, max_abs_diff};
 use inferlab::engine::analysis::window_drift::window_drift;
 use inferlab::engine::decode::generate::{GenerateOptions, generate};
+use inferlab::engine::decode::sampling::argmax;
 use inferlab::engine::kv::{KvCache, KvMode};
 use inferlab::engine::model::gpt2::Logits;
 use inferlab::engine::readback;
@@ -57,6 +58,45 @@ fn the_window_matches_transformers_banded_mask() {
             };
             let out = pollster::block_on(generate(model, ids, &options, None, |_| ControlFlow::Continue(()))).unwrap();
             assert_eq!(out.new_ids, golden.greedy_new_ids, "{label}: greedy through the ring");
+        }
+    }
+}
+
+/// The fixtures' left-padded batch (prompts of 4, 1 and 27 tokens) through one ring: padding
+/// takes ring slots but is never seen, so each row continues exactly as transformers' windowed
+/// forward of its prompt alone.
+#[test]
+fn a_left_padded_batch_through_the_ring_matches_each_prompt_alone() {
+    for case in cases() {
+        let model = &case.loaded.model;
+        let vocab = model.config.vocab_size;
+        let (extra, batched) = (case.extra(), &case.golden.batched_greedy);
+        for window in [4, 8] {
+            let goldens: Vec<&WindowGolden> = batched
+                .prompts
+                .iter()
+                .map(|name| extra.sliding_window.iter().find(|w| &w.prompt == name && w.window == window).unwrap())
+                .collect();
+            let prompts: Vec<Vec<u32>> = goldens.iter().map(|g| g.prompt_ids.clone()).collect();
+            let mut cache = model.cache(KvMode::Sliding { window }, prompts.len(), window).unwrap();
+            let mut step = Step::left_padded(&prompts, batched.pad_token_id);
+            let mut next: Vec<usize> = prompts.iter().map(Vec::len).collect();
+            let mut out = vec![vec![]; prompts.len()];
+            for _ in 0..goldens[0].greedy_new_ids.len() {
+                let logits = model.forward(&step, &mut cache, Logits::Last).unwrap();
+                let rows = pollster::block_on(readback::floats(logits)).unwrap();
+                let fed: Vec<u32> = rows.chunks(vocab).map(argmax).collect();
+                out.iter_mut().zip(&fed).for_each(|(ids, &id)| ids.push(id));
+                step = Step::decode(&fed, &next);
+                next.iter_mut().for_each(|p| *p += 1);
+            }
+            for (golden, ids) in goldens.iter().zip(&out) {
+                assert_eq!(
+                    ids, &golden.greedy_new_ids,
+                    "{} / {} / window {window} in a batch",
+                    case.label, golden.prompt
+                );
+            }
         }
     }
 }

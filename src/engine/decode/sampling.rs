@@ -295,6 +295,17 @@ mod tests {
     }
 
     #[test]
+    fn log_softmax_is_the_log_of_the_softmax() {
+        let logits = [1.0f32, -2.0, 0.5, 3.0];
+        let z: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
+        let ours = log_softmax(&logits);
+        assert_eq!(ours.len(), logits.len());
+        for (&l, &lp) in logits.iter().zip(&ours) {
+            assert!((f64::from(lp) - (f64::from(l).exp() / z).ln()).abs() < 1e-6, "{ours:?}");
+        }
+    }
+
+    #[test]
     fn absurd_parameters_are_refused() {
         for bad in [params(-1.0, 0, 1.0), params(f32::NAN, 0, 1.0), params(1.0, 0, 0.0), params(1.0, 0, 1.5)] {
             assert!(Sampler::new(bad).is_err());

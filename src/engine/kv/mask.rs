@@ -147,3 +147,29 @@ impl StepMask {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two rows of three keys, each with its own positions and realness.
+    fn two_rows() -> KeyMeta {
+        KeyMeta { keys: 3, positions: vec![0, 1, 2, 10, 11, 12], real: vec![true, true, false, false, true, true] }
+    }
+
+    #[test]
+    fn truncation_keeps_each_rows_first_keys() {
+        let cut = two_rows().truncated(2);
+        assert_eq!(cut.keys, 2);
+        assert_eq!(cut.positions, [0, 1, 10, 11]);
+        assert_eq!(cut.real, [true, true, false, true]);
+    }
+
+    #[test]
+    fn gathering_copies_whole_rows_from_their_parents() {
+        let gathered = two_rows().gathered(&[1, 1, 0]);
+        assert_eq!(gathered.keys, 3);
+        assert_eq!(gathered.positions, [10, 11, 12, 10, 11, 12, 0, 1, 2]);
+        assert_eq!(gathered.real, [false, true, true, false, true, true, true, true, false]);
+    }
+}
