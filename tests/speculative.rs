@@ -5,9 +5,10 @@
 mod common;
 
 use std::ops::ControlFlow;
+use std::time::Instant;
 
 use common::{Case, cases, fixtures_root};
-use inferlab::engine::decode::generate::{GenerateOptions, generate};
+use inferlab::engine::decode::generate::generate;
 use inferlab::engine::decode::sampling::{Sampler, SamplingParams};
 use inferlab::engine::decode::speculative::drafters::{AnyDrafter, Draft, DraftSpec, Drafter, ModelDrafter};
 use inferlab::engine::decode::speculative::{SpeculativeOptions, SpeculativeRun, speculative_generate};
@@ -97,24 +98,89 @@ fn a_drafter_equal_to_the_target_accepts_everything() {
             let out = run(target, &mut drafter, prompt, &opts, KvMode::Contiguous);
             assert_eq!(out.alpha(), 1.0, "{}: α", case.label);
             assert!(out.passes.iter().all(|p| p.bonus && p.accepted == p.drafted.len()), "{}", case.label);
+            // A fixed γ: 20 tokens in 4 passes of 4 drafts and the bonus.
+            assert!(out.passes.iter().all(|p| p.drafted.len() == 4), "{}: γ stays 4", case.label);
+            assert_eq!(out.accepted_hist(), [0, 0, 0, 0, 4], "{}", case.label);
             assert_eq!(out.tokens_per_pass(), 5.0, "{}: 20 tokens in passes of γ + 1 = 5", case.label);
         }
-        // Greedy self-drafting reproduces the plain greedy output exactly.
-        let greedy = pollster::block_on(generate(
-            target,
-            prompt,
-            &GenerateOptions { max_new_tokens: 21, ..GenerateOptions::default() },
-            None,
-            |_| ControlFlow::Continue(()),
-        ))
+        // Greedy self-drafting reproduces exactly its baseline: plain decoding with the run's
+        // budget, sampling and stops.
+        let opts = options(4, 21, SamplingParams::default());
+        let plain = pollster::block_on(generate(target, prompt, &opts.plain(KvMode::Contiguous), None, |_| {
+            ControlFlow::Continue(())
+        }))
         .expect("greedy");
         let mut drafter =
             ModelDrafter::new(target, target.config.n_layer, &target.config, prompt.len() + 21).expect("drafter");
-        assert_eq!(
-            run(target, &mut drafter, prompt, &options(4, 21, SamplingParams::default()), KvMode::Contiguous).new_ids,
-            greedy.new_ids
-        );
+        assert_eq!(run(target, &mut drafter, prompt, &opts, KvMode::Contiguous).new_ids, plain.new_ids);
     }
+}
+
+/// Adaptive γ, as the book states it: after a pass that drafted what it asked for, one more
+/// draft if all were accepted, one fewer (not under 1) if less than half were; never past the
+/// budget. Replayed on a drafter that is always right (the target itself), one almost always
+/// wrong (the random draft model) and one in between (the target's first layer).
+#[test]
+fn adaptive_gamma_grows_on_full_acceptance_and_shrinks_below_half() {
+    let max_new = 24;
+    let opts = SpeculativeOptions { adaptive_gamma: true, ..options(3, max_new, SamplingParams::default()) };
+    // Returns the γ values the run drafted with, to show each rule was exercised.
+    let replay = |label: &str, out: &SpeculativeRun| -> Vec<usize> {
+        let (mut gamma, mut produced, mut gammas) = (opts.gamma, 0, vec![]);
+        for (i, pass) in out.passes.iter().enumerate() {
+            let g = gamma.min(max_new - produced - 1);
+            gammas.push(gamma);
+            assert_eq!(pass.drafted.len(), g, "{label}: pass {i} drafts min(γ {gamma}, budget)");
+            if g > 0 {
+                gamma = if pass.accepted == g {
+                    gamma + 1
+                } else if pass.accepted * 2 < g {
+                    (gamma - 1).max(1)
+                } else {
+                    gamma
+                };
+            }
+            produced += pass.accepted + 1;
+        }
+        assert_eq!(produced, max_new, "{label}");
+        assert_eq!(out.accepted_hist().iter().sum::<usize>(), out.passes.len(), "{label}: a bar per pass");
+        gammas
+    };
+    for case in targets() {
+        let assisted = case.golden.assisted_greedy_with_draft.clone().expect("assisted goldens");
+        let draft =
+            load(&fixtures_root().join(&assisted.draft_model), case.loaded.model.device()).expect("draft model");
+        let target = &case.loaded.model;
+        let prompt = &case.prompt("few_tokens").input_ids;
+        let capacity = prompt.len() + max_new;
+        let mut itself = ModelDrafter::new(target, target.config.n_layer, &target.config, capacity).expect("drafter");
+        let grown =
+            replay(&format!("{} / itself", case.label), &run(target, &mut itself, prompt, &opts, KvMode::Contiguous));
+        assert!(grown.windows(2).any(|w| w[1] > w[0]), "{}: γ grew ({grown:?})", case.label);
+        for spec in [DraftSpec::Model(assisted.draft_model.clone()), DraftSpec::EarlyExit(1)] {
+            let mut drafter = AnyDrafter::new(&spec, target, Some(&draft.model), capacity).expect("drafter");
+            let out = run(target, &mut drafter, prompt, &opts, KvMode::Contiguous);
+            let gammas = replay(&format!("{} / {spec}", case.label), &out);
+            assert!(gammas.windows(2).any(|w| w[1] < w[0]), "{} / {spec}: γ shrank ({gammas:?})", case.label);
+        }
+    }
+}
+
+/// The run's times are its own: prefill and decode fit in the wall time around the call, and
+/// the decode time holds every pass's draft and target time.
+#[test]
+fn the_reported_times_are_parts_of_the_wall_time() {
+    let case = targets().into_iter().next().expect("gpt2-tiny");
+    let target = &case.loaded.model;
+    let prompt = &case.prompt("code").input_ids;
+    let mut drafter = AnyDrafter::new(&DraftSpec::EarlyExit(1), target, None, prompt.len() + 16).expect("drafter");
+    let start = Instant::now();
+    let out = run(target, &mut drafter, prompt, &options(3, 16, SamplingParams::default()), KvMode::Contiguous);
+    let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let passes_ms: f64 = out.passes.iter().map(|p| p.draft_ms + p.target_ms).sum();
+    assert!(out.prefill_ms > 0.0 && passes_ms > 0.0, "prefill {} ms, passes {passes_ms} ms", out.prefill_ms);
+    assert!(passes_ms <= out.decode_ms, "the passes' {passes_ms} ms within decode's {} ms", out.decode_ms);
+    assert!(out.prefill_ms + out.decode_ms <= wall_ms, "{} + {} ms within {wall_ms} ms", out.prefill_ms, out.decode_ms);
 }
 
 /// Probabilities of the target's first token and, for each, of the second, under `sampling`.

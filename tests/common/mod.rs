@@ -381,10 +381,33 @@ impl Case {
         golden_extra(&self.dir)
     }
 
+    /// `golden_beam_eos.json`: beam searches whose hypotheses end on a token the model emits.
+    pub fn beam_eos(&self) -> Vec<BeamEosCase> {
+        let file = self.dir.join("golden_beam_eos.json");
+        let golden: BeamEosGolden = serde_json::from_slice(&std::fs::read(&file).expect("golden_beam_eos.json"))
+            .unwrap_or_else(|e| panic!("{}: does not follow its schema: {e}", file.display()));
+        golden.cases
+    }
+
     /// A float32 tensor from `golden_extra_logits.safetensors`.
     pub fn extra_tensor(&self, name: &str) -> Vec<f32> {
         read_f32(&self.dir.join("golden_extra_logits.safetensors"), name)
     }
+}
+
+/// `golden_beam_eos.json` (written by `scripts/gen_beam_eos_goldens.py`).
+#[derive(Deserialize)]
+struct BeamEosGolden {
+    cases: Vec<BeamEosCase>,
+}
+
+/// One `generate(num_beams=…)` call with its prompt; `golden.params` has every option.
+#[derive(Deserialize, Clone)]
+pub struct BeamEosCase {
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    #[serde(flatten)]
+    pub golden: BeamGolden,
 }
 
 /// A fixture model folder's `golden_extra.json`.

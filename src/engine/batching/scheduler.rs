@@ -301,11 +301,8 @@ impl Scheduler {
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
+            // A running sequence has at least its last token pending, and budget is left: n ≥ 1.
             let n = self.chunk(self.seqs[id].pending(), budget, step.items.is_empty());
-            if n == 0 {
-                i += 1;
-                continue;
-            }
             let seq = &mut self.seqs[id];
             let from = seq.num_computed;
             match self.blocks.prepare_write(&mut seq.block_table, from, from + n) {
@@ -482,5 +479,77 @@ impl Scheduler {
             })
             .sum();
         (empty.min(allocated), allocated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::decode::sampling::SamplingParams;
+
+    fn request(prompt_len: u32, max_new_tokens: usize) -> Request {
+        Request {
+            prompt: (1..=prompt_len).collect(),
+            max_new_tokens,
+            sampling: SamplingParams::default(),
+            eos_token_ids: vec![],
+            arrival_ms: 0.0,
+            logprobs: None,
+        }
+    }
+
+    /// One step from `t` to `t + 1` ms, as an engine would run it, sampling token 7.
+    fn step(s: &mut Scheduler, t: f64) {
+        let step = s.schedule(t).expect("work to do");
+        let sampled = vec![7; step.items.iter().filter(|i| i.sample).count()];
+        s.complete(&step, &sampled, t, t + 1.0);
+    }
+
+    fn phases(s: &Scheduler, id: usize) -> Vec<Phase> {
+        s.seqs[id].spans.iter().map(|span| span.phase).collect()
+    }
+
+    /// `--policy` takes these names, and `simulate`'s JSON is keyed by them.
+    #[test]
+    fn policies_have_the_names_the_cli_and_json_use() {
+        let names: Vec<&str> = Policy::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["static", "dynamic", "adaptive", "continuous"]);
+        for policy in Policy::ALL {
+            assert_eq!(policy.name().parse::<Policy>().unwrap(), policy);
+        }
+    }
+
+    /// A one-token prompt's first step computes its prompt (prefill), not a decode step.
+    #[test]
+    fn a_one_token_prompt_starts_with_prefill() {
+        let mut s = Scheduler::new(SchedulerConfig::new(Policy::Continuous, 64)).unwrap();
+        let id = s.add(request(1, 3)).unwrap();
+        assert_eq!(s.waiting(), 1);
+        step(&mut s, 0.0);
+        assert_eq!(s.waiting(), 0);
+        step(&mut s, 1.0);
+        assert_eq!(phases(&s, id), [Phase::Queued, Phase::Prefill, Phase::Decode]);
+    }
+
+    /// Two sequences that outgrow a 4-block pool: the newer is preempted when the older needs
+    /// a third block, and its recompute (prompt and generated tokens at once) is prefill again.
+    #[test]
+    fn a_preempted_sequence_waits_and_recomputes_as_prefill() {
+        let config = SchedulerConfig {
+            block_size: 2,
+            num_blocks: 4,
+            prefix_caching: false,
+            ..SchedulerConfig::new(Policy::Continuous, 64)
+        };
+        let mut s = Scheduler::new(config).unwrap();
+        let (a, b) = (s.add(request(2, 4)).unwrap(), s.add(request(2, 4)).unwrap());
+        for t in 0..5 {
+            step(&mut s, f64::from(t));
+        }
+        assert_eq!(s.preemptions, 1);
+        assert_eq!(phases(&s, a), [Phase::Queued, Phase::Prefill, Phase::Decode]);
+        assert_eq!(phases(&s, b), [Phase::Queued, Phase::Prefill, Phase::Decode, Phase::Preempted, Phase::Prefill]);
+        assert!(s.seqs.iter().all(|seq| seq.generated().len() == 4), "both finish");
+        assert!(!s.has_unfinished());
     }
 }
