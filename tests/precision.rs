@@ -160,6 +160,46 @@ fn reduced_weights_compute_exactly_the_rounded_model() {
     }
 }
 
+/// What an f16 KV cache holds is f16: every value it returns is a half (it survives a round
+/// trip through `half`'s f16 unchanged), in every layer; and the first layer's keys and values,
+/// computed before any attention read the cache, are exactly `half`'s nearest-even rounding
+/// of the f32 cache's after the same prefill (deeper layers see the rounded attention, so
+/// their inputs differ). With the half bytes below, this is the conversion itself.
+#[test]
+fn an_f16_kv_cache_holds_the_rounding_of_the_f32_one() {
+    let round = |x: f32| f16::from_f32(x).to_f32();
+    for case in cases().into_iter().filter(|c| !c.label.ends_with("on cuda")) {
+        let mut model = load(&case.dir, case.loaded.model.device()).unwrap().model;
+        model.set_kv_dtype(KvDtype::F16).unwrap();
+        let ids = &case.prompt("long_60").input_ids;
+        // [layer][K, V] values after the prefill.
+        let held = |m: &Gpt2| -> Vec<[Vec<f32>; 2]> {
+            let mut cache = m.cache(KvMode::Contiguous, 1, ids.len()).unwrap();
+            m.forward(&Step::single(ids, 0), &mut cache, Logits::Last).unwrap();
+            let KvCache::Contiguous(contiguous) = &cache else { unreachable!("a contiguous cache was made") };
+            (0..m.config.n_layer)
+                .map(|layer| {
+                    let (k, v) = contiguous.layer(layer, m.config.head_dim());
+                    [k, v].map(|t| pollster::block_on(readback::floats(t)).unwrap())
+                })
+                .collect()
+        };
+        let (half, full) = (held(&model), held(&case.loaded.model));
+        for (layer, kv) in half.iter().enumerate() {
+            for (name, values) in ["K", "V"].iter().zip(kv) {
+                let label = format!("{}: layer {layer} {name}", case.label);
+                assert_eq!(values.len(), ids.len() * model.config.n_embd, "{label}");
+                assert!(values.iter().all(|&h| round(h) == h), "{label}: a value that is not a half");
+            }
+        }
+        for (name, (half, full)) in ["K", "V"].iter().zip(half[0].iter().zip(&full[0])) {
+            let wrong = half.iter().zip(full).filter(|&(&h, &x)| h != round(x)).count();
+            assert_eq!(wrong, 0, "{}: layer 0 {name}: {wrong} values are not the rounding", case.label);
+            assert!(half.iter().zip(full).any(|(h, x)| h != x), "{}: layer 0 {name}: nothing rounded", case.label);
+        }
+    }
+}
+
 /// An f16 KV cache: every cache kind allocates exactly half the f32 bytes (the figure `bench
 /// decode` reports from the formula is the buffers' own), in f16 elements on the CPU and in
 /// f32 words of two halves on wgpu; the rounding moves the logits, and greedy text through the

@@ -312,6 +312,21 @@ mod tests {
         assert_eq!(banned_tokens(&[1, 2], 3), Vec::<u32>::new());
         assert_eq!(banned_tokens(&[5, 5, 5], 1), vec![5, 5, 5]);
         assert!(banned_tokens(&[1, 2, 3], 0).is_empty());
+        // A history exactly n long holds one n-gram: "5 5" then 5 would repeat it.
+        assert_eq!(banned_tokens(&[5, 5], 2), vec![5]);
+        assert_eq!(banned_tokens(&[4, 5], 2), Vec::<u32>::new());
+    }
+
+    /// `--early-stopping` takes transformers' three values and says so for anything else.
+    #[test]
+    fn early_stopping_reads_transformers_values() {
+        for (text, value) in
+            [("true", EarlyStopping::True), ("false", EarlyStopping::False), ("never", EarlyStopping::Never)]
+        {
+            assert_eq!(text.parse::<EarlyStopping>().unwrap(), value);
+            assert_eq!(value.to_string(), text);
+        }
+        assert!("yes".parse::<EarlyStopping>().unwrap_err().to_string().contains("true, false or never"));
     }
 
     #[test]

@@ -80,24 +80,29 @@ impl Sampler {
 
     /// Draws a token from a distribution (it need not sum to 1: a residual is fine).
     pub fn draw(&mut self, probs: &[f64]) -> u32 {
-        let total: f64 = probs.iter().sum();
-        let mut target = self.rng.random::<f64>() * total;
-        for (id, &q) in probs.iter().enumerate() {
-            if q > 0.0 {
-                if target < q {
-                    return id as u32;
-                }
-                target -= q;
-            }
-        }
-        // Rounding left a sliver of mass past the end: the last possible token takes it.
-        probs.iter().rposition(|&q| q > 0.0).unwrap_or(0) as u32
+        pick(probs, self.rng.random::<f64>())
     }
 
     /// A uniform draw in [0, 1) from the same seeded stream (speculative acceptance tests).
     pub fn uniform(&mut self) -> f64 {
         self.rng.random::<f64>()
     }
+}
+
+/// The token at fraction `u` (0 to 1) of the distribution's cumulative mass; a token of
+/// probability 0 is never picked, even where rounding leaves a sliver of mass past the end.
+fn pick(probs: &[f64], u: f64) -> u32 {
+    let mut target = u * probs.iter().sum::<f64>();
+    for (id, &q) in probs.iter().enumerate() {
+        if q > 0.0 {
+            if target < q {
+                return id as u32;
+            }
+            target -= q;
+        }
+    }
+    // Past the end (u = 1, or rounding): the last possible token takes it.
+    probs.iter().rposition(|&q| q > 0.0).unwrap_or(0) as u32
 }
 
 impl SamplingParams {
@@ -292,6 +297,17 @@ mod tests {
         assert!((lp.top[0].1 - (3.0f32.exp() / z).ln()).abs() < 1e-6);
         assert!(TokenLogprobs::new(&logits, 0, 0).top.is_empty());
         assert_eq!(TokenLogprobs::new(&logits, 0, 9).top.len(), 4);
+    }
+
+    #[test]
+    fn pick_follows_the_cumulative_mass_and_never_a_zero() {
+        let probs = [0.0, 0.2, 0.0, 0.8, 0.0];
+        assert_eq!(pick(&probs, 0.0), 1);
+        assert_eq!(pick(&probs, 0.199), 1);
+        assert_eq!(pick(&probs, 0.2), 3);
+        assert_eq!(pick(&probs, 1.0), 3, "the end of the mass is the last possible token");
+        // Unnormalised (a residual): the fraction is of its own total.
+        assert_eq!(pick(&[2.0, 6.0], 0.3), 1);
     }
 
     #[test]
