@@ -10,6 +10,7 @@ use inferlab::engine::decode::beam::{BeamOptions, EarlyStopping, beam_search};
 use inferlab::engine::decode::generate::{GenerateOptions, generate};
 use inferlab::engine::kv::KvMode;
 use inferlab::engine::kv::dtype::KvDtype;
+use inferlab::engine::kv::memory::kv_bytes;
 use inferlab::engine::model::gpt2::Gpt2;
 use inferlab::native::model_dir::load;
 
@@ -220,7 +221,7 @@ fn the_tree_keeps_num_beams_per_step_and_paged_beams_share_blocks() {
     }))
     .expect("beam search");
     let cache = model.cache(KvMode::Contiguous, opts.num_beams, unshared / opts.num_beams).unwrap();
-    let slot_bytes = (2 * model.config.n_layer * model.config.n_embd * 4) as u64;
+    let slot_bytes = kv_bytes(&model.config, 1, 1, 4);
     assert_eq!(contiguous.kv_peak_tokens as u64 * slot_bytes, cache.allocated().expect("a contiguous cache").bytes);
 }
 

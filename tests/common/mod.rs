@@ -58,10 +58,16 @@ pub fn wgpu() -> Option<Device> {
     )
 }
 
+/// A golden JSON file of a fixture model folder, read against its schema.
+fn read_golden<T: serde::de::DeserializeOwned>(dir: &std::path::Path, name: &str) -> T {
+    let file = dir.join(name);
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: does not follow its schema: {e}", file.display()))
+}
+
 /// A fixture model folder's goldens.
 pub fn golden(dir: &std::path::Path) -> Golden {
-    serde_json::from_slice(&std::fs::read(dir.join("golden.json")).expect("golden.json"))
-        .unwrap_or_else(|e| panic!("{}: golden.json does not follow schema 1: {e}", dir.display()))
+    read_golden(dir, "golden.json")
 }
 
 /// Each fixture model on each device, with its goldens.
@@ -383,10 +389,7 @@ impl Case {
 
     /// `golden_beam_eos.json`: beam searches whose hypotheses end on a token the model emits.
     pub fn beam_eos(&self) -> Vec<BeamEosCase> {
-        let file = self.dir.join("golden_beam_eos.json");
-        let golden: BeamEosGolden = serde_json::from_slice(&std::fs::read(&file).expect("golden_beam_eos.json"))
-            .unwrap_or_else(|e| panic!("{}: does not follow its schema: {e}", file.display()));
-        golden.cases
+        read_golden::<BeamEosGolden>(&self.dir, "golden_beam_eos.json").cases
     }
 
     /// A float32 tensor from `golden_extra_logits.safetensors`.
@@ -412,8 +415,7 @@ pub struct BeamEosCase {
 
 /// A fixture model folder's `golden_extra.json`.
 pub fn golden_extra(dir: &std::path::Path) -> GoldenExtra {
-    serde_json::from_slice(&std::fs::read(dir.join("golden_extra.json")).expect("golden_extra.json"))
-        .unwrap_or_else(|e| panic!("{}: golden_extra.json does not follow its schema: {e}", dir.display()))
+    read_golden(dir, "golden_extra.json")
 }
 
 /// Tensor `name` of a float32 safetensors file, flattened.
