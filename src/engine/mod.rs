@@ -17,6 +17,7 @@ pub mod analysis;
 pub mod batching;
 pub mod decode;
 pub mod error;
+pub mod inspect;
 pub mod kernels;
 pub mod kv;
 pub mod model;

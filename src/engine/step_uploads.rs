@@ -3,38 +3,43 @@
 //! a small kernel on lavapipe, and a step has two launches per layer): the key and query positions, and each distinct parameter block.
 //! Its own module because both the masks (`kv::mask`) and the kernels use it.
 
-use std::cell::RefCell;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use cubecl::client::Client;
 use cubecl::server::Handle;
 
-/// The buffers of one step (lazily uploaded on first use).
+/// The buffers of one step (lazily uploaded on first use). Behind mutexes, not cells, so a
+/// step's plan can be shared with a profiling window's closure (which must be `Send`).
 #[derive(Default)]
 pub struct StepUploads {
-    named: RefCell<Vec<(&'static str, Handle)>>,
-    params: RefCell<Vec<(Vec<u32>, Handle)>>,
+    named: Mutex<Vec<(&'static str, Handle)>>,
+    params: Mutex<Vec<(Vec<u32>, Handle)>>,
 }
 
 impl StepUploads {
     /// The step's buffer called `name`, uploaded from `bytes()` the first time it is asked for.
     pub fn buffer(&self, client: &Client, name: &'static str, bytes: impl FnOnce() -> Vec<u8>) -> Handle {
-        if let Some((_, handle)) = self.named.borrow().iter().find(|(n, _)| *n == name) {
+        if let Some((_, handle)) = lock(&self.named).iter().find(|(n, _)| *n == name) {
             return handle.clone();
         }
         let handle = client.create_from_slice(&bytes());
-        self.named.borrow_mut().push((name, handle.clone()));
+        lock(&self.named).push((name, handle.clone()));
         handle
     }
 
     /// A parameter block, shared by every launch of the step that passes the same values.
     pub fn params(&self, client: &Client, values: &[u32]) -> Handle {
-        if let Some((_, handle)) = self.params.borrow().iter().find(|(v, _)| v == values) {
+        if let Some((_, handle)) = lock(&self.params).iter().find(|(v, _)| v == values) {
             return handle.clone();
         }
         let handle = client.create_from_slice(&words(values));
-        self.params.borrow_mut().push((values.to_vec(), handle.clone()));
+        lock(&self.params).push((values.to_vec(), handle.clone()));
         handle
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Little-endian bytes of 32-bit values, as WGSL storage buffers read them.

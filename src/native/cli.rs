@@ -22,6 +22,9 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming it to stdout.
     Generate(super::generate::GenerateArgs),
+    /// One prompt's forward pass made visible: attention per head, the logit lens, and where
+    /// the prefill's and a decode step's time goes, op by op.
+    Inspect(super::inspect::InspectArgs),
     /// Run a requests file (JSONL) through the engine under a batching policy.
     Batch(super::batch::BatchArgs),
     /// Simulate serving a made-up workload under batching policies with a step-cost model.
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => super::generate::run(args),
+        Command::Inspect(args) => super::inspect::run(args),
         Command::Batch(args) => super::batch::run(args),
         Command::Simulate(args) => super::simulate::run(args),
         Command::Bench(cmd) => bench::run(cmd),

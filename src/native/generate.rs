@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -73,6 +74,10 @@ pub struct GenerateArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Time every step's ops (synced where the device has no timestamps: slower) and write
+    /// them as a Chrome trace (Perfetto, chrome://tracing).
+    #[arg(long)]
+    trace: Option<PathBuf>,
     #[command(flatten)]
     draft: DraftArgs,
     #[command(flatten)]
@@ -141,13 +146,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let eos_token_ids: Vec<u32> = if args.ignore_eos { vec![] } else { config.eos_token_id.into_iter().collect() };
     let prepared = Prepared { args: &args, model, tokenizer, prompt, max_new_tokens, sampling, eos_token_ids, kv };
-    if let Some(spec) = &draft {
-        return run_speculative(prepared, spec, &device);
-    }
-    if let Some(options) = args.beam.options(max_new_tokens, prepared.eos_token_ids.clone())? {
-        return run_beam(prepared, &options);
-    }
-    run_plain(prepared)
+    super::trace::traced(model, args.trace.as_deref(), args.device.name(), || {
+        if let Some(spec) = &draft {
+            return run_speculative(prepared, spec, &device);
+        }
+        if let Some(options) = args.beam.options(max_new_tokens, prepared.eos_token_ids.clone())? {
+            return run_beam(prepared, &options);
+        }
+        run_plain(prepared)
+    })
 }
 
 /// Plain decoding first (the baseline, same process), then speculative decoding; prints the

@@ -9,9 +9,11 @@ pub mod cli;
 pub mod device;
 pub mod generate;
 pub mod hub;
+pub mod inspect;
 pub mod model_dir;
 pub mod serve;
 pub mod simulate;
+pub mod trace;
 
 /// What a caught panic said, for the error that replaces it.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

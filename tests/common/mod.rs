@@ -426,3 +426,41 @@ pub fn read_f32(file: &std::path::Path, name: &str) -> Vec<f32> {
     assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name} is float32");
     view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
+
+/// `golden_inspect.json` (written by `scripts/gen_inspect_goldens.py`).
+#[derive(Deserialize)]
+struct InspectGoldenFile {
+    top: usize,
+    cases: Vec<InspectGolden>,
+}
+
+/// transformers' view inside one prompt's forward pass.
+#[derive(Deserialize, Clone)]
+pub struct InspectGolden {
+    pub prompt: String,
+    pub input_ids: Vec<u32>,
+    /// `output_attentions=True`: `[layer][head][query][key]`.
+    pub attentions: Vec<Vec<Vec<Vec<f32>>>>,
+    /// Each block's output norm, `[layer][position]`.
+    pub residual_norms: Vec<Vec<f32>>,
+    /// The logit lens after each block: top ids and probabilities, `[position][k]`.
+    pub lens: Vec<LensGolden>,
+    pub next_token: u32,
+    /// The greedy next token's attention over the prompt and itself, `[layer][head][key]`.
+    pub decode_attentions: Vec<Vec<Vec<f32>>>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct LensGolden {
+    pub top_ids: Vec<Vec<u32>>,
+    pub top_probs: Vec<Vec<f32>>,
+}
+
+impl Case {
+    /// `golden_inspect.json`: attentions, residual norms and the logit lens of every prompt.
+    pub fn inspect_goldens(&self) -> Vec<InspectGolden> {
+        let file: InspectGoldenFile = read_golden(&self.dir, "golden_inspect.json");
+        assert_eq!(file.top, 5, "the lens goldens keep a top 5");
+        file.cases
+    }
+}

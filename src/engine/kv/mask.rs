@@ -7,7 +7,7 @@
 //! finite negative (as transformers' `finfo.min`), so a fully masked row (a padding query)
 //! stays finite instead of NaN.
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -79,7 +79,7 @@ pub struct StepMask {
     /// `[batch, queries]`.
     pub query_pos: Vec<i32>,
     pub window: Option<usize>,
-    bias: OnceCell<Option<Tensor<4>>>,
+    bias: OnceLock<Option<Tensor<4>>>,
     /// Device buffers the WGSL launches of this step share (positions, parameters).
     pub uploads: StepUploads,
 }
@@ -109,7 +109,7 @@ impl StepMask {
             key_pos,
             query_pos,
             window,
-            bias: OnceCell::new(),
+            bias: OnceLock::new(),
             uploads: StepUploads::default(),
         }
     }

@@ -9,7 +9,7 @@
 //! with [`PagedKv::schedule`]; a plain rectangular [`Step`] (`generate --kv paged`) makes each
 //! row its own sequence in a private block manager.
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -289,8 +289,8 @@ pub struct PagedPlan {
     /// Row of each token in the groups' concatenated outputs.
     pub back: Vec<i64>,
     device: Device,
-    slot_tensor: OnceCell<Tensor<1, Int>>,
-    back_tensor: OnceCell<Tensor<1, Int>>,
+    slot_tensor: OnceLock<Tensor<1, Int>>,
+    back_tensor: OnceLock<Tensor<1, Int>>,
     /// Device buffers of the kernel path.
     pub uploads: StepUploads,
 }
@@ -302,8 +302,8 @@ pub struct GatherGroup {
     /// Pool slot of each (row, key position) (padding reads slot 0, masked).
     pub keys: Vec<i64>,
     pub mask: StepMask,
-    query_tensor: OnceCell<Tensor<1, Int>>,
-    key_tensor: OnceCell<Tensor<1, Int>>,
+    query_tensor: OnceLock<Tensor<1, Int>>,
+    key_tensor: OnceLock<Tensor<1, Int>>,
 }
 
 impl PagedPlan {
@@ -329,8 +329,8 @@ impl PagedPlan {
             segments: vec![],
             block_size,
             device: device.clone(),
-            slot_tensor: OnceCell::new(),
-            back_tensor: OnceCell::new(),
+            slot_tensor: OnceLock::new(),
+            back_tensor: OnceLock::new(),
             uploads: StepUploads::default(),
         };
         let mut base = 0;
@@ -362,8 +362,8 @@ impl PagedPlan {
                 queries,
                 keys,
                 mask,
-                query_tensor: OnceCell::new(),
-                key_tensor: OnceCell::new(),
+                query_tensor: OnceLock::new(),
+                key_tensor: OnceLock::new(),
             });
         }
         plan.segments = segments;

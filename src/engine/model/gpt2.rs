@@ -6,11 +6,15 @@
 //! blocks so every linear layer is a plain matmul; only attention reshapes to heads.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::engine::error::{EngineError, Result};
+use crate::engine::inspect::op_timer::{Clock, OpTimer, Timeline};
+use crate::engine::inspect::probe::{NoProbe, Op, Probe};
 use crate::engine::kernels::held_bytes::{HeldBytes, tensor_bytes};
 use crate::engine::kernels::row_dots::{self, CompactTable};
 use crate::engine::kernels::row_dots_wgsl::{self, Packed};
@@ -175,6 +179,8 @@ pub struct Gpt2 {
     kernels: bool,
     /// What the KV caches made for this model hold.
     kv_dtype: KvDtype,
+    /// Times every step's ops while set ([`Gpt2::start_trace`]).
+    trace: Mutex<Option<OpTimer>>,
 }
 
 impl Gpt2 {
@@ -285,6 +291,43 @@ impl Gpt2 {
     /// the head: the early-exit draft of self-speculative decoding (its cache has `layers`
     /// layers).
     pub fn forward_layers(&self, step: &Step, cache: &mut KvCache, which: Logits, layers: usize) -> Result<Tensor<3>> {
+        let mut trace = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(timer) = trace.as_mut() else {
+            drop(trace);
+            return ready(self.forward_probed(step, cache, which, layers, &mut NoProbe));
+        };
+        timer.begin_step(step_label(step));
+        let logits = ready(self.forward_probed(step, cache, which, layers, timer));
+        timer.end_step();
+        logits
+    }
+
+    /// Times every op of every step from now on (device timestamps where the device has them,
+    /// syncs where not) until [`Gpt2::finish_trace`]. Native only: the sync of a device
+    /// without timestamps blocks.
+    pub fn start_trace(&self) {
+        *self.trace.lock().unwrap_or_else(PoisonError::into_inner) = Some(OpTimer::new(&self.device, Clock::Profile));
+    }
+
+    /// The steps timed since [`Gpt2::start_trace`], which stops; `None` if it was not started.
+    pub async fn finish_trace(&self) -> Result<Option<Timeline>> {
+        let timer = self.trace.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match timer {
+            Some(timer) => Ok(Some(timer.finish().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The forward pass, telling `probe` each op as it runs and the tensors an inspection
+    /// reads. With [`NoProbe`] every call compiles away and nothing awaits.
+    pub(crate) async fn forward_probed(
+        &self,
+        step: &Step,
+        cache: &mut KvCache,
+        which: Logits,
+        layers: usize,
+        probe: &mut impl Probe,
+    ) -> Result<Tensor<3>> {
         let c = &self.config;
         if layers == 0 || layers > self.blocks.len() {
             return Err(EngineError::Request(format!(
@@ -298,13 +341,17 @@ impl Gpt2 {
 
         let positions: Vec<i64> = step.positions.iter().map(|&p| p as i64).collect();
         let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [b * t]), &self.device);
-        let mut x = self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions);
+        let mut x = probe
+            .op(Op::Embed, None, || self.wte.lookup(&step.ids, &self.device) + self.wpe.clone().select(0, positions))
+            .await?;
 
         let plan = cache.prepare(step)?;
         let path = KernelPath::choose(&self.device, self.kernels);
         let n = b * t;
         for (layer, block) in self.blocks.iter().take(layers).enumerate() {
-            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()), path);
+            let l = Some(layer);
+            let normed = probe.op(Op::Ln1, l, || block.ln_1.forward(x.clone())).await?;
+            let qkv = probe.op(Op::Qkv, l, || block.c_attn.forward(normed, path)).await?;
             let q = qkv.clone().slice([0..n, 0..e]);
             let k = qkv.clone().slice([0..n, e..2 * e]);
             let v = qkv.slice([0..n, 2 * e..3 * e]);
@@ -312,38 +359,80 @@ impl Gpt2 {
             if c.scale_attn_by_inverse_layer_idx {
                 scale /= (layer + 1) as f32;
             }
-            let attn = cache.attend(layer, q, k, v, &plan, heads, scale, path);
-            x = x + block.attn_proj.forward(attn, path);
+            probe.attention_inputs(layer, &q, &k, scale);
+            let attn = probe.op(Op::Attention, l, || cache.attend(layer, q, k, v, &plan, heads, scale, path)).await?;
+            x = probe.op(Op::AttnProj, l, || x + block.attn_proj.forward(attn, path)).await?;
 
-            let hidden = block.c_fc.forward(block.ln_2.forward(x.clone()), path);
-            let hidden = match c.activation {
-                Activation::GeluTanh => {
-                    let fused = if path == KernelPath::Cpu { cpu_gelu::gelu_tanh(&hidden) } else { None };
-                    fused.unwrap_or_else(|| gelu_approximate(hidden))
-                }
-                Activation::Gelu => gelu(hidden),
-                Activation::Relu => relu(hidden),
-            };
-            x = x + block.mlp_proj.forward(hidden, path);
+            let normed = probe.op(Op::Ln2, l, || block.ln_2.forward(x.clone())).await?;
+            let hidden = probe.op(Op::MlpUp, l, || block.c_fc.forward(normed, path)).await?;
+            let hidden = probe
+                .op(Op::Gelu, l, || match c.activation {
+                    Activation::GeluTanh => {
+                        let fused = if path == KernelPath::Cpu { cpu_gelu::gelu_tanh(&hidden) } else { None };
+                        fused.unwrap_or_else(|| gelu_approximate(hidden))
+                    }
+                    Activation::Gelu => gelu(hidden),
+                    Activation::Relu => relu(hidden),
+                })
+                .await?;
+            x = probe.op(Op::MlpDown, l, || x + block.mlp_proj.forward(hidden, path)).await?;
+            probe.block_output(layer, &x);
         }
 
-        let (x, b, rows) = match which {
-            Logits::All => (x, b, t),
-            Logits::Last => (x.reshape([b, t, e]).slice([0..b, t - 1..t, 0..e]).reshape([b, e]), b, 1),
+        let (out_batch, rows) = match &which {
+            Logits::All => (b, t),
+            Logits::Last => (b, 1),
             Logits::Rows(rows) => {
                 if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
                     return Err(EngineError::Request(format!("logits asked for token row {bad} of a {n}-token step")));
                 }
-                let picked = Tensor::<1, Int>::from_data(
-                    TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]),
-                    &self.device,
-                );
-                (x.select(0, picked), 1, rows.len())
+                (1, rows.len())
             }
         };
-        let head = self.lm_head.as_ref().unwrap_or(&self.wte);
-        let logits = head.project(self.ln_f.forward(x), path);
-        Ok(logits.reshape([b, rows, c.vocab_size]))
+        let normed = probe
+            .op(Op::LnF, None, || {
+                let x = match which {
+                    Logits::All => x,
+                    Logits::Last => x.reshape([b, t, e]).slice([0..b, t - 1..t, 0..e]).reshape([b, e]),
+                    Logits::Rows(rows) => {
+                        let rows = TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]);
+                        x.select(0, Tensor::<1, Int>::from_data(rows, &self.device))
+                    }
+                };
+                self.ln_f.forward(x)
+            })
+            .await?;
+        let logits = probe.op(Op::Head, None, || self.head().project(normed, path)).await?;
+        Ok(logits.reshape([out_batch, rows, c.vocab_size]))
+    }
+
+    /// The output projection: the token table, unless the model has a head of its own.
+    fn head(&self) -> &VocabTable {
+        self.lm_head.as_ref().unwrap_or(&self.wte)
+    }
+
+    /// The logit lens: residual-stream rows `[tokens, n_embd]` read out through the final
+    /// LayerNorm and the head, as if the model ended there.
+    pub(crate) fn logits_of_residual(&self, x: Tensor<2>) -> Tensor<2> {
+        self.head().project(self.ln_f.forward(x), KernelPath::choose(&self.device, self.kernels))
+    }
+}
+
+/// A step in words, for traces: "8 tokens from position 0", "4 rows × 1 token".
+fn step_label(step: &Step) -> String {
+    let tokens = if step.len == 1 { "1 token".to_owned() } else { format!("{} tokens", step.len) };
+    match step.batch {
+        1 => format!("{tokens} from position {}", step.positions[0]),
+        rows => format!("{rows} rows × {tokens}"),
+    }
+}
+
+/// The output of a future that is ready at once: a forward pass whose probe never waits.
+fn ready<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => Err(EngineError::Device("a forward pass waited on the device where it may not".into())),
     }
 }
 
@@ -464,6 +553,7 @@ impl Gpt2Loader {
             blocks,
             kernels: true,
             kv_dtype: KvDtype::F32,
+            trace: Mutex::default(),
             device: self.device,
             config: self.config,
         })

@@ -4,6 +4,7 @@
 //! and the decode steps are timed, readbacks included, and decode speed counts every row.
 
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -17,6 +18,7 @@ use crate::engine::model::precision::Precision;
 use crate::engine::model::weight_dtype::WeightDtype;
 use crate::native::args::BenchModel;
 use crate::native::device::DeviceArg;
+use crate::native::trace;
 
 /// Most rows a benchmark batch may have: past it the request is absurd on any device here.
 const MAX_BATCH: usize = 1024;
@@ -41,6 +43,10 @@ pub struct DecodeArgs {
     precision: Precision,
     #[arg(long)]
     json: bool,
+    /// Time the measured run's ops (synced where the device has no timestamps, which slows the
+    /// run: compare with and without) and write them as a Chrome trace.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 pub fn run(args: DecodeArgs) -> Result<()> {
@@ -91,7 +97,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         })
     };
     step_ms(2)?;
-    let steps = step_ms(args.new_tokens)?;
+    let steps = trace::traced(&model, args.trace.as_deref(), args.device.name(), || step_ms(args.new_tokens))?;
     let decode_tokens_per_s = decode_tokens_per_s(&steps) * args.batch as f64;
     let per_token_ms = steps[1..].iter().sum::<f64>() / (steps.len() - 1) as f64;
     let threads = crate::native::device::rayon_threads();
@@ -111,7 +117,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         let mut out = json!({
             "model": name, "device": args.device.name(), "dtype": args.precision.dtype.name(), "kv_dtype": args.precision.kv_dtype.name(), "kv_cache_bytes": kv_bytes, "threads": threads,
             "batch": args.batch, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
-            "decode_tokens_per_s": decode_tokens_per_s, "ttft_ms": steps[0], "per_token_ms": per_token_ms, "step_ms": steps,
+            "decode_tokens_per_s": decode_tokens_per_s, "ttft_ms": steps[0], "traced": args.trace.is_some(), "per_token_ms": per_token_ms, "step_ms": steps,
         });
         if let Some(drift) = &drift {
             let key = if args.precision.dtype == WeightDtype::Int8 { "int8_drift" } else { "f16_drift" };
