@@ -8,6 +8,7 @@
 pub mod batching_jobs;
 pub mod decoding_jobs;
 pub mod error;
+pub mod inspect_job;
 pub mod protocol;
 
 use std::ops::ControlFlow;
@@ -18,6 +19,7 @@ use web_time::Instant;
 use crate::engine::analysis::window_drift::window_drift;
 use crate::engine::batching::simulate;
 use crate::engine::decode::generate::{GenerateOptions, fit_context, generate};
+use crate::engine::inspect::op_timer::Clock;
 use crate::engine::kv::DEFAULT_BLOCK_SIZE;
 use crate::engine::kv::dtype::KvDtype;
 use crate::engine::kv::memory::param_count;
@@ -90,6 +92,8 @@ struct Loaded {
 /// A device and the models loaded on it: the target, and the draft of speculative decoding.
 pub struct Session {
     device: Device,
+    /// How inspections time their ops on this device.
+    clock: Clock,
     model: Option<Loaded>,
     draft: Option<Loaded>,
 }
@@ -101,7 +105,13 @@ fn flow(stop: &dyn Fn() -> bool) -> ControlFlow<()> {
 
 impl Session {
     pub fn new(device: Device) -> Self {
-        Self { device, model: None, draft: None }
+        Self { device, clock: Clock::Profile, model: None, draft: None }
+    }
+
+    /// Inspections time with `clock` (the browser's WebGPU without timestamps cannot sync:
+    /// it awaits each op's output).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Self { clock, ..self }
     }
 
     fn loaded(&self) -> Result<&Loaded> {
@@ -216,6 +226,13 @@ impl Session {
                     stop,
                 )
                 .await
+            }
+            ToEngine::Inspect { prompt } => {
+                let loaded = self.loaded()?;
+                post(&FromEngine::Inspected(
+                    inspect_job::inspect(&loaded.model, &loaded.tokenizer, &prompt, self.clock).await?,
+                ));
+                Ok(())
             }
             ToEngine::Beam { prompt, options } => {
                 let loaded = self.loaded()?;

@@ -16,6 +16,7 @@ use crate::engine::decode::sampling::SamplingParams;
 use crate::engine::decode::speculative::drafters::DraftSpec;
 use crate::engine::decode::speculative::report::SpeculativeReport;
 use crate::engine::decode::speculative::{Pass, SpeculativeOptions};
+use crate::engine::inspect::Inspection;
 use crate::engine::kv::KvMode;
 use crate::engine::model::config::Gpt2Config;
 use crate::engine::model::weight_dtype::WeightDtype;
@@ -101,8 +102,22 @@ pub enum ToEngine {
         prompt: String,
         options: BeamOptions,
     },
+    /// One forward pass over the prompt and a decode step, everything recorded.
+    Inspect {
+        prompt: String,
+    },
     /// Stop the running generation after its current step.
     Stop,
+}
+
+/// An inspection with its tokens as text: the prompt's, the logit lens's top tokens
+/// (`[layer][position][k]`) and the decode step's token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InspectionView {
+    pub inspection: Inspection,
+    pub tokens: Vec<String>,
+    pub lens_tokens: Vec<Vec<Vec<String>>>,
+    pub next_text: String,
 }
 
 /// A speculative pass with its tokens as text.
@@ -248,6 +263,7 @@ pub enum FromEngine {
         beam_ms: f64,
         kv_peak_tokens: usize,
     },
+    Inspected(InspectionView),
     Error {
         message: String,
     },

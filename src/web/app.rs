@@ -1,6 +1,6 @@
 //! The page: header, model panel (hub / local files / demo), and the Playground, KV Cache,
 //! Batching, Speculative and Beam search pages. The URL drives it for links and tests: `?hub=URL&model=REPO` preloads a
-//! model, `?page=playground|kv|batching|speculative|beam` picks the page.
+//! model, `?page=playground|kv|batching|speculative|beam|internals` picks the page.
 
 use std::fmt::Display;
 use std::str::FromStr;
@@ -13,6 +13,7 @@ use super::bridge::{EngineHandle, EngineKind, ModelStatus, native_token};
 use super::form::picked_files;
 use super::pages::batching::BatchingPage;
 use super::pages::beam::BeamPage;
+use super::pages::internals::InternalsPage;
 use super::pages::kv_cache::KvCachePage;
 use super::pages::playground::PlaygroundPage;
 use super::pages::speculative::SpeculativePage;
@@ -37,6 +38,7 @@ enum Page {
     Batching,
     Speculative,
     Beam,
+    Internals,
 }
 
 #[component]
@@ -52,6 +54,7 @@ pub fn App() -> impl IntoView {
         Some("batching") => Page::Batching,
         Some("speculative") => Page::Speculative,
         Some("beam") => Page::Beam,
+        Some("internals") => Page::Internals,
         _ => Page::Playground,
     });
     let preload = query("model");
@@ -82,7 +85,7 @@ pub fn App() -> impl IntoView {
                 EngineKind::Native => "GPT-2 inference, live on the native engine",
             }}</span>
             <EngineSwitch/>
-            <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}{tab(Page::Speculative, "Speculative", "tab-speculative")}{tab(Page::Beam, "Beam search", "tab-beam")}</nav>
+            <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}{tab(Page::Speculative, "Speculative", "tab-speculative")}{tab(Page::Beam, "Beam search", "tab-beam")}{tab(Page::Internals, "Inside a step", "tab-internals")}</nav>
             // The book sits beside the app on a static host (scripts/build_site.sh puts it in dist/book/).
             <a class="book-link" href="book/index.html" target="_blank" rel="noopener" data-testid="book-link">"The book"</a>
         </header>
@@ -95,6 +98,7 @@ pub fn App() -> impl IntoView {
             Page::Batching => view! { <BatchingPage/> }.into_any(),
             Page::Speculative => view! { <SpeculativePage hub/> }.into_any(),
             Page::Beam => view! { <BeamPage/> }.into_any(),
+            Page::Internals => view! { <InternalsPage/> }.into_any(),
         }}
     }
 }

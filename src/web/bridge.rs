@@ -16,7 +16,9 @@ use crate::engine::batching::simulate::{CostModel, Timing};
 use crate::engine::decode::beam::BeamStep;
 use crate::engine::decode::generate::StopReason;
 use crate::engine::decode::speculative::report::SpeculativeReport;
-use crate::session::protocol::{BeamView, FromEngine, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToEngine};
+use crate::session::protocol::{
+    BeamView, FromEngine, InspectionView, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToEngine,
+};
 
 /// What the model panel shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +138,8 @@ pub struct EngineHandle {
     pub draft: RwSignal<Option<ModelInfo>>,
     pub spec: RwSignal<SpecState>,
     pub beam: RwSignal<BeamState>,
+    /// The Inside-a-step page's last inspection.
+    pub inspection: RwSignal<Option<InspectionView>>,
     /// The last error of a job (generation, drift); loading errors go to `status`.
     pub error: RwSignal<Option<String>>,
     /// Jobs sent and not yet finished.
@@ -253,6 +257,7 @@ impl EngineHandle {
             draft: RwSignal::new(None),
             spec: RwSignal::new(SpecState::default()),
             beam: RwSignal::new(BeamState::default()),
+            inspection: RwSignal::new(None),
             error: RwSignal::new(None),
             pending: RwSignal::new(0),
         };
@@ -281,6 +286,7 @@ impl EngineHandle {
         self.draft.set(None);
         self.spec.set(SpecState::default());
         self.beam.set(BeamState::default());
+        self.inspection.set(None);
         self.error.set(None);
         self.pending.set(0);
         self.connect();
@@ -398,6 +404,10 @@ impl EngineHandle {
                 self.beam.set(BeamState::default());
                 self.pending.update(|n| *n += 1);
             }
+            ToEngine::Inspect { .. } => {
+                self.inspection.set(None);
+                self.pending.update(|n| *n += 1);
+            }
         }
         self.error.set(None);
         let sent = TRANSPORT.with(|t| match t.borrow().as_ref() {
@@ -487,6 +497,10 @@ impl EngineHandle {
             FromEngine::BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens } => {
                 self.beam
                     .update(|b| b.done = Some(BeamDone { beams, greedy_ids, greedy_text, beam_ms, kv_peak_tokens }));
+                self.finish_job();
+            }
+            FromEngine::Inspected(view) => {
+                self.inspection.set(Some(view));
                 self.finish_job();
             }
             FromEngine::Error { message } => {

@@ -18,6 +18,7 @@ use web_sys::{DedicatedWorkerGlobalScope, File, MessageEvent};
 use web_time::Instant;
 
 use super::loader::{self, MODEL_FILES};
+use crate::engine::inspect::op_timer::Clock;
 use crate::engine::model::gpt2::{Gpt2, Gpt2Loader};
 use crate::engine::model::precision::Precision;
 use crate::engine::model::safetensors_stream::{Rows, SafetensorsStream};
@@ -48,16 +49,22 @@ pub fn run() {
         let (webgpu, device) = match opened {
             Ok((device, setup)) => {
                 let info = setup.adapter.get_info();
+                // Timestamps time ops without waiting; without them each op's output is awaited.
+                let timestamps = setup.adapter.features().contains(cubecl::wgpu::wgpu::Features::TIMESTAMP_QUERY);
+                let clock = if timestamps { Clock::Profile } else { Clock::Awaited };
                 let limit = setup.device.limits().max_storage_buffer_binding_size;
                 // Browsers may hide the adapter's name.
                 let name = if info.name.is_empty() { "unnamed adapter".to_string() } else { info.name };
-                (Ok(format!("{name} ({:?}), storage bindings up to {} MiB", info.backend, limit >> 20)), Some(device))
+                (
+                    Ok(format!("{name} ({:?}), storage bindings up to {} MiB", info.backend, limit >> 20)),
+                    Some((device, clock)),
+                )
             }
             Err(e) => (Err(format!("{e:?}")), None),
         };
-        if let Some(device) = device {
+        if let Some((device, clock)) = device {
             listen(Rc::new(Worker {
-                session: RefCell::new(Session::new(device)),
+                session: RefCell::new(Session::new(device).with_clock(clock)),
                 queue: RefCell::default(),
                 busy: Cell::new(false),
                 stop: Cell::new(false),

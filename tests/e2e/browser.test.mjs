@@ -331,6 +331,10 @@ try {
     await page.screenshot({ path: join(artifacts, 'beam.png'), fullPage: true });
   });
 
+  await test('Inside a step page: attention and the logit lens equal transformers, every op timed, a trace to download', async () => {
+    await checkInternals(page, 'internals.png');
+  });
+
   await test('local files by the picker', async () => {
     await page.goto(`${app.url}/`);
     await byId(page, 'model-status').filter({ hasText: 'no model loaded' }).waitFor({ timeout: SLOW });
@@ -409,6 +413,46 @@ await test('unreachable hub: the first screen leads to the offline demo model', 
   }
 });
 
+/**
+ * Runs the Inside-a-step page on the 'code' prompt and checks it against transformers
+ * (golden_inspect.json): the maps' count, the enlarged map's every weight, the lens's output row;
+ * then every op of both steps in the bars and in the downloadable trace.
+ */
+async function checkInternals(page, screenshot) {
+  const inspectGolden = JSON.parse(readFileSync(join(fixtures, MODEL, 'golden_inspect.json'), 'utf8'));
+  const config = JSON.parse(readFileSync(join(fixtures, MODEL, 'config.json'), 'utf8'));
+  const code = golden.prompts.find((p) => p.name === 'code');
+  const expected = inspectGolden.cases.find((c) => c.prompt === 'code');
+  await byId(page, 'tab-internals').click();
+  await byId(page, 'internals-prompt').fill(code.text);
+  await byId(page, 'internals-run').click();
+  await byId(page, 'internals-lens').waitFor({ timeout: SLOW });
+  assert.equal(await byId(page, 'internals-tokens').locator('.tok-prompt').count(), code.num_tokens);
+  assert.equal(await byId(page, 'internals-attention').count(), config.n_layer * config.n_head);
+  const last = config.n_layer - 1;
+  await page.locator(`[data-testid="internals-attention"][data-layer="${last}"][data-head="1"]`).click();
+  const weights = await page.$$eval('.attention-detail rect[data-weight]', (rs) => rs.map((r) => Number(r.dataset.weight)));
+  const t = code.num_tokens;
+  // Rows: the prompt's queries over every key (zeros past the diagonal), then the decode step's query.
+  const reference = [...expected.attentions[last][1].flat(), ...expected.decode_attentions[last][1]];
+  assert.equal(weights.length, reference.length, 'every cell of the enlarged map');
+  weights.forEach((w, i) => assert.ok(Math.abs(w - reference[i]) <= 1e-4, `cell ${i}: ${w} vs ${reference[i]}`));
+  const lensRows = await byId(page, 'internals-lens').locator('tbody tr').count();
+  assert.equal(lensRows, config.n_layer);
+  const outputRow = await byId(page, 'internals-lens').locator('tbody tr').last().locator('td').evaluateAll((tds) => tds.map((td) => Number(td.title.split('\n')[0].match(/ ([0-9.]+)%$/)[1])));
+  outputRow.forEach((pct, p) => assert.ok(Math.abs(pct - expected.lens[last].top_probs[p][0] * 100) <= 0.051, `lens output at ${p}: ${pct}%`));
+  const opsPerStep = 1 + config.n_layer * 8 + 3;
+  assert.equal(await byId(page, 'internals-timing').locator('svg rect').count(), 2 * opsPerStep, 'every op of the prefill and the decode step');
+  const how = await byId(page, 'internals-timing').locator('xpath=preceding-sibling::p[1]').textContent();
+  console.log(`     timing: ${how.slice(0, 60)}…`);
+  const href = await byId(page, 'internals-trace').getAttribute('href');
+  const trace = JSON.parse(decodeURIComponent(href.slice(href.indexOf(',') + 1)));
+  const events = trace.traceEvents.filter((e) => e.ph === 'X');
+  assert.equal(events.filter((e) => e.cat === 'step').length, 2);
+  assert.equal(events.filter((e) => e.cat !== 'step').length, 2 * opsPerStep);
+  await page.screenshot({ path: join(artifacts, screenshot), fullPage: true });
+}
+
 /** Starts `inferlab app ARGS…` and returns it with the URL it prints. */
 async function nativeApp(args) {
   assert.ok(inferlab && existsSync(inferlab), `INFERLAB_BIN must name the native inferlab binary (got ${inferlab})`);
@@ -439,6 +483,7 @@ await test('inferlab app: Playground and KV pages on the native engine, the same
     assert.deepEqual(ids, prompt.greedy.new_ids);
     assert.equal(await byId(page, 'output-text').textContent(), prompt.greedy.text);
     await page.screenshot({ path: join(artifacts, 'app-playground.png'), fullPage: true });
+    await checkInternals(page, 'app-internals.png');
 
     // The KV page's benchmark on the native engine beside `inferlab bench kv` on the same device,
     // model and lengths, alternated three times (medians: this machine is shared and noisy).
