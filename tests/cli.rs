@@ -470,3 +470,23 @@ fn bench_speculative_and_beam_report_side_by_side() {
         assert!(json["runs"][mode]["ms"].as_f64().unwrap() > 0.0, "{mode}");
     }
 }
+
+/// Output piped into a reader that has stopped (`… --json | head -c 1`) ends the command
+/// quietly, with no panic report.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::io::Read;
+    let dir = common::fixtures_root().join("gpt2-tiny").to_string_lossy().into_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inferlab"))
+        .args(["inspect", "--model", &dir, "--prompt-ids", "1,2,3", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.success(), "{status}: {stderr}");
+}

@@ -248,6 +248,103 @@ fn sampling_stop_echo_and_logprobs_behave_like_openai() {
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 4);
 }
 
+/// `echo` with `logprobs`: the prompt's own log-probabilities, as lm-evaluation-harness asks
+/// for them (token-id lists, `max_tokens` 0 or 1), against transformers' teacher-forced ones.
+#[test]
+fn echo_with_logprobs_scores_the_prompt_like_transformers() {
+    let server = Server::tiny(&[]);
+    let dir = common::model_dirs().into_iter().find(|d| d.ends_with("gpt2-tiny")).unwrap();
+    let golden = common::golden(&dir);
+    let scoring = common::golden_scoring(&dir);
+    // The fixtures' teacher-forced continuation, scored without generating.
+    let tf = &golden.teacher_forced;
+    let ids = [tf.prompt_ids.clone(), tf.continuation_ids.clone()].concat();
+    let body =
+        json!({"model": "gpt2-tiny", "prompt": ids, "max_tokens": 0, "echo": true, "logprobs": 5, "temperature": 0});
+    let (status, answer) = server.post(&body);
+    assert_eq!(status, 200, "{answer}");
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "length");
+    assert_eq!(answer["usage"]["completion_tokens"], 0);
+    let token_logprobs = choice["logprobs"]["token_logprobs"].as_array().unwrap();
+    assert_eq!(token_logprobs.len(), ids.len(), "one entry per prompt token");
+    assert!(
+        token_logprobs[0].is_null() && choice["logprobs"]["top_logprobs"][0].is_null(),
+        "nothing predicts the first token"
+    );
+    for (j, expected) in tf.token_logprobs.iter().enumerate() {
+        let ours = token_logprobs[tf.prompt_ids.len() + j].as_f64().unwrap();
+        assert!((ours - expected).abs() <= 1e-4, "continuation token {j}: {ours} vs transformers' {expected}");
+    }
+    // Every prompt as a batch of token-id lists, one new token each (lm-eval's request): each
+    // prompt position's score and top 5 against transformers', then the generated token's.
+    let prompts: Vec<&common::PromptScores> =
+        scoring.prompt_logprobs.iter().filter(|p| p.input_ids.len() > 1).collect();
+    let ids: Vec<&Vec<u32>> = prompts.iter().map(|p| &p.input_ids).collect();
+    let body =
+        json!({"model": "gpt2-tiny", "prompt": ids, "max_tokens": 1, "echo": true, "logprobs": 5, "temperature": 0});
+    let (status, answer) = server.post(&body);
+    assert_eq!(status, 200, "{answer}");
+    for (choice, prompt) in answer["choices"].as_array().unwrap().iter().zip(&prompts) {
+        let lp = &choice["logprobs"];
+        assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), prompt.input_ids.len() + 1, "{}", prompt.prompt);
+        for (i, expected) in prompt.logprobs.iter().enumerate().skip(1) {
+            let expected = expected.as_ref().unwrap();
+            let ours = lp["token_logprobs"][i].as_f64().unwrap();
+            assert!(
+                (ours - expected.logprob).abs() <= 1e-4,
+                "{} position {i}: {ours} vs {}",
+                prompt.prompt,
+                expected.logprob
+            );
+            let mut top: Vec<f64> =
+                lp["top_logprobs"][i].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).collect();
+            top.sort_by(|a, b| b.total_cmp(a));
+            // Distinct ids can decode to the same text (a key then holds one of them).
+            for (k, t) in top.iter().enumerate() {
+                assert!(
+                    expected.top_logprobs.iter().any(|e| (e - t).abs() <= 1e-4),
+                    "{} position {i} top {k}: {t}",
+                    prompt.prompt
+                );
+            }
+        }
+        let text = choice["text"].as_str().unwrap();
+        assert!(text.starts_with(&prompt_text(&dir, &prompt.input_ids)), "the prompt is echoed first");
+    }
+    // Streamed: the prompt's scores arrive in the first chunk, then the tokens.
+    let first = &tf.prompt_ids;
+    let chunks = stream(
+        &server.url,
+        &json!({"model": "gpt2-tiny", "prompt": first, "max_tokens": 2, "echo": true, "logprobs": 1, "stream": true, "temperature": 0}),
+    );
+    let columns: Vec<usize> =
+        chunks.iter().filter_map(|c| c["choices"][0]["logprobs"]["token_logprobs"].as_array().map(Vec::len)).collect();
+    assert_eq!(columns.first(), Some(&first.len()), "{chunks:?}");
+    assert_eq!(columns.iter().sum::<usize>(), first.len() + 2);
+}
+
+fn prompt_text(dir: &Path, ids: &[u32]) -> String {
+    let json = std::fs::read(dir.join("tokenizer.json")).unwrap();
+    let tokenizer = inferlab::engine::model::tokenizer::Tokenizer::from_bytes(&json).unwrap();
+    tokenizer.decode(ids).unwrap()
+}
+
+#[test]
+fn metrics_families_are_there_before_the_first_request() {
+    let server = Server::tiny(&[]);
+    let (_, text) = get_text(&server.url, "/metrics");
+    for family in [
+        "inferlab_generated_tokens_total",
+        "inferlab_prompt_tokens_total",
+        "inferlab_ttft_seconds_count",
+        "inferlab_itl_seconds_count",
+        "inferlab_e2e_latency_seconds_count",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(family) && l.ends_with(" 0")), "{family} at 0 in:\n{text}");
+    }
+}
+
 #[test]
 fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     let server = Server::tiny(&["--num-blocks", "64", "--max-body-bytes", "65536"]);
@@ -380,12 +477,6 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             json!({"model": m, "prompt": "a", "logprobs": 6}).to_string().into_bytes(),
             400,
             "invalid_value",
-        ),
-        (
-            "echo with logprobs",
-            json!({"model": m, "prompt": "a", "echo": true, "logprobs": 1}).to_string().into_bytes(),
-            400,
-            "unsupported_parameter",
         ),
         (
             "presence_penalty",

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod hub;
 pub mod inspect;
 pub mod model_dir;
+pub mod perplexity;
 pub mod serve;
 pub mod simulate;
 pub mod trace;

@@ -464,3 +464,44 @@ impl Case {
         file.cases
     }
 }
+
+/// `golden_scoring.json` (written by `scripts/gen_scoring_goldens.py`).
+#[derive(Deserialize)]
+pub struct ScoringGolden {
+    pub top: usize,
+    pub prompt_logprobs: Vec<PromptScores>,
+    pub text: String,
+    pub text_ids: Vec<u32>,
+    pub perplexity: Vec<PerplexityGolden>,
+}
+
+/// Each token's log-probability after the ones before it (`None` for the first), with the
+/// top 5 at each position.
+#[derive(Deserialize)]
+pub struct PromptScores {
+    pub prompt: String,
+    pub input_ids: Vec<u32>,
+    pub logprobs: Vec<Option<TokenScore>>,
+}
+
+#[derive(Deserialize)]
+pub struct TokenScore {
+    pub logprob: f64,
+    pub top_ids: Vec<u32>,
+    pub top_logprobs: Vec<f64>,
+}
+
+/// transformers' strided perplexity of `text` for one window setting.
+#[derive(Deserialize)]
+pub struct PerplexityGolden {
+    pub context: usize,
+    pub stride: usize,
+    pub perplexity: f64,
+    pub nll: f64,
+    pub tokens: usize,
+    pub windows: usize,
+}
+
+pub fn golden_scoring(dir: &std::path::Path) -> ScoringGolden {
+    read_golden(dir, "golden_scoring.json")
+}

@@ -153,29 +153,50 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
     }
     unsupported(&f)?;
     let prompts = prompts(fields.get("prompt"), model, tokenizer)?;
-    let max_tokens = match f.integer("max_tokens", 1, i64::MAX)? {
-        None => DEFAULT_MAX_TOKENS,
-        Some(m) if m as usize > model.context => {
+    let echo = f.boolean("echo")?.unwrap_or(false);
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let room = model.context.saturating_sub(longest);
+    // `max_tokens: 0` with `echo` scores the prompt without generating (OpenAI's convention).
+    let least = if echo { 0 } else { 1 };
+    let max_tokens = match f.integer("max_tokens", i64::MIN, i64::MAX)? {
+        None if DEFAULT_MAX_TOKENS <= room => DEFAULT_MAX_TOKENS,
+        None => {
             return Err(ApiError::invalid(
                 "max_tokens",
                 "context_length_exceeded",
-                format!("max_tokens is {m}, but the model's context is {} tokens", model.context),
+                format!(
+                    "this model's context is {} tokens, but a {longest}-token prompt plus the default max_tokens {DEFAULT_MAX_TOKENS} needs {}; give max_tokens up to {room}",
+                    model.context,
+                    longest + DEFAULT_MAX_TOKENS
+                ),
             ));
         }
-        Some(m) => m as usize,
+        Some(m) if (least..=room as i64).contains(&m) => m as usize,
+        Some(0) => {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                "invalid_value",
+                "max_tokens 0 generates nothing: it is allowed with echo: true (score the prompt), not without",
+            ));
+        }
+        Some(m) if m >= least => {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                "context_length_exceeded",
+                format!(
+                    "max_tokens is {m}, but this model's context is {} tokens and the {longest}-token prompt leaves {room}",
+                    model.context
+                ),
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                "invalid_value",
+                format!("max_tokens must be an integer from {least} to {room} (the context left after the prompt)"),
+            ));
+        }
     };
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if longest + max_tokens > model.context {
-        return Err(ApiError::invalid(
-            "max_tokens",
-            "context_length_exceeded",
-            format!(
-                "this model's context is {} tokens, but a {longest}-token prompt plus max_tokens {max_tokens} needs {}",
-                model.context,
-                longest + max_tokens
-            ),
-        ));
-    }
     let n = f.integer("n", 1, MAX_N as i64)?.unwrap_or(1) as usize;
     if let Some(best_of) = f.integer("best_of", 1, MAX_N as i64)?
         && best_of as usize != n
@@ -216,14 +237,6 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
         None => fresh_seed(),
     };
     let logprobs = f.integer("logprobs", 0, MAX_LOGPROBS as i64)?.map(|k| k as usize);
-    let echo = f.boolean("echo")?.unwrap_or(false);
-    if echo && logprobs.is_some() {
-        return Err(ApiError::invalid(
-            "echo",
-            "unsupported_parameter",
-            "echo together with logprobs (the prompt's log-probabilities) is not supported",
-        ));
-    }
     let stream = f.boolean("stream")?.unwrap_or(false);
     let include_usage = match fields.get("stream_options") {
         None | Some(Value::Null) => false,

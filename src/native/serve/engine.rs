@@ -19,6 +19,7 @@ use crate::engine::batching::runner::{ModelRunner, Sampled};
 use crate::engine::batching::scheduler::{Policy, ScheduledStep, Scheduler, SchedulerConfig};
 use crate::engine::batching::sequence::{Finish, Request};
 use crate::engine::decode::sampling::{SamplingParams, TokenLogprobs};
+use crate::engine::decode::scoring::prompt_logprobs;
 use crate::engine::model::gpt2::Gpt2;
 
 /// One request's sequences (its prompts × n choices) and where their tokens go.
@@ -32,6 +33,8 @@ pub struct Job {
 pub struct JobSeq {
     pub choice: usize,
     pub request: Request,
+    /// `echo` with `logprobs`: score the prompt first, with this many top tokens a position.
+    pub prompt_logprobs: Option<usize>,
     /// Set by the HTTP side when a stop string matched.
     pub stop: Arc<AtomicBool>,
 }
@@ -39,8 +42,20 @@ pub struct JobSeq {
 /// What the engine tells a job.
 #[derive(Debug)]
 pub enum Event {
-    Token { choice: usize, token: u32, logprobs: Option<TokenLogprobs> },
-    Done { choice: usize, outcome: Outcome },
+    /// The prompt's own log-probabilities (the first token has none), before any token.
+    PromptLogprobs {
+        choice: usize,
+        logprobs: Vec<Option<TokenLogprobs>>,
+    },
+    Token {
+        choice: usize,
+        token: u32,
+        logprobs: Option<TokenLogprobs>,
+    },
+    Done {
+        choice: usize,
+        outcome: Outcome,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +132,7 @@ pub fn spawn(
 }
 
 struct ReplicaLoop<'m> {
+    model: &'m Gpt2,
     scheduler: Scheduler,
     runner: ModelRunner<'m>,
     live: HashMap<usize, Live>,
@@ -138,6 +154,7 @@ impl<'m> ReplicaLoop<'m> {
             scheduler.close();
         }
         Ok(Self {
+            model,
             scheduler,
             runner,
             live: HashMap::new(),
@@ -219,10 +236,39 @@ impl<'m> ReplicaLoop<'m> {
     fn admit(&mut self, job: Job) {
         let arrival_ms = job.received.saturating_duration_since(self.epoch).as_secs_f64() * 1000.0;
         for seq in job.seqs {
+            let events = job.events.clone();
+            // Scoring the prompt is one teacher-forced pass, run here like a prefill.
+            if let Some(top) = seq.prompt_logprobs {
+                let scored = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    pollster::block_on(prompt_logprobs(self.model, &seq.request.prompt, top))
+                }));
+                let logprobs = match scored {
+                    Ok(Ok(logprobs)) => logprobs,
+                    Ok(Err(e)) => {
+                        self.not_scheduled(&events, seq.choice, Outcome::Failed(e.to_string()));
+                        continue;
+                    }
+                    Err(panic) => {
+                        let message = crate::native::panic_message(panic.as_ref());
+                        self.not_scheduled(
+                            &events,
+                            seq.choice,
+                            Outcome::Failed(format!("the engine failed: {message}")),
+                        );
+                        continue;
+                    }
+                };
+                let _ = events.send(Event::PromptLogprobs { choice: seq.choice, logprobs });
+            }
+            // `max_tokens: 0` (with `echo`): the scored prompt is the whole answer.
+            if seq.request.max_new_tokens == 0 {
+                self.not_scheduled(&events, seq.choice, Outcome::Finished(Finish::MaxNewTokens));
+                continue;
+            }
             let request = Request { arrival_ms, ..seq.request };
             let live = Live {
                 choice: seq.choice,
-                events: job.events.clone(),
+                events,
                 stop: seq.stop,
                 received: job.received,
                 deadline: job.deadline,
@@ -233,14 +279,16 @@ impl<'m> ReplicaLoop<'m> {
                     self.live.insert(id, live);
                 }
                 // The HTTP side checked the request; a refusal here is a bug, told to the client.
-                Err(e) => {
-                    self.queued.fetch_sub(1, Ordering::SeqCst);
-                    self.gauges.inflight.fetch_sub(1, Ordering::SeqCst);
-                    let _ =
-                        live.events.send(Event::Done { choice: live.choice, outcome: Outcome::Failed(e.to_string()) });
-                }
+                Err(e) => self.not_scheduled(&live.events, live.choice, Outcome::Failed(e.to_string())),
             }
         }
+    }
+
+    /// A sequence that ends without entering the scheduler: its counts are given back at once.
+    fn not_scheduled(&self, events: &UnboundedSender<Event>, choice: usize, outcome: Outcome) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.gauges.inflight.fetch_sub(1, Ordering::SeqCst);
+        let _ = events.send(Event::Done { choice, outcome });
     }
 
     /// Aborts the sequences whose client left, whose stop string matched or whose deadline

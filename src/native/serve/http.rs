@@ -108,7 +108,7 @@ async fn complete(
     if request.stream {
         return Ok(stream(answer, receiver, &request));
     }
-    let mut deltas = if request.echo { answer.echo(&request) } else { vec![] };
+    let mut deltas = answer.echo(&request);
     while !answer.done() {
         let Some(event) = receiver.recv().await else { break };
         deltas.extend(answer.apply(event));
@@ -137,7 +137,13 @@ fn sequences(request: &Completion, model: &ModelInfo) -> (Vec<JobSeq>, Vec<Arc<A
                 arrival_ms: 0.0,
                 logprobs: request.logprobs,
             };
-            seqs.push(JobSeq { choice: p * request.n + j, request: engine_request, stop: stop.clone() });
+            let prompt_logprobs = request.logprobs.filter(|_| request.echo);
+            seqs.push(JobSeq {
+                choice: p * request.n + j,
+                request: engine_request,
+                stop: stop.clone(),
+                prompt_logprobs,
+            });
             stops.push(stop);
         }
     }
@@ -171,11 +177,8 @@ fn failure_error(answer: &Answer) -> Option<ApiError> {
 /// sees as a cancellation.
 fn stream(mut answer: Answer, events: UnboundedReceiver<Event>, request: &Completion) -> Response {
     let token_ids = request.return_token_ids;
-    let pending: VecDeque<String> = if request.echo {
-        answer.echo(request).iter().map(|d| answer.chunk(d, token_ids).to_string()).collect()
-    } else {
-        VecDeque::new()
-    };
+    let pending: VecDeque<String> =
+        answer.echo(request).iter().map(|d| answer.chunk(d, token_ids).to_string()).collect();
     let state = Streaming { answer, events, pending, finished: false, include_usage: request.include_usage, token_ids };
     let chunks = futures_util::stream::unfold(state, |mut s| async move {
         loop {

@@ -281,5 +281,32 @@ fn prometheus() -> Result<PrometheusHandle> {
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    register_families();
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// The counters and histograms a dashboard reads, at zero from the first scrape: a family that
+/// appeared only with its first sample would leave a fresh replica's `rate()` nothing to read.
+fn register_families() {
+    let counters = [
+        "inferlab_generated_tokens_total",
+        "inferlab_prompt_tokens_total",
+        "inferlab_cancelled_sequences_total",
+        "inferlab_preemptions_total",
+        "inferlab_prefix_cache_hits_total",
+        "inferlab_prefix_cache_hit_tokens_total",
+    ];
+    for name in counters {
+        metrics::counter!(name).absolute(0);
+    }
+    let histograms = [
+        "inferlab_ttft_seconds",
+        "inferlab_itl_seconds",
+        "inferlab_e2e_latency_seconds",
+        "inferlab_step_seconds",
+        "inferlab_admission_latency_seconds",
+    ];
+    for name in histograms {
+        drop(metrics::histogram!(name));
+    }
 }

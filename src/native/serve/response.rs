@@ -33,8 +33,9 @@ pub struct ChoiceDelta {
 #[derive(Debug, Default, Clone)]
 pub struct Logprobs {
     pub tokens: Vec<String>,
-    pub token_logprobs: Vec<f32>,
-    pub top_logprobs: Vec<Map<String, Value>>,
+    /// `None` for a prompt's first token: nothing predicts it.
+    pub token_logprobs: Vec<Option<f32>>,
+    pub top_logprobs: Vec<Option<Map<String, Value>>>,
     pub text_offset: Vec<usize>,
 }
 
@@ -75,6 +76,9 @@ pub struct Answer {
     pub model: String,
     choices: Vec<Choice>,
     prompt_tokens: usize,
+    /// Each choice's prompt, for `echo`.
+    prompts: Vec<Vec<u32>>,
+    echo: bool,
     logprobs: Option<usize>,
     tokenizer: Arc<Tokenizer>,
     received: Instant,
@@ -109,6 +113,8 @@ impl Answer {
             model,
             choices,
             prompt_tokens: request.prompts.iter().map(Vec::len).sum(),
+            prompts: (0..request.prompts.len() * request.n).map(|i| request.prompts[i / request.n].clone()).collect(),
+            echo: request.echo,
             logprobs: request.logprobs,
             tokenizer,
             received,
@@ -117,16 +123,32 @@ impl Answer {
         }
     }
 
-    /// The echoed prompt of every choice (its first delta, before any token).
+    /// The echoed prompt of every choice (its first delta, before any token), when `echo` is
+    /// asked without `logprobs`; with them it comes with the prompt's scores
+    /// ([`Event::PromptLogprobs`]).
     pub fn echo(&mut self, request: &Completion) -> Vec<ChoiceDelta> {
-        (0..self.choices.len())
-            .map(|index| {
-                let prompt = &request.prompts[index / request.n];
-                let text = self.tokenizer.decode(prompt).unwrap_or_default();
-                self.choices[index].chars += text.chars().count();
-                ChoiceDelta { index, text, ..ChoiceDelta::default() }
-            })
-            .collect()
+        if !request.echo || request.logprobs.is_some() {
+            return vec![];
+        }
+        (0..self.choices.len()).map(|index| self.echoed(index, None)).collect()
+    }
+
+    /// Choice `index`'s prompt as its first delta, with its tokens' scores if given.
+    fn echoed(&mut self, index: usize, scores: Option<Vec<Option<TokenLogprobs>>>) -> ChoiceDelta {
+        let prompt = &self.prompts[index];
+        let text = self.tokenizer.decode(prompt).unwrap_or_default();
+        let logprobs = scores.map(|scores| {
+            let mut all = Logprobs::default();
+            let mut offset = 0;
+            for (&token, score) in prompt.iter().zip(&scores) {
+                let one = token_logprobs(token, score.as_ref(), offset, &self.tokenizer);
+                offset += one.tokens[0].chars().count();
+                all.extend(one);
+            }
+            all
+        });
+        self.choices[index].chars += text.chars().count();
+        ChoiceDelta { index, text, logprobs, ..ChoiceDelta::default() }
     }
 
     pub fn done(&self) -> bool {
@@ -141,6 +163,9 @@ impl Answer {
     pub fn apply(&mut self, event: Event) -> Option<ChoiceDelta> {
         let now = Instant::now();
         match event {
+            Event::PromptLogprobs { choice, logprobs } => {
+                (self.echo && choice < self.choices.len()).then(|| self.echoed(choice, Some(logprobs)))
+            }
             Event::Token { choice: index, token, logprobs } => {
                 let choice = self.choices.get_mut(index)?;
                 if choice.finish.is_some() {
@@ -155,7 +180,7 @@ impl Answer {
                 let logprobs = self
                     .logprobs
                     .zip(logprobs)
-                    .map(|(_, lp)| token_logprobs(token, &lp, choice.chars, &self.tokenizer));
+                    .map(|(_, lp)| token_logprobs(token, Some(&lp), choice.chars, &self.tokenizer));
                 choice.chars += delta.text.chars().count();
                 if delta.stopped {
                     choice.finish = Some("stop");
@@ -275,12 +300,13 @@ fn choice_json(delta: &ChoiceDelta, token_ids: bool) -> Value {
     choice
 }
 
-fn token_logprobs(token: u32, lp: &TokenLogprobs, offset: usize, tokenizer: &Tokenizer) -> Logprobs {
+/// One token's column of `logprobs`; a prompt's first token has no score (`null`).
+fn token_logprobs(token: u32, lp: Option<&TokenLogprobs>, offset: usize, tokenizer: &Tokenizer) -> Logprobs {
     let piece = |id: u32| tokenizer.decode(&[id]).unwrap_or_default();
-    let top: Map<String, Value> = lp.top.iter().map(|&(id, l)| (piece(id), json!(l))).collect();
+    let top = lp.map(|lp| lp.top.iter().map(|&(id, l)| (piece(id), json!(l))).collect::<Map<String, Value>>());
     Logprobs {
         tokens: vec![piece(token)],
-        token_logprobs: vec![lp.logprob],
+        token_logprobs: vec![lp.map(|lp| lp.logprob)],
         top_logprobs: vec![top],
         text_offset: vec![offset],
     }
