@@ -178,6 +178,7 @@ fn seeded_sampling_is_reproducible_and_independent_of_the_batch() {
                 top_p: 0.95,
                 repetition_penalty: 1.1,
                 seed: 7 + i as u64,
+                ..SamplingParams::default()
             },
             eos_token_ids: vec![],
             arrival_ms: 0.0,

@@ -490,3 +490,25 @@ fn a_closed_stdout_ends_a_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(status.success(), "{status}: {stderr}");
 }
+
+/// OpenAI's sampling flags on `generate`: a bias of 100 forces a token; out-of-range values
+/// and ids outside the vocabulary are refused with a message.
+#[test]
+fn generate_takes_logit_bias_and_penalties() {
+    let dir = common::fixtures_root().join("gpt2-tiny").to_string_lossy().into_owned();
+    let args = ["generate", "--model", &dir, "--prompt", "Hello", "--max-new-tokens", "3", "--json"];
+    let (out, _) = inferlab(&[&args[..], &["--logit-bias", "1234=100", "--presence-penalty", "0.5"]].concat());
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["generated_ids"], serde_json::json!([1234, 1234, 1234]));
+    for (bad, says) in [
+        (vec!["--logit-bias", "50257=1"], "outside the vocabulary"),
+        (vec!["--logit-bias", "7=-101"], "-100 to 100"),
+        (vec!["--frequency-penalty", "2.5"], "-2 to 2"),
+        (vec!["--logit-bias", "7"], "ID=BIAS"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_inferlab")).args([&args[..], &bad[..]].concat()).output().unwrap();
+        assert!(!out.status.success(), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says) && !stderr.contains("panicked"), "{bad:?}: {stderr}");
+    }
+}

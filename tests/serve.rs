@@ -116,7 +116,11 @@ fn post_raw(url: &str, path: &str, body: &[u8]) -> (u16, Value) {
 
 /// A streamed request's data events, `[DONE]` excluded (asserted last).
 fn stream(url: &str, body: &Value) -> Vec<Value> {
-    let response = agent().post(format!("{url}/v1/completions")).send(body.to_string().as_str()).unwrap();
+    stream_from(url, "/v1/completions", body)
+}
+
+fn stream_from(url: &str, path: &str, body: &Value) -> Vec<Value> {
+    let response = agent().post(format!("{url}{path}")).send(body.to_string().as_str()).unwrap();
     assert_eq!(response.status().as_u16(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let text = response.into_body().read_to_string().unwrap();
@@ -330,6 +334,114 @@ fn prompt_text(dir: &Path, ids: &[u32]) -> String {
     tokenizer.decode(ids).unwrap()
 }
 
+/// `logit_bias` of 100 on a token makes greedy decoding emit only it; presence and frequency
+/// penalties are accepted and change a seeded draw (their exact effect is `tests/sampling.rs`').
+#[test]
+fn logit_bias_and_penalties_through_the_api() {
+    let server = Server::tiny(&[]);
+    let body = json!({"model": "gpt2-tiny", "prompt": "Hello", "max_tokens": 5, "temperature": 0, "logit_bias": {"1234": 100}, "return_token_ids": true});
+    let (status, answer) = server.post(&body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(ids(&answer["choices"][0]["token_ids"]), vec![1234; 5]);
+    let draw = |extra: Value| {
+        let mut body = json!({"model": "gpt2-tiny", "prompt": "Hello", "max_tokens": 24, "temperature": 1, "seed": 5, "return_token_ids": true});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, answer) = server.post(&body);
+        assert_eq!(status, 200, "{answer}");
+        ids(&answer["choices"][0]["token_ids"])
+    };
+    let plain = draw(json!({}));
+    assert_eq!(plain, draw(json!({})), "same seed, same draw");
+    assert_ne!(plain, draw(json!({"frequency_penalty": 2.0, "presence_penalty": 2.0})));
+}
+
+/// vLLM's `/tokenize` and `/detokenize` against the fixtures' ids (transformers' tokenizer).
+#[test]
+fn tokenize_and_detokenize_use_the_served_tokenizer() {
+    let server = Server::tiny(&[]);
+    let golden = golden(&model_dirs()[0]);
+    for prompt in &golden.prompts {
+        let (status, answer) = post_raw(
+            &server.url,
+            "/tokenize",
+            json!({"model": "gpt2-tiny", "prompt": prompt.text}).to_string().as_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(ids(&answer["tokens"]), prompt.input_ids, "{}", prompt.name);
+        assert_eq!(answer["count"], prompt.input_ids.len());
+        assert_eq!(answer["max_model_len"], 256);
+        let (status, back) =
+            post_raw(&server.url, "/detokenize", json!({"tokens": prompt.input_ids}).to_string().as_bytes());
+        assert_eq!(status, 200, "{back}");
+        assert_eq!(back["prompt"], prompt.text, "{}", prompt.name);
+    }
+    let (_, strs) = post_raw(
+        &server.url,
+        "/tokenize",
+        json!({"prompt": "The quick brown fox", "return_token_strs": true}).to_string().as_bytes(),
+    );
+    assert_eq!(strs["token_strs"], json!(["The", " quick", " brown", " fox"]));
+    for (path, body, status, code) in [
+        ("/detokenize", json!({"tokens": [50257]}), 400, "invalid_value"),
+        ("/tokenize", json!({"model": "gpt2-tiny"}), 400, "invalid_request"),
+        ("/tokenize", json!({"model": "other", "prompt": "a"}), 404, "model_not_found"),
+    ] {
+        let (got, answer) = post_raw(&server.url, path, body.to_string().as_bytes());
+        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{path} {body}: {answer}");
+    }
+}
+
+/// `/v1/chat/completions` renders the messages with `--chat-template` (minijinja) and answers
+/// what `/v1/completions` answers for the rendered prompt, in chat shapes, streamed or not.
+#[test]
+fn chat_completions_render_the_template_and_answer_as_the_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("chat.jinja");
+    std::fs::write(
+        &template,
+        "{% for m in messages %}{% if m.role not in ['system', 'user', 'assistant'] %}{{ raise_exception('unknown role ' ~ m.role) }}{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}",
+    )
+    .unwrap();
+    let server = Server::tiny(&["--chat-template", template.to_str().unwrap()]);
+    let messages = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hello"}]}]);
+    let chat = json!({"model": "gpt2-tiny", "messages": messages, "max_tokens": 8, "temperature": 0});
+    let (status, answer) = post_raw(&server.url, "/v1/chat/completions", chat.to_string().as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["object"], "chat.completion");
+    assert!(answer["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let message = &answer["choices"][0]["message"];
+    assert_eq!(message["role"], "assistant");
+    let (_, plain) = server.post(&json!({"model": "gpt2-tiny", "prompt": "system: Be brief.\nuser: Hello\nassistant:", "max_tokens": 8, "temperature": 0}));
+    assert_eq!(message["content"], plain["choices"][0]["text"], "the rendered prompt, completed");
+    assert_eq!(answer["choices"][0]["finish_reason"], plain["choices"][0]["finish_reason"]);
+    assert_eq!(answer["usage"], plain["usage"]);
+    // Streamed: chat chunks, the role in the first delta only, the same text.
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let chunks = stream_from(&server.url, "/v1/chat/completions", &streamed);
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"), "{chunks:?}");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks[1..].iter().all(|c| c["choices"][0]["delta"].get("role").is_none()));
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, message["content"].as_str().unwrap());
+    // The template's own refusal, and requests a chat cannot take.
+    for (body, code) in [
+        (json!({"model": "gpt2-tiny", "messages": [{"role": "tool", "content": "x"}]}), "invalid_value"),
+        (json!({"model": "gpt2-tiny", "messages": []}), "invalid_type"),
+        (json!({"model": "gpt2-tiny", "messages": messages, "logprobs": true}), "unsupported_parameter"),
+        (json!({"model": "gpt2-tiny", "messages": messages, "prompt": "x"}), "unknown_parameter"),
+    ] {
+        let (status, answer) = post_raw(&server.url, "/v1/chat/completions", body.to_string().as_bytes());
+        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some(code)), "{body}: {answer}");
+    }
+    // Without a template: a 400 that says how to give one.
+    let bare = Server::tiny(&[]);
+    let (status, answer) = post_raw(&bare.url, "/v1/chat/completions", chat.to_string().as_bytes());
+    assert_eq!(status, 400);
+    assert_eq!(answer["error"]["code"], "chat_template_missing");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("--chat-template"));
+}
+
 #[test]
 fn metrics_families_are_there_before_the_first_request() {
     let server = Server::tiny(&[]);
@@ -479,10 +591,10 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             "invalid_value",
         ),
         (
-            "presence_penalty",
-            json!({"model": m, "prompt": "a", "presence_penalty": 0.5}).to_string().into_bytes(),
+            "presence_penalty out of range",
+            json!({"model": m, "prompt": "a", "presence_penalty": -2.5}).to_string().into_bytes(),
             400,
-            "unsupported_parameter",
+            "invalid_value",
         ),
         (
             "frequency_penalty out of range",
@@ -503,10 +615,16 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             "unsupported_parameter",
         ),
         (
-            "logit_bias",
-            json!({"model": m, "prompt": "a", "logit_bias": {"50256": -100}}).to_string().into_bytes(),
+            "logit_bias for a token outside the vocabulary",
+            json!({"model": m, "prompt": "a", "logit_bias": {"50257": -100}}).to_string().into_bytes(),
             400,
-            "unsupported_parameter",
+            "invalid_value",
+        ),
+        (
+            "logit_bias past 100",
+            json!({"model": m, "prompt": "a", "logit_bias": {"50256": 101}}).to_string().into_bytes(),
+            400,
+            "invalid_value",
         ),
         (
             "seed a string",
@@ -863,4 +981,9 @@ fn start_up_errors_are_clear() {
     assert!(err.contains("CUDA keeps f32"), "{err}");
     let err = run(&["--model", tiny.to_str().unwrap(), "--policy", "adaptive"]);
     assert!(err.contains("adaptive"), "{err}");
+    let broken = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(broken.path(), "{% for m in %}").unwrap();
+    let err =
+        run(&["--model", tiny.to_str().unwrap(), "--chat-template", broken.path().to_str().unwrap(), "--port", "0"]);
+    assert!(err.contains("the chat template does not compile"), "{err}");
 }

@@ -24,7 +24,8 @@ pub struct BatchArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// A JSONL file, one request a line: prompt or prompt_ids, max_new_tokens, optional
-    /// arrival_ms, temperature, top_k, top_p, repetition_penalty, seed, ignore_eos.
+    /// arrival_ms, temperature, top_k, top_p, repetition_penalty, presence_penalty,
+    /// frequency_penalty, logit_bias ({"token id": bias}), seed, ignore_eos.
     #[arg(long)]
     requests: std::path::PathBuf,
     /// static, dynamic, adaptive or continuous.
@@ -62,6 +63,9 @@ pub fn run(args: BatchArgs) -> Result<()> {
     let eos: Vec<u32> = model.config.eos_token_id.into_iter().collect();
     let requests = workload::parse_jsonl(&text, &eos, model.config.n_positions, |t| tokenizer.encode(t))
         .with_context(|| format!("in {}", args.requests.display()))?;
+    for request in &requests {
+        request.sampling.check_vocab(model.config.vocab_size)?;
+    }
     let cost =
         if policy == Policy::Adaptive { Some(measure_cost(model, args.scheduler.block_size, true)?) } else { None };
     let config = args.scheduler.config(policy, &requests, model.config.n_positions, cost.as_ref())?;

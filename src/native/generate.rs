@@ -49,6 +49,16 @@ pub struct GenerateArgs {
     top_p: f32,
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     repetition_penalty: f32,
+    /// OpenAI's, -2 to 2: lowers the logit of every token generated so far, once.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// OpenAI's, -2 to 2: lowers a token's logit once per time it was generated.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// OpenAI's logit_bias: ID=BIAS (-100 to 100) added to a token's logit; repeatable or
+    /// comma-separated, e.g. --logit-bias 50256=-100.
+    #[arg(long, value_delimiter = ',', value_parser = parse_logit_bias, allow_hyphen_values = true)]
+    logit_bias: Vec<(u32, f32)>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Stop when the text contains this string (repeatable).
@@ -84,6 +94,14 @@ pub struct GenerateArgs {
     beam: BeamArgs,
 }
 
+/// `ID=BIAS`, as `--logit-bias` takes it.
+fn parse_logit_bias(s: &str) -> Result<(u32, f32), String> {
+    let (id, bias) = s.split_once('=').ok_or_else(|| format!("{s:?}: write ID=BIAS, e.g. 50256=-100"))?;
+    let id = id.trim().parse().map_err(|_| format!("{id:?} is not a token id"))?;
+    let bias = bias.trim().parse().map_err(|_| format!("{bias:?} is not a number"))?;
+    Ok((id, bias))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Truncate {
     Error,
@@ -117,6 +135,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         top_p: args.top_p,
         repetition_penalty: args.repetition_penalty,
         seed: args.seed,
+        presence_penalty: args.presence_penalty,
+        frequency_penalty: args.frequency_penalty,
+        logit_bias: args.logit_bias.clone(),
     };
     sampling.validate()?;
     let draft = args.draft.draft.as_deref().map(str::parse::<DraftSpec>).transpose()?;
@@ -136,6 +157,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         (None, Some(ids)) => ids.clone(),
         (None, None) => bail!("give --prompt or --prompt-ids"),
     };
+    sampling.check_vocab(config.vocab_size)?;
     if let Some(id) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
         bail!("prompt token id {id} is outside the vocabulary ({})", config.vocab_size);
     }

@@ -30,6 +30,13 @@ struct Line {
     #[serde(default)]
     seed: u64,
     #[serde(default)]
+    presence_penalty: f32,
+    #[serde(default)]
+    frequency_penalty: f32,
+    /// OpenAI's shape: token ids (as strings) to biases.
+    #[serde(default)]
+    logit_bias: std::collections::BTreeMap<String, f32>,
+    #[serde(default)]
     ignore_eos: bool,
 }
 
@@ -88,6 +95,14 @@ pub fn parse_jsonl(
             top_p: line.top_p,
             repetition_penalty: line.repetition_penalty,
             seed: line.seed,
+            presence_penalty: line.presence_penalty,
+            frequency_penalty: line.frequency_penalty,
+            logit_bias: line
+                .logit_bias
+                .iter()
+                .map(|(id, &bias)| id.parse::<u32>().map(|id| (id, bias)))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| at("logit_bias keys must be token ids".to_string()))?,
         };
         sampling.validate().map_err(|e| at(e.to_string()))?;
         requests.push(Request {

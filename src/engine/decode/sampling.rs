@@ -1,6 +1,8 @@
 //! Choosing the next token from logits, in transformers' order: repetition penalty,
 //! temperature, top-k, top-p, then a draw from a seeded RNG (same seed, same text).
 //! Temperature 0 means greedy (argmax; ties go to the lowest id, as `torch.argmax`).
+//! OpenAI's `logit_bias` comes first and its presence / frequency penalties right after the
+//! repetition penalty, in vLLM's order.
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -17,11 +19,29 @@ pub struct SamplingParams {
     /// 1 = off; > 1 discourages tokens already in the sequence (CTRL / HF semantics).
     pub repetition_penalty: f32,
     pub seed: u64,
+    /// OpenAI's, -2 to 2: subtracted once from the logit of every token generated so far.
+    #[serde(default)]
+    pub presence_penalty: f32,
+    /// OpenAI's, -2 to 2: subtracted from a token's logit once per time it was generated.
+    #[serde(default)]
+    pub frequency_penalty: f32,
+    /// OpenAI's `logit_bias`: (token id, -100 to 100) added to the logit before anything else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: vec![],
+        }
     }
 }
 
@@ -37,7 +57,33 @@ impl SamplingParams {
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return bad(format!("repetition_penalty must be a finite number > 0, got {}", self.repetition_penalty));
         }
+        for (name, value) in
+            [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)]
+        {
+            if !(-2.0..=2.0).contains(&value) {
+                return bad(format!("{name} must be from -2 to 2 (OpenAI's range), got {value}"));
+            }
+        }
+        if let Some((id, bias)) = self.logit_bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(b)) {
+            return bad(format!("logit_bias for token {id} must be from -100 to 100, got {bias}"));
+        }
         Ok(())
+    }
+
+    /// Refuses a `logit_bias` for a token outside a vocabulary of `vocab` tokens.
+    pub fn check_vocab(&self, vocab: usize) -> Result<()> {
+        match self.logit_bias.iter().find(|(id, _)| *id as usize >= vocab) {
+            Some((id, _)) => {
+                Err(EngineError::Request(format!("logit_bias names token {id}, outside the vocabulary ({vocab})")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Whether OpenAI's presence or frequency penalty is on: they depend on what a sampler
+    /// generated, which only [`Sampler`] knows.
+    pub fn penalizes_generated(&self) -> bool {
+        self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -47,20 +93,22 @@ impl SamplingParams {
     /// Whether the choice needs the full logits on the host (greedy without a penalty can
     /// take the argmax on the device and read back one integer).
     pub fn needs_logits(&self) -> bool {
-        !self.is_greedy() || self.repetition_penalty != 1.0
+        !self.is_greedy() || self.repetition_penalty != 1.0 || self.penalizes_generated() || !self.logit_bias.is_empty()
     }
 }
 
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
+    /// How often each token was picked so far: OpenAI's penalties count generated tokens only.
+    generated: std::collections::HashMap<u32, u32>,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
         let rng = StdRng::seed_from_u64(params.seed);
-        Ok(Self { params, rng })
+        Ok(Self { params, rng, generated: Default::default() })
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -71,11 +119,27 @@ impl Sampler {
     /// (prompt included, as HF's repetition penalty sees it). The token is a draw from
     /// [`SamplingParams::distribution`] (greedy: its one token).
     pub fn pick(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
-        let probs = self.params.distribution(logits, history);
-        if self.params.is_greedy() {
-            return probs.iter().position(|&q| q > 0.0).unwrap_or(0) as u32;
+        let probs = self.distribution(logits, history);
+        let token = if self.params.is_greedy() {
+            probs.iter().position(|&q| q > 0.0).unwrap_or(0) as u32
+        } else {
+            self.draw(&probs)
+        };
+        *self.generated.entry(token).or_default() += 1;
+        token
+    }
+
+    /// [`SamplingParams::distribution`] with OpenAI's presence and frequency penalties over
+    /// the tokens this sampler picked so far: `logit[j] -= count[j] · frequency + (count[j] > 0)
+    /// · presence`, after the repetition penalty and before the temperature.
+    pub fn distribution(&self, logits: &mut [f32], history: &[u32]) -> Vec<f64> {
+        self.params.penalize(logits, history);
+        for (&id, &count) in &self.generated {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l -= count as f32 * self.params.frequency_penalty + self.params.presence_penalty;
+            }
         }
-        self.draw(&probs)
+        self.params.probabilities(logits)
     }
 
     /// Draws a token from a distribution (it need not sum to 1: a residual is fine).
@@ -107,16 +171,23 @@ fn pick(probs: &[f64], u: f64) -> u32 {
 
 impl SamplingParams {
     /// The distribution the next token is drawn from after `history`, with every setting in
-    /// transformers' order: repetition penalty, temperature, top-k, top-p (greedy: one-hot on
-    /// the penalised argmax). It overwrites `logits` with the penalised ones.
+    /// transformers' order: logit bias, repetition penalty, temperature, top-k, top-p (greedy:
+    /// one-hot on the penalised argmax). It overwrites `logits` with the penalised ones.
+    /// OpenAI's presence and frequency penalties need the sampler's own picks:
+    /// [`Sampler::distribution`].
     pub fn distribution(&self, logits: &mut [f32], history: &[u32]) -> Vec<f64> {
         self.penalize(logits, history);
         self.probabilities(logits)
     }
 
-    /// CTRL's repetition penalty as transformers applies it: each token seen once or more has
-    /// its logit divided by the penalty when positive, multiplied when not.
+    /// `logit_bias`, then CTRL's repetition penalty as transformers applies it: each token seen
+    /// once or more has its logit divided by the penalty when positive, multiplied when not.
     fn penalize(&self, logits: &mut [f32], history: &[u32]) {
+        for &(id, bias) in &self.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
         if self.repetition_penalty == 1.0 {
             return;
         }
@@ -241,7 +312,7 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32) -> SamplingParams {
-        SamplingParams { temperature, top_k, top_p, repetition_penalty: 1.0, seed: 7 }
+        SamplingParams { temperature, top_k, top_p, seed: 7, ..SamplingParams::default() }
     }
 
     #[test]

@@ -58,9 +58,9 @@ impl SpeculativeOptions {
                 self.gamma
             )));
         }
-        if self.sampling.repetition_penalty != 1.0 {
+        if self.sampling.repetition_penalty != 1.0 || self.sampling.penalizes_generated() {
             return Err(EngineError::Request(
-                "a repetition penalty changes p and q per drafted position; speculative decoding here supports temperature, top-k and top-p only".into(),
+                "a repetition, presence or frequency penalty changes p and q per drafted position; speculative decoding here supports temperature, top-k, top-p and logit_bias only".into(),
             ));
         }
         self.sampling.validate()

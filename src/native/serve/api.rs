@@ -112,8 +112,8 @@ impl IntoResponse for ApiError {
 
 type Checked<T> = std::result::Result<T, ApiError>;
 
-/// Reads and checks a request body.
-pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<Completion> {
+/// A request body's JSON object, or the error for one that is not.
+pub fn json_object(body: &[u8]) -> Checked<Map<String, Value>> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -130,6 +130,12 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
             "the body must be a JSON object",
         ));
     };
+    Ok(fields)
+}
+
+/// Reads and checks a request body.
+pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<Completion> {
+    let fields = json_object(body)?;
     if let Some(unknown) = fields.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(
             unknown,
@@ -237,6 +243,9 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
         None => fresh_seed(),
     };
     let logprobs = f.integer("logprobs", 0, MAX_LOGPROBS as i64)?.map(|k| k as usize);
+    let presence_penalty = f.number("presence_penalty", -2.0, 2.0)?.unwrap_or(0.0) as f32;
+    let frequency_penalty = f.number("frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0) as f32;
+    let logit_bias = logit_bias(fields.get("logit_bias"), model.vocab)?;
     let stream = f.boolean("stream")?.unwrap_or(false);
     let include_usage = match fields.get("stream_options") {
         None | Some(Value::Null) => false,
@@ -264,7 +273,16 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
     Ok(Completion {
         prompts,
         max_tokens,
-        sampling: SamplingParams { temperature: temperature as f32, top_k, top_p, repetition_penalty, seed },
+        sampling: SamplingParams {
+            temperature: temperature as f32,
+            top_k,
+            top_p,
+            repetition_penalty,
+            seed,
+            presence_penalty,
+            frequency_penalty,
+            logit_bias,
+        },
         n,
         stop: stops(fields.get("stop"))?,
         stream,
@@ -278,30 +296,46 @@ pub fn parse(body: &[u8], model: &ModelInfo, tokenizer: &Tokenizer) -> Checked<C
 
 /// OpenAI fields we do not implement: accepted only at their neutral values.
 fn unsupported(f: &Fields) -> Checked<()> {
-    for param in ["presence_penalty", "frequency_penalty"] {
-        if f.number(param, -2.0, 2.0)?.is_some_and(|v| v != 0.0) {
-            return Err(ApiError::invalid(
-                param,
-                "unsupported_parameter",
-                format!("{param} is not supported; use repetition_penalty (> 1 discourages repeats)"),
-            ));
+    match f.0.get("suffix") {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => {
+            Err(ApiError::invalid("suffix", "unsupported_parameter", "suffix (insertion) is not supported by GPT-2"))
         }
     }
-    match f.0.get("suffix") {
-        None | Some(Value::Null) => {}
+}
+
+/// `logit_bias`: an object of token ids (as strings, OpenAI's shape) to biases from -100 to 100.
+fn logit_bias(value: Option<&Value>, vocab: usize) -> Checked<Vec<(u32, f32)>> {
+    let object = match value {
+        None | Some(Value::Null) => return Ok(vec![]),
+        Some(Value::Object(o)) => o,
         Some(_) => {
             return Err(ApiError::invalid(
-                "suffix",
-                "unsupported_parameter",
-                "suffix (insertion) is not supported by GPT-2",
+                "logit_bias",
+                "invalid_type",
+                "logit_bias must be an object of token ids to biases",
             ));
         }
+    };
+    let mut biases = vec![];
+    for (key, bias) in object {
+        let id = key.parse::<u32>().ok().filter(|&id| (id as usize) < vocab).ok_or_else(|| {
+            ApiError::invalid(
+                "logit_bias",
+                "invalid_value",
+                format!("logit_bias key {key:?} is not a token id below {vocab}"),
+            )
+        })?;
+        let bias = bias.as_f64().filter(|b| (-100.0..=100.0).contains(b)).ok_or_else(|| {
+            ApiError::invalid(
+                "logit_bias",
+                "invalid_value",
+                format!("logit_bias for token {key} must be a number from -100 to 100"),
+            )
+        })?;
+        biases.push((id, bias as f32));
     }
-    match f.0.get("logit_bias") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Object(o)) if o.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::invalid("logit_bias", "unsupported_parameter", "logit_bias is not supported")),
-    }
+    Ok(biases)
 }
 
 /// `prompt` as a string, a list of strings, a list of token ids or a list of such lists.

@@ -25,6 +25,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use super::api::{self, ApiError, Completion, ModelInfo};
+use super::chat::{self, ChatTemplate};
 use super::engine::{Event, Job, JobSeq};
 use super::response::{Answer, ChoiceDelta, Failure, fold_finishes};
 use super::router::Router;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub router: Arc<Router>,
     pub model: ModelInfo,
     pub tokenizer: Arc<Tokenizer>,
+    /// `None`: chat requests get a 400 that says how to give one.
+    pub chat_template: Option<ChatTemplate>,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
@@ -45,6 +48,9 @@ pub fn routes(state: Arc<AppState>) -> Routes {
     let limit = state.max_body_bytes;
     Routes::new()
         .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/tokenize", post(super::tokenize::tokenize))
+        .route("/detokenize", post(super::tokenize::detokenize))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -53,7 +59,7 @@ pub fn routes(state: Arc<AppState>) -> Routes {
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 "not_found",
-                "no such route; see /v1/completions, /v1/models, /health, /metrics",
+                "no such route; see /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize, /health, /metrics",
             )
         })
         .method_not_allowed_fallback(|| async {
@@ -78,33 +84,37 @@ pub fn routes(state: Arc<AppState>) -> Routes {
 
 async fn completions(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     let received = Instant::now();
-    let response = match complete(&state, body, received).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+    let answered = match read_body(&state, body) {
+        Ok(body) => complete(&state, &body, received, false).await,
+        Err(error) => Err(error),
     };
+    counted(answered)
+}
+
+/// The chat API: the messages rendered by the chat template into a completion, answered in
+/// chat shapes.
+async fn chat_completions(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let received = Instant::now();
+    let answered =
+        match read_body(&state, body).and_then(|body| chat::to_completion(&body, state.chat_template.as_ref())) {
+            Ok(body) => complete(&state, &body, received, true).await,
+            Err(error) => Err(error),
+        };
+    counted(answered)
+}
+
+fn counted(answered: Result<Response, ApiError>) -> Response {
+    let response = answered.unwrap_or_else(IntoResponse::into_response);
     counter!("inferlab_http_requests_total", "status" => response.status().as_u16().to_string()).increment(1);
     response
 }
 
-async fn complete(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-    received: Instant,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "body_too_large",
-            format!("the body is over the {}-byte limit", state.max_body_bytes),
-        ),
-        status => ApiError::new(status, "invalid_request_error", "invalid_body", e.body_text()),
-    })?;
-    let request = api::parse(&body, &state.model, &state.tokenizer)?;
+async fn complete(state: &AppState, body: &[u8], received: Instant, chat: bool) -> Result<Response, ApiError> {
+    let request = api::parse(body, &state.model, &state.tokenizer)?;
     let (events, mut receiver) = mpsc::unbounded_channel();
     let (seqs, stops) = sequences(&request, &state.model);
     state.router.submit(Job { seqs, events, received, deadline: received + state.request_timeout })?;
-    let mut answer = Answer::new(&request, state.model.name.clone(), stops, state.tokenizer.clone(), received);
+    let mut answer = Answer::new(&request, state.model.name.clone(), stops, state.tokenizer.clone(), received, chat);
     if request.stream {
         return Ok(stream(answer, receiver, &request));
     }
@@ -117,6 +127,19 @@ async fn complete(
         return Err(error);
     }
     Ok(Json(answer.body(deltas, request.return_token_ids)).into_response())
+}
+
+/// A request's body, or the error for one over the size limit or unreadable.
+pub fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            format!("the body is over the {}-byte limit", state.max_body_bytes),
+        ),
+        status => ApiError::new(status, "invalid_request_error", "invalid_body", e.body_text()),
+    })
 }
 
 /// One engine sequence per prompt × choice, each with its own seed and stop flag.
@@ -225,7 +248,7 @@ impl Streaming {
             self.pending.push_back(error.body().to_string());
         } else if self.include_usage {
             let a = &self.answer;
-            let usage = json!({"id": a.id, "object": "text_completion", "created": a.created, "model": a.model, "choices": [], "usage": a.usage()});
+            let usage = json!({"id": a.id, "object": a.chunk_object(), "created": a.created, "model": a.model, "choices": [], "usage": a.usage()});
             self.pending.push_back(usage.to_string());
         }
         self.pending.push_back("[DONE]".into());

@@ -8,10 +8,12 @@
 //! process exits 0.
 
 pub mod api;
+pub mod chat;
 pub mod engine;
 pub mod http;
 pub mod response;
 pub mod router;
+pub mod tokenize;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use crate::engine::model::precision::Precision;
 use crate::engine::model::tokenizer::Tokenizer;
 use crate::engine::model::weights::Gpt2Weights;
 use api::ModelInfo;
+use chat::ChatTemplate;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -44,6 +47,10 @@ pub struct ServeArgs {
     /// The model's name in the API [default: the folder's name, or the repo id].
     #[arg(long)]
     served_model_name: Option<String>,
+    /// A Jinja chat template for /v1/chat/completions (over `messages`, as vLLM's)
+    /// [default: tokenizer_config.json's `chat_template`, if the model has one].
+    #[arg(long)]
+    chat_template: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// 0 picks a free port (printed at start).
@@ -147,6 +154,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         bail!("--max-queue must be at least 1");
     }
     let source = Arc::new(Source::open(&args)?);
+    // A template that does not compile stops the server before any model loads.
+    let chat_dir = source.dir.as_deref().or(args.tokenizer.as_deref().filter(|p| p.is_dir()));
+    let chat_template = ChatTemplate::find(args.chat_template.as_deref(), chat_dir)?;
     let mut scheduler = args.scheduler.clone();
     let context = source.config.n_positions;
     let block_size = scheduler.block_size.max(1);
@@ -171,7 +181,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, source, model, config, specs, devices))
+    runtime.block_on(serve(args, source, model, config, specs, devices, chat_template))
 }
 
 async fn serve(
@@ -181,6 +191,7 @@ async fn serve(
     config: SchedulerConfig,
     specs: Vec<DeviceSpec>,
     devices: Vec<Device>,
+    chat_template: Option<ChatTemplate>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -203,6 +214,7 @@ async fn serve(
     let state = Arc::new(http::AppState {
         router: router.clone(),
         tokenizer: source.tokenizer.clone(),
+        chat_template,
         model,
         metrics: prometheus()?,
         request_timeout: Duration::from_secs_f64(args.request_timeout),

@@ -84,6 +84,9 @@ pub struct Answer {
     received: Instant,
     first_token: Option<Instant>,
     failure: Option<Failure>,
+    /// Answers `/v1/chat/completions`: chat shapes, and each stream's first delta says the role.
+    chat: bool,
+    role_sent: Vec<bool>,
 }
 
 impl Answer {
@@ -94,8 +97,9 @@ impl Answer {
         stops: Vec<Arc<AtomicBool>>,
         tokenizer: Arc<Tokenizer>,
         received: Instant,
+        chat: bool,
     ) -> Self {
-        let choices = stops
+        let choices: Vec<Choice> = stops
             .into_iter()
             .map(|stop| Choice {
                 text: TextStream::new(request.stop.clone()),
@@ -107,8 +111,11 @@ impl Answer {
             })
             .collect();
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let prefix = if chat { "chatcmpl" } else { "cmpl" };
         Self {
-            id: format!("cmpl-{created:x}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            role_sent: vec![false; choices.len()],
+            chat,
+            id: format!("{prefix}-{created:x}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             created,
             model,
             choices,
@@ -225,9 +232,24 @@ impl Answer {
         json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": completion, "total_tokens": self.prompt_tokens + completion})
     }
 
+    /// What `object` says of this answer's chunks.
+    pub fn chunk_object(&self) -> &'static str {
+        if self.chat { "chat.completion.chunk" } else { "text_completion" }
+    }
+
     /// One streamed chunk.
-    pub fn chunk(&self, delta: &ChoiceDelta, token_ids: bool) -> Value {
-        json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": [choice_json(delta, token_ids)]})
+    pub fn chunk(&mut self, delta: &ChoiceDelta, token_ids: bool) -> Value {
+        let choice = if self.chat {
+            let first = !std::mem::replace(&mut self.role_sent[delta.index], true);
+            let mut content = json!({ "content": delta.text });
+            if first {
+                content["role"] = json!("assistant");
+            }
+            json!({"index": delta.index, "delta": content, "logprobs": null, "finish_reason": delta.finish_reason})
+        } else {
+            choice_json(delta, token_ids)
+        };
+        json!({"id": self.id, "object": self.chunk_object(), "created": self.created, "model": self.model, "choices": [choice]})
     }
 
     /// The whole answer from every delta, in order.
@@ -247,6 +269,13 @@ impl Answer {
             for m in &mut merged {
                 m.logprobs.get_or_insert_with(Logprobs::default);
             }
+        }
+        if self.chat {
+            let choices: Vec<Value> = merged
+                .iter()
+                .map(|d| json!({"index": d.index, "message": {"role": "assistant", "content": d.text}, "logprobs": null, "finish_reason": d.finish_reason}))
+                .collect();
+            return json!({"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model, "choices": choices, "usage": self.usage()});
         }
         let choices: Vec<Value> = merged.iter().map(|d| choice_json(d, token_ids)).collect();
         json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": choices, "usage": self.usage()})

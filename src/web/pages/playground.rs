@@ -28,8 +28,8 @@ pub fn PlaygroundPage() -> impl IntoView {
             temperature: field("temperature", &temperature.get())?,
             top_k: field("top-k", &top_k.get())?,
             top_p: field("top-p", &top_p.get())?,
-            repetition_penalty: 1.0,
             seed: field("seed", &seed.get())?,
+            ..SamplingParams::default()
         };
         let kv = match kv.get().as_str() {
             "sliding" => format!("sliding:{}", field::<usize>("window", &window.get())?),
