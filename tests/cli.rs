@@ -505,6 +505,7 @@ fn generate_takes_logit_bias_and_penalties() {
         (vec!["--logit-bias", "7=-101"], "-100 to 100"),
         (vec!["--frequency-penalty", "2.5"], "-2 to 2"),
         (vec!["--logit-bias", "7"], "ID=BIAS"),
+        (vec!["--num-beams", "2", "--logit-bias", "7=1"], "beam search ranks by log-probabilities"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_inferlab")).args([&args[..], &bad[..]].concat()).output().unwrap();
         assert!(!out.status.success(), "{bad:?}");

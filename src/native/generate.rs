@@ -141,6 +141,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     sampling.validate()?;
     let draft = args.draft.draft.as_deref().map(str::parse::<DraftSpec>).transpose()?;
+    if args.beam.num_beams.is_some() && (sampling.penalizes_generated() || !sampling.logit_bias.is_empty()) {
+        bail!(
+            "--presence-penalty, --frequency-penalty and --logit-bias shape sampling; beam search ranks by log-probabilities: leave them out with --num-beams"
+        );
+    }
     if (draft.is_some() || args.beam.num_beams.is_some()) && !args.stop.is_empty() {
         bail!("--stop applies to plain decoding; it cannot be combined with --draft or --num-beams");
     }

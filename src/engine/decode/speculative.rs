@@ -60,7 +60,7 @@ impl SpeculativeOptions {
         }
         if self.sampling.repetition_penalty != 1.0 || self.sampling.penalizes_generated() {
             return Err(EngineError::Request(
-                "a repetition, presence or frequency penalty changes p and q per drafted position; speculative decoding here supports temperature, top-k, top-p and logit_bias only".into(),
+                "a repetition penalty (or a presence or frequency penalty) changes p and q per drafted position; speculative decoding here supports temperature, top-k, top-p and logit_bias only".into(),
             ));
         }
         self.sampling.validate()
