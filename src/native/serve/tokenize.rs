@@ -20,9 +20,8 @@ struct TokenizeRequest {
     model: Option<String>,
     prompt: String,
     /// GPT-2's tokenizer adds none: accepted for vLLM's clients, no effect.
-    #[serde(default)]
-    #[allow(dead_code)]
-    add_special_tokens: Option<bool>,
+    #[serde(default, rename = "add_special_tokens")]
+    _add_special_tokens: Option<bool>,
     #[serde(default)]
     return_token_strs: bool,
 }
