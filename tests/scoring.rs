@@ -103,19 +103,23 @@ fn perplexity_command_prints_transformers_figure() {
     let golden = &scoring.perplexity[1];
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &scoring.text).unwrap();
-    let args = [
-        "perplexity",
-        "--model",
-        dir.to_str().unwrap(),
-        "--file",
-        file.path().to_str().unwrap(),
-        "--context",
-        &golden.context.to_string(),
-        "--stride",
-        &golden.stride.to_string(),
-        "--json",
-    ];
-    let out = Command::new(env!("CARGO_BIN_EXE_inferlab")).args(args).output().unwrap();
+    let perplexity = |context: &str, stride: &str| {
+        let file = file.path().to_str().unwrap();
+        let args = [
+            "perplexity",
+            "--model",
+            dir.to_str().unwrap(),
+            "--file",
+            file,
+            "--context",
+            context,
+            "--stride",
+            stride,
+            "--json",
+        ];
+        Command::new(env!("CARGO_BIN_EXE_inferlab")).args(args).output().unwrap()
+    };
+    let out = perplexity(&golden.context.to_string(), &golden.stride.to_string());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!((json["perplexity"].as_f64().unwrap() / golden.perplexity - 1.0).abs() <= 1e-4, "{json}");
@@ -123,20 +127,7 @@ fn perplexity_command_prints_transformers_figure() {
     assert_eq!(json["windows"], golden.windows);
     assert!(json["nll"].is_number());
     // Bad windows are a clear error.
-    let bad = Command::new(env!("CARGO_BIN_EXE_inferlab"))
-        .args([
-            "perplexity",
-            "--model",
-            dir.to_str().unwrap(),
-            "--file",
-            file.path().to_str().unwrap(),
-            "--context",
-            "64",
-            "--stride",
-            "65",
-        ])
-        .output()
-        .unwrap();
+    let bad = perplexity("64", "65");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("1 <= stride <= context"));
 }

@@ -8,11 +8,14 @@ use clap::Args;
 
 use super::hub::DEFAULT_HUB;
 use super::model_dir;
+use super::model_dir::LoadedModel;
 use crate::engine::batching::scheduler::{Policy, SchedulerConfig};
 use crate::engine::batching::sequence::Request;
 use crate::engine::batching::simulate::CostModel;
 use crate::engine::batching::workload::{Arrivals, Lengths, WorkloadSpec};
 use crate::engine::model::gpt2::Gpt2;
+use crate::engine::model::precision::Precision;
+use crate::engine::model::tokenizer::Tokenizer;
 
 /// Where the model comes from.
 #[derive(Args, Clone)]
@@ -24,6 +27,38 @@ pub struct ModelArgs {
     /// Base URL of the model hub.
     #[arg(long, env = "INFERLAB_HUB_URL", default_value = DEFAULT_HUB)]
     pub hub_url: String,
+}
+
+impl ModelArgs {
+    /// The model and its tokenizer on `device`, its weights held in `precision`.
+    pub fn load(&self, device: &Device, precision: Precision) -> Result<LoadedModel> {
+        let dir = model_dir::resolve(&self.model, &self.hub_url)?;
+        let mut loaded = model_dir::load(&dir, device)?;
+        loaded.model = precision.apply(loaded.model)?;
+        Ok(loaded)
+    }
+}
+
+/// A command's prompt, as text or as token ids.
+#[derive(Args, Clone)]
+pub struct PromptArgs {
+    /// Prompt text.
+    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// Prompt as comma-separated token ids, e.g. 464,2068,7586.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+}
+
+impl PromptArgs {
+    /// The prompt's token ids (text through `tokenizer`).
+    pub fn ids(&self, tokenizer: &Tokenizer) -> Result<Vec<u32>> {
+        match (&self.prompt, &self.prompt_ids) {
+            (Some(text), _) => Ok(tokenizer.encode(text)?),
+            (None, Some(ids)) => Ok(ids.clone()),
+            (None, None) => bail!("give --prompt or --prompt-ids"),
+        }
+    }
 }
 
 /// The model a benchmark runs: a real one, or a seeded random one of a published shape.

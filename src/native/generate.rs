@@ -11,7 +11,7 @@ use burn::tensor::Device;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::args::ModelArgs;
+use super::args::{ModelArgs, PromptArgs};
 use super::device::DeviceArg;
 use super::model_dir;
 use crate::engine::decode::beam::{BeamOptions, EarlyStopping, beam_search};
@@ -30,12 +30,8 @@ use crate::engine::model::tokenizer::Tokenizer;
 pub struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Prompt text.
-    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
-    prompt: Option<String>,
-    /// Prompt as comma-separated token ids, e.g. 464,2068,7586.
-    #[arg(long, value_delimiter = ',')]
-    prompt_ids: Option<Vec<u32>>,
+    #[command(flatten)]
+    prompt: PromptArgs,
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// 0 = greedy.
@@ -151,17 +147,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     args.device.check(args.precision)?;
     let device = args.device.init()?;
-    let dir = model_dir::resolve(&args.model.model, &args.model.hub_url)?;
-    let mut loaded = model_dir::load(&dir, &device)?;
-    loaded.model = args.precision.apply(loaded.model)?;
+    let loaded = args.model.load(&device, args.precision)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
     let config = &model.config;
 
-    let prompt = match (&args.prompt, &args.prompt_ids) {
-        (Some(text), _) => tokenizer.encode(text)?,
-        (None, Some(ids)) => ids.clone(),
-        (None, None) => bail!("give --prompt or --prompt-ids"),
-    };
+    let prompt = args.prompt.ids(tokenizer)?;
     sampling.check_vocab(config.vocab_size)?;
     if let Some(id) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
         bail!("prompt token id {id} is outside the vocabulary ({})", config.vocab_size);

@@ -8,9 +8,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::args::ModelArgs;
+use super::args::{ModelArgs, PromptArgs};
 use super::device::DeviceArg;
-use super::model_dir;
 use crate::engine::inspect::op_timer::{Clock, StepTiming};
 use crate::engine::inspect::{Inspection, TopTokens, inspect};
 use crate::engine::model::precision::Precision;
@@ -20,12 +19,8 @@ use crate::engine::model::tokenizer::Tokenizer;
 pub struct InspectArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Prompt text.
-    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
-    prompt: Option<String>,
-    /// Prompt as comma-separated token ids, e.g. 464,2068,7586.
-    #[arg(long, value_delimiter = ',')]
-    prompt_ids: Option<Vec<u32>>,
+    #[command(flatten)]
+    prompt: PromptArgs,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
     #[command(flatten)]
@@ -41,15 +36,9 @@ pub struct InspectArgs {
 pub fn run(args: InspectArgs) -> Result<()> {
     args.device.check(args.precision)?;
     let device = args.device.init()?;
-    let dir = model_dir::resolve(&args.model.model, &args.model.hub_url)?;
-    let mut loaded = model_dir::load(&dir, &device)?;
-    loaded.model = args.precision.apply(loaded.model)?;
+    let loaded = args.model.load(&device, args.precision)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
-    let prompt = match (&args.prompt, &args.prompt_ids) {
-        (Some(text), _) => tokenizer.encode(text)?,
-        (None, Some(ids)) => ids.clone(),
-        (None, None) => bail!("give --prompt or --prompt-ids"),
-    };
+    let prompt = args.prompt.ids(tokenizer)?;
     model.warm_up()?;
     let inspection = pollster::block_on(inspect(model, &prompt, Clock::Profile))?;
     if let Some(path) = &args.trace {

@@ -9,7 +9,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::ModelArgs;
 use super::device::DeviceArg;
-use super::model_dir;
 use crate::engine::decode::scoring::perplexity;
 use crate::engine::kv::KvMode;
 use crate::engine::model::precision::Precision;
@@ -46,9 +45,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     args.device.check(args.precision)?;
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let device = args.device.init()?;
-    let dir = model_dir::resolve(&args.model.model, &args.model.hub_url)?;
-    let mut loaded = model_dir::load(&dir, &device)?;
-    loaded.model = args.precision.apply(loaded.model)?;
+    let loaded = args.model.load(&device, args.precision)?;
     let ids = loaded.tokenizer.encode(&text)?;
     let context = args.context.unwrap_or(loaded.model.config.n_positions);
     let stride = args.stride.unwrap_or(context);
