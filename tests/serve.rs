@@ -280,6 +280,15 @@ fn echo_with_logprobs_scores_the_prompt_like_transformers() {
         let ours = token_logprobs[tf.prompt_ids.len() + j].as_f64().unwrap();
         assert!((ours - expected).abs() <= 1e-4, "continuation token {j}: {ours} vs transformers' {expected}");
     }
+    // Choices of one prompt share its scores (it is scored once).
+    let mut two = body.clone();
+    two["n"] = json!(2);
+    let (status, both) = server.post(&two);
+    assert_eq!(status, 200, "{both}");
+    assert_eq!(both["choices"].as_array().unwrap().len(), 2);
+    for choice in both["choices"].as_array().unwrap() {
+        assert_eq!(choice["logprobs"]["token_logprobs"], answer["choices"][0]["logprobs"]["token_logprobs"]);
+    }
     // Every prompt as a batch of token-id lists, one new token each (lm-eval's request): each
     // prompt position's score and top 5 against transformers', then the generated token's.
     let prompts: Vec<&common::PromptScores> =

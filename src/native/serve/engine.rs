@@ -131,6 +131,16 @@ pub fn spawn(
     Ok(Replica { inbox, gauges })
 }
 
+/// Runs engine work to its end on this thread; an error or a panic inside burn comes back as
+/// its message, so the work fails alone and the replica goes on.
+fn guarded<T>(work: impl Future<Output = crate::engine::error::Result<T>>) -> Result<T, String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| pollster::block_on(work))) {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(crate::native::panic_message(panic.as_ref())),
+    }
+}
+
 struct ReplicaLoop<'m> {
     model: &'m Gpt2,
     scheduler: Scheduler,
@@ -235,28 +245,23 @@ impl<'m> ReplicaLoop<'m> {
 
     fn admit(&mut self, job: Job) {
         let arrival_ms = job.received.saturating_duration_since(self.epoch).as_secs_f64() * 1000.0;
+        // The choices of one prompt come one after the other and share its scores.
+        let mut scored: Option<(Vec<u32>, Vec<Option<TokenLogprobs>>)> = None;
         for seq in job.seqs {
             let events = job.events.clone();
             // Scoring the prompt is one teacher-forced pass, run here like a prefill.
             if let Some(top) = seq.prompt_logprobs {
-                let scored = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    pollster::block_on(prompt_logprobs(self.model, &seq.request.prompt, top))
-                }));
-                let logprobs = match scored {
-                    Ok(Ok(logprobs)) => logprobs,
-                    Ok(Err(e)) => {
-                        self.not_scheduled(&events, seq.choice, Outcome::Failed(e.to_string()));
-                        continue;
-                    }
-                    Err(panic) => {
-                        let message = crate::native::panic_message(panic.as_ref());
-                        self.not_scheduled(
-                            &events,
-                            seq.choice,
-                            Outcome::Failed(format!("the engine failed: {message}")),
-                        );
-                        continue;
-                    }
+                let prompt = &seq.request.prompt;
+                let logprobs = match &scored {
+                    Some((same, logprobs)) if same == prompt => logprobs.clone(),
+                    _ => match guarded(prompt_logprobs(self.model, prompt, top)) {
+                        Ok(logprobs) => scored.insert((prompt.clone(), logprobs)).1.clone(),
+                        Err(message) => {
+                            let outcome = Outcome::Failed(format!("the engine failed: {message}"));
+                            self.not_scheduled(&events, seq.choice, outcome);
+                            continue;
+                        }
+                    },
                 };
                 let _ = events.send(Event::PromptLogprobs { choice: seq.choice, logprobs });
             }
@@ -334,12 +339,9 @@ impl<'m> ReplicaLoop<'m> {
             }
         }
         // A failing step (an error, or a panic inside burn) fails its own sequences only.
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| pollster::block_on(self.runner.run(&step, &self.scheduler))));
-        let sampled: Vec<Sampled> = match result {
-            Ok(Ok(sampled)) => sampled,
-            Ok(Err(e)) => return self.fail(&step, e.to_string()),
-            Err(panic) => return self.fail(&step, crate::native::panic_message(panic.as_ref())),
+        let sampled: Vec<Sampled> = match guarded(self.runner.run(&step, &self.scheduler)) {
+            Ok(sampled) => sampled,
+            Err(message) => return self.fail(&step, message),
         };
         histogram!("inferlab_step_seconds").record(started.elapsed().as_secs_f64());
         let tokens: Vec<u32> = sampled.iter().map(|s| s.token).collect();

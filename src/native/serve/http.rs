@@ -118,7 +118,7 @@ async fn complete(state: &AppState, body: &[u8], received: Instant, chat: bool) 
     if request.stream {
         return Ok(stream(answer, receiver, &request));
     }
-    let mut deltas = answer.echo(&request);
+    let mut deltas = answer.echo();
     while !answer.done() {
         let Some(event) = receiver.recv().await else { break };
         deltas.extend(answer.apply(event));
@@ -200,8 +200,7 @@ fn failure_error(answer: &Answer) -> Option<ApiError> {
 /// sees as a cancellation.
 fn stream(mut answer: Answer, events: UnboundedReceiver<Event>, request: &Completion) -> Response {
     let token_ids = request.return_token_ids;
-    let pending: VecDeque<String> =
-        answer.echo(request).iter().map(|d| answer.chunk(d, token_ids).to_string()).collect();
+    let pending: VecDeque<String> = answer.echo().iter().map(|d| answer.chunk(d, token_ids).to_string()).collect();
     let state = Streaming { answer, events, pending, finished: false, include_usage: request.include_usage, token_ids };
     let chunks = futures_util::stream::unfold(state, |mut s| async move {
         loop {

@@ -76,9 +76,9 @@ pub struct Answer {
     pub model: String,
     choices: Vec<Choice>,
     prompt_tokens: usize,
-    /// Each choice's prompt, for `echo`.
-    prompts: Vec<Vec<u32>>,
-    echo: bool,
+    /// The request's prompts if it asks for `echo` (choice `i` echoes prompt `i / n`), else none.
+    echoed_prompts: Vec<Vec<u32>>,
+    n: usize,
     logprobs: Option<usize>,
     tokenizer: Arc<Tokenizer>,
     received: Instant,
@@ -120,8 +120,8 @@ impl Answer {
             model,
             choices,
             prompt_tokens: request.prompts.iter().map(Vec::len).sum(),
-            prompts: (0..request.prompts.len() * request.n).map(|i| request.prompts[i / request.n].clone()).collect(),
-            echo: request.echo,
+            echoed_prompts: if request.echo { request.prompts.clone() } else { vec![] },
+            n: request.n,
             logprobs: request.logprobs,
             tokenizer,
             received,
@@ -133,8 +133,8 @@ impl Answer {
     /// The echoed prompt of every choice (its first delta, before any token), when `echo` is
     /// asked without `logprobs`; with them it comes with the prompt's scores
     /// ([`Event::PromptLogprobs`]).
-    pub fn echo(&mut self, request: &Completion) -> Vec<ChoiceDelta> {
-        if !request.echo || request.logprobs.is_some() {
+    pub fn echo(&mut self) -> Vec<ChoiceDelta> {
+        if self.echoed_prompts.is_empty() || self.logprobs.is_some() {
             return vec![];
         }
         (0..self.choices.len()).map(|index| self.echoed(index, None)).collect()
@@ -142,7 +142,7 @@ impl Answer {
 
     /// Choice `index`'s prompt as its first delta, with its tokens' scores if given.
     fn echoed(&mut self, index: usize, scores: Option<Vec<Option<TokenLogprobs>>>) -> ChoiceDelta {
-        let prompt = &self.prompts[index];
+        let prompt = &self.echoed_prompts[index / self.n];
         let text = self.tokenizer.decode(prompt).unwrap_or_default();
         let logprobs = scores.map(|scores| {
             let mut all = Logprobs::default();
@@ -171,7 +171,8 @@ impl Answer {
         let now = Instant::now();
         match event {
             Event::PromptLogprobs { choice, logprobs } => {
-                (self.echo && choice < self.choices.len()).then(|| self.echoed(choice, Some(logprobs)))
+                let echoed = !self.echoed_prompts.is_empty() && choice < self.choices.len();
+                echoed.then(|| self.echoed(choice, Some(logprobs)))
             }
             Event::Token { choice: index, token, logprobs } => {
                 let choice = self.choices.get_mut(index)?;
