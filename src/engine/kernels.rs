@@ -7,6 +7,7 @@
 //!   Decode's few rows go through the linear layers and the head by row dots
 //!   (`kernels/row_dots_wgsl.rs`) instead of a tiled matmul.
 //! - **CPU kernels** on burn's flex device: few-query attention (`kernels/cpu_attention.rs`),
+//!   the paged cache's attention through its block tables (`kernels/cpu_paged_attention.rs`),
 //!   row dots for the model's linear layers and head (`kernels/row_dots.rs`), and the MLP's
 //!   GELU in one pass (`kernels/cpu_gelu.rs`).
 //! - **Tensor-op twins**, used on every other device (CUDA), with the kernels off, and as the
@@ -23,6 +24,7 @@ use burn::tensor::{DType, Device, Tensor};
 
 pub mod cpu_attention;
 pub mod cpu_gelu;
+pub mod cpu_paged_attention;
 #[cfg(not(target_arch = "wasm32"))]
 mod cpu_team;
 pub mod held_bytes;

@@ -80,18 +80,36 @@ impl Job<'_> {
             for (query, out) in out.chunks_exact_mut(d).enumerate() {
                 let qv = &self.q[(bh * t + query) * d..][..d];
                 let bias = &self.bias[(row * t + query) * keys_seen..][..keys_seen];
-                for (key, (w, b)) in weights.iter_mut().zip(bias).enumerate() {
-                    *w = row_dots::dot(keys.row(row, head, key), qv) * self.scale + b;
-                }
-                let max = weights.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
-                weights.iter_mut().for_each(|w| *w = (*w - max).exp());
-                let total: f32 = weights.iter().sum();
-                for (key, w) in weights.iter().enumerate() {
-                    row_dots::add_scaled(out, w / total, values.row(row, head, key));
-                }
+                let key = |key| keys.row(row, head, key);
+                let value = |key| values.row(row, head, key);
+                attend_query(qv, key, value, |key| bias[key], self.scale, &mut weights, out);
             }
         });
         out
+    }
+}
+
+/// One query's attention over `weights.len()` keys, written to `out` (zeroed):
+/// `softmax(q·kᵢ·scale + biasᵢ)·v`, with `key(i)` / `value(i)` the rows of key `i`. Shared by
+/// the contiguous cache's kernel and the paged one, which differ only in where rows live.
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) fn attend_query<'a, E: Weight + 'a>(
+    q: &[f32],
+    key: impl Fn(usize) -> &'a [E],
+    value: impl Fn(usize) -> &'a [E],
+    bias: impl Fn(usize) -> f32,
+    scale: f32,
+    weights: &mut [f32],
+    out: &mut [f32],
+) {
+    for (i, w) in weights.iter_mut().enumerate() {
+        *w = row_dots::dot(key(i), q) * scale + bias(i);
+    }
+    let max = weights.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
+    weights.iter_mut().for_each(|w| *w = (*w - max).exp());
+    let total: f32 = weights.iter().sum();
+    for (i, w) in weights.iter().enumerate() {
+        row_dots::add_scaled(out, w / total, value(i));
     }
 }
 

@@ -1,14 +1,18 @@
 //! The paged cache's two operations, as the rest of `kernels`: WGSL on the wgpu device
 //! (`shaders/kv_append_paged.wgsl`, `shaders/attention_paged.wgsl`: read and write through the
-//! block tables), and tensor-op twins everywhere else and as the kernels' oracles (a row
-//! scatter into the pool; a gather of each sequence's keys into a padded batch, attended with
-//! the position-masked attention of the contiguous cache).
+//! block tables), the CPU's attention through the block tables (`cpu_paged_attention.rs`), and
+//! tensor-op twins everywhere else and as the kernels' oracles (a row scatter into the pool; a
+//! gather of each sequence's keys into a padded batch, attended with the position-masked
+//! attention of the contiguous cache).
 
 use burn::backend::wgpu::CubeBackend;
 use burn::tensor::{IndexingUpdateOp, Tensor};
 
 use super::wgsl::{WgslKernel, f32_tensor, grid, to_cube};
-use super::{APPEND_WORKGROUP, KernelPath, attention as padded_attention, decode_workgroup, kv_values, packed};
+use super::{
+    APPEND_WORKGROUP, KernelPath, attention as padded_attention, cpu_paged_attention, decode_workgroup, kv_values,
+    packed,
+};
 use crate::engine::kv::paged::PagedPlan;
 use crate::engine::step_uploads::words;
 
@@ -47,6 +51,8 @@ pub fn attention(
     let head_dim = q.dims()[1] / heads;
     match path {
         KernelPath::Wgsl if head_dim.is_multiple_of(4) => attention_wgsl(q, pool_k, pool_v, plan, heads, scale),
+        KernelPath::Cpu => cpu_paged_attention::attention(&q, &pool_k, &pool_v, plan, heads, scale)
+            .unwrap_or_else(|| attention_gathered(q, pool_k, pool_v, plan, heads, scale, path)),
         _ => attention_gathered(q, pool_k, pool_v, plan, heads, scale, path),
     }
 }

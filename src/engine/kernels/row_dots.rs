@@ -1,6 +1,6 @@
-//! A few rows against a row-major matrix on the CPU: `out[r][j] = h[r] · table[j]`, one pass
-//! over the matrix's rows, shared out to the CPU team's threads (`cpu_team.rs`). Decode steps
-//! are made of these: the output head (`wte`, 154 MB in f32: `logits[v] = wte[v] · h`) and
+//! Rows against a row-major matrix on the CPU: `out[r][j] = h[r] · table[j]`, one pass over
+//! the matrix's rows, shared out to the CPU team's threads (`cpu_team.rs`). Steps are made of
+//! these: the output head (`wte`, 154 MB in f32: `logits[v] = wte[v] · h`) and
 //! every linear layer (`x @ W` = rows of `Wᵀ · x`, with `Wᵀ` laid out once at load), each
 //! reading its whole weight once per step however many rows (sequences, or speculative
 //! positions) it carries.
@@ -10,14 +10,16 @@
 //! book's benchmarks chapter has the figures). Here each
 //! weight row is read once from memory and met by every input row while it sits in L1 (four
 //! input rows at a time, against two weight rows, from batch 4 up), so a batch of 8 costs the
-//! memory traffic of one row plus the arithmetic. On x86-64 with AVX2, FMA and F16C (checked
-//! at run time) the loops are fused 8-lane multiply-adds.
+//! memory traffic of one row plus the arithmetic. A prompt's many rows take the same path, a
+//! piece of the table at a time held in L2 while the rows sweep past it sixteen at a time:
+//! that beat the gemm on prefill too, and a compact table is widened in registers rather than
+//! whole per call. On x86-64 with AVX2, FMA and F16C (checked at run time) the loops are fused
+//! 8-lane multiply-adds.
 //!
 //! Tables are f32 tensors, or compact ([`CompactTable`]): f16 (`--dtype f16`), half the bytes to
 //! stream per step, or int8 with a scale per row (`--dtype int8`), a quarter; either widened to
-//! f32 in registers and summed in f32. Its tensor-op twins are
-//! the matmuls in `vocab_table.rs` and `gpt2.rs`, used on every other device and row count,
-//! and as its test oracle.
+//! f32 in registers and summed in f32. Its tensor-op twins are the matmuls in `vocab_table.rs`
+//! and `gpt2.rs`, used on every other device, with the kernels off, and as its test oracle.
 
 use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -26,9 +28,9 @@ use half::slice::HalfFloatSliceExt;
 
 use super::held_bytes::{HeldBytes, bytes_of};
 
-/// Most input rows the kernel takes; more (a prompt's prefill) are the gemm's job, whose
-/// packed micro-kernels win once there is enough arithmetic per weight.
-pub const MAX_ROWS: usize = 16;
+/// Input rows that meet a piece of the table in one sweep: a decode batch in one, a prompt's
+/// rows sixteen at a time, so that they sit in L1 while the piece sits in L2.
+const SWEEP_ROWS: usize = 16;
 
 /// Whether `device` is the CPU, where the kernel runs (GPUs run the twins).
 pub fn runs_on(device: &Device) -> bool {
@@ -145,7 +147,7 @@ pub fn to_int8(v: f32, scale: f32) -> i8 {
     (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8
 }
 
-/// `h · tableᵀ`, `[m, rows]`, for `h` of 1 to [`MAX_ROWS`] rows against a `[rows, k]` table
+/// `h · tableᵀ`, `[m, rows]`, for `h` of any rows against a `[rows, k]` table
 /// on the CPU device; None where the twin must run (another device, more rows, a strided view).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn rows_times_table(h: &Tensor<2>, table: &Tensor<2>) -> Option<Tensor<2>> {
@@ -175,7 +177,7 @@ fn rows_times<E: Weight>(h: &Tensor<2>, t: &[E], scales: Option<&[f32]>, rows: u
     const ROWS_PER_PIECE: usize = 64;
 
     let [m, k2] = h.dims();
-    if k != k2 || k == 0 || !(1..=MAX_ROWS).contains(&m) {
+    if k != k2 || k == 0 || m == 0 {
         return None;
     }
     let hf = h.clone().try_into_primitive::<burn::backend::flex::Flex>().ok()?;
@@ -189,7 +191,22 @@ fn rows_times<E: Weight>(h: &Tensor<2>, t: &[E], scales: Option<&[f32]>, rows: u
     let mut by_row = vec![0f32; rows * m];
     cpu_team::for_each_chunk(&mut by_row, per_piece * m, |piece, block| {
         let first = piece * per_piece;
-        dots(&t[first * k..][..block.len() / m * k], x, k, block);
+        let table = &t[first * k..][..block.len() / m * k];
+        if m <= SWEEP_ROWS {
+            dots(table, x, k, block);
+        } else {
+            // The piece's table rows stay in L2 while the input rows pass by SWEEP_ROWS at a
+            // time (in L1); all of a prompt's rows at once would stream them from L3 per pair.
+            let mut sums = vec![0f32; block.len() / m * SWEEP_ROWS];
+            for (sweep, xs) in x.chunks(SWEEP_ROWS * k).enumerate() {
+                let n = xs.len() / k;
+                let sums = &mut sums[..block.len() / m * n];
+                dots(table, xs, k, sums);
+                for (line, sums) in block.chunks_exact_mut(m).zip(sums.chunks_exact(n)) {
+                    line[sweep * SWEEP_ROWS..][..n].copy_from_slice(sums);
+                }
+            }
+        }
         if let Some(scales) = scales {
             block
                 .chunks_exact_mut(m)
@@ -534,9 +551,10 @@ mod tests {
         );
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
         let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
-        // One row, a group of four, four and three ones, three fours and one, the most (from
-        // four rows up, table rows in pairs; 1037 rows leave one for the single-row blocks).
-        for m in [1, 4, 7, 13, MAX_ROWS] {
+        // One row, a group of four, four and three ones, three fours and one, one sweep's
+        // worth, a prompt's in sweeps with a part-full last one (from four rows up, table rows
+        // in pairs; 1037 rows leave one for the single-row blocks).
+        for m in [1, 4, 7, 13, SWEEP_ROWS, 2 * SWEEP_ROWS + 5] {
             let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.05).sin() - 0.3).collect();
             let h = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
             let want = read(h.clone().matmul(table.clone().transpose()));
@@ -582,8 +600,7 @@ mod tests {
             assert_eq!(&picked[..k], &read(compact.to_tensor(&device).slice([5..6, 0..k]))[..]);
             assert_eq!(picked[..k], picked[2 * k..]);
         }
-        // Too many rows, or a transposed view: the twin's job.
-        assert!(rows_times_table(&Tensor::<2>::ones([MAX_ROWS + 1, k], &device), &table).is_none());
+        // A transposed view: the twin's job.
         assert!(rows_times_table(&Tensor::<2>::ones([1, rows], &device), &table.clone().transpose()).is_none());
     }
 }

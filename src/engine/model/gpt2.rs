@@ -45,12 +45,12 @@ struct Dense {
 /// How a linear layer's weight is held.
 enum DenseWeight {
     /// `W` (`[in, out]`) for the matmul and, on the CPU, `Wᵀ` (`[out, in]`, rows contiguous)
-    /// for steps of few rows (decode): the row-dots kernel streams it once per step on every
-    /// thread (`kernels/row_dots.rs`). That doubles the blocks' weights in memory on the CPU;
+    /// for the row-dots kernel, which streams it once per step on every thread
+    /// (`kernels/row_dots.rs`); `W` is then the twin's (kernels off). That doubles the blocks' weights in memory on the CPU;
     /// GPUs keep `W` only.
     F32 { w: Tensor<2>, wt: Option<Tensor<2>> },
-    /// `Wᵀ` in f16 or int8 only (CPU, [`Gpt2::into_weight_dtype`]): the kernel reads it for
-    /// few rows, the matmul gets it widened per call.
+    /// `Wᵀ` in f16 or int8 only (CPU, [`Gpt2::into_weight_dtype`]): the kernel reads it, the
+    /// matmul (kernels off) gets it widened per call.
     Compact(CompactTable),
     /// `W` in f16 or int8 on the wgpu device, in packed words ([`Packed`]): the WGSL row dots
     /// read it for few rows, kernels on or off (nothing else reads it); longer steps get it
@@ -107,7 +107,7 @@ impl DenseWeight {
 }
 
 impl Dense {
-    /// `x @ W + b`; few-row steps take the row-dots kernel of the CPU or of WGSL.
+    /// `x @ W + b`; the CPU's row-dots kernel, or few-row steps the WGSL one.
     fn forward(&self, x: Tensor<2>, path: KernelPath) -> Tensor<2> {
         let cpu = path == KernelPath::Cpu;
         let y = match &self.weight {

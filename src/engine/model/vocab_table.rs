@@ -96,8 +96,8 @@ impl VocabTable {
             .expect("a vocabulary has at least one row")
     }
 
-    /// `h @ tableᵀ`: `[n, width]` → `[n, vocab]` logits. On the CPU, decode's few rows take
-    /// the row-dots kernel, which streams the table once; `h @ tableᵀ` makes the gemm repack
+    /// `h @ tableᵀ`: `[n, width]` → `[n, vocab]` logits. On the CPU, rows take the row-dots
+    /// kernel, which streams the table once; `h @ tableᵀ` makes the gemm repack
     /// all of it per call (on burn's flex device a second row costs almost as much as the first). On wgpu
     /// they take the WGSL row dots, all chunks into one output.
     pub fn project(&self, h: Tensor<2>, path: KernelPath) -> Tensor<2> {
