@@ -100,7 +100,7 @@ pub struct SchedulerArgs {
     #[arg(long, default_value_t = 50.0)]
     pub max_wait_ms: f64,
     /// Tokens per KV block.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = crate::engine::kv::DEFAULT_BLOCK_SIZE)]
     pub block_size: usize,
     /// Blocks in the KV pool [default: room for max-batch of the longest request].
     #[arg(long)]

@@ -17,7 +17,7 @@ pub struct StepArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
     /// Tokens per KV block.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = crate::engine::kv::DEFAULT_BLOCK_SIZE)]
     block_size: usize,
     /// A smaller grid with one timed run per shape.
     #[arg(long)]
