@@ -7,14 +7,14 @@
 //!
 //! burn's flex device runs them through its gemm: single-threaded below 192³ multiply-adds
 //! (every block layer at batch 1), and well short of the memory's bandwidth even threaded (the
-//! book's benchmarks chapter has the figures). Here each
-//! weight row is read once from memory and met by every input row while it sits in L1 (four
-//! input rows at a time, against two weight rows, from batch 4 up), so a batch of 8 costs the
-//! memory traffic of one row plus the arithmetic. A prompt's many rows take the same path, a
-//! piece of the table at a time held in L2 while the rows sweep past it sixteen at a time:
-//! that beat the gemm on prefill too, and a compact table is widened in registers rather than
-//! whole per call. On x86-64 with AVX2, FMA and F16C (checked at run time) the loops are fused
-//! 8-lane multiply-adds.
+//! book's benchmarks chapter has the figures). Here each weight row is read once from memory
+//! and met by every input row while it sits in L1 (four input rows at a time, against two
+//! weight rows from batch 4 up, three from batch 8), so a batch of 8 costs the memory traffic
+//! of one row plus the arithmetic. A prompt's many rows take the same path, a piece of the
+//! table at a time held in L2 while the rows sweep past it sixteen at a time: that beat the
+//! gemm on prefill too, and a compact table is widened in registers rather than whole per
+//! call. On x86-64 with AVX2, FMA and F16C (checked at run time) the loops are fused 8-lane
+//! multiply-adds.
 //!
 //! Tables are f32 tensors, or compact ([`CompactTable`]): f16 (`--dtype f16`), half the bytes to
 //! stream per step, or int8 with a scale per row (`--dtype int8`), a quarter; either widened to
@@ -349,9 +349,15 @@ trait Group {
 fn dots_by<E: Weight, G: Group>(table: &[E], x: &[f32], k: usize, out: &mut [f32]) {
     let m = x.len() / k;
     // Below four rows the table is read from memory faster one row at a time: two rows at
-    // once made the head slower at batch 1.
-    let pairs = if m >= 4 { in_blocks::<E, G, 2>(table, x, k, out) } else { 0 };
-    in_blocks::<E, G, 1>(&table[pairs * k..], x, k, &mut out[pairs * m..]);
+    // once made the head slower at batch 1. From eight rows up the arithmetic sets the pace:
+    // three table rows against four inputs (twelve sums, seven loads) keep more multiply-adds
+    // per load than two.
+    let blocked = match m {
+        8.. => in_blocks::<E, G, 3>(table, x, k, out),
+        4.. => in_blocks::<E, G, 2>(table, x, k, out),
+        _ => 0,
+    };
+    in_blocks::<E, G, 1>(&table[blocked * k..], x, k, &mut out[blocked * m..]);
 }
 
 /// As many whole blocks of `T` table rows as there are, each against every row of `x`
@@ -552,8 +558,8 @@ mod tests {
         let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
         let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
         // One row, a group of four, four and three ones, three fours and one, one sweep's
-        // worth, a prompt's in sweeps with a part-full last one (from four rows up, table rows
-        // in pairs; 1037 rows leave one for the single-row blocks).
+        // worth, a prompt's in sweeps with a part-full last one (table rows in pairs from four
+        // rows up, in threes from eight; 1037 rows leave some for the single-row blocks).
         for m in [1, 4, 7, 13, SWEEP_ROWS, 2 * SWEEP_ROWS + 5] {
             let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.05).sin() - 0.3).collect();
             let h = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
