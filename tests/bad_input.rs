@@ -190,6 +190,14 @@ fn absurd_parameters() {
         &inferlab(&["bench", "decode", "--random", "gpt2", "--device", "cuda", "--dtype", "int8"]),
         &["int8", "CUDA keeps f32"],
     );
+    // CUDA asked of a build without it: said, and where no NVIDIA driver is installed (as on
+    // CI), said too, with what to use instead (the CUDA build's own probe:
+    // scripts/check_cuda_no_driver.sh).
+    let driver = ["/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1", "/usr/lib/libcuda.so.1"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    let instead = if driver { "--features cuda" } else { "no NVIDIA driver" };
+    assert_fails(&generate(&tiny(), &["--prompt", "hi", "--device", "cuda"]), &["built without CUDA", instead]);
     assert_fails(
         &generate(&tiny(), &["--prompt", "hi", "--dtype", "int4"]),
         &["--dtype", "unknown weight dtype \"int4\"; use f32, f16 or int8"],

@@ -118,12 +118,54 @@ pub fn rayon_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// What a user without a usable NVIDIA driver is told to do instead.
+const NO_DRIVER_HELP: &str = "install the NVIDIA driver (it provides libcuda), or use --device wgpu or --device cpu";
+
 #[cfg(feature = "cuda")]
 fn cuda(index: usize) -> Result<Device> {
+    // burn's CUDA runtime loads the driver on a thread of its own and panics there if it
+    // cannot: ask the driver first.
+    if let Some(problem) = cuda_driver_problem(index) {
+        bail!("--device cuda:{index}: {problem}; {NO_DRIVER_HELP}");
+    }
     Ok(Device::cuda(index))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_index: usize) -> Result<Device> {
-    anyhow::bail!("this inferlab was built without CUDA; rebuild with `cargo build --release --features cuda`")
+fn cuda(index: usize) -> Result<Device> {
+    match cuda_driver_problem(index) {
+        Some(problem) => bail!("this inferlab was built without CUDA, and {problem}; {NO_DRIVER_HELP}"),
+        None => bail!("this inferlab was built without CUDA; rebuild with `cargo build --release --features cuda`"),
+    }
+}
+
+/// Why the NVIDIA driver cannot run CUDA device `index` (None if it can), asked of the
+/// driver's own library: found, started (`cuInit`), and holding that many devices.
+fn cuda_driver_problem(index: usize) -> Option<String> {
+    const LIBRARIES: &[&str] = if cfg!(windows) { &["nvcuda.dll"] } else { &["libcuda.so.1", "libcuda.so"] };
+    type Init = unsafe extern "C" fn(u32) -> i32;
+    type Count = unsafe extern "C" fn(*mut i32) -> i32;
+    // SAFETY: loading the driver runs its initialisers, which is what using CUDA does anyway.
+    let Some(driver) = LIBRARIES.iter().find_map(|name| unsafe { libloading::Library::new(name) }.ok()) else {
+        return Some(format!("this machine has no NVIDIA driver ({} not found)", LIBRARIES.join(" or ")));
+    };
+    // SAFETY: `cuInit` and `cuDeviceGetCount` have these signatures in every CUDA driver API
+    // version (an unsigned flags word; an out-pointer to an int), and both return a CUresult.
+    unsafe {
+        let (Ok(init), Ok(count)) = (driver.get::<Init>(b"cuInit\0"), driver.get::<Count>(b"cuDeviceGetCount\0"))
+        else {
+            return Some("the NVIDIA driver library lacks cuInit / cuDeviceGetCount".into());
+        };
+        match init(0) {
+            0 => {}
+            // CUDA_ERROR_NO_DEVICE
+            100 => return Some("the NVIDIA driver sees no GPU".into()),
+            code => return Some(format!("the NVIDIA driver did not start (cuInit error {code})")),
+        }
+        let mut devices = 0;
+        if count(&mut devices) != 0 || index >= devices.max(0) as usize {
+            return Some(format!("the NVIDIA driver sees {devices} GPU(s), so there is no cuda:{index}"));
+        }
+    }
+    None
 }
