@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU decode speed side by side, in one run, on the very same weights: inferlab
 # (`bench decode`, burn's flex device, f32, f16 and int8 weights), HF transformers
-# (scripts/hf_decode_bench.py) and llama.cpp (llama-cpp-python, GGUF f32, f16 and q8_0 made by
+# (scripts/hf_decode_bench.py) and llama.cpp (llama-cpp-python's C API, batched, GGUF f32, f16 and q8_0 made by
 # the converter in llama.cpp's source). The ratio column is to inferlab in f32.
 # Greedy decoding with each one's KV cache, warm-up excluded, the same threads for all.
 # Prints every run's JSON, then one table (tok/s over all rows, ratio to inferlab) and writes
@@ -9,6 +9,7 @@
 #
 #   scripts/compare_cpu.sh                       # gpt2's shape, prompt 8, 64 new tokens, batch 1 and 8, 2 threads
 #   SHAPE=distilgpt2 BATCHES="1 4 8" scripts/compare_cpu.sh
+#   PROMPT=512 NEW=4 scripts/compare_cpu.sh      # TTFT (prefill) of a long prompt side by side
 #
 # Needs a built inferlab ($INFERLAB_BIN, default cargo's debug binary: the dev profile
 # optimises dependencies) and a Python with torch and transformers ($HF_PYTHON), into which
@@ -62,11 +63,9 @@ for batch in $BATCHES; do
   "$BIN" bench decode --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --device cpu --dtype f16 --json >"$OUT/inferlab-f16-b$batch.json"
   "$BIN" bench decode --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --device cpu --dtype int8 --json >"$OUT/inferlab-int8-b$batch.json"
   "$HF_PYTHON" scripts/hf_decode_bench.py --model "$model" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" >"$OUT/hf-b$batch.json"
-  if [ "$batch" = 1 ]; then
-    for type in f32 f16 q8_0; do
-      "$HF_PYTHON" scripts/llama_decode_bench.py --gguf "$WORK/$SHAPE-$type.gguf" --threads "$THREADS" --prompt-tokens "$PROMPT" --new-tokens "$NEW" >"$OUT/llama-$type-b1.json"
-    done
-  fi
+  for type in f32 f16 q8_0; do
+    "$HF_PYTHON" scripts/llama_decode_bench.py --gguf "$WORK/$SHAPE-$type.gguf" --threads "$THREADS" --batch "$batch" --prompt-tokens "$PROMPT" --new-tokens "$NEW" >"$OUT/llama-$type-b$batch.json"
+  done
 done
 
 "$HF_PYTHON" - "$OUT" "$SHAPE" "$THREADS" <<'PY'
