@@ -126,7 +126,7 @@ fn cuda(index: usize) -> Result<Device> {
     // burn's CUDA runtime loads the driver on a thread of its own and panics there if it
     // cannot: ask the driver first.
     if let Some(problem) = cuda_driver_problem(index) {
-        bail!("--device cuda:{index}: {problem}; {NO_DRIVER_HELP}");
+        bail!("{problem}; {NO_DRIVER_HELP}");
     }
     Ok(Device::cuda(index))
 }
