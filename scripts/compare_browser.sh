@@ -16,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODEL=${MODEL:-gpt2-tiny}
-# ENGINES=inferlab: our app alone (no ONNX export); scripts/largest_in_tab.sh uses it.
+# ENGINES=inferlab: our app alone (no ONNX export); scripts/largest_in_tab.sh uses it. inferlab-twins:
+# the app with its WGSL kernels off (`?kernels=off`), to measure what they buy on SwiftShader.
 ENGINES=${ENGINES:-inferlab,transformers.js}
 # WEIGHTS=f16 or int8: inferlab's weights converted as they load (half or a quarter of the GPU memory).
 WEIGHTS=${WEIGHTS:-f32}

@@ -13,7 +13,7 @@ use common::{fixtures_root, golden, model_dirs};
 use inferlab::engine::decode::sampling::SamplingParams;
 use inferlab::engine::kv::KvMode;
 use inferlab::engine::model::weight_dtype::WeightDtype;
-use inferlab::session::protocol::{FromEngine, ModelSource, Run, ToEngine};
+use inferlab::session::protocol::{FromEngine, ModelInfo, ModelSource, Run, ToEngine};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -144,7 +144,8 @@ fn error(socket: &mut Socket) -> String {
     }
 }
 
-fn load_folder(socket: &mut Socket, dir: &std::path::Path) {
+/// Loads a fixture folder; returns what `Loaded` says of it.
+fn load_folder(socket: &mut Socket, dir: &std::path::Path) -> ModelInfo {
     send(
         socket,
         &ToEngine::Load(ModelSource::Hub {
@@ -154,7 +155,10 @@ fn load_folder(socket: &mut Socket, dir: &std::path::Path) {
             kv_f16: false,
         }),
     );
-    until(socket, |m| matches!(m, FromEngine::Loaded { .. }));
+    match until(socket, |m| matches!(m, FromEngine::Loaded { .. })).pop() {
+        Some(FromEngine::Loaded { info, .. }) => info,
+        other => panic!("expected Loaded, got {other:?}"),
+    }
 }
 
 /// A greedy generation as the Playground (or the KV page, without a cache) asks for it.
@@ -203,6 +207,19 @@ fn greedy_over_the_socket_equals_the_goldens_with_and_without_the_cache() {
         let (_, ids, _) = generate(&mut socket, Run::WithoutCache, &first.text, 8, "none");
         assert_eq!(ids, first.greedy_no_cache.new_ids[..8], "{}: without the cache", dir.display());
     }
+}
+
+#[test]
+fn kernels_off_applies_to_the_next_load_and_keeps_hf_greedy() {
+    let app = App::start();
+    let mut socket = app.connect();
+    let dir = &model_dirs()[0];
+    assert!(load_folder(&mut socket, dir).kernels, "kernels on by default");
+    send(&mut socket, &ToEngine::SetKernels(false));
+    assert!(!load_folder(&mut socket, dir).kernels, "the load after SetKernels(false) runs the twins");
+    let prompt = &golden(dir).prompts[0];
+    let (_, ids, _) = generate(&mut socket, Run::WithCache, &prompt.text, prompt.greedy.new_ids.len(), "contiguous");
+    assert_eq!(ids, prompt.greedy.new_ids, "the twins decode HF's greedy ids");
 }
 
 #[test]

@@ -8,11 +8,13 @@
 // first token). Both engines' ids must equal each other's and the fixture's HF greedy ids. After
 // load it reads the resident memory of chromium's GPU process (the weights, in SwiftShader) and
 // of the tab, and their peaks during the load (sampled every 200 ms), and for inferlab its worker's
-// wasm memory (the page shows it). COMPARE_ENGINES=inferlab runs inferlab alone (scripts/largest_in_tab.sh).
+// wasm memory (the page shows it). COMPARE_ENGINES=inferlab runs inferlab alone (scripts/largest_in_tab.sh);
+// the engine inferlab-twins is the app with its WGSL kernels off (`?kernels=off`, tensor ops only),
+// to measure what the kernels buy on this adapter.
 //
 //   node compare_browser.mjs   (env: INFERLAB_DIST, COMPARE_MODELS=dir with <model>/{…, onnx/model.onnx},
 //                               COMPARE_MODEL=gpt2-tiny, COMPARE_ROUNDS=3, COMPARE_NEW_TOKENS=24,
-//                               COMPARE_ENGINES=inferlab,transformers.js, COMPARE_WEIGHTS=f32|f16|int8, COMPARE_TIMEOUT_S=600,
+//                               COMPARE_ENGINES=inferlab,transformers.js[,inferlab-twins], COMPARE_WEIGHTS=f32|f16|int8, COMPARE_TIMEOUT_S=600,
 //                               COMPARE_JSON=out.json, CHROMIUM)
 import { chromium } from 'playwright-core';
 import { createServer } from 'node:http';
@@ -102,10 +104,11 @@ function samplePeakRss() {
 
 const testid = (id) => `[data-testid="${id}"]`;
 
-/** inferlab: the Playground page, its own figures (the worker's step times). */
-async function runInferlab(page) {
+/** inferlab: the Playground page, its own figures (the worker's step times); `kernels` off: the
+ * tensor-op twins. */
+async function runInferlab(page, kernels = 'on') {
   const peak = samplePeakRss();
-  await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${model}&page=playground&weights=${weights}`);
+  await page.goto(`${app.url}/?hub=${encodeURIComponent(hub.url)}&model=${model}&page=playground&weights=${weights}&kernels=${kernels}`);
   const load_ms = await page.waitForFunction(() => {
     const s = document.querySelector('[data-testid="model-status"]')?.textContent ?? '';
     if (s.startsWith('failed')) throw new Error(s);
@@ -155,15 +158,15 @@ async function runTransformersJs(page) {
   return { load_ms, peak_mb, rss_mb, rss_after_mb: chromiumRssMb(), cold, warm };
 }
 
-const engines = { inferlab: runInferlab, 'transformers.js': runTransformersJs };
-const runs = { inferlab: [], 'transformers.js': [] };
+const engines = { inferlab: runInferlab, 'inferlab-twins': (page) => runInferlab(page, 'off'), 'transformers.js': runTransformersJs };
+const runs = Object.fromEntries(Object.keys(engines).map((name) => [name, []]));
 for (let round = 0; round < rounds; round++) {
   const order = round % 2 === 0 ? engineNames : [...engineNames].reverse();
   for (const name of order) {
     const { close, page, log } = await browser();
     try {
       const result = await engines[name](page);
-      const want = prompt.greedy?.new_ids ?? (runs.inferlab[0] ?? runs['transformers.js'][0])?.warm.ids ?? result.warm.ids;
+      const want = prompt.greedy?.new_ids ?? Object.values(runs).flat()[0]?.warm.ids ?? result.warm.ids;
       for (const g of [result.cold, result.warm]) {
         const n = Math.min(g.ids.length, want.length);
         if (JSON.stringify(g.ids.slice(0, n)) !== JSON.stringify(want.slice(0, n))) {
@@ -198,11 +201,18 @@ const summary = (rs) => ({
 });
 const ours = runs.inferlab.length ? summary(runs.inferlab) : null;
 const theirs = runs['transformers.js'].length ? summary(runs['transformers.js']) : null;
+const twins = runs['inferlab-twins'].length ? summary(runs['inferlab-twins']) : null;
 const report = {
   model, weights, prompt: prompt.text, prompt_tokens: prompt.input_ids.length, new_tokens: maxNew, rounds,
   browser: 'headless chromium (WebGPU on SwiftShader)',
   ...(ours && { inferlab: { ...ours, runs: runs.inferlab } }),
   ...(theirs && { transformers_js: { ...theirs, runs: runs['transformers.js'] } }),
+  ...(twins && { inferlab_twins: { ...twins, runs: runs['inferlab-twins'] } }),
+  // What the WGSL kernels buy on this adapter: on over off, > 1 = the kernels are faster.
+  ...(ours && twins && {
+    kernels_decode_speedup: ours.decode_tokens_per_s / twins.decode_tokens_per_s,
+    kernels_ttft_speedup: twins.ttft_ms / ours.ttft_ms,
+  }),
   ...(ours && theirs && {
     decode_speedup: ours.decode_tokens_per_s / theirs.decode_tokens_per_s,
     ttft_speedup: theirs.ttft_ms / ours.ttft_ms,
@@ -218,5 +228,7 @@ console.log('| engine          |  load ms | 1st TTFT ms | TTFT ms | decode tok/s
 console.log('|-----------------|----------|------------|----------|-----------|---------|--------|--------|---------|---------|');
 if (ours) console.log(row('inferlab', ours));
 if (theirs) console.log(row('transformers.js', theirs));
+if (twins) console.log(row('inferlab-twins', twins));
 if (ours && theirs) console.log(`inferlab / transformers.js: decode ${report.decode_speedup.toFixed(2)}x, TTFT ${report.ttft_speedup.toFixed(2)}x, load ${report.load_speedup.toFixed(2)}x`);
 if (ours) console.log(`inferlab TTFT = ${report.inferlab_ttft_over_step.toFixed(2)} decode steps`);
+if (ours && twins) console.log(`inferlab kernels on / off: decode ${report.kernels_decode_speedup.toFixed(2)}x, TTFT ${report.kernels_ttft_speedup.toFixed(2)}x`);

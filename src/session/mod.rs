@@ -11,6 +11,7 @@ pub mod error;
 pub mod inspect_job;
 pub mod protocol;
 
+use std::cell::Cell;
 use std::ops::ControlFlow;
 
 use burn::tensor::Device;
@@ -96,6 +97,8 @@ pub struct Session {
     clock: Clock,
     model: Option<Loaded>,
     draft: Option<Loaded>,
+    /// Whether models loaded from now on run the hand-written kernels ([`ToEngine::SetKernels`]).
+    kernels: Cell<bool>,
 }
 
 /// Break when the page asked to stop: read between two steps of every job.
@@ -105,7 +108,7 @@ fn flow(stop: &dyn Fn() -> bool) -> ControlFlow<()> {
 
 impl Session {
     pub fn new(device: Device) -> Self {
-        Self { device, clock: Clock::Profile, model: None, draft: None }
+        Self { device, clock: Clock::Profile, model: None, draft: None, kernels: Cell::new(true) }
     }
 
     /// Inspections time with `clock` (the browser's WebGPU without timestamps cannot sync:
@@ -177,6 +180,7 @@ impl Session {
     ) -> Result<()> {
         let PendingLoad { config, name, tokenizer, demo, precision, draft } = load;
         model.set_kv_dtype(precision.kv_dtype)?;
+        model.set_kernels(self.kernels.get());
         post(&FromEngine::Loading { stage: "a first step (the device compiles its kernels)".into() });
         model.warm_up()?;
         let info = ModelInfo {
@@ -187,6 +191,7 @@ impl Session {
             kv_f16: precision.kv_dtype == KvDtype::F16,
             from_cache,
             demo,
+            kernels: self.kernels.get(),
         };
         *self.slot(draft) = Some(Loaded { info: info.clone(), model, tokenizer });
         if draft {
@@ -211,6 +216,10 @@ impl Session {
         match message {
             ToEngine::Load(_) | ToEngine::LoadDraft(_) => Err(SessionError::LoadIsTransports),
             ToEngine::Stop => Ok(()),
+            ToEngine::SetKernels(enabled) => {
+                self.kernels.set(enabled);
+                Ok(())
+            }
             ToEngine::Speculate { prompt, draft, options, sweep } => {
                 let loaded = self.loaded()?;
                 let draft_model = self.draft.as_ref().map(|d| &d.model);

@@ -106,6 +106,10 @@ pub enum ToEngine {
     Inspect {
         prompt: String,
     },
+    /// The hand-written kernels on (the default) or off (the tensor-op twins) for the models
+    /// loaded after it: what the kernels buy, measured on the device the page runs on
+    /// (`?kernels=off`).
+    SetKernels(bool),
     /// Stop the running generation after its current step.
     Stop,
 }
@@ -171,6 +175,13 @@ pub struct ModelInfo {
     pub from_cache: bool,
     /// Meaningless text: random weights.
     pub demo: bool,
+    /// The hand-written kernels run (off: the tensor-op twins, [`ToEngine::SetKernels`]).
+    #[serde(default = "kernels_on")]
+    pub kernels: bool,
+}
+
+fn kernels_on() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -58,7 +58,12 @@ pub fn App() -> impl IntoView {
         _ => Page::Playground,
     });
     let preload = query("model");
+    // `?kernels=off`: the tensor-op twins instead of the WGSL kernels (to measure the kernels).
+    let kernels_off = query("kernels").as_deref() == Some("off");
     let engine = EngineHandle::start(move |engine| {
+        if kernels_off {
+            engine.send(&ToEngine::SetKernels(false), &[]);
+        }
         if let Some(repo) = preload {
             engine.send(
                 &ToEngine::Load(ModelSource::Hub {
@@ -230,7 +235,7 @@ fn ModelPanel(
         ModelStatus::Loading { stage } => format!("loading: {stage}"),
         ModelStatus::Failed(e) => format!("failed: {e}"),
         ModelStatus::Ready(info) => format!(
-            "{} · {} layers × {} heads × {} · {:.1} M params{}{}{}{} · ready",
+            "{} · {} layers × {} heads × {} · {:.1} M params{}{}{}{}{} · ready",
             info.name,
             info.config.n_layer,
             info.config.n_head,
@@ -240,6 +245,7 @@ fn ModelPanel(
             if info.kv_f16 { " · f16 KV cache" } else { "" },
             if info.demo { " · random weights: meaningless text" } else { "" },
             if info.from_cache { " · from cache" } else { "" },
+            if info.kernels { "" } else { " · kernels off" },
         ),
     };
     let progress = move || {

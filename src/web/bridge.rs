@@ -374,6 +374,8 @@ impl EngineHandle {
         match message {
             // The running job still reports its end; the waiting ones are dropped.
             ToEngine::Stop => self.pending.update(|n| *n = (*n).min(1)),
+            // A setting: no job, no reply.
+            ToEngine::SetKernels(_) => {}
             ToEngine::Load(_) => {
                 self.status.set(ModelStatus::Loading { stage: "starting".into() });
                 self.download.set(None);

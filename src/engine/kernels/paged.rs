@@ -76,7 +76,8 @@ fn attention_gathered(
         true => (kv_values(pool_k, e), kv_values(pool_v, e)),
         false => (pool_k, pool_v),
     };
-    let outputs: Vec<Tensor<2>> = plan
+    let gather = plan.gather();
+    let outputs: Vec<Tensor<2>> = gather
         .groups
         .iter()
         .map(|g| {
@@ -88,7 +89,7 @@ fn attention_gathered(
             padded_attention(q, k, v, &g.mask, scale, path).swap_dims(1, 2).reshape([rows * t, e])
         })
         .collect();
-    Tensor::cat(outputs, 0).select(0, plan.back_tensor())
+    Tensor::cat(outputs, 0).select(0, gather.back_tensor())
 }
 
 fn write_wgsl(pools: (Tensor<2>, Tensor<2>), new: (Tensor<2>, Tensor<2>), plan: &PagedPlan) -> (Tensor<2>, Tensor<2>) {

@@ -30,6 +30,7 @@ use super::held_bytes::{HeldBytes, bytes_of};
 
 /// Input rows that meet a piece of the table in one sweep: a decode batch in one, a prompt's
 /// rows sixteen at a time, so that they sit in L1 while the piece sits in L2.
+#[cfg(not(target_arch = "wasm32"))]
 const SWEEP_ROWS: usize = 16;
 
 /// Whether `device` is the CPU, where the kernel runs (GPUs run the twins).

@@ -271,8 +271,9 @@ fn index_tensor(values: Vec<i64>, device: &Device) -> Tensor<1, Int> {
 }
 
 /// Everything the layers of one paged step share: where each new token's row goes, and how
-/// its queries find their keys — as index tensors for the tensor-op path, as flat tables for
-/// the WGSL kernel. Built on the host once per step; device copies are made on first use.
+/// its queries find their keys — as flat tables for the kernels, as index tensors for the
+/// tensor-op path. Built on the host once per step; the tensor ops' gather and every device
+/// copy are made on first use (the kernels never build the gather).
 pub struct PagedPlan {
     pub segments: Vec<Segment>,
     pub block_size: usize,
@@ -284,15 +285,18 @@ pub struct PagedPlan {
     pub token_position: Vec<i32>,
     pub table_offsets: Vec<u32>,
     pub tables: Vec<u32>,
-    /// For the tensor ops: decode rows and prefill rows, each gathered into a padded batch.
-    pub groups: Vec<GatherGroup>,
-    /// Row of each token in the groups' concatenated outputs.
-    pub back: Vec<i64>,
     device: Device,
     slot_tensor: OnceLock<Tensor<1, Int>>,
-    back_tensor: OnceLock<Tensor<1, Int>>,
+    gather: OnceLock<Gather>,
     /// Device buffers of the kernel path.
     pub uploads: StepUploads,
+}
+
+/// The tensor-op path's view of a step: decode rows and prefill rows, each gathered into a
+/// padded batch, and the row of each token in the groups' concatenated outputs.
+pub struct Gather {
+    pub groups: Vec<GatherGroup>,
+    back: Tensor<1, Int>,
 }
 
 /// Segments attended as one padded batch `[rows, queries, keys]` by the tensor-op path.
@@ -308,11 +312,11 @@ pub struct GatherGroup {
 
 impl PagedPlan {
     fn new(segments: Vec<Segment>, block_size: usize, device: &Device) -> Self {
-        let slot = |table: &[BlockId], p: usize| (table[p / block_size] as usize * block_size + p % block_size) as i64;
-        let offsets: Vec<usize> =
-            segments.iter().scan(0, |off, s| Some(std::mem::replace(off, *off + s.len))).collect();
-        let mut plan = Self {
-            slot_mapping: segments.iter().flat_map(|s| (s.start..s.context()).map(|p| slot(&s.table, p))).collect(),
+        Self {
+            slot_mapping: segments
+                .iter()
+                .flat_map(|s| (s.start..s.context()).map(|p| pool_slot(&s.table, p, block_size)))
+                .collect(),
             token_segment: segments
                 .iter()
                 .enumerate()
@@ -324,15 +328,30 @@ impl PagedPlan {
                 .scan(0, |off, s| Some(std::mem::replace(off, *off + s.table.len()) as u32))
                 .collect(),
             tables: segments.iter().flat_map(|s| s.table.iter().copied()).collect(),
-            groups: vec![],
-            back: vec![0; segments.iter().map(|s| s.len).sum()],
-            segments: vec![],
+            segments,
             block_size,
             device: device.clone(),
             slot_tensor: OnceLock::new(),
-            back_tensor: OnceLock::new(),
+            gather: OnceLock::new(),
             uploads: StepUploads::default(),
-        };
+        }
+    }
+
+    pub fn slot_tensor(&self) -> Tensor<1, Int> {
+        self.slot_tensor.get_or_init(|| index_tensor(self.slot_mapping.clone(), &self.device)).clone()
+    }
+
+    /// The tensor-op path's gather, built the first time a layer asks.
+    pub fn gather(&self) -> &Gather {
+        self.gather.get_or_init(|| self.build_gather())
+    }
+
+    fn build_gather(&self) -> Gather {
+        let segments = &self.segments;
+        let offsets: Vec<usize> =
+            segments.iter().scan(0, |off, s| Some(std::mem::replace(off, *off + s.len))).collect();
+        let mut back = vec![0; segments.iter().map(|s| s.len).sum()];
+        let mut groups = vec![];
         let mut base = 0;
         for decode in [true, false] {
             let members: Vec<usize> = (0..segments.len()).filter(|&i| (segments[i].len == 1) == decode).collect();
@@ -348,17 +367,17 @@ impl PagedPlan {
                     queries.push((offsets[i] + q.min(s.len - 1)) as i64);
                     query_pos.push(if q < s.len { (s.start + q) as i32 } else { -1 });
                     if q < s.len {
-                        plan.back[offsets[i] + q] = (base + row * t + q) as i64;
+                        back[offsets[i] + q] = (base + row * t + q) as i64;
                     }
                 }
                 for p in 0..l {
-                    keys.push(if p < s.context() { slot(&s.table, p) } else { 0 });
+                    keys.push(if p < s.context() { pool_slot(&s.table, p, self.block_size) } else { 0 });
                     key_pos.push(if p < s.context() { p as i32 } else { -1 });
                 }
             }
             base += members.len() * t;
             let mask = StepMask::from_positions(members.len(), t, l, key_pos, query_pos, None);
-            plan.groups.push(GatherGroup {
+            groups.push(GatherGroup {
                 queries,
                 keys,
                 mask,
@@ -366,21 +385,24 @@ impl PagedPlan {
                 key_tensor: OnceLock::new(),
             });
         }
-        plan.segments = segments;
-        plan
-    }
-
-    pub fn slot_tensor(&self) -> Tensor<1, Int> {
-        self.slot_tensor.get_or_init(|| index_tensor(self.slot_mapping.clone(), &self.device)).clone()
-    }
-
-    pub fn back_tensor(&self) -> Tensor<1, Int> {
-        self.back_tensor.get_or_init(|| index_tensor(self.back.clone(), &self.device)).clone()
+        Gather { groups, back: index_tensor(back, &self.device) }
     }
 
     pub fn device(&self) -> &Device {
         &self.device
     }
+}
+
+impl Gather {
+    /// Row of each token in the groups' concatenated outputs.
+    pub fn back_tensor(&self) -> Tensor<1, Int> {
+        self.back.clone()
+    }
+}
+
+/// The pool slot holding position `p` of a sequence whose blocks are `table`.
+fn pool_slot(table: &[BlockId], p: usize, block_size: usize) -> i64 {
+    (table[p / block_size] as usize * block_size + p % block_size) as i64
 }
 
 impl GatherGroup {
