@@ -3,6 +3,7 @@
 # dist/book/, which the app's header links to. Copy dist/ to any static host.
 #
 #   scripts/build_site.sh [DIST]      # default: dist/
+#   PROFILE=dev scripts/build_site.sh DIST   # the app's dev build (CI: the same steps, minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -10,7 +11,11 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 dist="$(realpath -m "${1:-dist}")"
 ensure_web_tools
 ensure_mdbook
-trunk build --release --locked --dist "$dist"
+if [ "${PROFILE:-release}" = release ]; then
+  trunk build --release --locked --dist "$dist"
+else
+  trunk build --locked --dist "$dist"
+fi
 mdbook build docs --dest-dir "$dist/book"
 python3 scripts/book_links.py "$dist/book"
 say "the app and the book are in $dist (the book at $dist/book/)"

@@ -6,7 +6,8 @@
 // The last tests open the page served by `inferlab app` (the native binary, INFERLAB_BIN) and
 // run it on the native engine.
 //
-//   node tests/e2e/browser.test.mjs    (env: INFERLAB_DIST, INFERLAB_FIXTURES, INFERLAB_ARTIFACTS, CHROMIUM, INFERLAB_BIN)
+//   node tests/e2e/browser.test.mjs    (env: INFERLAB_DIST, INFERLAB_FIXTURES, INFERLAB_ARTIFACTS, CHROMIUM, INFERLAB_BIN,
+//                                       INFERLAB_APP_EMBEDDED=1: the binary serves its own web app, no --dist)
 import { chromium } from 'playwright-core';
 import { createServer } from 'node:http';
 import { spawn, execFileSync } from 'node:child_process';
@@ -456,7 +457,10 @@ async function checkInternals(page, screenshot) {
 /** Starts `inferlab app ARGS…` and returns it with the URL it prints. */
 async function nativeApp(args) {
   assert.ok(inferlab && existsSync(inferlab), `INFERLAB_BIN must name the native inferlab binary (got ${inferlab})`);
-  const child = spawn(inferlab, ['app', '--no-open', '--port', '0', '--dist', dist, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: oneThread });
+  // An `embed` build (scripts/check_bundle.sh) is given no folder: it serves the app built into it.
+  const embedded = Boolean(process.env.INFERLAB_APP_EMBEDDED);
+  const { INFERLAB_DIST: _, ...env } = oneThread;
+  const child = spawn(inferlab, ['app', '--no-open', '--port', '0', ...(embedded ? [] : ['--dist', dist]), ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
   const lines = createInterface({ input: child.stdout });
   const first = await new Promise((ok, fail) => {
     lines.once('line', ok);
@@ -549,7 +553,7 @@ await test('inferlab app: Playground and KV pages on the native engine, the same
   }
 });
 
-await test('inferlab app: a page without the token is refused; a missing folder is a clear error', async () => {
+await test('inferlab app: a page without the token is refused; a missing folder is a clear error; the demo model', async () => {
   const native = await nativeApp(['--device', 'cpu']);
   const tab = await browser();
   try {
@@ -563,6 +567,10 @@ await test('inferlab app: a page without the token is refused; a missing folder 
     await byId(page, 'load-hub').click();
     await page.waitForFunction(() => /neither a model folder nor a hub repo id/.test(document.querySelector('[data-testid="model-status"]')?.textContent ?? ''), null, { timeout: SLOW, polling: 250 });
     await page.screenshot({ path: join(artifacts, 'app-bad-folder.png'), fullPage: true });
+    // The demo's tokenizer is one of the web app's files, read by the native engine.
+    await byId(page, 'load-demo').click();
+    assert.match(await waitReady(page), /random weights/);
+    assert.equal((await generateGreedy(page, 'The demo', 4)).length, 4);
   } finally {
     await tab.context.close();
     native.child.kill();

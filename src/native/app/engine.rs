@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -22,6 +22,8 @@ use crate::native::model_dir;
 use crate::session::error::SessionError;
 use crate::session::protocol::{FromEngine, ModelInfo, ModelSource, ToEngine};
 use crate::session::{DEMO_TOKENIZER, ModelFiles, Session, Weights};
+
+use super::web_app::WebApp;
 
 /// The page currently connected: its number and where its messages go (as JSON).
 struct Page {
@@ -39,8 +41,8 @@ pub struct AppEngine {
     pages: AtomicU64,
     /// The loaded model, told to a page that connects after it was loaded.
     model: Mutex<Option<ModelInfo>>,
-    /// The web app's folder: it holds the demo model's tokenizer.
-    dist: PathBuf,
+    /// The web app's files: they hold the demo model's tokenizer.
+    web_app: Arc<WebApp>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -50,7 +52,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl AppEngine {
     /// Starts the engine thread on `device`.
-    pub fn spawn(device: Device, description: String, dist: PathBuf) -> Result<Arc<Self>> {
+    pub fn spawn(device: Device, description: String, web_app: Arc<WebApp>) -> Result<Arc<Self>> {
         let engine = Arc::new(Self {
             description,
             jobs: Mutex::default(),
@@ -59,7 +61,7 @@ impl AppEngine {
             page: Mutex::default(),
             pages: AtomicU64::new(0),
             model: Mutex::default(),
-            dist,
+            web_app,
         });
         let running = engine.clone();
         std::thread::Builder::new()
@@ -191,9 +193,7 @@ impl AppEngine {
                 "the native engine cannot take files picked in the page: type the folder that holds them in the Model box and load it"
             ),
             ModelSource::Demo { seed } => {
-                let path = self.dist.join(DEMO_TOKENIZER);
-                let tokenizer = std::fs::read(&path)
-                    .with_context(|| format!("cannot read the demo model's tokenizer {}", path.display()))?;
+                let tokenizer = self.web_app.read(DEMO_TOKENIZER).context("cannot read the demo model's tokenizer")?;
                 Ok(ModelFiles {
                     name: "demo (gpt2-tiny shape, random weights)".into(),
                     config: None,

@@ -4,26 +4,26 @@
 //! (`socket.rs`) with the same messages it sends its Web Worker, handled by the same code
 //! (`crate::session`), on an engine thread that owns the device (`engine.rs`).
 //!
-//! The web app is served from its folder (trunk's `dist/`), found beside the binary, not
-//! embedded in it: embedding would make every native build wait for a trunk build (a wasm
-//! build of burn) and rebuild the binary for every page change.
+//! The web app comes from its folder (trunk's `dist/`, found beside the binary) or, built with
+//! the `embed` feature, from the binary itself (`web_app.rs`).
 
 mod engine;
 mod socket;
+mod web_app;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::Router;
 use axum::routing::get;
 use clap::Args;
-use tower_http::services::ServeDir;
 
 use super::device::DeviceSpec;
 use super::hub::DEFAULT_HUB;
 use engine::AppEngine;
 use socket::SocketState;
+use web_app::WebApp;
 
 #[derive(Args)]
 pub struct AppArgs {
@@ -44,27 +44,10 @@ pub struct AppArgs {
     /// Print the URL without opening a browser.
     #[arg(long)]
     no_open: bool,
-    /// The built web app (`trunk build --release`) [default: $INFERLAB_DIST, else `dist`
-    /// beside the binary, else `./dist`].
+    /// The built web app (`trunk build --release`) [default: $INFERLAB_DIST, else the app built
+    /// into this binary (the `embed` feature), else `dist` beside the binary, else `./dist`].
     #[arg(long)]
     dist: Option<PathBuf>,
-}
-
-/// The web app's folder: the flag, the environment, beside the binary, or here.
-fn find_dist(flag: Option<PathBuf>) -> Result<PathBuf> {
-    let given = flag.or_else(|| std::env::var_os("INFERLAB_DIST").map(PathBuf::from));
-    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("dist")));
-    let candidates: Vec<PathBuf> = match given {
-        Some(dir) => vec![dir],
-        None => beside.into_iter().chain([PathBuf::from("dist")]).collect(),
-    };
-    if let Some(dir) = candidates.iter().find(|d| d.join("index.html").is_file()) {
-        return Ok(dir.clone());
-    }
-    let tried = candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
-    bail!(
-        "no built web app (index.html) in {tried}: build it with `trunk build --release` in the repository, then pass --dist DIR"
-    )
 }
 
 /// A token no other page can guess: 128 bits from the OS's random source.
@@ -108,16 +91,16 @@ fn encode(value: &str) -> String {
 }
 
 pub fn run(args: AppArgs) -> Result<()> {
-    let dist = find_dist(args.dist.clone())?;
+    let web_app = Arc::new(WebApp::find(args.dist.clone())?);
     let (device, adapter) = args.device.init_described()?;
     let description = format!("{}: {adapter}", args.device);
-    let engine = AppEngine::spawn(device, description, dist.clone())?;
+    let engine = AppEngine::spawn(device, description, web_app.clone())?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, engine, &dist))
+    runtime.block_on(serve(args, engine, &web_app))
 }
 
-async fn serve(args: AppArgs, engine: Arc<AppEngine>, dist: &Path) -> Result<()> {
+async fn serve(args: AppArgs, engine: Arc<AppEngine>, web_app: &WebApp) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{} (is another program using the port?)", args.port))?;
@@ -125,10 +108,9 @@ async fn serve(args: AppArgs, engine: Arc<AppEngine>, dist: &Path) -> Result<()>
     let token = new_token()?;
     let url = page_url(port, &token, &args);
     let state = Arc::new(SocketState { engine: engine.clone(), token, port });
-    let routes =
-        Router::new().route("/ws", get(socket::upgrade)).with_state(state).fallback_service(ServeDir::new(dist));
+    let routes = web_app.serve(Router::new().route("/ws", get(socket::upgrade)).with_state(state));
     say(&format!("inferlab app: the native engine on {} — open {url}", engine.description));
-    say(&format!("inferlab app: serving {}; ctrl-c stops", dist.display()));
+    say(&format!("inferlab app: serving {}; ctrl-c stops", web_app.describe()));
     if !args.no_open
         && let Err(e) = open::that_detached(&url)
     {
