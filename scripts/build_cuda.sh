@@ -9,7 +9,8 @@
 #
 # A second burn build (a long one: release profile, its own target directory), so CI
 # does not run it: CI type-checks the feature (`DOCS_RS=1 cargo check --features cuda`).
-# Env: INFERLAB_LLVM (where LLVM is unpacked, ~400 MB), CUDA_TARGET_DIR, CUDARC_CUDA_VERSION
+# Env: INFERLAB_LLVM (where LLVM is unpacked, ~400 MB), CUDA_TARGET_DIR, EXTRA_FEATURES (e.g.
+# embed, from scripts/package.sh), CUDARC_CUDA_VERSION
 # (the driver's CUDA version as {major}0{minor}0, default 12080), PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +34,8 @@ ln -sfn "$LLVM/mlc_llvm_static/static" "$marker_dir"
 touch "$marker_dir/.tracel-llvm-installed"
 
 export CARGO_TARGET_DIR=${CUDA_TARGET_DIR:-/var/cache/inferlab/target-cuda}
-echo "== cargo build --release --features cuda (into $CARGO_TARGET_DIR)"
-CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-12080} cargo build --release --locked --features cuda --bin inferlab
+echo "== cargo build --release --features cuda${EXTRA_FEATURES:+,$EXTRA_FEATURES} (into $CARGO_TARGET_DIR)"
+CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-12080} cargo build --release --locked --features "cuda${EXTRA_FEATURES:+,$EXTRA_FEATURES}" --bin inferlab
 mkdir -p target-cuda
 strip -o target-cuda/inferlab "$CARGO_TARGET_DIR/release/inferlab"
 ls -la target-cuda/inferlab

@@ -11,6 +11,29 @@ TRUNK_VERSION=0.21.14
 # wasm-bindgen-cli must equal the wasm-bindgen crate in Cargo.lock, byte for byte.
 WASM_BINDGEN_VERSION=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
 
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif sudo -n true 2>/dev/null; then sudo "$@"
+  else return 1; fi
+}
+
+# Debian packages, where apt exists and we are root or have sudo; fails otherwise.
+apt_install() {
+  command -v apt-get >/dev/null && as_root true || return 1
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# The `desktop` feature (`inferlab app --window`) links the system's web view: WebKitGTK 4.1 on
+# Linux (macOS and Windows have theirs). Installed only where that feature is built.
+ensure_desktop_packages() {
+  [ "$(uname -s)" = Linux ] || return 0
+  pkg-config --exists webkit2gtk-4.1 2>/dev/null && return
+  say "installing WebKitGTK 4.1's development files (the desktop feature's window; ~1 min, once)"
+  apt_install libwebkit2gtk-4.1-dev pkg-config ||
+    die "the desktop feature needs WebKitGTK 4.1's development files: install libwebkit2gtk-4.1-dev (Debian, Ubuntu) or webkit2gtk4.1-devel (Fedora)"
+}
+
 # rustup and cargo: the only thing a user must have before running these scripts.
 need_rust() {
   command -v cargo >/dev/null && command -v rustup >/dev/null ||

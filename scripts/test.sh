@@ -28,12 +28,6 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 export CHROMIUM
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"
-  elif sudo -n true 2>/dev/null; then sudo "$@"
-  else return 1; fi
-}
-
 # Not `grep -q`: it exits at the first match, ldconfig then dies of SIGPIPE and, under
 # pipefail, the check fails at random (a CI run once skipped wgpu that way).
 has_vulkan() {
@@ -47,13 +41,9 @@ has_vulkan || wanted+=(mesa-vulkan-drivers libvulkan1)
 [ -x "$CHROMIUM" ] || wanted+=(chromium fonts-dejavu-core)
 command -v npm >/dev/null || wanted+=(nodejs npm)
 if [ ${#wanted[@]} -gt 0 ]; then
-  if command -v apt-get >/dev/null && as_root true; then
-    say "installing system packages: ${wanted[*]} (Vulkan on the CPU for wgpu, chromium for the browser tests; ~2 min, once)"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null
-  else
+  say "installing system packages: ${wanted[*]} (Vulkan on the CPU for wgpu, chromium for the browser tests; ~2 min, once)"
+  apt_install "${wanted[@]}" ||
     warn "cannot install ${wanted[*]} here (no apt, or not root and no sudo): install them by hand for the full suite"
-  fi
 fi
 
 skipped=()

@@ -206,6 +206,11 @@ fn absurd_parameters() {
         &generate(&tiny(), &["--prompt", "hi", "--kv-dtype", "int8"]),
         &["--kv-dtype", "unknown KV cache dtype \"int8\"; use f32 or f16"],
     );
+    // The default build has no window: a clear error before any device opens.
+    assert_fails(
+        &inferlab(&["app", "--window", "--no-open", "--device", "cpu"]),
+        &["built without windows", "--features desktop"],
+    );
     // 1,024 rows of gpt2's full context: ~77 GB of KV cache, more than any machine here has.
     assert_fails(
         &inferlab(&[

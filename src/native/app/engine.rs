@@ -23,6 +23,7 @@ use crate::session::error::SessionError;
 use crate::session::protocol::{FromEngine, ModelInfo, ModelSource, ToEngine};
 use crate::session::{DEMO_TOKENIZER, ModelFiles, Session, Weights};
 
+use super::say;
 use super::web_app::WebApp;
 
 /// The page currently connected: its number and where its messages go (as JSON).
@@ -84,6 +85,7 @@ impl AppEngine {
             let _ = out.send(json(message));
         }
         *lock(&self.page) = Some(Page { id, out });
+        say(&format!("inferlab app: page {id} connected"));
         id
     }
 
@@ -128,9 +130,17 @@ impl AppEngine {
             };
             self.stop.store(false, Ordering::SeqCst);
             let post = |message: &FromEngine| {
-                // Known before the page hears of it, so a page that connects next is told too.
-                if let FromEngine::Loaded { info, .. } = message {
-                    *lock(&self.model) = Some(info.clone());
+                match message {
+                    // Known before the page hears of it, so a page that connects next is told too.
+                    FromEngine::Loaded { info, load_ms, .. } => {
+                        *lock(&self.model) = Some(info.clone());
+                        say(&format!("inferlab app: loaded {} in {load_ms:.0} ms", info.name));
+                    }
+                    FromEngine::Done { run, ids, total_ms, stop_reason, .. } => say(&format!(
+                        "inferlab app: {run:?} generated {} tokens in {total_ms:.0} ms (stop: {stop_reason:?})",
+                        ids.len()
+                    )),
+                    _ => {}
                 }
                 self.send_to(id, message)
             };

@@ -10,7 +10,10 @@
 mod engine;
 mod socket;
 mod web_app;
+#[cfg(feature = "desktop")]
+mod window;
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -44,6 +47,10 @@ pub struct AppArgs {
     /// Print the URL without opening a browser.
     #[arg(long)]
     no_open: bool,
+    /// Open the lab in a window of its own instead of a browser tab (builds with the `desktop`
+    /// feature); closing the window ends the app.
+    #[arg(long)]
+    window: bool,
     /// The built web app (`trunk build --release`) [default: $INFERLAB_DIST, else the app built
     /// into this binary (the `embed` feature), else `dist` beside the binary, else `./dist`].
     #[arg(long)]
@@ -91,33 +98,53 @@ fn encode(value: &str) -> String {
 }
 
 pub fn run(args: AppArgs) -> Result<()> {
+    #[cfg(not(feature = "desktop"))]
+    if args.window {
+        anyhow::bail!(
+            "this inferlab was built without windows: build it with `--features desktop`, or leave out --window and open the printed URL in a browser"
+        );
+    }
     let web_app = Arc::new(WebApp::find(args.dist.clone())?);
     let (device, adapter) = args.device.init_described()?;
     let description = format!("{}: {adapter}", args.device);
     let engine = AppEngine::spawn(device, description, web_app.clone())?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, engine, &web_app))
-}
-
-async fn serve(args: AppArgs, engine: Arc<AppEngine>, web_app: &WebApp) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{} (is another program using the port?)", args.port))?;
-    let port = listener.local_addr()?.port();
-    let token = new_token()?;
-    let url = page_url(port, &token, &args);
-    let state = Arc::new(SocketState { engine: engine.clone(), token, port });
-    let routes = web_app.serve(Router::new().route("/ws", get(socket::upgrade)).with_state(state));
-    say(&format!("inferlab app: the native engine on {} — open {url}", engine.description));
-    say(&format!("inferlab app: serving {}; ctrl-c stops", web_app.describe()));
+    let (listener, url, routes) = runtime.block_on(bind(&args, &engine, &web_app))?;
+    let server = axum::serve(listener, routes).with_graceful_shutdown(super::serve::stop_signal()).into_future();
+    #[cfg(feature = "desktop")]
+    if args.window {
+        // The window's event loop must own the main thread; the server runs on the runtime's.
+        runtime.spawn(async move {
+            if let Err(e) = server.await {
+                say(&format!("inferlab app: the HTTP server failed: {e}"));
+            }
+        });
+        return window::open(&url);
+    }
     if !args.no_open
         && let Err(e) = open::that_detached(&url)
     {
         say(&format!("inferlab app: could not open a browser ({e}); open the URL above"));
     }
-    axum::serve(listener, routes)
-        .with_graceful_shutdown(super::serve::stop_signal())
+    runtime.block_on(server).context("the HTTP server failed")
+}
+
+/// Listens on loopback and says where: the listener, the page's URL and the routes.
+async fn bind(
+    args: &AppArgs,
+    engine: &Arc<AppEngine>,
+    web_app: &WebApp,
+) -> Result<(tokio::net::TcpListener, String, Router)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
-        .context("the HTTP server failed")
+        .with_context(|| format!("cannot listen on 127.0.0.1:{} (is another program using the port?)", args.port))?;
+    let port = listener.local_addr()?.port();
+    let token = new_token()?;
+    let url = page_url(port, &token, args);
+    let state = Arc::new(SocketState { engine: engine.clone(), token, port });
+    let routes = web_app.serve(Router::new().route("/ws", get(socket::upgrade)).with_state(state));
+    say(&format!("inferlab app: the native engine on {} — open {url}", engine.description));
+    say(&format!("inferlab app: serving {}; ctrl-c stops", web_app.describe()));
+    Ok((listener, url, routes))
 }

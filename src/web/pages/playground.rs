@@ -44,12 +44,19 @@ pub fn PlaygroundPage() -> impl IntoView {
             kv,
         })
     };
-    let on_generate = move |_| match request() {
+    let generate = move || match request() {
         Ok(message) => engine.send(&message, &[]),
         Err(e) => engine.error.set(Some(e)),
     };
     let run = move || engine.runs.with(|runs| runs.get(&Run::Playground).cloned().unwrap_or_default());
     let ready = move || matches!(engine.status.get(), ModelStatus::Ready(_));
+    // Ctrl+Enter (⌘+Enter) in the prompt generates, as the button does when it is enabled.
+    let on_prompt_key = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Enter" && (ev.ctrl_key() || ev.meta_key()) && ready() && !engine.busy() {
+            ev.prevent_default();
+            generate();
+        }
+    };
     let live_tok_s = move || decode_tokens_per_s(&run().step_ms);
     let chart = Signal::derive(move || {
         let points = run().step_ms.iter().enumerate().map(|(i, ms)| ((i + 1) as f64, *ms)).collect();
@@ -58,7 +65,8 @@ pub fn PlaygroundPage() -> impl IntoView {
     view! {
         <section class="page">
             <h2>"Playground"</h2>
-            <textarea rows="3" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) data-testid="prompt"></textarea>
+            <textarea rows="3" autofocus aria-label="prompt" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev))
+                on:keydown=on_prompt_key data-testid="prompt"></textarea>
             <div class="row">
                 <Field label="max new tokens" value=max_new testid="max-new-tokens"/>
                 <Field label="temperature" value=temperature testid="temperature"/>
@@ -75,9 +83,9 @@ pub fn PlaygroundPage() -> impl IntoView {
                 <Show when=move || kv.get() == "sliding"><Field label="W" value=window testid="window"/></Show>
             </div>
             <div class="row">
-                <button on:click=on_generate disabled=move || !ready() || engine.busy() data-testid="generate">"Generate"</button>
+                <button on:click=move |_| generate() disabled=move || !ready() || engine.busy() data-testid="generate">"Generate"</button>
                 <button on:click=move |_| engine.send(&ToEngine::Stop, &[]) disabled=move || !engine.busy() data-testid="stop">"Stop"</button>
-                <span class="hint">"temperature 0 = greedy (identical to transformers' greedy search)"</span>
+                <span class="hint">"Ctrl+Enter in the prompt generates · temperature 0 = greedy (identical to transformers' greedy search)"</span>
             </div>
             <div class="output">
                 <span class="prompt-echo">{move || prompt.get()}</span>
