@@ -9,13 +9,8 @@ cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 . scripts/setup.sh
 dist="$(realpath -m "${1:-dist}")"
-ensure_web_tools
 ensure_mdbook
-if [ "${PROFILE:-release}" = release ]; then
-  trunk build --release --locked --dist "$dist"
-else
-  trunk build --locked --dist "$dist"
-fi
+build_web_app "$dist"
 mdbook build docs --dest-dir "$dist/book"
 python3 scripts/book_links.py "$dist/book"
 say "the app and the book are in $dist (the book at $dist/book/)"

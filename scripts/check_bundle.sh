@@ -9,6 +9,7 @@
 #   scripts/check_bundle.sh target-pkg/inferlab-<version>-<target>.tar.gz
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/setup.sh
 bundle=$(realpath "$1")
 here=$PWD
 empty=$(mktemp -d)
@@ -18,12 +19,11 @@ cleanup() {
   rm -rf "$empty"
 }
 trap cleanup EXIT
-sum() { if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi; }
 
-(cd "$(dirname "$bundle")" && sum -c "$(basename "$bundle").sha256")
+(cd "$(dirname "$bundle")" && sha256 -c "$(basename "$bundle").sha256")
 tar -C "$empty" -xzf "$bundle"
 dir=$(find "$empty" -mindepth 1 -maxdepth 1 -type d)
-(cd "$dir" && sum -c SHA256SUMS)
+(cd "$dir" && sha256 -c SHA256SUMS)
 exe="$dir/inferlab"
 [ -x "$exe" ] || exe="$dir/inferlab.exe"
 
@@ -33,9 +33,9 @@ env -u INFERLAB_DIST "$exe" app --no-open --device cpu --port 0 > "$empty/app.lo
 app_pid=$!
 for _ in $(seq 100); do grep -q "open http" "$empty/app.log" 2>/dev/null && break; sleep 0.2; done
 url=$(grep -o 'open http[^ ]*' "$empty/app.log" | cut -d' ' -f2)
-[ -n "$url" ] || { cat "$empty/app.log"; echo "inferlab app printed no URL" >&2; exit 1; }
+[ -n "$url" ] || { cat "$empty/app.log"; die "inferlab app printed no URL"; }
 grep -q "serving the web app built into this binary" "$empty/app.log" ||
-  { cat "$empty/app.log"; echo "inferlab app did not serve its embedded web app" >&2; exit 1; }
+  { cat "$empty/app.log"; die "inferlab app did not serve its embedded web app"; }
 python3 - "$url" <<'EOF'
 import sys, urllib.request, urllib.error
 base = sys.argv[1].split("/?")[0]
@@ -64,5 +64,5 @@ if command -v node >/dev/null && [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ -d
   INFERLAB_BIN="$exe" INFERLAB_APP_EMBEDDED=1 INFERLAB_E2E_ONLY='^inferlab app' node tests/e2e/browser.test.mjs
 else
   echo "== no node, chromium or tests/e2e/node_modules: the browser suite's app tests were not run on the bundle"
-  [ -z "${CI:-}" ] || { echo "CI must run them" >&2; exit 1; }
+  [ -z "${CI:-}" ] || die "CI must run them"
 fi

@@ -18,7 +18,7 @@ shot=$(realpath -m "${1:-docs/src/images/app-window.png}")
 ensure_desktop_packages
 command -v Xvfb >/dev/null && command -v xdotool >/dev/null && command -v import >/dev/null && command -v xdpyinfo >/dev/null ||
   apt_install xvfb xauth xdotool imagemagick x11-utils || die "install xvfb, xdotool, imagemagick and x11-utils"
-[ -f dist/index.html ] || { ensure_web_tools; trunk build --locked --dist dist; }
+[ -f dist/index.html ] || PROFILE=dev build_web_app dist
 say "cargo test --no-run --features desktop,embed (the binary, as the tests build it)"
 cargo test --locked --features desktop,embed --no-run --test app
 bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/inferlab"

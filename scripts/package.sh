@@ -38,9 +38,7 @@ name="inferlab-$version-$triple${desktop_suffix:-}${CUDA:+-cuda}"
 if [ -n "${INFERLAB_DIST:-}" ]; then
   [ "$(cd "$INFERLAB_DIST" && pwd -P)" = "$(mkdir -p dist && cd dist && pwd -P)" ] || { rm -rf dist && cp -r "$INFERLAB_DIST" dist; }
 else
-  ensure_web_tools
-  say "trunk build (the web app, $PROFILE profile) into dist/"
-  if [ "$PROFILE" = release ]; then trunk build --release --locked --dist dist; else trunk build --locked --dist dist; fi
+  build_web_app dist
 fi
 [ -f dist/index.html ] || die "no dist/index.html: the web app did not build"
 
@@ -59,7 +57,6 @@ else
   bin="$target_dir/debug/inferlab"
 fi
 
-sum() { if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi; }
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir "$stage/$name"
@@ -67,10 +64,10 @@ exe=inferlab
 case "$triple" in *windows*) exe=inferlab.exe; bin="$bin.exe" ;; esac
 cp "$bin" "$stage/$name/$exe"
 cp README.md LICENSE-MIT LICENSE-APACHE "$stage/$name/"
-(cd "$stage/$name" && sum "$exe" README.md LICENSE-MIT LICENSE-APACHE > SHA256SUMS)
+(cd "$stage/$name" && sha256 "$exe" README.md LICENSE-MIT LICENSE-APACHE > SHA256SUMS)
 mkdir -p "$OUT"
 tar -C "$stage" -czf "$OUT/$name.tar.gz" "$name"
-(cd "$OUT" && sum "$name.tar.gz" > "$name.tar.gz.sha256")
+(cd "$OUT" && sha256 "$name.tar.gz" > "$name.tar.gz.sha256")
 say "$OUT/$name.tar.gz ($(du -h "$OUT/$name.tar.gz" | cut -f1); binary $(du -h "$bin" | cut -f1))"
 
 scripts/check_bundle.sh "$OUT/$name.tar.gz"

@@ -84,6 +84,18 @@ ensure_web_tools() {
   ensure_npm_packages
 }
 
+# The web app into DIR with trunk: the release build (what ships), or PROFILE=dev's (the tests'
+# build, minutes when burn's wasm build is cached). Installs trunk's tools first.
+build_web_app() {
+  ensure_web_tools
+  say "trunk build (the web app, ${PROFILE:-release} profile) into $1"
+  if [ "${PROFILE:-release}" = release ]; then trunk build --release --locked --dist "$1"
+  else trunk build --locked --dist "$1"; fi
+}
+
+# SHA-256 sums as sha256sum prints and checks them (-c); macOS has shasum instead.
+sha256() { if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi; }
+
 MDBOOK_VERSION=0.5.4
 # mdbook builds the book in docs/ (scripts/check_book.sh, scripts/build_site.sh). Without its
 # `serve`/`watch` features: a smaller build; `mdbook build` is all the scripts use.
