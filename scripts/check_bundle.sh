@@ -46,14 +46,14 @@ kind, page = get(sys.argv[1].removeprefix(base))
 assert kind.startswith("text/html") and b"<html" in page.lower(), (kind, page[:200])
 kind, wasm = get("/inferlab_bg.wasm")
 assert kind == "application/wasm" and wasm[:4] == b"\0asm", (kind, wasm[:8])
-kind, tokenizer = get("/gpt2-tokenizer.json")
+kind, tokenizer = get("/demo/target/tokenizer.json")
 assert kind == "application/json" and b'"model"' in tokenizer, kind
 try:
     get("/no-such-file.js")
     raise SystemExit("a missing file was served")
 except urllib.error.HTTPError as e:
     assert e.code == 404, e.code
-print(f"served from the binary: index.html, inferlab_bg.wasm ({len(wasm) / 1e6:.1f} MB), gpt2-tokenizer.json; 404 for a missing file")
+print(f"served from the binary: index.html, inferlab_bg.wasm ({len(wasm) / 1e6:.1f} MB), the demo pair's tokenizer; 404 for a missing file")
 EOF
 kill "$app_pid"
 app_pid=

@@ -9,5 +9,5 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 ensure_web_tools
 say "trunk serve --open $* (the first build compiles burn for wasm: ~15 min on 2 cores; later builds take seconds)"
-say "no network? pick \"Demo model (offline)\" in the page: it needs no download"
+say "no network? press \"Start with the demo pair\" in the page: it needs no download"
 exec trunk serve --open "$@"

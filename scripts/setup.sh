@@ -62,14 +62,15 @@ ensure_wasm_bindgen() {
     die "could not install wasm-bindgen-cli; run 'cargo install wasm-bindgen-cli --version $WASM_BINDGEN_VERSION' by hand"
 }
 
-# npm packages of tests/e2e: wasm-opt (npm binaryen 132; Debian's 108 breaks the output) and
-# playwright-core for the browser tests. Their bin folder goes on PATH.
+# npm packages of tests/e2e: wasm-opt (npm binaryen 132; Debian's 108 breaks the output),
+# playwright-core and axe-core for the browser tests. Installed again whenever
+# package-lock.json changed since the last install. Their bin folder goes on PATH.
 ensure_npm_packages() {
-  if [ ! -x tests/e2e/node_modules/.bin/wasm-opt ] || [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  if ! cmp -s tests/e2e/package-lock.json tests/e2e/node_modules/.installed-lock 2>/dev/null; then
     command -v npm >/dev/null ||
       die "npm is needed for wasm-opt (binaryen) and the browser tests: install Node.js 18+ with npm (e.g. 'apt-get install nodejs npm'), then run this again"
-    say "installing npm packages in tests/e2e: binaryen (wasm-opt), playwright-core (~1 min, once)"
-    (cd tests/e2e && npm ci --no-audit --no-fund) ||
+    say "installing npm packages in tests/e2e: binaryen (wasm-opt), playwright-core, axe-core (~1 min, once)"
+    (cd tests/e2e && npm ci --no-audit --no-fund && cp package-lock.json node_modules/.installed-lock) ||
       die "'npm ci' in tests/e2e failed (no network to the npm registry?); run it by hand where you have one"
   fi
   export PATH="$PWD/tests/e2e/node_modules/.bin:$PATH"

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -27,15 +28,18 @@ struct App {
     _dist: tempfile::TempDir,
 }
 
-/// A stand-in for trunk's dist/: a page, and the demo model's tokenizer.
+/// A stand-in for trunk's dist/: a page, and the demo pair.
 fn dist() -> tempfile::TempDir {
     let dist = tempfile::tempdir().unwrap();
     std::fs::write(dist.path().join("index.html"), "<!doctype html><title>inferlab</title>").unwrap();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/web/gpt2-tokenizer.json"),
-        dist.path().join("gpt2-tokenizer.json"),
-    )
-    .unwrap();
+    for model in ["target", "draft"] {
+        let (from, to) =
+            (Path::new(env!("CARGO_MANIFEST_DIR")).join("web/demo").join(model), dist.path().join("demo").join(model));
+        std::fs::create_dir_all(&to).unwrap();
+        for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+            std::fs::copy(from.join(file), to.join(file)).unwrap();
+        }
+    }
     dist
 }
 
@@ -326,8 +330,10 @@ fn only_this_launchs_page_may_drive_the_engine() {
         "no answer to a 17 MiB message"
     );
     let mut third = app.connect();
-    send(&mut third, &ToEngine::Load(ModelSource::Demo { seed: 0 }));
+    send(&mut third, &ToEngine::Load(ModelSource::Demo));
     until(&mut third, |m| matches!(m, FromEngine::Loaded { info, .. } if info.demo));
+    send(&mut third, &ToEngine::LoadDraft(ModelSource::Demo));
+    until(&mut third, |m| matches!(m, FromEngine::DraftLoaded { info } if info.demo && info.config.n_layer == 2));
 }
 
 #[test]

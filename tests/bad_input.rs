@@ -353,4 +353,8 @@ fn bad_speculative_and_beam_requests() {
     let out =
         generate(&tiny(), &["--prompt", "Hi", "--max-new-tokens", "16", "--draft", short.path().to_str().unwrap()]);
     assert_fails(&out, &["context is 8 tokens", "needs 17"]);
+    // A text prompt for the benchmark needs a tokenizer, which a random model has not.
+    let out =
+        inferlab(&["bench", "speculative", "--target", "random:distilgpt2", "--draft", "ngram:2", "--prompt", "Hi"]);
+    assert_fails(&out, &["--prompt needs a target with a tokenizer"]);
 }

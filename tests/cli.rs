@@ -438,22 +438,12 @@ fn generate_with_beams_prints_the_golden_beams() {
 fn bench_speculative_and_beam_report_side_by_side() {
     let tiny = common::fixtures_root().join("gpt2-tiny");
     let tiny = tiny.to_str().unwrap();
-    let (stdout, _) = inferlab(&[
-        "bench",
-        "speculative",
-        "--target",
-        tiny,
-        "--draft",
-        "ngram:2",
-        "--draft",
-        "layers:1",
-        "--gammas",
-        "1,2",
-        "--new-tokens",
-        "8",
-        "--json",
-    ]);
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "speculative", "--target", tiny, "--draft", "ngram:2", "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str::<serde_json::Value>(&inferlab(&args).0).unwrap()
+    };
+    let json = bench(&["--draft", "layers:1", "--gammas", "1,2", "--new-tokens", "8"]);
     let rows = json["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for row in rows {
@@ -463,6 +453,11 @@ fn bench_speculative_and_beam_report_side_by_side() {
             "{row}"
         );
     }
+    // A text prompt is read by the target's tokenizer: as many tokens as transformers' tokenizer gives it.
+    let golden = golden();
+    let prompt = golden["prompts"].as_array().unwrap().iter().max_by_key(|p| p["num_tokens"].as_u64()).unwrap();
+    let json = bench(&["--gammas", "2", "--new-tokens", "4", "--prompt", prompt["text"].as_str().unwrap()]);
+    assert_eq!(json["prompt_tokens"], prompt["num_tokens"], "{json}");
     let (stdout, _) = inferlab(&["bench", "beam", "--model", tiny, "--num-beams", "3", "--new-tokens", "8", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["same_output"], true);

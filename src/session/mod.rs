@@ -23,6 +23,7 @@ use crate::engine::decode::generate::{GenerateOptions, fit_context, generate};
 use crate::engine::inspect::op_timer::Clock;
 use crate::engine::kv::DEFAULT_BLOCK_SIZE;
 use crate::engine::kv::dtype::KvDtype;
+use crate::engine::kv::key_norms::key_norms;
 use crate::engine::kv::memory::param_count;
 use crate::engine::model::config::Gpt2Config;
 use crate::engine::model::gpt2::{Gpt2, Gpt2Loader};
@@ -32,25 +33,29 @@ use crate::engine::model::weights::Gpt2Weights;
 use error::{Result, SessionError};
 use protocol::{FromEngine, ModelInfo, ToEngine};
 
-/// The file the demo model's tokenizer (GPT-2's real one) is shipped as, next to the app.
-pub const DEMO_TOKENIZER: &str = "gpt2-tokenizer.json";
+/// Where the web app ships one of the demo pair's files (`web/demo`, made by
+/// `scripts/train_demo_pair.py`): the target's, or the draft's (`draft`).
+pub fn demo_file(draft: bool, file: &str) -> String {
+    format!("demo/{}/{file}", if draft { "draft" } else { "target" })
+}
+
+/// The demo pair's names, as the status line shows them.
+pub fn demo_name(draft: bool) -> String {
+    format!("demo {} (trained on Rust sources)", if draft { "draft" } else { "target" })
+}
 
 /// The raw pieces of a model, as a transport fetched them, before any parsing.
 pub struct ModelFiles {
     pub name: String,
-    /// None: the demo's shape (gpt2-tiny).
-    pub config: Option<Vec<u8>>,
+    pub config: Vec<u8>,
     pub tokenizer: Vec<u8>,
-    pub weights: Weights,
+    /// model.safetensors.
+    pub weights: Vec<u8>,
     /// Every file came from a cache.
     pub from_cache: bool,
     pub precision: Precision,
-}
-
-pub enum Weights {
-    Safetensors(Vec<u8>),
-    /// The demo model's: made from this seed.
-    Random(u64),
+    /// One of the demo pair.
+    pub demo: bool,
 }
 
 /// A load under way: its config and tokenizer parsed, its weights still to come.
@@ -64,10 +69,10 @@ pub struct PendingLoad {
 }
 
 impl PendingLoad {
-    /// Parses the config (None: the demo's shape, gpt2-tiny) and the tokenizer.
+    /// Parses the config and the tokenizer.
     pub fn begin(
         name: String,
-        config: Option<&[u8]>,
+        config: &[u8],
         tokenizer: &[u8],
         demo: bool,
         precision: Precision,
@@ -75,10 +80,7 @@ impl PendingLoad {
         post: &dyn Fn(&FromEngine),
     ) -> Result<Self> {
         post(&FromEngine::Loading { stage: "parsing config and tokenizer".into() });
-        let config = match config {
-            Some(bytes) => Gpt2Config::from_json(std::str::from_utf8(bytes).map_err(|_| SessionError::ConfigNotUtf8)?),
-            None => Gpt2Config::named("gpt2-tiny"),
-        }?;
+        let config = Gpt2Config::from_json(std::str::from_utf8(config).map_err(|_| SessionError::ConfigNotUtf8)?)?;
         let tokenizer = Tokenizer::from_bytes(tokenizer)?;
         Ok(Self { config, name, tokenizer, demo, precision, draft })
     }
@@ -131,21 +133,10 @@ impl Session {
         started: Instant,
         post: &dyn Fn(&FromEngine),
     ) -> Result<()> {
-        let ModelFiles { name, config, tokenizer, weights: raw, from_cache, precision } = files;
-        let load = PendingLoad::begin(
-            name,
-            config.as_deref(),
-            &tokenizer,
-            matches!(raw, Weights::Random(_)),
-            precision,
-            draft,
-            post,
-        )?;
+        let ModelFiles { name, config, tokenizer, weights: raw, from_cache, precision, demo } = files;
+        let load = PendingLoad::begin(name, &config, &tokenizer, demo, precision, draft, post)?;
         post(&FromEngine::Loading { stage: "checking weights and uploading them to the device".into() });
-        let weights = match &raw {
-            Weights::Safetensors(bytes) => Gpt2Weights::from_safetensors(bytes, &load.config)?,
-            Weights::Random(seed) => Gpt2Weights::random(&load.config, *seed),
-        };
+        let weights = Gpt2Weights::from_safetensors(&raw, &load.config)?;
         drop(raw);
         let mut loader = self.loader(&load)?;
         self.unload(load.draft);
@@ -282,6 +273,13 @@ impl Session {
                 })
                 .await?;
                 post(&FromEngine::DriftDone);
+                Ok(())
+            }
+            ToEngine::CacheKeys { ids } => {
+                let loaded = self.loaded()?;
+                let norms = key_norms(&loaded.model, &ids).await?;
+                let tokens = ids.iter().map(|&id| loaded.tokenizer.decode(&[id])).collect::<Result<_, _>>()?;
+                post(&FromEngine::CacheKeys { ids, tokens, norms });
                 Ok(())
             }
             ToEngine::MeasureCost => {

@@ -43,8 +43,9 @@ pub enum ModelSource {
         #[serde(default)]
         kv_f16: bool,
     },
-    /// gpt2-tiny's shape with seeded random weights, made in the worker: no download.
-    Demo { seed: u64 },
+    /// The demo pair, shipped with the web app (`demo/`): `Load` takes its target, `LoadDraft`
+    /// its draft. Trained models, so the pages' text means something.
+    Demo,
 }
 
 /// A generation run of the pages: which chart series it feeds.
@@ -70,6 +71,11 @@ pub enum ToEngine {
         prompt: String,
         new_tokens: usize,
         window: usize,
+    },
+    /// The keys a cache stores for `ids` (a prompt and what was generated after it): their
+    /// norms, per layer, head and token, for the KV page to draw.
+    CacheKeys {
+        ids: Vec<u32>,
     },
     /// Time a few real steps of the loaded model and fit the simulator's step cost.
     MeasureCost,
@@ -232,6 +238,12 @@ pub enum FromEngine {
     },
     Drift(DriftStep),
     DriftDone,
+    /// `norms[layer][head][token]`, each key's L2 norm; `tokens`, each token's text.
+    CacheKeys {
+        ids: Vec<u32>,
+        tokens: Vec<String>,
+        norms: Vec<Vec<Vec<f32>>>,
+    },
     Cost {
         cost: CostModel,
         timings: Vec<Timing>,

@@ -1,6 +1,8 @@
-//! The page: header, model panel (hub / local files / demo), and the Playground, KV Cache,
-//! Batching, Speculative and Beam search pages. The URL drives it for links and tests: `?hub=URL&model=REPO` preloads a
-//! model, `?page=playground|kv|batching|speculative|beam|internals` picks the page.
+//! The page: header, model panel (hub / local files / demo), and the Start, Playground, KV Cache,
+//! Batching, Speculative, Beam search and Inside-a-step pages. The URL drives it for links and
+//! tests: `?hub=URL&model=REPO` preloads a model,
+//! `?page=home|playground|kv|batching|speculative|beam|internals` picks the page (without either,
+//! the Start page; with a model, the Playground).
 
 use std::fmt::Display;
 use std::str::FromStr;
@@ -13,6 +15,7 @@ use super::bridge::{EngineHandle, EngineKind, ModelStatus, native_token};
 use super::form::picked_files;
 use super::pages::batching::BatchingPage;
 use super::pages::beam::BeamPage;
+use super::pages::home::HomePage;
 use super::pages::internals::InternalsPage;
 use super::pages::kv_cache::KvCachePage;
 use super::pages::playground::PlaygroundPage;
@@ -32,13 +35,44 @@ fn query(name: &str) -> Option<String> {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Page {
+pub enum Page {
+    Home,
     Playground,
     Kv,
     Batching,
     Speculative,
     Beam,
     Internals,
+}
+
+impl Page {
+    const ALL: [Page; 7] =
+        [Page::Home, Page::Playground, Page::Kv, Page::Batching, Page::Speculative, Page::Beam, Page::Internals];
+
+    /// Its name in `?page=` and in its tab's `data-testid` (`tab-{id}`).
+    pub fn id(self) -> &'static str {
+        match self {
+            Page::Home => "home",
+            Page::Playground => "playground",
+            Page::Kv => "kv",
+            Page::Batching => "batching",
+            Page::Speculative => "speculative",
+            Page::Beam => "beam",
+            Page::Internals => "internals",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Page::Home => "Start",
+            Page::Playground => "Playground",
+            Page::Kv => "KV Cache",
+            Page::Batching => "Batching",
+            Page::Speculative => "Speculative",
+            Page::Beam => "Beam search",
+            Page::Internals => "Inside a step",
+        }
+    }
 }
 
 #[component]
@@ -49,14 +83,8 @@ pub fn App() -> impl IntoView {
     let weights = RwSignal::new(query("weights").and_then(|w| w.parse().ok()).unwrap_or_default());
     // `?kv_dtype=f16`: KV caches of f16.
     let kv_dtype = RwSignal::new(query("kv_dtype").and_then(|d| d.parse().ok()).unwrap_or(KvDtype::F32));
-    let page = RwSignal::new(match query("page").as_deref() {
-        Some("kv") => Page::Kv,
-        Some("batching") => Page::Batching,
-        Some("speculative") => Page::Speculative,
-        Some("beam") => Page::Beam,
-        Some("internals") => Page::Internals,
-        _ => Page::Playground,
-    });
+    let asked = query("page").and_then(|id| Page::ALL.into_iter().find(|p| p.id() == id));
+    let page = RwSignal::new(asked.unwrap_or(if query("model").is_some() { Page::Playground } else { Page::Home }));
     let preload = query("model");
     // `?kernels=off`: the tensor-op twins instead of the WGSL kernels (to measure the kernels).
     let kernels_off = query("kernels").as_deref() == Some("off");
@@ -77,11 +105,14 @@ pub fn App() -> impl IntoView {
         }
     });
     provide_context(engine);
-    let tab = move |p: Page, label: &'static str, id: &'static str| {
-        view! {
-            <button class="tab" class:active=move || page.get() == p data-testid=id on:click=move |_| page.set(p)>{label}</button>
-        }
-    };
+    let tabs = Page::ALL
+        .map(|p| {
+            view! {
+                <button class="tab" class:active=move || page.get() == p aria-current=move || (page.get() == p).then_some("page")
+                    data-testid=format!("tab-{}", p.id()) on:click=move |_| page.set(p)>{p.title()}</button>
+            }
+        })
+        .collect_view();
     view! {
         <header>
             <h1>"inferlab"</h1>
@@ -90,14 +121,16 @@ pub fn App() -> impl IntoView {
                 EngineKind::Native => "GPT-2 inference, live on the native engine",
             }}</span>
             <EngineSwitch/>
-            <nav>{tab(Page::Playground, "Playground", "tab-playground")}{tab(Page::Kv, "KV Cache", "tab-kv")}{tab(Page::Batching, "Batching", "tab-batching")}{tab(Page::Speculative, "Speculative", "tab-speculative")}{tab(Page::Beam, "Beam search", "tab-beam")}{tab(Page::Internals, "Inside a step", "tab-internals")}</nav>
+            <nav aria-label="pages">{tabs}</nav>
             // The book sits beside the app on a static host (scripts/build_site.sh puts it in dist/book/).
             <a class="book-link" href="book/index.html" target="_blank" rel="noopener" data-testid="book-link">"The book"</a>
         </header>
+        <main>
         <ModelPanel hub repo weights kv_dtype/>
-        <DemoOffer/>
+        <DemoOffer page/>
         <ErrorBanner/>
         {move || match page.get() {
+            Page::Home => view! { <HomePage page/> }.into_any(),
             Page::Playground => view! { <PlaygroundPage/> }.into_any(),
             Page::Kv => view! { <KvCachePage/> }.into_any(),
             Page::Batching => view! { <BatchingPage/> }.into_any(),
@@ -105,6 +138,7 @@ pub fn App() -> impl IntoView {
             Page::Beam => view! { <BeamPage/> }.into_any(),
             Page::Internals => view! { <InternalsPage/> }.into_any(),
         }}
+        </main>
     }
 }
 
@@ -131,13 +165,16 @@ fn EngineSwitch() -> impl IntoView {
     })
 }
 
-/// While no model is loaded (first visit, or the hub could not be reached), the first screen
-/// leads to the offline demo model: one click, no network.
+/// While no model is loaded (first visit, or the hub could not be reached), every page but the
+/// Start page (which has its own) leads to the offline demo pair: one click, no network.
 #[component]
-fn DemoOffer() -> impl IntoView {
+fn DemoOffer(page: RwSignal<Page>) -> impl IntoView {
     let engine = expect_context::<EngineHandle>();
-    let load_demo = move |_| engine.send(&ToEngine::Load(ModelSource::Demo { seed: 0 }), &[]);
+    let load_demo = move |_| engine.load_demo();
     move || {
+        if page.get() == Page::Home {
+            return None;
+        }
         let reason = match engine.status.get() {
             ModelStatus::Idle(_) => "No model loaded yet. Models from the hub are large downloads (gpt2: 550 MB);",
             ModelStatus::Failed(_) => "The model could not be loaded (no network, or the hub is unreachable?).",
@@ -145,8 +182,8 @@ fn DemoOffer() -> impl IntoView {
         };
         Some(view! {
             <div class="demo-offer" data-testid="demo-offer">
-                <span>{reason}" The demo model needs no network: GPT-2's real tokenizer on a tiny random-weight model, so every page works (its text is meaningless)."</span>
-                <button on:click=load_demo data-testid="demo-offer-load">"Start with the demo model"</button>
+                <span>{reason}" The demo pair needs no network: two small GPT-2s with GPT-2's tokenizer, trained on Rust sources, that come with this page — a target and the draft that speculates for it."</span>
+                <button on:click=load_demo data-testid="demo-offer-load">"Start with the demo pair"</button>
             </div>
         })
     }
@@ -214,7 +251,7 @@ fn ModelPanel(
             &[],
         )
     };
-    let load_demo = move |_| engine.send(&ToEngine::Load(ModelSource::Demo { seed: 0 }), &[]);
+    let load_demo = move |_| engine.load_demo();
     let load_files = move |files: Vec<File>| {
         if !files.is_empty() {
             engine.send(&ToEngine::Load(ModelSource::Files { weights: weights.get(), kv_f16: kv_f16() }), &files);
@@ -235,7 +272,7 @@ fn ModelPanel(
         ModelStatus::Loading { stage } => format!("loading: {stage}"),
         ModelStatus::Failed(e) => format!("failed: {e}"),
         ModelStatus::Ready(info) => format!(
-            "{} · {} layers × {} heads × {} · {:.1} M params{}{}{}{}{} · ready",
+            "{} · {} layers × {} heads × {} · {:.1} M params{}{}{}{} · ready",
             info.name,
             info.config.n_layer,
             info.config.n_head,
@@ -243,7 +280,6 @@ fn ModelPanel(
             info.params as f64 / 1e6,
             if info.weights == WeightDtype::F32 { String::new() } else { format!(" · {} weights", info.weights) },
             if info.kv_f16 { " · f16 KV cache" } else { "" },
-            if info.demo { " · random weights: meaningless text" } else { "" },
             if info.from_cache { " · from cache" } else { "" },
             if info.kernels { "" } else { " · kernels off" },
         ),
@@ -296,10 +332,10 @@ fn ModelPanel(
                     EngineKind::Native => "Load folder or hub repo",
                 }}</button>
                 <DtypeChoice label="Weights " testid="weights-dtype" options=&[WeightDtype::F32, WeightDtype::F16, WeightDtype::Int8] value=weights
-                    title="Converts the linear layers and the token table as they load: f16 halves their GPU memory, int8 (a scale per output) quarters it; the kernels widen them to f32 (no shader-f16 needed). The demo model stays f32."/>
+                    title="Converts the linear layers and the token table as they load: f16 halves their GPU memory, int8 (a scale per output) quarters it; the kernels widen them to f32 (no shader-f16 needed). The demo pair stays f32."/>
                 <DtypeChoice label="KV dtype " testid="kv-dtype" options=&[KvDtype::F32, KvDtype::F16] value=kv_dtype
-                    title="Holds the KV cache in f16 (keys and values rounded as they are stored): half its memory and half the bytes each attention step reads. The demo model stays f32."/>
-                <button on:click=load_demo disabled=busy data-testid="load-demo">"Demo model (offline)"</button>
+                    title="Holds the KV cache in f16 (keys and values rounded as they are stored): half its memory and half the bytes each attention step reads. The demo pair stays f32."/>
+                <button on:click=load_demo disabled=busy data-testid="load-demo">"Demo pair (offline)"</button>
                 <label class="file">"Local files "
                     <input type="file" multiple accept=".json,.safetensors" on:change=on_pick disabled=busy data-testid="file-input"/>
                 </label>

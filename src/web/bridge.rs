@@ -17,7 +17,7 @@ use crate::engine::decode::beam::BeamStep;
 use crate::engine::decode::generate::StopReason;
 use crate::engine::decode::speculative::report::SpeculativeReport;
 use crate::session::protocol::{
-    BeamView, FromEngine, InspectionView, ModelInfo, PassView, PolicyRun, RateCurve, Run, ToEngine,
+    BeamView, FromEngine, InspectionView, ModelInfo, ModelSource, PassView, PolicyRun, RateCurve, Run, ToEngine,
 };
 
 /// What the model panel shows.
@@ -45,9 +45,19 @@ pub struct Download {
     pub from_cache: bool,
 }
 
+/// The keys a cache stored for a sequence: `norms[layer][head][token]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheKeys {
+    pub ids: Vec<u32>,
+    pub tokens: Vec<String>,
+    pub norms: Vec<Vec<Vec<f32>>>,
+}
+
 /// One generation as the page sees it, filled token by token.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunState {
+    /// The new tokens asked for (the contiguous cache allocates room for them up front).
+    pub requested: usize,
     pub prompt_ids: Vec<u32>,
     pub ids: Vec<u32>,
     pub text: String,
@@ -131,6 +141,8 @@ pub struct EngineHandle {
     pub runs: RwSignal<HashMap<Run, RunState>>,
     pub drift: RwSignal<Vec<DriftStep>>,
     pub drift_done: RwSignal<bool>,
+    /// The KV page's picture of a cache: the keys stored for its last run.
+    pub cache_keys: RwSignal<Option<CacheKeys>>,
     pub cost: RwSignal<Option<CostInfo>>,
     pub simulation: RwSignal<Option<Simulation>>,
     pub real_batch: RwSignal<Option<RealBatch>>,
@@ -251,6 +263,7 @@ impl EngineHandle {
             runs: RwSignal::new(HashMap::new()),
             drift: RwSignal::new(vec![]),
             drift_done: RwSignal::new(false),
+            cache_keys: RwSignal::new(None),
             cost: RwSignal::new(None),
             simulation: RwSignal::new(None),
             real_batch: RwSignal::new(None),
@@ -368,6 +381,12 @@ impl EngineHandle {
         Ok(Transport { link: Link::Socket(socket), _handlers: vec![Box::new(onmessage), Box::new(onclose)] })
     }
 
+    /// Loads the demo pair: its target, then its draft (the speculative page's default drafter).
+    pub fn load_demo(&self) {
+        self.send(&ToEngine::Load(ModelSource::Demo), &[]);
+        self.send(&ToEngine::LoadDraft(ModelSource::Demo), &[]);
+    }
+
     /// Sends one message; `files` travel with it (local model files).
     pub fn send(&self, message: &ToEngine, files: &[File]) {
         let json = serde_json::to_string(message).expect("messages serialize");
@@ -381,9 +400,9 @@ impl EngineHandle {
                 self.download.set(None);
                 self.pending.update(|n| *n += 1);
             }
-            ToEngine::Generate { run, .. } => {
+            ToEngine::Generate { run, max_new_tokens, .. } => {
                 self.runs.update(|runs| {
-                    runs.insert(*run, RunState::default());
+                    runs.insert(*run, RunState { requested: *max_new_tokens, ..RunState::default() });
                 });
                 self.pending.update(|n| *n += 1);
             }
@@ -393,6 +412,10 @@ impl EngineHandle {
                 self.pending.update(|n| *n += 1);
             }
             ToEngine::MeasureCost | ToEngine::Simulate { .. } => self.pending.update(|n| *n += 1),
+            ToEngine::CacheKeys { .. } => {
+                self.cache_keys.set(None);
+                self.pending.update(|n| *n += 1);
+            }
             ToEngine::BatchReal { .. } => {
                 self.real_batch.set(None);
                 self.pending.update(|n| *n += 1);
@@ -463,6 +486,10 @@ impl EngineHandle {
                 self.finish_job();
             }
             FromEngine::Drift(step) => self.drift.update(|d| d.push(step)),
+            FromEngine::CacheKeys { ids, tokens, norms } => {
+                self.cache_keys.set(Some(CacheKeys { ids, tokens, norms }));
+                self.finish_job();
+            }
             FromEngine::DriftDone => {
                 self.drift_done.set(true);
                 self.finish_job();

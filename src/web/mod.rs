@@ -3,6 +3,7 @@
 
 mod app;
 mod bridge;
+mod cache_map;
 mod charts;
 mod form;
 mod loader;

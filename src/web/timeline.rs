@@ -1,15 +1,16 @@
 //! The Batching page's two pictures of a run: a timeline (one lane per request, coloured by
 //! what it was doing: queued, prefill, decode, padding, preempted) with a scrub line, and the
 //! KV block map at the scrubbed moment (each request's blocks in its own colour, free blocks
-//! blank: fragmentation and waste are visible at a glance). Details on hover.
+//! blank: fragmentation and waste are visible at a glance), drawn by the block grid the KV
+//! page's paged cache shares. Details on hover.
 
 use leptos::prelude::*;
 
 use crate::engine::batching::sequence::Phase;
 use crate::session::protocol::PolicyRun;
-use crate::web::charts::{PALETTE, label, ticks};
+use crate::web::charts::{CHART_W, PALETTE, label, ticks};
 
-const W: f64 = 640.0;
+const W: f64 = CHART_W;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 8.0;
@@ -17,22 +18,20 @@ const AXIS: f64 = 30.0;
 
 /// Colour and name of each phase, shared with the legend.
 pub const PHASES: [(Phase, &str, &str); 5] = [
-    (Phase::Queued, "#d0d7de", "queued"),
-    (Phase::Prefill, "#ff7f0e", "prefill"),
-    (Phase::Decode, "#1f77b4", "decode"),
-    (Phase::Padding, "#f2a8a8", "padding (finished, seat held)"),
-    (Phase::Preempted, "#d62728", "preempted"),
+    (Phase::Queued, "var(--phase-queued)", "queued"),
+    (Phase::Prefill, "var(--phase-prefill)", "prefill"),
+    (Phase::Decode, "var(--phase-decode)", "decode"),
+    (Phase::Padding, "var(--phase-padding)", "padding (finished, seat held)"),
+    (Phase::Preempted, "var(--phase-preempted)", "preempted"),
 ];
 
 fn phase_style(phase: Phase) -> (&'static str, &'static str) {
-    PHASES.iter().find(|p| p.0 == phase).map_or(("#000", "?"), |p| (p.1, p.2))
+    PHASES.iter().find(|p| p.0 == phase).map_or(("var(--ink)", "?"), |p| (p.1, p.2))
 }
 
-/// A request's colour in the block map: the palette, then four more.
+/// A request's colour in the block map.
 pub fn request_color(id: usize) -> &'static str {
-    const MORE: [&str; 4] = ["#8c564b", "#e377c2", "#bcbd22", "#7f7f7f"];
-    let i = id % (PALETTE.len() + MORE.len());
-    PALETTE.get(i).copied().unwrap_or_else(|| MORE[i - PALETTE.len()])
+    PALETTE[id % PALETTE.len()]
 }
 
 /// The end of a run's last span (its time axis).
@@ -55,6 +54,10 @@ pub fn Timeline(
         let lane = (360.0 / lanes as f64).clamp(3.0, 14.0);
         let height = TOP + lane * lanes as f64 + AXIS;
         let sx = move |t: f64| LEFT + t / end * (W - LEFT - RIGHT);
+        let summary = format!(
+            "{lanes} requests over {:.0} ms: one lane each, coloured by phase (queued, prefill, decode, padding, preempted); hover a span for its times",
+            run_end(&run)
+        );
         let rects = run
             .requests
             .iter()
@@ -64,7 +67,7 @@ pub fn Timeline(
                     let (color, name) = phase_style(s.phase);
                     let width = (sx(s.end_ms) - sx(s.start_ms)).max(1.0);
                     let tip = format!("request {} · {name} · {:.0}–{:.0} ms", r.index, s.start_ms, s.end_ms);
-                    view! { <rect x=sx(s.start_ms) y=y width=width height=(lane - 1.0).max(1.0) fill=color><title>{tip}</title></rect> }
+                    view! { <rect x=sx(s.start_ms) y=y width=width height=(lane - 1.0).max(1.0) style=format!("fill:{color}")><title>{tip}</title></rect> }
                 })
             })
             .collect_view();
@@ -79,7 +82,7 @@ pub fn Timeline(
             view! { <line x1=x x2=x y1=TOP y2=height - AXIS class="scrub"/> }
         };
         Some(view! {
-            <svg viewBox=format!("0 0 {W} {height}") role="img">
+            <svg width=W height=height viewBox=format!("0 0 {W} {height}") role="img" aria-label=summary>
                 <text x="4" y=TOP + 10.0 class="tick">"req"</text>
                 {rects}
                 <line x1=LEFT x2=W - RIGHT y1=height - AXIS y2=height - AXIS class="axis"/>
@@ -102,6 +105,36 @@ pub fn Timeline(
     }
 }
 
+/// One block of a pool as [`BlockGrid`] draws it.
+pub struct BlockCell {
+    pub fill: &'static str,
+    pub tip: String,
+    /// Printed in the cell (its block id), when cells are large enough for text.
+    pub label: Option<String>,
+}
+
+/// A pool of KV blocks as a grid, one cell per block coloured by what holds it (free blocks
+/// blank): the batching page's block map and the KV page's paged cache. Details on hover.
+#[component]
+pub fn BlockGrid(cells: Vec<BlockCell>, per_row: usize, cell: f64, #[prop(into)] label: String) -> impl IntoView {
+    let rows = cells.len().div_ceil(per_row).max(1);
+    let (width, height) = (per_row.min(cells.len()).max(1) as f64 * cell, rows as f64 * cell);
+    let rects = cells
+        .into_iter()
+        .enumerate()
+        .map(|(block, BlockCell { fill, tip, label })| {
+            let (x, y) = ((block % per_row) as f64 * cell, (block / per_row) as f64 * cell);
+            view! {
+                <g>
+                    <rect x=x + 1.0 y=y + 1.0 width=cell - 2.0 height=cell - 2.0 style=format!("fill:{fill}") class="block"><title>{tip}</title></rect>
+                    {label.map(|l| view! { <text x=x + cell / 2.0 y=y + cell / 2.0 + 4.0 text-anchor="middle" class="block-label">{l}</text> })}
+                </g>
+            }
+        })
+        .collect_view();
+    view! { <svg width=width height=height viewBox=format!("0 0 {width} {height}") class="blockmap" role="img" aria-label=label>{rects}</svg> }
+}
+
 /// The block map of `run` at the scrubbed time.
 #[component]
 pub fn BlockMap(#[prop(into)] run: Signal<Option<PolicyRun>>, scrub: RwSignal<f64>) -> impl IntoView {
@@ -109,32 +142,29 @@ pub fn BlockMap(#[prop(into)] run: Signal<Option<PolicyRun>>, scrub: RwSignal<f6
         let run = run.get()?;
         let t = scrub.get();
         let snapshot = run.blocks.iter().take_while(|s| s.at_ms <= t).last().or(run.blocks.first())?.clone();
-        let per_row = 32usize;
-        let cell = 18.0;
-        let rows = snapshot.owners.len().div_ceil(per_row);
         let used = snapshot.owners.iter().filter(|&&o| o >= 0).count();
         let cells = snapshot
             .owners
             .iter()
             .enumerate()
-            .map(|(block, &owner)| {
-                let (x, y) = ((block % per_row) as f64 * cell, (block / per_row) as f64 * cell);
-                let (fill, tip) = if owner < 0 {
-                    ("#ffffff", format!("block {block} · free"))
-                } else {
-                    (request_color(owner as usize), format!("block {block} · request {owner}"))
-                };
-                view! { <rect x=x + 1.0 y=y + 1.0 width=cell - 2.0 height=cell - 2.0 fill=fill class="block"><title>{tip}</title></rect> }
+            .map(|(block, &owner)| match owner {
+                o if o < 0 => BlockCell { fill: "var(--surface)", tip: format!("block {block} · free"), label: None },
+                _ => BlockCell {
+                    fill: request_color(owner as usize),
+                    tip: format!("block {block} · request {owner}"),
+                    label: None,
+                },
             })
-            .collect_view();
+            .collect();
         let bs = run.config.block_size;
+        let summary = format!(
+            "at {:.0} ms: {used} of {} blocks ({bs} tokens each) in use",
+            snapshot.at_ms,
+            snapshot.owners.len()
+        );
         Some(view! {
-            <p class="hint">{format!(
-                "at {:.0} ms: {used} of {} blocks ({bs} tokens each) in use",
-                snapshot.at_ms,
-                snapshot.owners.len()
-            )}</p>
-            <svg viewBox=format!("0 0 {} {}", per_row as f64 * cell, rows as f64 * cell) class="blockmap" role="img">{cells}</svg>
+            <p class="hint">{summary.clone()}</p>
+            <BlockGrid cells per_row=32 cell=15.0 label=format!("KV block map, {summary}; a colour per request")/>
         })
     };
     view! {

@@ -112,5 +112,5 @@ pub fn BeamTree(
             </svg>
         }
     };
-    view! { <div class="tree" data-testid="beam-tree">{svg}</div> }
+    view! { <div class="tree" data-testid="beam-tree" tabindex="0" role="region" aria-label="the beam search tree (scrolls sideways)">{svg}</div> }
 }

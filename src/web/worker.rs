@@ -24,7 +24,7 @@ use crate::engine::model::precision::Precision;
 use crate::engine::model::safetensors_stream::{Rows, SafetensorsStream};
 use crate::session::error::SessionError;
 use crate::session::protocol::{FromEngine, ModelSource, ToEngine};
-use crate::session::{DEMO_TOKENIZER, ModelFiles, PendingLoad, Session, Weights};
+use crate::session::{PendingLoad, Session, demo_file, demo_name};
 
 struct Worker {
     session: RefCell<Session>,
@@ -129,49 +129,45 @@ impl Worker {
         }
     }
 
+    /// Loads a model whose three files are at `url(file)`: config and tokenizer fetched,
+    /// `model.safetensors` streamed to the device. Each is kept in Cache Storage.
+    async fn load_urls(
+        &self,
+        name: String,
+        url: &dyn Fn(&str) -> String,
+        precision: Precision,
+        demo: bool,
+        draft: bool,
+        started: Instant,
+    ) -> Result<(), SessionError> {
+        let (config, config_cached) = loader::fetch_hub_file(&url(MODEL_FILES[0]), MODEL_FILES[0], progress).await?;
+        let (tokenizer, tokenizer_cached) =
+            loader::fetch_hub_file(&url(MODEL_FILES[1]), MODEL_FILES[1], progress).await?;
+        let load = PendingLoad::begin(name, &config, &tokenizer, demo, precision, draft, &post)?;
+        let mut weights = Streamed::new(&self.session, &load)?;
+        let weights_cached = loader::stream_hub_file(&url(MODEL_FILES[2]), MODEL_FILES[2], progress, |chunk| {
+            weights.feed(&self.session, &load, chunk)
+        })
+        .await?;
+        let model = weights.finish()?;
+        self.session.borrow_mut().end_load(
+            load,
+            model,
+            config_cached && tokenizer_cached && weights_cached,
+            started,
+            &post,
+        )
+    }
+
     /// Loads the target model, or (`draft`) the draft model of speculative decoding. A hub's or
     /// a picked `model.safetensors` is streamed: each tensor goes to the GPU as its bytes
     /// arrive, so the tab never holds the file (wasm32 has 4 GB; gpt2-xl's f32 file is 6.2).
     async fn load(&self, source: ModelSource, picked: Vec<File>, draft: bool) -> Result<(), SessionError> {
         let started = Instant::now();
-        let progress = |p: loader::Progress| {
-            post(&FromEngine::Progress {
-                file: p.file.into(),
-                loaded: p.loaded,
-                total: p.total,
-                mb_per_s: p.mb_per_s,
-                from_cache: p.from_cache,
-            })
-        };
         match source {
             ModelSource::Hub { hub, repo, weights, kv_f16 } => {
-                let url = |file| loader::hub_url(&hub, &repo, file);
-                let (config, config_cached) =
-                    loader::fetch_hub_file(&url(MODEL_FILES[0]), MODEL_FILES[0], progress).await?;
-                let (tokenizer, tokenizer_cached) =
-                    loader::fetch_hub_file(&url(MODEL_FILES[1]), MODEL_FILES[1], progress).await?;
-                let load = PendingLoad::begin(
-                    repo.clone(),
-                    Some(&config),
-                    &tokenizer,
-                    false,
-                    Precision::from_page(weights, kv_f16),
-                    draft,
-                    &post,
-                )?;
-                let mut weights = Streamed::new(&self.session, &load)?;
-                let weights_cached = loader::stream_hub_file(&url(MODEL_FILES[2]), MODEL_FILES[2], progress, |chunk| {
-                    weights.feed(&self.session, &load, chunk)
-                })
-                .await?;
-                let model = weights.finish()?;
-                self.session.borrow_mut().end_load(
-                    load,
-                    model,
-                    config_cached && tokenizer_cached && weights_cached,
-                    started,
-                    &post,
-                )
+                let url = |file: &str| loader::hub_url(&hub, &repo, file);
+                self.load_urls(repo.clone(), &url, Precision::from_page(weights, kv_f16), false, draft, started).await
             }
             ModelSource::Files { weights, kv_f16 } => {
                 let mut found: [Option<&File>; 3] = [None, None, None];
@@ -201,7 +197,7 @@ impl Worker {
                 let safetensors = safetensors.ok_or_else(|| missing(2))?;
                 let load = PendingLoad::begin(
                     "local files".to_string(),
-                    Some(&config),
+                    &config,
                     &tokenizer,
                     false,
                     Precision::from_page(weights, kv_f16),
@@ -213,20 +209,23 @@ impl Worker {
                 let model = weights.finish()?;
                 self.session.borrow_mut().end_load(load, model, false, started, &post)
             }
-            ModelSource::Demo { seed } => {
-                let (tokenizer, _) = loader::fetch_hub_file(DEMO_TOKENIZER, DEMO_TOKENIZER, |_| {}).await?;
-                let files = ModelFiles {
-                    name: "demo (gpt2-tiny shape, random weights)".to_string(),
-                    config: None,
-                    tokenizer,
-                    weights: Weights::Random(seed),
-                    from_cache: false,
-                    precision: Precision::default(),
-                };
-                self.session.borrow_mut().install(files, draft, started, &post)
+            ModelSource::Demo => {
+                let url = |file: &str| demo_file(draft, file);
+                self.load_urls(demo_name(draft), &url, Precision::default(), true, draft, started).await
             }
         }
     }
+}
+
+/// Reports a file's download to the page.
+fn progress(p: loader::Progress) {
+    post(&FromEngine::Progress {
+        file: p.file.into(),
+        loaded: p.loaded,
+        total: p.total,
+        mb_per_s: p.mb_per_s,
+        from_cache: p.from_cache,
+    })
 }
 
 /// A `model.safetensors` on its way to the device: checked header first, then each tensor

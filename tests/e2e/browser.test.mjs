@@ -9,6 +9,7 @@
 //   node tests/e2e/browser.test.mjs    (env: INFERLAB_DIST, INFERLAB_FIXTURES, INFERLAB_ARTIFACTS, CHROMIUM, INFERLAB_BIN,
 //                                       INFERLAB_APP_EMBEDDED=1: the binary serves its own web app, no --dist)
 import { chromium } from 'playwright-core';
+import { AxeBuilder } from '@axe-core/playwright';
 import { createServer } from 'node:http';
 import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -84,7 +85,7 @@ async function test(name, body) {
 /** A fresh browser profile; `webgpu: false` leaves out --enable-unsafe-webgpu. */
 async function browser({ webgpu = true } = {}) {
   const args = [...flags, ...(webgpu ? ['--enable-unsafe-webgpu'] : [])];
-  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'inferlab-chromium-')), { executablePath, headless: true, args, viewport: { width: 1200, height: 1000 } });
+  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'inferlab-chromium-')), { executablePath, headless: true, args, viewport: { width: 1280, height: 1000 } });
   const page = context.pages()[0] ?? await context.newPage();
   const log = [];
   page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
@@ -94,6 +95,34 @@ async function browser({ webgpu = true } = {}) {
 }
 
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
+
+// What the accessibility and legibility checks found on each page, printed at the end.
+const audits = [];
+
+/**
+ * Checks the page as it stands: axe-core (WCAG 2 A/AA rules) finds no serious or critical
+ * violation, and no chart text (every SVG <text>, at its size on screen) is under 11 px.
+ */
+async function audit(page, name) {
+  const { violations } = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']).analyze();
+  const grave = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  const smallest = await page.evaluate(() => {
+    let min = Infinity;
+    let count = 0;
+    for (const t of document.querySelectorAll('svg text')) {
+      const box = t.getBoundingClientRect();
+      const m = t.getScreenCTM();
+      if (!m || box.width === 0 || !t.textContent.trim()) continue;
+      count++;
+      min = Math.min(min, parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b));
+    }
+    return { min, count };
+  });
+  audits.push(`${name}: axe ${grave.length} serious/critical of ${violations.length}; smallest chart text ${smallest.count ? smallest.min.toFixed(1) + ' px' : '(none)'} over ${smallest.count} labels`);
+  console.log(`     ${audits.at(-1)}`);
+  assert.deepEqual(grave.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')})`), [], `axe on ${name}`);
+  assert.ok(smallest.count === 0 || smallest.min >= 11, `chart text of ${smallest.min} px on ${name}`);
+}
 
 async function waitReady(page) {
   await page.waitForFunction(() => {
@@ -138,6 +167,7 @@ try {
     await page.screenshot({ path: join(artifacts, 'playground.png'), fullPage: true });
     assert.deepEqual(ids, prompt.greedy.new_ids);
     assert.equal((await byId(page, 'output-text').textContent()), prompt.greedy.text);
+    await audit(page, 'Playground');
   });
 
   await test('Stop ends a generation between two steps', async () => {
@@ -211,7 +241,9 @@ try {
     await page.waitForFunction(() => document.querySelector('[data-testid="drift-chart"] polyline')?.getAttribute('points').trim().split(/\s+/).length === 8, null, { timeout: SLOW, polling: 250 });
     assert.equal(await page.locator('[data-testid="ring"] .slot').count(), 4);
     assert.equal(await page.locator('[data-testid="ring"] .slot.fresh').count(), 1);
+    await checkCacheMap(page, tokens);
     await page.screenshot({ path: join(artifacts, 'kv-cache.png'), fullPage: true });
+    await audit(page, 'KV Cache');
   });
 
   await test('f16 KV cache (?kv_dtype=f16): the golden greedy ids, and the KV page shows half the f32 bytes', async () => {
@@ -264,6 +296,7 @@ try {
     assert.ok(await page.locator('[data-testid="batching-timeline"] rect').count() > 48, 'a lane per request');
     assert.ok(await page.locator('[data-testid="batching-blocks"] rect').count() >= 64, 'a cell per KV block');
     await page.screenshot({ path: join(artifacts, 'batching.png'), fullPage: true });
+    await audit(page, 'Batching');
     await byId(page, 'batching-real-run').click();
     await byId(page, 'batching-real-match').waitFor({ timeout: SLOW });
     const match = await byId(page, 'batching-real-match').textContent();
@@ -310,6 +343,7 @@ try {
     assert.ok(series >= 3, 'measured, theory per γ, theory curve');
     assert.ok(await page.locator('[data-testid="spec-passes"] .pass').count() > 0);
     await page.screenshot({ path: join(artifacts, 'speculative.png'), fullPage: true });
+    await audit(page, 'Speculative');
   });
 
   await test('Beam page: the golden beams, num_beams kept nodes per step', async () => {
@@ -330,14 +364,16 @@ try {
     assert.ok(kept.slice(0, -1).every((n) => n === params.num_beams), `${kept}`);
     assert.equal(await page.locator('[data-testid="beam-tree"] g.node.best').count(), params.max_new_tokens, 'the best beam traced through every step');
     await page.screenshot({ path: join(artifacts, 'beam.png'), fullPage: true });
+    await audit(page, 'Beam search');
   });
 
   await test('Inside a step page: attention and the logit lens equal transformers, every op timed, a trace to download', async () => {
     await checkInternals(page, 'internals.png');
+    await audit(page, 'Inside a step');
   });
 
   await test('local files by the picker', async () => {
-    await page.goto(`${app.url}/`);
+    await page.goto(`${app.url}/?page=playground`);
     await byId(page, 'model-status').filter({ hasText: 'no model loaded' }).waitFor({ timeout: SLOW });
     await byId(page, 'file-input').setInputFiles(['config.json', 'tokenizer.json', 'model.safetensors'].map((f) => join(fixtures, MODEL, f)));
     const status = await waitReady(page);
@@ -346,7 +382,7 @@ try {
   });
 
   await test('local files by drag-and-drop', async () => {
-    await page.goto(`${app.url}/`);
+    await page.goto(`${app.url}/?page=playground`);
     await byId(page, 'model-status').filter({ hasText: 'no model loaded' }).waitFor({ timeout: SLOW });
     await page.evaluate(async ({ hub, model }) => {
       const files = new DataTransfer();
@@ -359,10 +395,11 @@ try {
     assert.match(await waitReady(page), /local files/);
   });
 
-  await test('offline demo model', async () => {
+  await test('offline demo pair', async () => {
     await byId(page, 'load-demo').click();
-    assert.match(await waitReady(page), /random weights/);
-    const ids = await generateGreedy(page, 'The demo', 4);
+    assert.match(await waitReady(page), /demo target/);
+    await byId(page, 'tab-playground').click();
+    const ids = await generateGreedy(page, 'fn main() {', 4);
     assert.equal(ids.length, 4);
   });
 
@@ -373,13 +410,13 @@ try {
     await byId(page, 'load-hub').click();
     await byId(page, 'error').waitFor({ timeout: SLOW });
     assert.match(await byId(page, 'error').textContent(), /loading failed: .*no-such-model.*404/);
-    assert.match(await waitReady(page), /random weights/);
+    assert.match(await waitReady(page), /demo target/);
     // The weights stream to the GPU, but their header is checked before the old model goes.
     await byId(page, 'repo').fill('mismatched');
     await byId(page, 'load-hub').click();
     await page.waitForFunction(() => !/404/.test(document.querySelector('[data-testid="error"]')?.textContent ?? '404'), null, { timeout: SLOW });
     assert.match(await byId(page, 'error').textContent(), /loading failed: .*(has shape|does not describe)/);
-    assert.match(await waitReady(page), /random weights/);
+    assert.match(await waitReady(page), /demo target/);
   });
 } finally {
   if (failed) console.log(log.slice(-80).join('\n'));
@@ -393,6 +430,7 @@ await test('no WebGPU: the page says so', async () => {
     await byId(plain.page, 'no-webgpu').waitFor({ timeout: 120_000 });
     assert.match(await byId(plain.page, 'no-webgpu').textContent(), /WebGPU is not available/);
     await plain.page.screenshot({ path: join(artifacts, 'no-webgpu.png'), fullPage: true });
+    await audit(plain.page, 'no WebGPU');
   } finally {
     await plain.context.close();
   }
@@ -406,13 +444,108 @@ await test('unreachable hub: the first screen leads to the offline demo model', 
     await fresh.page.waitForFunction(() => (document.querySelector('[data-testid="model-status"]')?.textContent ?? '').startsWith('failed'), null, { timeout: SLOW, polling: 250 });
     await byId(fresh.page, 'demo-offer').waitFor({ timeout: SLOW });
     await fresh.page.screenshot({ path: join(artifacts, 'offline-first-screen.png'), fullPage: true });
+    await audit(fresh.page, 'offline first screen');
     await byId(fresh.page, 'demo-offer-load').click();
-    assert.match(await waitReady(fresh.page), /random weights/);
+    assert.match(await waitReady(fresh.page), /demo target/);
     assert.equal(await byId(fresh.page, 'demo-offer').count(), 0);
   } finally {
     await fresh.context.close();
   }
 });
+
+await test('the demo pair as a newcomer meets it: the Start page, then every page on it (the book\'s screenshots)', async () => {
+  const fresh = await browser();
+  const { page } = fresh;
+  const shot = (name) => page.screenshot({ path: join(artifacts, `demo-${name}.png`), fullPage: true });
+  const idle = (button) => page.waitForFunction((id) => !document.querySelector(`[data-testid="${id}"]`)?.disabled, button, { timeout: SLOW, polling: 250 });
+  /** Opens a page (its tab), fills its fields, presses `button` once it is enabled, waits for `done`. */
+  const runOn = async (tab, fields, button, done) => {
+    if (tab) await byId(page, tab).click();
+    for (const [id, value] of Object.entries(fields)) await byId(page, id).fill(value);
+    await idle(button);
+    await byId(page, button).click();
+    await done.waitFor({ timeout: SLOW });
+  };
+  try {
+    await page.goto(`${app.url}/`);
+    await byId(page, 'home').waitFor({ timeout: SLOW });
+    await shot('start');
+    await audit(page, 'Start');
+    await byId(page, 'home-start').click();
+    assert.match(await waitReady(page), /demo target/);
+    // The Playground's prompt is the demo's own (Rust); greedy, so the text is the model's best.
+    await runOn(null, { 'max-new-tokens': '40' }, 'generate', byId(page, 'output-ids').filter({ hasText: /\d/ }));
+    console.log(`     playground: ${JSON.stringify(await byId(page, 'output-text').textContent())}`);
+    await shot('playground');
+
+    await runOn('tab-kv', { 'kv-tokens': '32' }, 'kv-run', byId(page, 'kv-speedup'));
+    await checkCacheMap(page, 32);
+    await shot('kv-cache');
+
+    await byId(page, 'tab-batching').click();
+    await byId(page, 'batching-cost').waitFor({ timeout: SLOW });
+    console.log(`     batching: default rate ${await byId(page, 'batching-rate').inputValue()} req/s`);
+    await runOn(null, {}, 'batching-run', page.locator('[data-testid="batching-throughput"][data-policy="continuous"]'));
+    const throughput = Object.fromEntries(await page.$$eval('[data-testid="batching-throughput"]', (els) => els.map((e) => [e.dataset.policy, Number(e.textContent)])));
+    const curve = await page.$$eval('[data-testid="batching-rate-chart"] polyline', (ls) => ls.map((l) => l.dataset.series + ' ' + l.getAttribute('points')));
+    console.log(`     batching: throughput ${JSON.stringify(throughput)}; rate sweep ${curve.length} series`);
+    await shot('batching');
+    await audit(page, 'Batching (demo)');
+
+    await byId(page, 'tab-speculative').click();
+    // The demo pair's draft came with it, and is the page's drafter.
+    await page.locator('[data-testid="spec-draft"] option[value="model"]').waitFor({ state: 'attached', timeout: SLOW });
+    assert.equal(await byId(page, 'spec-draft').inputValue(), 'model');
+    await runOn(null, { 'spec-tokens': '32', 'spec-sweep': '1,2,4' }, 'spec-run', byId(page, 'spec-speedup'));
+    await idle('spec-run');
+    const alpha = Number(await byId(page, 'spec-alpha').textContent());
+    const speedup = Number(await byId(page, 'spec-speedup').textContent());
+    console.log(`     speculative, the demo draft at γ 4: α ${alpha}, measured speedup ${speedup}×`);
+    assert.ok(alpha > 0.5, `greedy α of the demo pair: ${alpha}`);
+    await shot('speculative');
+
+    await runOn('tab-beam', { 'beam-tokens': '12' }, 'beam-run', byId(page, 'beam-output'));
+    await shot('beam');
+    await audit(page, 'Beam search (demo)');
+
+    await runOn('tab-internals', { 'internals-prompt': 'pub fn len(&self) -> usize {' }, 'internals-run', byId(page, 'internals-lens'));
+    await shot('internals');
+  } finally {
+    await fresh.context.close();
+  }
+});
+
+/**
+ * The KV page's picture of the cache after its run of `tokens` new tokens: a cell per stored key
+ * (layers × heads × tokens stored: the prompt and every new token but the last), the ring's
+ * newest slot holding the last stored token, and the paged cache's block tables (A: this run;
+ * B: the same prompt, sharing A's full prompt blocks but the one holding its last token).
+ */
+async function checkCacheMap(page, tokens) {
+  const status = await byId(page, 'model-status').textContent();
+  const [, layers, heads] = status.match(/(\d+) layers × (\d+) heads/).map(Number);
+  const promptTokens = Number(await byId(page, 'kv-prompt-tokens').textContent());
+  const stored = promptTokens + tokens - 1;
+  // It plays the filling once, a step at a time.
+  await byId(page, 'cache-stored').filter({ hasText: new RegExp(`^${stored} of ${promptTokens + tokens} slots`) }).waitFor({ timeout: SLOW });
+  assert.equal(await page.locator('[data-testid="cache-contiguous"] rect title').count(), layers * heads * stored, 'a cell per stored key');
+  const window = 8;
+  const newest = await page.locator('[data-testid="cache-ring"] rect.newest title').allTextContents();
+  assert.equal(newest.length, heads, 'the newest slot in every head');
+  assert.ok(newest.every((t) => t.startsWith(`slot ${(stored - 1) % window} · token ${stored - 1} `)), newest[0]);
+  assert.equal(await page.locator('[data-testid="cache-ring"] rect.oldest').count(), heads);
+  const bs = 4;
+  const tables = page.locator('[data-testid="cache-paged"] .block-table');
+  assert.equal(await tables.nth(0).locator('.entry').count(), Math.ceil(stored / bs));
+  assert.equal(await tables.nth(1).locator('.entry').count(), Math.ceil(promptTokens / bs));
+  const shared = Math.floor((promptTokens - 1) / bs);
+  assert.deepEqual(
+    await tables.nth(1).locator('.entry.shared').allTextContents(),
+    (await tables.nth(0).locator('.entry').allTextContents()).slice(0, shared),
+    'the first blocks of B are those of A',
+  );
+  console.log(`     cache drawn: ${stored} keys × ${layers} layers × ${heads} heads; ring of ${window}; ${shared} blocks shared`);
+}
 
 /**
  * Runs the Inside-a-step page on the 'code' prompt and checks it against transformers
@@ -567,10 +700,11 @@ await test('inferlab app: a page without the token is refused; a missing folder 
     await byId(page, 'load-hub').click();
     await page.waitForFunction(() => /neither a model folder nor a hub repo id/.test(document.querySelector('[data-testid="model-status"]')?.textContent ?? ''), null, { timeout: SLOW, polling: 250 });
     await page.screenshot({ path: join(artifacts, 'app-bad-folder.png'), fullPage: true });
-    // The demo's tokenizer is one of the web app's files, read by the native engine.
+    // The demo pair is among the web app's files, read by the native engine.
     await byId(page, 'load-demo').click();
-    assert.match(await waitReady(page), /random weights/);
-    assert.equal((await generateGreedy(page, 'The demo', 4)).length, 4);
+    assert.match(await waitReady(page), /demo target/);
+    await byId(page, 'tab-playground').click();
+    assert.equal((await generateGreedy(page, 'fn main() {', 4)).length, 4);
   } finally {
     await tab.context.close();
     native.child.kill();
@@ -579,5 +713,6 @@ await test('inferlab app: a page without the token is refused; a missing folder 
 
 app.server.close();
 hub.server.close();
+console.log(`\naccessibility and legibility:\n  ${audits.join('\n  ')}`);
 console.log(`\n${results.length - failed} passed, ${failed} failed; screenshots in ${artifacts}`);
 process.exit(failed ? 1 : 0);

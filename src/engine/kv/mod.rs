@@ -3,6 +3,7 @@
 pub mod blocks;
 pub mod contiguous;
 pub mod dtype;
+pub mod key_norms;
 pub mod mask;
 pub mod memory;
 pub mod paged;

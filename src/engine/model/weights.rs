@@ -72,7 +72,7 @@ impl Gpt2Weights {
     }
 
     /// Seeded random weights with HF's GPT-2 initialisation (N(0, 0.02), zero biases, unit
-    /// LayerNorms): meaningless text, real speed. Used by `--random` and the offline demo.
+    /// LayerNorms): meaningless text, real speed. Used by `--random`.
     pub fn random(config: &Gpt2Config, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let tensors = parameters(config)

@@ -21,7 +21,7 @@ use crate::native::hub;
 use crate::native::model_dir;
 use crate::session::error::SessionError;
 use crate::session::protocol::{FromEngine, ModelInfo, ModelSource, ToEngine};
-use crate::session::{DEMO_TOKENIZER, ModelFiles, Session, Weights};
+use crate::session::{ModelFiles, Session, demo_file, demo_name};
 
 use super::say;
 use super::web_app::WebApp;
@@ -169,12 +169,27 @@ impl AppEngine {
         post: &dyn Fn(&FromEngine),
     ) -> Result<(), SessionError> {
         let started = Instant::now();
-        let files = self.fetch(source, post).map_err(|e| SessionError::Transport(format!("{e:#}")))?;
+        let files = self.fetch(source, draft, post).map_err(|e| SessionError::Transport(format!("{e:#}")))?;
         session.install(files, draft, started, post)
     }
 
-    /// The model's files: a local folder if `repo` names one, else the hub's, through the cache.
-    fn fetch(&self, source: ModelSource, post: &dyn Fn(&FromEngine)) -> Result<ModelFiles> {
+    /// One of the demo pair, from the web app's files.
+    fn demo(&self, draft: bool) -> Result<ModelFiles> {
+        let read = |file| self.web_app.read(&demo_file(draft, file)).context("cannot read the demo pair");
+        Ok(ModelFiles {
+            name: demo_name(draft),
+            config: read("config.json")?,
+            tokenizer: read("tokenizer.json")?,
+            weights: read("model.safetensors")?,
+            from_cache: false,
+            precision: Precision::default(),
+            demo: true,
+        })
+    }
+
+    /// The model's files: a local folder if `repo` names one, else the hub's (through the cache), or
+    /// one of the demo pair.
+    fn fetch(&self, source: ModelSource, draft: bool, post: &dyn Fn(&FromEngine)) -> Result<ModelFiles> {
         match source {
             ModelSource::Hub { hub: hub_url, repo, weights, kv_f16 } => {
                 let folder = Path::new(&repo).is_dir();
@@ -192,27 +207,18 @@ impl AppEngine {
                 let read = |file| model_dir::read(&dir, file);
                 Ok(ModelFiles {
                     name: repo.clone(),
-                    config: Some(read("config.json")?),
+                    config: read("config.json")?,
                     tokenizer: read("tokenizer.json")?,
-                    weights: Weights::Safetensors(read("model.safetensors")?),
+                    weights: read("model.safetensors")?,
                     from_cache,
                     precision: Precision::from_page(weights, kv_f16),
+                    demo: false,
                 })
             }
             ModelSource::Files { .. } => anyhow::bail!(
                 "the native engine cannot take files picked in the page: type the folder that holds them in the Model box and load it"
             ),
-            ModelSource::Demo { seed } => {
-                let tokenizer = self.web_app.read(DEMO_TOKENIZER).context("cannot read the demo model's tokenizer")?;
-                Ok(ModelFiles {
-                    name: "demo (gpt2-tiny shape, random weights)".into(),
-                    config: None,
-                    tokenizer,
-                    weights: Weights::Random(seed),
-                    from_cache: false,
-                    precision: Precision::default(),
-                })
-            }
+            ModelSource::Demo => self.demo(draft),
         }
     }
 }

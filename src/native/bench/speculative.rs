@@ -12,6 +12,7 @@ use crate::engine::decode::speculative::SpeculativeOptions;
 use crate::engine::decode::speculative::drafters::DraftSpec;
 use crate::engine::decode::speculative::report::{ALPHA_DEFINITION, plain_ms_per_token};
 use crate::engine::kv::KvMode;
+use crate::engine::model::tokenizer::Tokenizer;
 use crate::native::device::DeviceArg;
 use crate::native::generate;
 use crate::native::hub::DEFAULT_HUB;
@@ -33,8 +34,11 @@ pub struct SpeculativeArgs {
     #[arg(long, default_value_t = 16)]
     prompt_tokens: usize,
     /// The prompt as token ids instead of a random one.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "prompt")]
     prompt_ids: Option<Vec<u32>>,
+    /// The prompt as text, read by the target's tokenizer (a folder or hub repo target).
+    #[arg(long)]
+    prompt: Option<String>,
     /// 0 = greedy.
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -56,9 +60,21 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
     let device = args.device.init()?;
     let target = model_dir::load_named(&args.target, &args.hub_url, &device, args.seed)?;
     let vocab = target.config.vocab_size as u32;
-    let prompt = match &args.prompt_ids {
-        Some(ids) => ids.clone(),
-        None => {
+    let prompt = match (&args.prompt_ids, &args.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) => {
+            if args.target.starts_with("random:") {
+                bail!("--prompt needs a target with a tokenizer (a folder or hub repo); give --prompt-ids instead");
+            }
+            let dir = model_dir::resolve(&args.target, &args.hub_url)?;
+            let tokenizer = Tokenizer::from_bytes(&model_dir::read(&dir, "tokenizer.json")?)?;
+            let ids = tokenizer.encode(text)?;
+            if ids.is_empty() {
+                bail!("--prompt is empty");
+            }
+            ids
+        }
+        (None, None) => {
             let mut rng = StdRng::seed_from_u64(args.seed);
             (0..args.prompt_tokens.max(1)).map(|_| rng.random_range(0..vocab)).collect()
         }
@@ -122,6 +138,7 @@ pub fn run(args: SpeculativeArgs) -> Result<()> {
             "target": args.target,
             "device": args.device.name(),
             "prompt_tokens": prompt.len(),
+            "prompt": args.prompt,
             "new_tokens": args.new_tokens,
             "temperature": args.temperature,
             "plain_ms_per_token": plain_ms_per_token(&plain),

@@ -26,8 +26,29 @@ fn policy_color(policy: Policy) -> &'static str {
     }
 }
 
-/// Arrival rates of the throughput curve, as multiples of the chosen rate.
-const RATE_SWEEP: [f64; 7] = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0];
+/// Arrival rates of the throughput curve, as multiples of the workload's capacity: from
+/// underload, where every policy keeps up and they tie, to overload, where they part.
+const RATE_SWEEP: [f64; 8] = [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
+
+/// The default arrival rate, as a share of the capacity: loaded enough that batches form,
+/// light enough that waiting for a full one (static) costs latency a dynamic batch does not.
+const DEFAULT_LOAD: f64 = 0.5;
+
+/// About how many requests per second `max_batch` sequences can serve on `cost`: decode
+/// throughput at the workload's mean context, over its mean output (prefill not counted).
+fn capacity(cost: &CostModel, spec: &WorkloadSpec, max_batch: usize, vocab: usize) -> f64 {
+    let requests = spec.generate(vocab);
+    let n = requests.len().max(1) as f64;
+    let output = requests.iter().map(|r| r.max_new_tokens as f64).sum::<f64>() / n;
+    let context = requests.iter().map(|r| r.prompt.len() as f64 + r.max_new_tokens as f64 / 2.0).sum::<f64>() / n;
+    cost.decode_throughput(max_batch, context as usize) / output.max(1.0)
+}
+
+/// A rate to two significant digits.
+fn round_rate(rate: f64) -> String {
+    let digits = (1 - rate.abs().max(1e-6).log10().floor() as i32).max(0) as usize;
+    format!("{rate:.digits$}")
+}
 
 /// The form's values.
 #[derive(Clone, Copy)]
@@ -113,6 +134,22 @@ pub fn BatchingPage() -> impl IntoView {
         ModelStatus::Ready(info) => Some(info.config.n_positions),
         _ => None,
     };
+    let vocab = move || engine.loaded.with_untracked(|m| m.as_ref().map_or(50257, |m| m.config.vocab_size));
+    // Once the cost is measured, the rate starts at DEFAULT_LOAD of the capacity (unless typed).
+    let auto_rate = RwSignal::new(form.rate.get_untracked());
+    Effect::new(move || {
+        let (Some(cost), Some(context)) = (engine.cost.get(), context()) else { return };
+        let (Ok(spec), Ok(max_batch)) =
+            untrack(|| (form.workload(context), field::<usize>("max batch", &form.max_batch.get())))
+        else {
+            return;
+        };
+        if form.rate.get_untracked() == auto_rate.get_untracked() {
+            let rate = round_rate(DEFAULT_LOAD * capacity(&cost.cost, &spec, max_batch, vocab()));
+            auto_rate.set(rate.clone());
+            form.rate.set(rate);
+        }
+    });
     // Sends what `build` makes of the model's context and the measured cost, or says why not.
     let send = move |build: &dyn Fn(usize, CostModel) -> Result<ToEngine, String>| {
         let message = (|| {
@@ -128,10 +165,8 @@ pub fn BatchingPage() -> impl IntoView {
         send(&|context, cost| {
             let workload = form.workload(context)?;
             let configs = chosen.get().into_iter().map(|p| form.config(p, context)).collect::<Result<Vec<_>, _>>()?;
-            let rate = match workload.arrivals {
-                Arrivals::Poisson { rate } | Arrivals::Bursty { rate, .. } => rate,
-            };
-            Ok(ToEngine::Simulate { workload, configs, cost, rates: RATE_SWEEP.iter().map(|m| m * rate).collect() })
+            let full = capacity(&cost, &workload, field("max batch", &form.max_batch.get())?, vocab());
+            Ok(ToEngine::Simulate { workload, configs, cost, rates: RATE_SWEEP.iter().map(|m| m * full).collect() })
         })
     };
     let real_run = move |_| {
@@ -231,14 +266,15 @@ fn PolicyCards(runs: Signal<Vec<PolicyRun>>, viewed: RwSignal<Policy>) -> impl I
                 let s = r.stats;
                 let p = r.policy;
                 view! {
-                    <div class="card" class:active=move || viewed.get() == p style=format!("border-top-color:{}", policy_color(p)) on:click=move |_| viewed.set(p)
+                    <button class="card" class:active=move || viewed.get() == p style=format!("border-top-color:{}", policy_color(p)) on:click=move |_| viewed.set(p)
+                        aria-pressed=move || (viewed.get() == p).to_string()
                         title=format!("max batch {} · {} blocks × {} · {} preemptions · {} steps", r.config.max_batch, r.config.num_blocks, r.config.block_size, s.preemptions, s.steps)>
                         <b>{p.name()}</b>
                         <span><b data-testid="batching-throughput" data-policy=p.name()>{format!("{:.1}", s.throughput_tok_s)}</b>" tok/s"</span>
                         <span>{format!("latency p50 {:.0} · p99 {:.0} ms", s.p50_latency_ms, s.p99_latency_ms)}</span>
                         <span>{format!("TTFT p50 {:.0} ms · batch {:.1}", s.p50_ttft_ms, s.mean_batch)}</span>
                         <span>{format!("KV waste {:.1}% (max-length contiguous: {:.0}%)", s.kv_waste_pct, s.contiguous_waste_pct)}</span>
-                    </div>
+                    </button>
                 }
             })
             .collect_view()

@@ -6,13 +6,16 @@ use leptos::prelude::*;
 use crate::engine::decode::beam::{BeamOptions, EarlyStopping};
 use crate::session::protocol::ToEngine;
 use crate::web::bridge::EngineHandle;
-use crate::web::form::{Field, field};
+use crate::web::form::{Field, example_prompt, field};
 use crate::web::tree::BeamTree;
+
+/// The prompt for the demo pair (trained on Rust sources).
+const BEAM_CODE: &str = "impl";
 
 #[component]
 pub fn BeamPage() -> impl IntoView {
     let engine = expect_context::<EngineHandle>();
-    let prompt = RwSignal::new("The quick brown fox".to_string());
+    let prompt = example_prompt("The quick brown fox", BEAM_CODE);
     let num_beams = RwSignal::new("4".to_string());
     let length_penalty = RwSignal::new("1.0".to_string());
     let early_stopping = RwSignal::new("true".to_string());
@@ -50,7 +53,7 @@ pub fn BeamPage() -> impl IntoView {
                 "log-probabilities are ranked. Those ending in the end-of-text token become finished hypotheses (scored sum ÷ length^penalty), "
                 "the best num_beams of the others run on. The beams are rows of one batch that share the prompt's KV blocks; "
                 "a fork copies only a beam's last, partly filled block."</p>
-            <textarea rows="2" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) data-testid="beam-prompt"></textarea>
+            <textarea rows="2" aria-label="prompt" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) data-testid="beam-prompt"></textarea>
             <div class="row">
                 <Field label="num_beams" value=num_beams testid="beam-num-beams"/>
                 <Field label="length_penalty" value=length_penalty testid="beam-length-penalty"/>

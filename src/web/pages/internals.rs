@@ -9,24 +9,22 @@ use crate::engine::inspect::probe::Op;
 use crate::engine::inspect::trace::chrome_trace;
 use crate::session::protocol::{InspectionView, ToEngine};
 use crate::web::bridge::EngineHandle;
-use crate::web::charts::{PALETTE, label, ticks};
+use crate::web::charts::{CHART_W, PALETTE, label, ticks};
+use crate::web::form::on_activate;
 
 /// One colour per op, shared by the bars, the totals and the legend.
 fn op_color(op: Op) -> &'static str {
     match op {
-        Op::Ln1 | Op::Ln2 | Op::LnF => "#8c959f",
+        Op::Ln1 | Op::Ln2 | Op::LnF => "var(--faint)",
         Op::Qkv => PALETTE[0],
         Op::Attention => PALETTE[1],
         Op::AttnProj => PALETTE[5],
         Op::MlpUp => PALETTE[2],
         Op::Gelu => PALETTE[4],
         Op::MlpDown => PALETTE[3],
-        Op::Embed | Op::Head | Op::Sampling => "#1b1f24",
+        Op::Embed | Op::Head | Op::Sampling => "var(--ink)",
     }
 }
-
-/// The blue of every weight and probability on the page, `value` (0..1) as its opacity.
-const INK: &str = "#0969da";
 
 #[component]
 pub fn InternalsPage() -> impl IntoView {
@@ -39,7 +37,7 @@ pub fn InternalsPage() -> impl IntoView {
             <p class="hint">"One real forward pass of the loaded model over your prompt (the prefill), a greedy pick, and one decode step after it. "
                 "Every picture below is read out of that pass: what each attention head looked at, what the model would say if it stopped after each block "
                 "(the logit lens: the residual stream through the final LayerNorm and the output head), and where each step's milliseconds went on this device."</p>
-            <textarea rows="2" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) data-testid="internals-prompt"></textarea>
+            <textarea rows="2" aria-label="prompt" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) data-testid="internals-prompt"></textarea>
             <div class="row">
                 <button on:click=run disabled=move || engine.loaded.get().is_none() || engine.busy() data-testid="internals-run">"Run the step"</button>
                 <span class="detail">"up to 48 tokens"</span>
@@ -116,11 +114,13 @@ fn AttentionGrid(view: InspectionView, selected: RwSignal<(usize, usize)>) -> im
                         .enumerate()
                         .flat_map(|(q, row)| row.iter().enumerate().take(q + 1).map(move |(k, &w)| (q, k, w)))
                         .filter(|&(_, _, w)| w >= 0.02)
-                        .map(|(q, k, w)| view! { <rect x=k y=q width="1" height="1" fill=INK fill-opacity=w/> })
+                        .map(|(q, k, w)| view! { <rect x=k y=q width="1" height="1" fill-opacity=w/> })
                         .collect_view();
                     view! {
                         <svg class="head-map" class:active=move || selected.get() == (layer, head) viewBox=format!("0 0 {t} {t}")
-                            data-testid="internals-attention" data-layer=layer data-head=head on:click=move |_| selected.set((layer, head))>
+                            data-testid="internals-attention" data-layer=layer data-head=head on:click=move |_| selected.set((layer, head))
+                            tabindex="0" role="button" aria-label=format!("enlarge layer {} head {}", layer + 1, head + 1)
+                            on:keydown=on_activate(move || selected.set((layer, head)))>
                             <title>{format!("layer {} · head {} (click to enlarge)", layer + 1, head + 1)}</title>
                             <rect width=t height=t class="map-bg"/>{cells}
                         </svg>
@@ -130,7 +130,7 @@ fn AttentionGrid(view: InspectionView, selected: RwSignal<(usize, usize)>) -> im
             view! { <div class="head-row"><span class="head-label">{format!("L{}", layer + 1)}</span>{maps}</div> }
         })
         .collect_view();
-    view! { <div class="head-grid">{rows}</div> }
+    view! { <div class="head-grid" role="region" aria-label="attention maps">{rows}</div> }
 }
 
 /// The selected head enlarged: every weight, the tokens on both axes, and the decode step's
@@ -154,7 +154,7 @@ fn AttentionDetail(view: InspectionView, selected: RwSignal<(usize, usize)>) -> 
             .flat_map(|(q, row)| row.iter().enumerate().map(move |(k, &w)| (q, k, w)))
             .map(|(q, k, w)| {
                 let title = format!("query {:?} → key {:?}: {w:.4}", tokens[q], tokens[k]);
-                view! { <rect x=margin + k as f64 * cell y=margin + q as f64 * cell width=cell height=cell fill=INK fill-opacity=w stroke="#eaeef2" stroke-width="0.5" data-weight=w><title>{title}</title></rect> }
+                view! { <rect x=margin + k as f64 * cell y=margin + q as f64 * cell width=cell height=cell fill-opacity=w data-weight=w><title>{title}</title></rect> }
             })
             .collect_view();
         let labels = tokens
@@ -172,7 +172,8 @@ fn AttentionDetail(view: InspectionView, selected: RwSignal<(usize, usize)>) -> 
         view! {
             <figure class="chart attention-detail">
                 <figcaption>{format!("Layer {} · head {}: rows are queries, columns keys; the last row is the decode step's query", layer + 1, head + 1)}</figcaption>
-                <svg viewBox=format!("0 0 {size} {size}") style=format!("max-width:{size}px")>{labels}{cells}</svg>
+                <svg width=size height=size viewBox=format!("0 0 {size} {size}") role="img"
+                    aria-label=format!("attention weights of layer {} head {}: hover a cell for its weight", layer + 1, head + 1)>{labels}{cells}</svg>
             </figure>
         }
     }
@@ -198,7 +199,11 @@ fn Lens(view: InspectionView) -> impl IntoView {
                     let detail: Vec<String> =
                         texts.iter().zip(&top.probs).map(|(t, p)| format!("{:?} {:.1}%", t, p * 100.0)).collect();
                     let title = format!("{}\nresidual stream norm {norm:.1}", detail.join("\n"));
-                    let shade = format!("background: rgba(9, 105, 218, {:.3})", top.probs[0]);
+                    // At most 60% of the accent under the text: dark text stays readable on it.
+                    let shade = format!(
+                        "background: color-mix(in srgb, var(--accent) {:.0}%, var(--surface))",
+                        top.probs[0] * 60.0
+                    );
                     let ink = if top.probs[0] > 0.5 { "color: white" } else { "" };
                     view! { <td style=format!("{shade}; {ink}") title=title>{visible(&texts[0])}</td> }
                 })
@@ -212,12 +217,12 @@ fn Lens(view: InspectionView) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <div class="lens-wrap"><table class="lens" data-testid="internals-lens"><thead><tr><th>"after"</th>{header}</tr></thead><tbody>{rows}</tbody></table></div>
+        <div class="lens-wrap" tabindex="0" role="region" aria-label="the logit lens (scrolls sideways)"><table class="lens" data-testid="internals-lens"><thead><tr><th>"after"</th>{header}</tr></thead><tbody>{rows}</tbody></table></div>
     }
 }
 
 /// About the width a column of two has on a laptop, so 11 px text stays 11 px.
-const BAR_W: f64 = 520.0;
+const BAR_W: f64 = CHART_W;
 const BAR_LEFT: f64 = 92.0;
 const BAR_H: f64 = 16.0;
 
@@ -247,7 +252,7 @@ fn StepBars(step: StepTiming) -> impl IntoView {
                     let (x0, x1) = (sx(at), sx(at + o.ms));
                     at += o.ms;
                     let title = format!("{} · {:.3} ms", o.op.name(), o.ms);
-                    view! { <rect x=x0 y=y width=(x1 - x0).max(0.5) height=BAR_H fill=op_color(o.op)><title>{title}</title></rect> }
+                    view! { <rect x=x0 y=y width=(x1 - x0).max(0.5) height=BAR_H style=format!("fill:{}", op_color(o.op))><title>{title}</title></rect> }
                 })
                 .collect_view();
             let name = row.map_or("outside".to_string(), |l| format!("block {l}"));
@@ -285,7 +290,8 @@ fn StepBars(step: StepTiming) -> impl IntoView {
         <div class="charts">
             <figure class="chart">
                 <figcaption>{format!("{}: {:.1} ms", step.label, step.ms)}</figcaption>
-                <svg viewBox=format!("0 0 {BAR_W} {height}")>{bars}{grid}</svg>
+                <svg width=BAR_W height=height viewBox=format!("0 0 {BAR_W} {height}") role="img"
+                    aria-label="time of each op, a row per block; hover a segment for its op and time">{bars}{grid}</svg>
             </figure>
             <figure class="chart">
                 <figcaption>"Per op, over all blocks"</figcaption>

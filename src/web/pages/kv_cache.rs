@@ -1,6 +1,7 @@
 //! KV Cache page, on the loaded model: (a) the same greedy generation with and without the
-//! cache, token by token; (b) the memory model for the loaded and the published configs;
-//! (c) a sliding window's ring buffer being overwritten, and what it does to the logits.
+//! cache, token by token; (b) the cache itself as that run filled it (contiguous, as a sliding
+//! window's ring, as paged blocks); (c) the memory model for the loaded and the published
+//! configs; (d) a sliding window's ring buffer being overwritten, and what it does to the logits.
 
 use leptos::prelude::*;
 
@@ -11,14 +12,18 @@ use crate::engine::kv::memory::{activation_bytes, kv_bytes, param_count};
 use crate::engine::model::config::Gpt2Config;
 use crate::session::protocol::{Run, ToEngine};
 use crate::web::bridge::{EngineHandle, ModelStatus, RunState};
+use crate::web::cache_map::CacheMap;
 use crate::web::charts::{LineChart, PALETTE, Series};
-use crate::web::form::{Field, field};
+use crate::web::form::{Field, example_prompt, field};
 
 const NAMED: [&str; 5] = ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"];
 
+/// The prompt for the demo pair (trained on Rust sources).
+const KV_CODE: &str = "#[derive(Debug, Clone, Copy)]";
+
 #[component]
 pub fn KvCachePage() -> impl IntoView {
-    let prompt = RwSignal::new("Hello".to_string());
+    let prompt = example_prompt("Hello", KV_CODE);
     view! {
         <section class="page">
             <h2>"KV Cache"</h2>
@@ -26,10 +31,38 @@ pub fn KvCachePage() -> impl IntoView {
                 "runs one token and reads the stored keys and values of the others."</p>
             <label class="wide">"Prompt " <input prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) data-testid="kv-prompt" size="50"/></label>
             <CacheVsRecompute prompt/>
+            <StoredKeys/>
             <MemoryModel/>
             <SlidingWindow prompt/>
         </section>
     }
+}
+
+/// The cache the with-cache run filled: its keys are asked for once that run is done.
+#[component]
+fn StoredKeys() -> impl IntoView {
+    let engine = expect_context::<EngineHandle>();
+    let with = move || engine.runs.with(|r| r.get(&Run::WithCache).cloned().unwrap_or_default());
+    let asked = RwSignal::new(None::<Vec<u32>>);
+    Effect::new(move || {
+        let run = with();
+        if run.done.is_none() || run.ids.is_empty() {
+            return;
+        }
+        // The last generated token is never fed back: the cache holds the rest.
+        let stored: Vec<u32> = run.prompt_ids.iter().chain(&run.ids[..run.ids.len() - 1]).copied().collect();
+        let shown = engine.cache_keys.with_untracked(|k| k.as_ref().is_some_and(|k| k.ids == stored));
+        if !shown && asked.get_untracked().as_ref() != Some(&stored) {
+            asked.set(Some(stored.clone()));
+            engine.send(&ToEngine::CacheKeys { ids: stored }, &[]);
+        }
+    });
+    let prompt = Signal::derive(move || with().prompt_ids.len());
+    let capacity = Signal::derive(move || {
+        let run = with();
+        run.prompt_ids.len() + run.requested
+    });
+    view! { <CacheMap prompt capacity/> }
 }
 
 fn series_of(state: &RunState) -> Vec<(f64, f64)> {
@@ -158,7 +191,7 @@ fn MemoryModel() -> impl IntoView {
         })
     };
     view! {
-        <h3>"(b) Memory model"</h3>
+        <h3>"(c) Memory model"</h3>
         <label>"Config "
             <select on:change=move |ev| choice.set(event_target_value(&ev).parse().unwrap_or(0)) data-testid="memory-config">
                 {move || configs(engine).into_iter().enumerate().map(|(i, (name, _))| view! { <option value=i.to_string() selected=move || choice.get() == i>{name}</option> }).collect_view()}
@@ -232,7 +265,7 @@ fn SlidingWindow(prompt: RwSignal<String>) -> impl IntoView {
     };
     let ready = move || matches!(engine.status.get(), ModelStatus::Ready(_));
     view! {
-        <h3>"(c) Sliding window"</h3>
+        <h3>"(d) Sliding window: what it forgets"</h3>
         <p class="hint">"A ring of W slots keeps only the last W positions: each new token overwrites the oldest. "
             "The full cache runs beside it on the same tokens; the chart shows how far the sliding cache's logits move once positions fall out."</p>
         <div class="row">

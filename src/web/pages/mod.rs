@@ -2,6 +2,7 @@
 
 pub mod batching;
 pub mod beam;
+pub mod home;
 pub mod internals;
 pub mod kv_cache;
 pub mod playground;

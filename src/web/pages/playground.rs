@@ -9,12 +9,15 @@ use crate::engine::kv::KvMode;
 use crate::session::protocol::{Run, ToEngine};
 use crate::web::bridge::{EngineHandle, ModelStatus};
 use crate::web::charts::{LineChart, PALETTE, Series};
-use crate::web::form::{Field, field};
+use crate::web::form::{Field, example_prompt, field};
+
+/// The prompt for the demo pair (trained on Rust sources).
+const PLAYGROUND_CODE: &str = "pub fn";
 
 #[component]
 pub fn PlaygroundPage() -> impl IntoView {
     let engine = expect_context::<EngineHandle>();
-    let prompt = RwSignal::new("Hello".to_string());
+    let prompt = example_prompt("Hello", PLAYGROUND_CODE);
     let max_new = RwSignal::new("24".to_string());
     let temperature = RwSignal::new("0".to_string());
     let top_k = RwSignal::new("0".to_string());

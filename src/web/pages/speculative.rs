@@ -12,13 +12,22 @@ use crate::engine::model::weight_dtype::WeightDtype;
 use crate::session::protocol::{ModelSource, PassView, ToEngine};
 use crate::web::bridge::EngineHandle;
 use crate::web::charts::{LineChart, PALETTE, Series};
-use crate::web::form::{Field, field, picked_files};
+use crate::web::form::{Field, example_prompt, field, picked_files};
+
+/// The prompt for the demo pair (trained on Rust sources).
+const SPECULATIVE_CODE: &str = "use std::";
 
 #[component]
 pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
     let engine = expect_context::<EngineHandle>();
-    let prompt = RwSignal::new("The quick brown fox jumps over the lazy dog. The quick brown fox".to_string());
+    let prompt = example_prompt("The quick brown fox jumps over the lazy dog. The quick brown fox", SPECULATIVE_CODE);
+    // The draft model once one is loaded (the demo pair brings its own), else early exit.
     let drafter = RwSignal::new("layers:1".to_string());
+    Effect::new(move || {
+        if engine.draft.get().is_some() {
+            drafter.set("model".into());
+        }
+    });
     let gamma = RwSignal::new("4".to_string());
     let temperature = RwSignal::new("0".to_string());
     let tokens = RwSignal::new("32".to_string());
@@ -84,7 +93,7 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
             &[],
         )
     };
-    let load_demo_draft = move |_| engine.send(&ToEngine::LoadDraft(ModelSource::Demo { seed: 1 }), &[]);
+    let load_demo_draft = move |_| engine.send(&ToEngine::LoadDraft(ModelSource::Demo), &[]);
     let load_draft_files = move |ev: leptos::ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         let files = picked_files(input.files());
@@ -101,7 +110,7 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
                 "Each guess is kept with probability min(1, p/q); at the first rejection the target draws its own token from what q left out "
                 "(max(0, p − q)), and if all are kept it adds a bonus token. The output is distributed exactly as the target's own — "
                 "greedy, it is the same text — but a pass can yield up to γ + 1 tokens."</p>
-            <textarea rows="2" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) data-testid="spec-prompt"></textarea>
+            <textarea rows="2" aria-label="prompt" prop:value=move || prompt.get() on:input=move |ev| prompt.set(event_target_value(&ev)) data-testid="spec-prompt"></textarea>
             <div class="row">
                 <label>"Drafter "
                     <select data-testid="spec-draft" prop:value=move || drafter.get() on:change=move |ev| drafter.set(event_target_value(&ev))>
@@ -117,11 +126,11 @@ pub fn SpeculativePage(hub: RwSignal<String>) -> impl IntoView {
                 <button on:click=run disabled=no_model data-testid="spec-run">"Run"</button>
             </div>
             <div class="row detail">
-                <span>"Draft model from the hub: "</span>
-                <input prop:value=move || draft_repo.get() on:input=move |ev| draft_repo.set(event_target_value(&ev)) data-testid="spec-draft-repo" size="28"/>
+                <label>"Draft model from the hub: "
+                    <input prop:value=move || draft_repo.get() on:input=move |ev| draft_repo.set(event_target_value(&ev)) data-testid="spec-draft-repo" size="28"/></label>
                 <button on:click=load_draft disabled=move || engine.busy() data-testid="spec-load-draft">"Load draft"</button>
                 <label>"or files "<input type="file" multiple accept=".json,.safetensors" on:change=load_draft_files disabled=move || engine.busy() data-testid="spec-draft-files"/></label>
-                <button on:click=load_demo_draft disabled=move || engine.busy()>"Demo draft (random)"</button>
+                <button on:click=load_demo_draft disabled=move || engine.busy()>"Demo draft"</button>
                 <span>{move || engine.draft.get().map(|d| format!("loaded: {}", d.name)).unwrap_or_else(|| "no draft model loaded".into())}</span>
             </div>
             <Passes/>
@@ -155,7 +164,7 @@ fn Passes() -> impl IntoView {
             <span class="key"><i class="tok-untested"></i>"drafted after a rejection (never tested)"</span>
             <span class="key"><i class="tok-target"></i>"the target's own token (resampled or bonus)"</span>
         </div>
-        <div class="passes" data-testid="spec-passes">
+        <div class="passes" data-testid="spec-passes" tabindex="0" role="region" aria-label="the target passes (scrolls)">
             {move || engine.spec.with(|s| s.passes.iter().enumerate().map(|(i, p)| view! { <PassRow index=i pass=p.clone()/> }).collect_view())}
         </div>
     }
